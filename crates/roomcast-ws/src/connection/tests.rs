@@ -1,0 +1,336 @@
+//! A client and a server connection joined by in-memory byte pipes: the state machine
+//! tested end to end without sockets.
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+use crate::close::CloseCode;
+use crate::frame::{FrameHeader, apply_mask};
+
+struct Pair {
+    client: Connection,
+    server: Connection,
+    /// Bytes in flight towards the server and towards the client.
+    to_server: BytesMut,
+    to_client: BytesMut,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self::with(Config::default())
+    }
+
+    fn with(config: Config) -> Self {
+        Self {
+            client: Connection::new(Role::Client, config),
+            server: Connection::new(Role::Server, config),
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
+        }
+    }
+
+    fn drain(out: &mut Outbox, into: &mut BytesMut) {
+        for b in out.iter() {
+            into.extend_from_slice(b);
+        }
+        out.clear();
+    }
+
+    /// Moves what each side queued to the other; returns what each received.
+    fn pump(&mut self) -> (Vec<Message>, Vec<Message>) {
+        let (mut at_server, mut at_client) = (Vec::new(), Vec::new());
+        loop {
+            Self::drain(self.client.outbox(), &mut self.to_server);
+            Self::drain(self.server.outbox(), &mut self.to_client);
+            let mut progress = false;
+            while let Ok(Some(m)) = self.server.receive(&mut self.to_server) {
+                at_server.push(m);
+                progress = true;
+            }
+            while let Ok(Some(m)) = self.client.receive(&mut self.to_client) {
+                at_client.push(m);
+                progress = true;
+            }
+            if !progress && self.client.outbox().is_empty() && self.server.outbox().is_empty() {
+                return (at_server, at_client);
+            }
+        }
+    }
+}
+
+/// A masked client frame, built by hand so it can break the rules.
+fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1, 2, 3, 4];
+    let header = FrameHeader {
+        fin: b0 & 0x80 != 0,
+        rsv: (b0 >> 4) & 7,
+        opcode: OpCode::from_bits(b0 & 0xf).expect("test opcode"),
+        mask: Some(key),
+        payload_len: payload.len() as u64,
+    };
+    let mut head = [0u8; FrameHeader::MAX_SIZE];
+    let n = header.write(&mut head);
+    let mut out = head[..n].to_vec();
+    let mut body = payload.to_vec();
+    apply_mask(&mut body, key, 0);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn server_gets(wire: &[u8]) -> (Result<Vec<Message>, ProtocolError>, Connection) {
+    let mut server = Connection::new(
+        Role::Server,
+        Config::default().max_message_size(1000).max_frame_size(800),
+    );
+    let mut buf = BytesMut::from(wire);
+    let mut got = Vec::new();
+    loop {
+        match server.receive(&mut buf) {
+            Ok(Some(m)) => got.push(m),
+            Ok(None) => return (Ok(got), server),
+            Err(e) => return (Err(e), server),
+        }
+    }
+}
+
+/// The close frame the server queued, parsed.
+fn queued_close(server: &mut Connection) -> Option<CloseFrame> {
+    let mut client = Connection::new(Role::Client, Config::default());
+    let mut wire = BytesMut::new();
+    Pair::drain(server.outbox(), &mut wire);
+    let mut last = None;
+    while let Ok(Some(m)) = client.receive(&mut wire) {
+        last = Some(m);
+    }
+    match last {
+        Some(Message::Close(f)) => f,
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[test]
+fn messages_both_ways() {
+    let mut p = Pair::new();
+    p.client.send(Message::text("hello")).unwrap();
+    p.client.send(Message::binary(vec![0u8, 1, 2])).unwrap();
+    p.client.send(Message::text("")).unwrap();
+    p.server
+        .send(Message::binary(Bytes::from(vec![7u8; 70_000])))
+        .unwrap();
+    let (at_server, at_client) = p.pump();
+    assert_eq!(
+        at_server,
+        [
+            Message::text("hello"),
+            Message::binary(vec![0u8, 1, 2]),
+            Message::text("")
+        ]
+    );
+    assert_eq!(at_client, [Message::binary(vec![7u8; 70_000])]);
+}
+
+#[test]
+fn fragments_with_a_ping_in_between_and_an_auto_pong() {
+    let mut p = Pair::new();
+    p.client
+        .send_frame(OpCode::Text, Bytes::from_static("κό".as_bytes()), false)
+        .unwrap();
+    p.client
+        .send(Message::Ping(Bytes::from_static(b"p1")))
+        .unwrap();
+    // the split falls inside a two-byte code point
+    let rest = "σμε".as_bytes();
+    p.client
+        .send_frame(
+            OpCode::Continuation,
+            Bytes::copy_from_slice(&rest[..1]),
+            false,
+        )
+        .unwrap();
+    p.client
+        .send_frame(
+            OpCode::Continuation,
+            Bytes::copy_from_slice(&rest[1..]),
+            true,
+        )
+        .unwrap();
+    let (at_server, at_client) = p.pump();
+    assert_eq!(
+        at_server,
+        [
+            Message::Ping(Bytes::from_static(b"p1")),
+            Message::text("κόσμε")
+        ]
+    );
+    assert_eq!(at_client, [Message::Pong(Bytes::from_static(b"p1"))]);
+}
+
+#[test]
+fn sender_keeps_fragments_in_order() {
+    let mut c = Connection::new(Role::Client, Config::default());
+    assert!(matches!(
+        c.send_frame(OpCode::Continuation, Bytes::new(), true),
+        Err(SendError::FragmentOutOfSequence(_))
+    ));
+    c.send_frame(OpCode::Binary, Bytes::new(), false).unwrap();
+    assert!(matches!(
+        c.send(Message::text("x")),
+        Err(SendError::FragmentOutOfSequence(_))
+    ));
+    assert_eq!(
+        c.send(Message::Ping(Bytes::from(vec![0u8; 126]))),
+        Err(SendError::ControlFrameTooLong(126))
+    );
+}
+
+#[test]
+fn close_started_by_the_client() {
+    let mut p = Pair::new();
+    p.client
+        .close(Some(CloseFrame::new(CloseCode(4000), "bye")))
+        .unwrap();
+    assert_eq!(p.client.state(), State::CloseSent);
+    assert_eq!(p.client.send(Message::text("late")), Err(SendError::Closed));
+    let (at_server, at_client) = p.pump();
+    assert_eq!(
+        at_server,
+        [Message::Close(Some(CloseFrame::new(
+            CloseCode(4000),
+            "bye"
+        )))]
+    );
+    // the server echoes the code
+    assert_eq!(
+        at_client,
+        [Message::Close(Some(CloseFrame::new(CloseCode(4000), "")))]
+    );
+    assert_eq!(
+        (p.client.state(), p.server.state()),
+        (State::Closed, State::Closed)
+    );
+    // "the server MUST close the underlying TCP connection immediately"; the client waits
+    assert!(p.server.should_close_transport());
+    assert!(!p.client.should_close_transport());
+}
+
+#[test]
+fn close_started_by_the_server_and_without_a_body() {
+    let mut p = Pair::new();
+    p.server.close(None).unwrap();
+    let (at_server, at_client) = p.pump();
+    assert_eq!(at_client, [Message::Close(None)]);
+    assert_eq!(at_server, [Message::Close(None)]);
+    assert_eq!(
+        (p.client.state(), p.server.state()),
+        (State::Closed, State::Closed)
+    );
+}
+
+#[test]
+fn data_still_arrives_while_our_close_is_in_flight() {
+    let mut p = Pair::new();
+    p.server
+        .close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "drain")))
+        .unwrap();
+    p.client.send(Message::text("in flight")).unwrap();
+    let (at_server, _) = p.pump();
+    assert_eq!(at_server[0], Message::text("in flight"));
+    assert!(matches!(at_server[1], Message::Close(_)));
+}
+
+#[test]
+fn protocol_errors_fail_with_the_right_close_code() {
+    let cases: Vec<(Vec<u8>, CloseCode)> = vec![
+        (vec![0x81, 0x02, b'h', b'i'], CloseCode::PROTOCOL_ERROR), // unmasked
+        (client_frame(0xc1, b"x"), CloseCode::PROTOCOL_ERROR),     // RSV1 without an extension
+        (vec![0x83, 0x80, 1, 2, 3, 4], CloseCode::PROTOCOL_ERROR), // reserved opcode
+        (client_frame(0x80, b"x"), CloseCode::PROTOCOL_ERROR),     // continuation of nothing
+        (
+            [client_frame(0x01, b"a"), client_frame(0x81, b"b")].concat(),
+            CloseCode::PROTOCOL_ERROR,
+        ),
+        (client_frame(0x88, &[0x03]), CloseCode::PROTOCOL_ERROR), // close body of 1 byte
+        (client_frame(0x88, &[0x03, 0xed]), CloseCode::PROTOCOL_ERROR), // 1005 on the wire
+        (
+            client_frame(0x88, &[0x03, 0xe8, 0xc0]),
+            CloseCode::INVALID_PAYLOAD,
+        ),
+        (
+            client_frame(0x81, b"\xce\xba\xff"),
+            CloseCode::INVALID_PAYLOAD,
+        ),
+        (client_frame(0x82, &[0; 801]), CloseCode::TOO_BIG), // frame limit 800
+        (
+            [client_frame(0x02, &[0; 600]), client_frame(0x80, &[0; 401])].concat(),
+            CloseCode::TOO_BIG,
+        ),
+    ];
+    for (wire, code) in cases {
+        let (got, mut server) = server_gets(&wire);
+        let err = got.expect_err(&format!("{wire:x?} must fail"));
+        assert_eq!(err.close_code(), code, "{err}");
+        assert_eq!(server.state(), State::Failed);
+        assert!(server.should_close_transport());
+        let close = queued_close(&mut server).expect("a close body");
+        assert_eq!(close.code, code);
+        assert_eq!(close.reason.as_str(), err.to_string());
+    }
+}
+
+#[test]
+fn invalid_utf8_fails_before_the_frame_is_complete() {
+    // Autobahn 6.4.4: one text frame arriving in pieces; the invalid byte is in the second.
+    let wire = client_frame(
+        0x81,
+        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80\x65\x64\x69\x74\x65\x64",
+    );
+    let header_len = 6;
+    let mut server = Connection::new(Role::Server, Config::default());
+    let mut buf = BytesMut::from(&wire[..header_len + 11]);
+    assert_eq!(server.receive(&mut buf), Ok(None), "valid so far");
+    buf.extend_from_slice(&wire[header_len + 11..header_len + 13]);
+    assert_eq!(
+        server.receive(&mut buf),
+        Err(ProtocolError::InvalidUtf8),
+        "fails at \\xf4\\x90"
+    );
+}
+
+#[test]
+fn invalid_utf8_fails_at_the_fragment_not_the_message() {
+    // Autobahn 6.4.1: the first fragment is valid, the second ends the sequence wrongly,
+    // the third (never sent) would finish the message.
+    let mut server = Connection::new(Role::Server, Config::default());
+    let mut buf = BytesMut::from(&client_frame(0x01, "κόσμε".as_bytes())[..]);
+    assert_eq!(server.receive(&mut buf), Ok(None));
+    buf.extend_from_slice(&client_frame(0x00, b"\xf4\x90\x80\x80")[..]);
+    assert_eq!(server.receive(&mut buf), Err(ProtocolError::InvalidUtf8));
+}
+
+#[test]
+fn nothing_is_decoded_after_close() {
+    let wire = [
+        client_frame(0x88, &[0x03, 0xe8]),
+        client_frame(0x81, b"after"),
+    ]
+    .concat();
+    let (got, server) = server_gets(&wire);
+    assert_eq!(
+        got.unwrap(),
+        [Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, "")))]
+    );
+    assert_eq!(server.state(), State::Closed);
+}
+
+#[test]
+fn no_pong_after_our_close() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.close(None).unwrap();
+    server.outbox().clear();
+    let mut buf = BytesMut::from(&client_frame(0x89, b"late")[..]);
+    assert_eq!(
+        server.receive(&mut buf),
+        Ok(Some(Message::Ping(Bytes::from_static(b"late"))))
+    );
+    assert!(server.outbox().is_empty());
+}

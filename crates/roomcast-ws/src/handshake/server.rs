@@ -1,0 +1,453 @@
+//! The server side of the opening handshake (RFC 6455 section 4.2).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+
+use super::headers::{self, ExtensionOffer};
+use super::key;
+
+/// The most header fields a request head may have.
+pub const MAX_HEADERS: usize = 64;
+/// The default largest request head, in bytes.
+pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
+
+/// Why a handshake request was refused; each maps to an HTTP status
+/// ([`RequestError::status`]) and a plain-text reason ([`std::fmt::Display`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The head did not end within the size limit.
+    #[error("request head exceeds {0} bytes")]
+    HeadTooLarge(usize),
+    /// More than [`MAX_HEADERS`] header fields.
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    /// Not HTTP.
+    #[error("malformed HTTP request: {0}")]
+    Malformed(httparse::Error),
+    /// A request target that is not a valid URI.
+    #[error("malformed request target")]
+    InvalidTarget,
+    /// A header name or value that HTTP does not allow.
+    #[error("malformed header field")]
+    InvalidHeader,
+    /// "The method of the request MUST be GET."
+    #[error("method {0} not allowed: a WebSocket handshake is a GET request")]
+    MethodNotAllowed(Method),
+    /// "... and the HTTP version MUST be at least 1.1."
+    #[error("HTTP/1.1 or later is required for a WebSocket handshake")]
+    HttpVersion,
+    /// "An |Upgrade| header field containing the value "websocket"": without it this is
+    /// not a WebSocket request at all.
+    #[error("this endpoint only speaks WebSocket: send Upgrade: websocket")]
+    NotWebSocket,
+    /// "A |Connection| header field that includes the token "Upgrade"."
+    #[error("the Connection header must include the token Upgrade")]
+    MissingConnectionUpgrade,
+    /// "A |Sec-WebSocket-Version| header field, with a value of 13."
+    #[error("unsupported or missing Sec-WebSocket-Version: this server speaks version 13")]
+    UnsupportedVersion,
+    /// "A |Host| header field containing the server's authority."
+    #[error("missing or repeated Host header")]
+    InvalidHost,
+    /// No `Sec-WebSocket-Key`.
+    #[error("missing Sec-WebSocket-Key header")]
+    MissingKey,
+    /// A key that is not 16 bytes in base64, or more than one.
+    #[error("Sec-WebSocket-Key must be one base64 value of 16 bytes")]
+    InvalidKey,
+    /// A `Sec-WebSocket-Protocol` element that is not a token.
+    #[error("malformed Sec-WebSocket-Protocol")]
+    InvalidProtocol,
+    /// A `Sec-WebSocket-Extensions` element that does not follow the grammar.
+    #[error("malformed Sec-WebSocket-Extensions element: {0}")]
+    InvalidExtensions(String),
+}
+
+impl RequestError {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::HeadTooLarge(_) | Self::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            // "If this version does not match a version understood by the server, the
+            // server MUST abort the WebSocket handshake ... and instead send an
+            // appropriate HTTP error code (such as 426 Upgrade Required)".
+            Self::NotWebSocket | Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Header fields the refusal must carry.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            // RFC 9110 section 15.5.6: a 405 "MUST generate an Allow header field".
+            Self::MethodNotAllowed(_) => vec![(header::ALLOW, HeaderValue::from_static("GET"))],
+            // RFC 9110 section 15.5.22: a 426 "MUST send an Upgrade header field"; RFC
+            // 6455 section 4.2.2: with "a |Sec-WebSocket-Version| header field indicating
+            // the version(s) the server is capable of understanding".
+            Self::NotWebSocket | Self::UnsupportedVersion => vec![
+                (header::UPGRADE, HeaderValue::from_static("websocket")),
+                (
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                ),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The whole HTTP/1.1 refusal: status, headers and the reason as a text body. The
+    /// connection is closed after it.
+    pub fn to_http1(&self) -> Bytes {
+        encode_response(&self.to_response())
+    }
+
+    /// The refusal as an `http::Response`, for servers built on an HTTP library.
+    pub fn to_response(&self) -> Response<String> {
+        let mut resp = Response::new(format!("{self}\n"));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        for (name, value) in self.headers() {
+            h.append(name, value);
+        }
+        resp
+    }
+}
+
+/// Writes a whole HTTP/1.1 response (a refusal chosen by the application) with
+/// `content-length` and `connection: close`.
+pub fn encode_response(resp: &Response<String>) -> Bytes {
+    let status = resp.status();
+    let body = resp.body();
+    let mut out = BytesMut::with_capacity(128 + body.len());
+    let line = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    out.put_slice(line.as_bytes());
+    for (name, value) in resp.headers() {
+        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.put_slice(body.as_bytes());
+    out.freeze()
+}
+
+/// Parses an HTTP/1.x request head from the front of `buf`. `Ok(None)` means it is not
+/// complete yet; otherwise the request and the length of its head.
+pub fn parse_request(
+    buf: &[u8],
+    max_head: usize,
+) -> Result<Option<(Request<()>, usize)>, RequestError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Complete(_)) => return Err(RequestError::HeadTooLarge(max_head)),
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
+            return Err(RequestError::HeadTooLarge(max_head));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+        Err(e) => return Err(RequestError::Malformed(e)),
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| RequestError::Malformed(httparse::Error::Token))?;
+    let uri: http::Uri = parsed
+        .path
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| RequestError::InvalidTarget)?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    let headers = req.headers_mut();
+    headers.reserve(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| RequestError::InvalidHeader)?;
+        let value =
+            HeaderValue::from_bytes(field.value).map_err(|_| RequestError::InvalidHeader)?;
+        headers.append(name, value);
+    }
+    Ok(Some((req, len)))
+}
+
+/// What a valid handshake request offers; the server answers it with
+/// [`ClientOffer::accept`].
+#[derive(Clone, Debug)]
+pub struct ClientOffer {
+    key: HeaderValue,
+    /// Subprotocols the client asked for, in its order of preference.
+    pub protocols: Vec<String>,
+    /// Extensions the client offered, in its order of preference.
+    pub extensions: Vec<ExtensionOffer>,
+}
+
+/// Checks a request against RFC 6455 section 4.2.1, in the order that gives the most
+/// useful status: the method, the HTTP version, whether it is a WebSocket request at
+/// all, then each field.
+pub fn validate_request(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<ClientOffer, RequestError> {
+    if method != Method::GET {
+        return Err(RequestError::MethodNotAllowed(method.clone()));
+    }
+    if version < Version::HTTP_11 {
+        return Err(RequestError::HttpVersion);
+    }
+    if !headers::has_token(headers, header::UPGRADE, "websocket") {
+        return Err(RequestError::NotWebSocket);
+    }
+    if !headers::has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(RequestError::MissingConnectionUpgrade);
+    }
+    match headers::single(headers, header::SEC_WEBSOCKET_VERSION) {
+        Ok(Some(v)) if v.as_bytes().trim_ascii() == b"13" => {}
+        _ => return Err(RequestError::UnsupportedVersion),
+    }
+    match headers::single(headers, header::HOST) {
+        Ok(Some(host)) if !host.is_empty() => {}
+        _ => return Err(RequestError::InvalidHost),
+    }
+    let key = match headers::single(headers, header::SEC_WEBSOCKET_KEY) {
+        Ok(None) => return Err(RequestError::MissingKey),
+        Ok(Some(k)) if key::is_valid_key(k.as_bytes().trim_ascii()) => k.clone(),
+        _ => return Err(RequestError::InvalidKey),
+    };
+    let mut protocols = Vec::new();
+    for p in headers::list(headers, header::SEC_WEBSOCKET_PROTOCOL) {
+        if !headers::is_token(p) {
+            return Err(RequestError::InvalidProtocol);
+        }
+        protocols.push(p.to_owned());
+    }
+    let extensions = headers::extensions(headers).map_err(RequestError::InvalidExtensions)?;
+    Ok(ClientOffer {
+        key,
+        protocols,
+        extensions,
+    })
+}
+
+/// The server's answer to a [`ClientOffer`]: the chosen subprotocol and extensions, and
+/// any extra header fields (cookies, a node id).
+#[derive(Clone, Debug, Default)]
+pub struct Accept {
+    /// The subprotocol chosen, one of [`ClientOffer::protocols`].
+    pub protocol: Option<String>,
+    /// The extensions accepted, with their parameters.
+    pub extensions: Vec<ExtensionOffer>,
+    /// Extra header fields for the 101 response.
+    pub headers: HeaderMap,
+}
+
+impl ClientOffer {
+    /// The first subprotocol, in the client's order, that `supported` contains.
+    pub fn select_protocol(&self, supported: &[&str]) -> Option<String> {
+        self.protocols
+            .iter()
+            .find(|p| supported.contains(&p.as_str()))
+            .cloned()
+    }
+
+    /// The `Sec-WebSocket-Accept` value that proves the server read this request.
+    pub fn accept_key(&self) -> String {
+        key::accept_key(self.key.as_bytes().trim_ascii())
+    }
+
+    /// The 101 response head, ready to write.
+    pub fn accept(&self, accept: &Accept) -> Bytes {
+        let mut out = BytesMut::with_capacity(160);
+        out.put_slice(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ");
+        out.put_slice(self.accept_key().as_bytes());
+        out.put_slice(b"\r\n");
+        for (name, value) in accept_fields(accept) {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+
+    /// The 101 response as an `http::Response`, for servers built on an HTTP library.
+    pub fn accept_response(&self, accept: &Accept) -> Response<()> {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::try_from(self.accept_key()) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        for (name, value) in accept_fields(accept) {
+            h.append(name, value);
+        }
+        resp
+    }
+}
+
+fn accept_fields(accept: &Accept) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+    let protocol = accept
+        .protocol
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+        .map(|v| (header::SEC_WEBSOCKET_PROTOCOL, v));
+    let extensions = (!accept.extensions.is_empty())
+        .then(|| {
+            let list: Vec<String> = accept.extensions.iter().map(ToString::to_string).collect();
+            HeaderValue::from_str(&list.join(", ")).ok()
+        })
+        .flatten()
+        .map(|v| (header::SEC_WEBSOCKET_EXTENSIONS, v));
+    protocol
+        .into_iter()
+        .chain(extensions)
+        .chain(accept.headers.iter().map(|(n, v)| (n.clone(), v.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RFC_REQUEST: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\
+        Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    fn check(raw: &str) -> Result<ClientOffer, RequestError> {
+        let (req, _) = parse_request(raw.as_bytes(), DEFAULT_MAX_HEAD)?.expect("complete");
+        validate_request(req.method(), req.version(), req.headers())
+    }
+
+    #[test]
+    fn rfc_handshake() {
+        let (req, n) = parse_request(RFC_REQUEST.as_bytes(), DEFAULT_MAX_HEAD)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, RFC_REQUEST.len());
+        assert_eq!(req.uri().path(), "/chat");
+        let offer = validate_request(req.method(), req.version(), req.headers()).unwrap();
+        assert_eq!(offer.protocols, ["chat", "superchat"]);
+        let chosen = offer.select_protocol(&["superchat", "other"]);
+        assert_eq!(chosen.as_deref(), Some("superchat"));
+        let reply = offer.accept(&Accept {
+            protocol: chosen,
+            ..Accept::default()
+        });
+        let reply = std::str::from_utf8(&reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(reply.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(reply.contains("sec-websocket-protocol: superchat\r\n"));
+        assert!(reply.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn partial_and_oversized_heads() {
+        for n in 0..RFC_REQUEST.len() {
+            assert_eq!(
+                parse_request(&RFC_REQUEST.as_bytes()[..n], DEFAULT_MAX_HEAD)
+                    .unwrap()
+                    .map(|r| r.1),
+                None
+            );
+        }
+        assert_eq!(
+            parse_request(RFC_REQUEST.as_bytes(), 64).unwrap_err(),
+            RequestError::HeadTooLarge(64)
+        );
+        assert_eq!(
+            parse_request(&[b'G'; 100], 64).unwrap_err(),
+            RequestError::HeadTooLarge(64)
+        );
+    }
+
+    #[test]
+    fn refusals_have_the_right_status() {
+        let cases: &[(&str, &str, u16)] = &[
+            ("GET /chat HTTP/1.1", "POST /chat HTTP/1.1", 405),
+            ("GET /chat HTTP/1.1", "GET /chat HTTP/1.0", 400),
+            ("Upgrade: websocket\r\n", "", 426),
+            ("Upgrade: websocket\r\n", "Upgrade: h2c\r\n", 426),
+            ("Connection: Upgrade\r\n", "Connection: keep-alive\r\n", 400),
+            ("Sec-WebSocket-Version: 13\r\n", "", 426),
+            (
+                "Sec-WebSocket-Version: 13\r\n",
+                "Sec-WebSocket-Version: 8\r\n",
+                426,
+            ),
+            ("Host: server.example.com\r\n", "", 400),
+            ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 400),
+            (
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                "Sec-WebSocket-Key: c2hvcnQ=\r\n",
+                400,
+            ),
+            (
+                "Sec-WebSocket-Protocol: chat, superchat\r\n",
+                "Sec-WebSocket-Protocol: a b\r\n",
+                400,
+            ),
+        ];
+        for (from, to, status) in cases {
+            let raw = RFC_REQUEST.replace(from, to);
+            let err = check(&raw).expect_err(&raw);
+            assert_eq!(err.status().as_u16(), *status, "{raw} gave {err}");
+        }
+        let garbage = parse_request(b"\x16\x03\x01\x00\r\n\r\n", DEFAULT_MAX_HEAD).unwrap_err();
+        assert_eq!(garbage.status().as_u16(), 400);
+    }
+
+    #[test]
+    fn refusal_bytes() {
+        let err = check(&RFC_REQUEST.replace("Sec-WebSocket-Version: 13\r\n", "")).unwrap_err();
+        let text = String::from_utf8(err.to_http1().to_vec()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("sec-websocket-version: 13\r\n"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let resp = err.to_response();
+        assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
+    }
+
+    #[test]
+    fn case_and_lists_in_tokens() {
+        let raw = RFC_REQUEST
+            .replace("Upgrade: websocket", "upgrade: WebSocket")
+            .replace("Connection: Upgrade", "Connection: keep-alive, upgrade");
+        assert!(check(&raw).is_ok());
+    }
+}

@@ -1,0 +1,119 @@
+//! The queue of encoded bytes waiting to be written.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes};
+
+/// Encoded frames waiting for the socket, in order.
+///
+/// Buffers are kept as they were queued (often one `Bytes` shared by many connections)
+/// and handed to the driver as `IoSlice`s, so a burst of frames leaves in one vectored
+/// write without being copied together.
+#[derive(Debug, Default, Clone)]
+pub struct Outbox {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a buffer at the back.
+    pub fn push(&mut self, buf: Bytes) {
+        if !buf.is_empty() {
+            self.bytes += buf.len();
+            self.queue.push_back(buf);
+        }
+    }
+
+    /// Bytes waiting.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Buffers waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The buffers waiting, front first.
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.queue.iter()
+    }
+
+    /// Fills `dst` with slices of the front buffers; returns how many it filled.
+    pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, buf) in dst.iter_mut().zip(self.queue.iter()) {
+            *slot = IoSlice::new(buf);
+            n += 1;
+        }
+        n
+    }
+
+    /// The front buffer, for writers that cannot do vectored writes.
+    pub fn front(&self) -> Option<&Bytes> {
+        self.queue.front()
+    }
+
+    /// Drops `n` written bytes from the front.
+    pub fn advance(&mut self, mut n: usize) {
+        self.bytes -= n.min(self.bytes);
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.queue.pop_front();
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.bytes = 0;
+    }
+
+    /// Releases the spare capacity a burst left behind, so an idle connection keeps at
+    /// most a few slots.
+    pub fn shrink(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 4 {
+            self.queue = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_across_buffers() {
+        let mut o = Outbox::new();
+        o.push(Bytes::from_static(b"abc"));
+        o.push(Bytes::new());
+        o.push(Bytes::from_static(b"defg"));
+        assert_eq!((o.len(), o.len_bytes()), (2, 7));
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(o.io_slices(&mut slices), 2);
+        o.advance(4);
+        assert_eq!((o.len(), o.len_bytes()), (1, 3));
+        assert_eq!(&o.front().unwrap()[..], b"efg");
+        o.advance(3);
+        assert!(o.is_empty());
+        assert_eq!(o.len_bytes(), 0);
+    }
+}
