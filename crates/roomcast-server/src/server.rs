@@ -93,7 +93,7 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 },
-                _ = stopped.wait_for(|stop| *stop) => break,
+                _ = async { stopped.wait_for(|stop| *stop).await.map(|_| ()) } => break,
             }
         }
         shared

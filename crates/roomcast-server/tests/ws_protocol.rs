@@ -1,0 +1,115 @@
+//! The WebSocket side of `/echo`: messages come back; every broken rule gets its close code.
+
+mod common;
+
+use common::{RawClient, start};
+use roomcast_ws::tokio::connect;
+use roomcast_ws::{CloseCode, CloseFrame, Message, OpCode};
+
+#[tokio::test]
+async fn echo_with_our_client() {
+    let s = start(|_| {}).await;
+    let (mut ws, _) = connect(&format!("ws://{}/echo", s.addr)).await.unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::binary(vec![1u8, 2, 3])
+    );
+    ws.close(Some(CloseFrame::new(CloseCode::NORMAL, "done")))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ping_gets_its_pong_and_close_is_echoed_then_tcp_closed() {
+    let s = start(|_| {}).await;
+    let mut c = RawClient::connect(s.addr, "/echo").await;
+    c.send_frame(0x89, b"are you there").await;
+    assert_eq!(
+        c.next_frame().await,
+        Some((OpCode::Pong, b"are you there".to_vec()))
+    );
+    c.send_frame(0x88, &[0x0f, 0xa0, b'b', b'y', b'e']).await; // 4000 "bye"
+    c.expect_close(4000).await;
+}
+
+#[tokio::test]
+async fn broken_rules_close_with_the_right_code() {
+    let s = start(|c| {
+        c.max_message_size = 1024;
+        c.max_frame_size = 1024;
+    })
+    .await;
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked frame", vec![0x81, 0x02, b'h', b'i'], 1002),
+        (
+            "RSV1 without an extension",
+            common::masked_frame(0xc1, b"x"),
+            1002,
+        ),
+        (
+            "RSV3 without an extension",
+            common::masked_frame(0x91, b"x"),
+            1002,
+        ),
+        ("reserved opcode", vec![0x83, 0x80, 0, 0, 0, 0], 1002),
+        ("fragmented ping", vec![0x09, 0x80, 0, 0, 0, 0], 1002),
+        (
+            "continuation of nothing",
+            common::masked_frame(0x80, b"x"),
+            1002,
+        ),
+        (
+            "close code 1005 on the wire",
+            common::masked_frame(0x88, &[0x03, 0xed]),
+            1002,
+        ),
+        (
+            "invalid UTF-8 text",
+            common::masked_frame(0x81, b"\xce\xba\xff"),
+            1007,
+        ),
+        (
+            "invalid UTF-8 close reason",
+            common::masked_frame(0x88, &[0x03, 0xe8, 0xc0, 0xaf]),
+            1007,
+        ),
+        (
+            "frame over the limit",
+            common::masked_frame(0x82, &[0; 1025]),
+            1009,
+        ),
+        (
+            "message over the limit",
+            [
+                common::masked_frame(0x02, &[0; 600]),
+                common::masked_frame(0x80, &[0; 600]),
+            ]
+            .concat(),
+            1009,
+        ),
+    ];
+    for (what, wire, code) in cases {
+        let mut c = RawClient::connect(s.addr, "/echo").await;
+        use tokio::io::AsyncWriteExt;
+        c.stream.write_all(&wire).await.unwrap();
+        let reason = c.expect_close(code).await;
+        assert!(!reason.is_empty(), "{what}: the close frame should say why");
+    }
+}
+
+#[tokio::test]
+async fn a_fragmented_message_with_a_ping_inside_is_reassembled() {
+    let s = start(|_| {}).await;
+    let mut c = RawClient::connect(s.addr, "/echo").await;
+    c.send_frame(0x01, "κό".as_bytes()).await;
+    c.send_frame(0x89, b"mid").await;
+    c.send_frame(0x80, "σμε".as_bytes()).await;
+    assert_eq!(c.next_frame().await, Some((OpCode::Pong, b"mid".to_vec())));
+    assert_eq!(
+        c.next_frame().await,
+        Some((OpCode::Text, "κόσμε".as_bytes().to_vec()))
+    );
+}
