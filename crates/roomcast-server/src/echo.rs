@@ -10,9 +10,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: WebSocket<S>,
 ) -> Result<(), Error> {
     while let Some(msg) = ws.recv().await {
-        match msg? {
-            msg @ (Message::Text(_) | Message::Binary(_)) => ws.feed(msg).await?,
-            _ => {}
+        if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
+            ws.feed(msg).await?;
         }
     }
     Ok(())

@@ -4,10 +4,10 @@
 //! endpoints, and the endpoints themselves. The `roomcast` binary is a thin CLI over it;
 //! tests run it in-process.
 //!
-//! Every connection starts in [`conn`]: the first request head is read and parsed with
+//! Every connection starts in `conn`: the first request head is read and parsed with
 //! the WebSocket crate's own handshake parser. A WebSocket endpoint is answered right
 //! there (no HTTP library in the way of the handshake); anything else is handed, bytes
-//! already read included, to hyper ([`routes`]).
+//! already read included, to hyper (`routes`).
 
 pub mod config;
 mod conn;

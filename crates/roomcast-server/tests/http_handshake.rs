@@ -1,5 +1,7 @@
 //! The HTTP side: health, routing, and every refused handshake with its status and reason.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! The WebSocket side of `/echo`: messages come back; every broken rule gets its close code.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{RawClient, start};

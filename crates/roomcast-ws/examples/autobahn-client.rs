@@ -46,9 +46,8 @@ async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
 async fn run_case(url: &str) -> Result<(), Error> {
     let (mut ws, _) = connect(url).await?;
     while let Some(msg) = ws.recv().await {
-        match msg? {
-            msg @ (Message::Text(_) | Message::Binary(_)) => ws.feed(msg).await?,
-            _ => {}
+        if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
+            ws.feed(msg).await?;
         }
     }
     Ok(())

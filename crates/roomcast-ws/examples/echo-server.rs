@@ -36,11 +36,10 @@ async fn serve(stream: TcpStream) -> Result<(), roomcast_ws::tokio::Error> {
 
 async fn echo(mut ws: WebSocket<TcpStream>) -> Result<(), roomcast_ws::tokio::Error> {
     while let Some(msg) = ws.recv().await {
-        match msg? {
+        if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
             // `feed` queues; `recv` writes what is queued before it waits for input, so a
             // burst of messages is answered with one vectored write.
-            msg @ (Message::Text(_) | Message::Binary(_)) => ws.feed(msg).await?,
-            _ => {}
+            ws.feed(msg).await?;
         }
     }
     Ok(())

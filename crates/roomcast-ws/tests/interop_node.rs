@@ -1,5 +1,7 @@
 //! Interop with Node's `ws` library, in both roles.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 fn node() -> String {

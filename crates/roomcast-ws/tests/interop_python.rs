@@ -1,5 +1,7 @@
 //! Interop with the Python `websockets` library, in both roles.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

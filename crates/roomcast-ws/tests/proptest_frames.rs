@@ -1,6 +1,8 @@
 //! Property tests: whatever is encoded decodes to the same thing, for both roles, however
 //! the bytes are cut on the way.
 
+#![allow(clippy::unwrap_used)]
+
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use roomcast_ws::frame::{FrameHeader, encode_frame};

@@ -8,7 +8,7 @@ use http::header::{AsHeaderName, HeaderValue};
 /// The comma-separated elements of every value of a header (RFC 9110 section 5.6.1:
 /// `#element`), trimmed, empty ones dropped. Values that are not visible ASCII are
 /// skipped.
-pub fn list<'a>(headers: &'a HeaderMap, name: impl AsHeaderName) -> impl Iterator<Item = &'a str> {
+pub fn list(headers: &HeaderMap, name: impl AsHeaderName) -> impl Iterator<Item = &str> {
     headers
         .get_all(name)
         .into_iter()

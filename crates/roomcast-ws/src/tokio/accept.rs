@@ -31,6 +31,8 @@ pub async fn read_request<S: AsyncRead + Unpin>(
 
 /// Accepts a WebSocket on `io` with the default settings, any subprotocol refused and no
 /// extension.
+// A refusal is a whole `Response`, large but rare: not worth a box on every accept.
+#[allow(clippy::result_large_err)]
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocket<S>, Error> {
     accept_with(io, WebSocketConfig::default(), |_, _| Ok(Accept::default())).await
 }

@@ -138,9 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     }
 
     async fn answer_pending(&mut self) -> Option<Result<Message, Error>> {
-        let Some(pending) = self.pending.as_mut() else {
-            return None;
-        };
+        let pending = self.pending.as_mut()?;
         let terminal = !matches!(pending.event, Ok(Message::Ping(_)));
         let server_side = self.role == Role::Server || pending.event.is_err();
         let flushed = {

@@ -154,12 +154,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Phase::Open => {}
             }
             // Write what is queued (pongs, replies fed earlier) before waiting for input.
-            if !self.conn.outbox().is_empty() {
-                if let Poll::Ready(Err(e)) = poll_write_outbox(&mut self.io, self.conn.outbox(), cx)
-                {
-                    self.finish(Err(e.into()));
-                    continue;
-                }
+            if !self.conn.outbox().is_empty()
+                && let Poll::Ready(Err(e)) = poll_write_outbox(&mut self.io, self.conn.outbox(), cx)
+            {
+                self.finish(Err(e.into()));
+                continue;
             }
             match self.conn.receive(&mut self.rbuf) {
                 Ok(Some(msg @ Message::Close(_))) => {
