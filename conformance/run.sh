@@ -67,23 +67,32 @@ run_client() {
   return $rc
 }
 
+cpu_ms() {  # user+system CPU time of process $1 in ms, from /proc
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/$1/stat"
+}
+
 run_timings() {
   cargo build --release --quiet --manifest-path "$ROOT/bench/peers/rust/Cargo.toml" --bin tungstenite-echo
-  local port pid
-  for who in roomcast tungstenite; do
-    port=$(free_port)
-    if [ "$who" = roomcast ]; then
-      "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn & pid=$!
-      export AUTOBAHN_URL_PATH=/echo
-    else
-      "$ROOT/bench/peers/rust/target/release/tungstenite-echo" "127.0.0.1:$port" 2>/dev/null & pid=$!
-      export AUTOBAHN_URL_PATH=
-    fi
-    wait_tcp "$port"
-    AUTOBAHN_AGENT="$who" AUTOBAHN_REPORT_DIR="$OUT/timings-$who" "$HERE/autobahn/fuzzingclient.sh" 127.0.0.1 "$port" "9.*" >/dev/null || true
-    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  local port pid round rounds="${ROUNDS:-3}"
+  : > "$OUT/timings-cpu.txt"
+  for round in $(seq "$rounds"); do
+    for who in roomcast tungstenite; do
+      port=$(free_port)
+      if [ "$who" = roomcast ]; then
+        "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn & pid=$!
+        export AUTOBAHN_URL_PATH=/echo
+      else
+        "$ROOT/bench/peers/rust/target/release/tungstenite-echo" "127.0.0.1:$port" 2>/dev/null & pid=$!
+        export AUTOBAHN_URL_PATH=
+      fi
+      wait_tcp "$port"
+      AUTOBAHN_AGENT="$who" AUTOBAHN_REPORT_DIR="$OUT/timings-$who-$round" \
+        "$HERE/autobahn/fuzzingclient.sh" 127.0.0.1 "$port" "9.*" >/dev/null || true
+      echo "$round $who $(cpu_ms "$pid")" >> "$OUT/timings-cpu.txt"
+      kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    done
   done
-  python3 "$HERE/timings.py" "$OUT/timings-roomcast" roomcast "$OUT/timings-tungstenite" tungstenite
+  python3 "$HERE/timings.py" "$OUT" "$rounds" "$OUT/timings-cpu.txt"
 }
 
 mkdir -p "$OUT"

@@ -1,35 +1,61 @@
 #!/usr/bin/env python3
-"""Print per-case durations of two Autobahn reports side by side.
+"""Autobahn 9.* case times of roomcast beside tokio-tungstenite, over several rounds.
 
-usage: timings.py REPORT_A AGENT_A REPORT_B AGENT_B
+usage: timings.py OUT_DIR ROUNDS CPU_FILE
+
+Reads OUT_DIR/timings-{roomcast,tungstenite}-{round}/index.json and the server CPU times
+(ms, from /proc) in CPU_FILE ("round agent ms" lines). Prints, per case, the median
+duration of each server and the ratio, then the totals. The case durations are measured
+by wstest (single-threaded Python) and include its own work, so they drift run to run;
+the server CPU time is the steadier figure.
 """
 import json
 import os
+import statistics
 import sys
 
-
-def load(d, agent):
-    with open(os.path.join(d, "index.json")) as f:
-        return {cid: c for cid, c in json.load(f)[agent].items()}
+AGENTS = ("roomcast", "tungstenite")
 
 
 def key(cid):
     return tuple(int(p) for p in cid.split("."))
 
 
-def main(a_dir, a, b_dir, b):
-    ra, rb = load(a_dir, a), load(b_dir, b)
-    print(f"{'case':<8} {a + ' ms':>14} {b + ' ms':>16} {'ratio':>7}   verdicts")
-    ta = tb = 0
-    for cid in sorted(set(ra) & set(rb), key=key):
-        da, db = ra[cid]["duration"], rb[cid]["duration"]
-        ta, tb = ta + da, tb + db
-        ratio = f"{da / db:.2f}" if db else "-"
-        print(f"{cid:<8} {da:>14} {db:>16} {ratio:>7}   {ra[cid]['behavior']}/{rb[cid]['behavior']}")
-    print(f"{'total':<8} {ta:>14} {tb:>16} {ta / tb if tb else 0:>7.2f}")
+def main(out, rounds, cpu_file):
+    rounds = int(rounds)
+    durations = {a: {} for a in AGENTS}
+    for a in AGENTS:
+        for r in range(1, rounds + 1):
+            path = os.path.join(out, f"timings-{a}-{r}", "index.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                for cid, c in json.load(f)[a].items():
+                    durations[a].setdefault(cid, []).append(c["duration"])
+    cases = sorted(set(durations[AGENTS[0]]) & set(durations[AGENTS[1]]), key=key)
+    print(f"{'case':<8} {'roomcast ms':>12} {'tungstenite ms':>15} {'ratio':>6}   (medians of {rounds} rounds)")
+    totals = {a: 0 for a in AGENTS}
+    for cid in cases:
+        m = {a: statistics.median(durations[a][cid]) for a in AGENTS}
+        for a in AGENTS:
+            totals[a] += m[a]
+        ratio = m["roomcast"] / m["tungstenite"] if m["tungstenite"] else 1.0
+        print(f"{cid:<8} {m['roomcast']:>12.0f} {m['tungstenite']:>15.0f} {ratio:>6.2f}")
+    print(f"{'total':<8} {totals['roomcast']:>12.0f} {totals['tungstenite']:>15.0f} "
+          f"{totals['roomcast'] / totals['tungstenite']:>6.2f}")
+    cpu = {a: [] for a in AGENTS}
+    with open(cpu_file) as f:
+        for line in f:
+            _, a, ms = line.split()
+            cpu[a].append(int(ms))
+    print("server CPU for all of 9.* (ms, per round): " + "; ".join(
+        f"{a} {cpu[a]} median {statistics.median(cpu[a]):.0f}" for a in AGENTS if cpu[a]))
+    if cpu["roomcast"] and cpu["tungstenite"]:
+        print(f"server CPU ratio roomcast/tungstenite: "
+              f"{statistics.median(cpu['roomcast']) / statistics.median(cpu['tungstenite']):.2f}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
+    if len(sys.argv) != 4:
         sys.exit(__doc__)
     main(*sys.argv[1:])
