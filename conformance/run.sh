@@ -47,7 +47,7 @@ cargo build --release --quiet -p roomcast --bin roomcast -p roomcast-ws --exampl
 run_server() {
   local port pid rc=0
   port=$(free_port)
-  "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn &
+  "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn --set websocket.max_message_size=16777216 --set websocket.max_frame_size=16777216 &
   pid=$!
   wait_http "$port" "$pid" || { echo "roomcast did not start" >&2; kill "$pid" 2>/dev/null; return 1; }
   AUTOBAHN_URL_PATH=/echo AUTOBAHN_AGENT=roomcast AUTOBAHN_REPORT_DIR="$OUT/server" \
@@ -79,7 +79,7 @@ run_timings() {
     for who in roomcast tungstenite; do
       port=$(free_port)
       if [ "$who" = roomcast ]; then
-        "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn & pid=$!
+        "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn --set websocket.max_message_size=16777216 --set websocket.max_frame_size=16777216 & pid=$!
         export AUTOBAHN_URL_PATH=/echo
       else
         "$ROOT/bench/peers/rust/target/release/tungstenite-echo" "127.0.0.1:$port" 2>/dev/null & pid=$!

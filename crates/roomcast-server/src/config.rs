@@ -1,52 +1,413 @@
-//! Server settings.
+//! Settings: the embedded defaults (`default.toml`), a file, the environment and flags.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use roomcast_ws::Config as WsConfig;
 use roomcast_ws::tokio::WebSocketConfig;
+use serde::Deserialize;
 
-/// Settings of `roomcast serve`.
-#[derive(Clone, Debug)]
+use crate::hub::HistoryLimits;
+
+/// The default configuration, with a comment on every key.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub struct ServerConfig {
-    /// The address to listen on. Default `127.0.0.1:8080`.
-    pub listen: SocketAddr,
-    /// Serve the echo socket at `/echo` (for conformance testing). Default off.
-    pub echo: bool,
-    /// How long a client may take to send its request head (and finish the WebSocket
-    /// handshake) before it is dropped. Default 10 s.
-    pub handshake_timeout: Duration,
-    /// The largest WebSocket frame payload accepted. Default 16 MiB.
-    pub max_frame_size: usize,
-    /// The largest WebSocket message accepted. Default 16 MiB.
-    pub max_message_size: usize,
-    /// The largest request head accepted. Default 16 KiB.
-    pub max_head: usize,
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{origin}: {source}")]
+    Syntax {
+        /// Where the text came from.
+        origin: String,
+        /// The parser's complaint.
+        source: Box<toml::de::Error>,
+    },
+    /// A key that does not exist.
+    #[error("{origin}: unknown setting `{key}` (see `roomcast config` for every setting)")]
+    UnknownKey {
+        /// Where it came from.
+        origin: String,
+        /// The key.
+        key: String,
+    },
+    /// A value of the wrong type or out of range.
+    #[error("{origin}: `{key}`: {reason}")]
+    BadValue {
+        /// Where it came from.
+        origin: String,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-impl Default for ServerConfig {
+/// All settings of `roomcast serve`. `Config::default()` is [`DEFAULT_TOML`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[websocket]`.
+    pub websocket: WebSocketSettings,
+    /// `[rooms]`.
+    pub rooms: RoomSettings,
+}
+
+/// `[server]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub node_id: String,
+    pub echo: bool,
+    pub handshake_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
+}
+
+/// `[websocket]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct WebSocketSettings {
+    pub max_message_size: usize,
+    pub max_frame_size: usize,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_queued_bytes: usize,
+}
+
+/// `[rooms]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct RoomSettings {
+    pub history_max_messages: usize,
+    pub history_max_age_ms: u64,
+    pub max_data_size: usize,
+    pub presence_batch_ms: u64,
+    pub max_rooms_per_connection: usize,
+}
+
+impl Default for Config {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            echo: false,
-            handshake_timeout: Duration::from_secs(10),
-            max_frame_size: WsConfig::DEFAULT_MAX_FRAME_SIZE,
-            max_message_size: WsConfig::DEFAULT_MAX_MESSAGE_SIZE,
-            max_head: roomcast_ws::handshake::DEFAULT_MAX_HEAD,
+        // The embedded file is checked by a test; it cannot fail to load.
+        Self::load(None, std::iter::empty(), &[])
+            .unwrap_or_else(|e| panic!("embedded default.toml: {e}"))
+    }
+}
+
+impl ServerSettings {
+    /// The largest request head accepted.
+    pub fn max_head(&self) -> usize {
+        roomcast_ws::handshake::DEFAULT_MAX_HEAD
+    }
+}
+
+impl Config {
+    /// Loads the defaults, then `file`, then `env` (pairs of name and value, e.g.
+    /// `std::env::vars()`; only `ROOMCAST_<SECTION>_<KEY>` names are looked at), then
+    /// `overrides` (`section.key=value`), and checks the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut table = parse(DEFAULT_TOML, "default.toml")?;
+        if let Some(path) = file {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: origin.clone(),
+                source,
+            })?;
+            merge_file(&mut table, parse(&text, &origin)?, &origin)?;
+        }
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ROOMCAST_"))
+            .collect();
+        for (section, key) in keys(&table) {
+            let name = format!("ROOMCAST_{}_{}", section.to_uppercase(), key.to_uppercase());
+            if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
+                set(&mut table, &section, &key, value, &name)?;
+            }
+        }
+        for o in overrides {
+            let origin = format!("--set {o}");
+            let (path, value) = o.split_once('=').ok_or_else(|| ConfigError::BadValue {
+                origin: origin.clone(),
+                key: o.clone(),
+                reason: "expected section.key=value".into(),
+            })?;
+            let (section, key) = path.trim().split_once('.').unwrap_or(("", path.trim()));
+            set(&mut table, section, key, value.trim(), &origin)?;
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    origin: "configuration".into(),
+                    source: Box::new(e),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::BadValue {
+                origin: "configuration".into(),
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.websocket.max_frame_size < 125 || self.websocket.max_message_size < 125 {
+            return bad("websocket.max_message_size", "must be at least 125 bytes");
+        }
+        if self.websocket.heartbeat_interval_ms > 0 && self.websocket.heartbeat_timeout_ms == 0 {
+            return bad(
+                "websocket.heartbeat_timeout_ms",
+                "must be positive when heartbeats are on",
+            );
+        }
+        if self.rooms.history_max_messages == 0 {
+            return bad("rooms.history_max_messages", "must be at least 1");
+        }
+        if self.rooms.presence_batch_ms == 0 {
+            return bad("rooms.presence_batch_ms", "must be positive");
+        }
+        if self.server.workers > 256 {
+            return bad("server.workers", "at most 256");
+        }
+        Ok(())
+    }
+
+    /// Worker threads to run: the setting, or one per CPU.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.handshake_timeout_ms)
+    }
+
+    /// The WebSocket protocol limits.
+    pub fn ws_limits(&self) -> WsConfig {
+        WsConfig::default()
+            .max_frame_size(self.websocket.max_frame_size)
+            .max_message_size(self.websocket.max_message_size)
+    }
+
+    /// Settings for connections run by the generic driver (`/echo`).
+    pub fn driver(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .protocol(self.ws_limits())
+            .handshake_timeout(self.handshake_timeout())
+    }
+
+    /// How long rooms keep messages.
+    pub fn history(&self) -> HistoryLimits {
+        HistoryLimits {
+            max_messages: self.rooms.history_max_messages,
+            max_age_ms: self.rooms.history_max_age_ms,
         }
     }
 }
 
-impl ServerConfig {
-    /// The WebSocket driver settings these imply.
-    pub fn websocket(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .protocol(
-                WsConfig::default()
-                    .max_frame_size(self.max_frame_size)
-                    .max_message_size(self.max_message_size),
-            )
-            .handshake_timeout(self.handshake_timeout)
+fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            origin: origin.into(),
+            source: Box::new(e),
+        })
+}
+
+/// Every `(section, key)` of the defaults.
+fn keys(table: &toml::Table) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (section, v) in table {
+        if let Some(t) = v.as_table() {
+            out.extend(t.keys().map(|k| (section.clone(), k.clone())));
+        }
+    }
+    out
+}
+
+fn merge_file(base: &mut toml::Table, file: toml::Table, origin: &str) -> Result<(), ConfigError> {
+    for (section, value) in file {
+        let unknown = |key: String| ConfigError::UnknownKey {
+            origin: origin.into(),
+            key,
+        };
+        let Some(base_section) = base.get_mut(&section).and_then(|v| v.as_table_mut()) else {
+            return Err(unknown(section));
+        };
+        let toml::Value::Table(entries) = value else {
+            return Err(unknown(section));
+        };
+        for (key, v) in entries {
+            let Some(slot) = base_section.get_mut(&key) else {
+                return Err(unknown(format!("{section}.{key}")));
+            };
+            if std::mem::discriminant(slot) != std::mem::discriminant(&v) {
+                return Err(ConfigError::BadValue {
+                    origin: origin.into(),
+                    key: format!("{section}.{key}"),
+                    reason: format!("expected a {}, found a {}", slot.type_str(), v.type_str()),
+                });
+            }
+            *slot = v;
+        }
+    }
+    Ok(())
+}
+
+/// Sets one key from text, typed like its default.
+fn set(
+    table: &mut toml::Table,
+    section: &str,
+    key: &str,
+    text: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let path = format!("{section}.{key}");
+    let Some(slot) = table
+        .get_mut(section)
+        .and_then(|s| s.as_table_mut())
+        .and_then(|s| s.get_mut(key))
+    else {
+        return Err(ConfigError::UnknownKey {
+            origin: origin.into(),
+            key: path,
+        });
+    };
+    let bad = |reason: String| ConfigError::BadValue {
+        origin: origin.into(),
+        key: path.clone(),
+        reason,
+    };
+    *slot = match slot {
+        toml::Value::String(_) => toml::Value::String(text.to_owned()),
+        toml::Value::Integer(_) => {
+            let n: i64 = text
+                .replace('_', "")
+                .parse()
+                .map_err(|_| bad(format!("{text:?} is not a whole number")))?;
+            if n < 0 {
+                return Err(bad(format!("{n} is negative")));
+            }
+            toml::Value::Integer(n)
+        }
+        toml::Value::Boolean(_) => toml::Value::Boolean(match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(bad(format!("{text:?} is not true or false"))),
+        }),
+        other => return Err(bad(format!("cannot set a {} from text", other.type_str()))),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_match_the_contract() {
+        let c = Config::default();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(
+            c.rooms.history_max_messages >= 1000,
+            "contract: at least the last 1,000 messages"
+        );
+        assert!(
+            c.rooms.history_max_age_ms >= 600_000,
+            "contract: for at least 10 minutes"
+        );
+    }
+
+    #[test]
+    fn precedence_file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("roomcast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1111\"\nworkers = 3\n[rooms]\nmax_data_size = 10\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("ROOMCAST_SERVER_WORKERS", "5"),
+                ("ROOMCAST_ROOMS_MAX_DATA_SIZE", "20"),
+            ]),
+            &["rooms.max_data_size=30".into()],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 1111, "file over default");
+        assert_eq!(c.server.workers, 5, "env over file");
+        assert_eq!(c.rooms.max_data_size, 30, "flag over env");
+        std::fs::write(&file, "[server]\nlisen = \"x\"\n").unwrap();
+        assert!(
+            matches!(Config::load(Some(&file), env(&[]), &[]), Err(ConfigError::UnknownKey { key, .. }) if key == "server.lisen")
+        );
+        std::fs::write(&file, "[server]\nworkers = \"two\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&file), env(&[]), &[]),
+            Err(ConfigError::BadValue { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_env_and_flags_are_errors() {
+        assert!(matches!(
+            Config::load(None, env(&[("ROOMCAST_SERVER_ECHO", "maybe")]), &[]),
+            Err(ConfigError::BadValue { .. })
+        ));
+        assert!(matches!(
+            Config::load(None, env(&[]), &["nope.key=1".into()]),
+            Err(ConfigError::UnknownKey { .. })
+        ));
+        assert!(matches!(
+            Config::load(None, env(&[]), &["rooms.history_max_messages=0".into()]),
+            Err(ConfigError::BadValue { .. })
+        ));
+        assert!(
+            Config::load(None, env(&[("ROOMCAST_SERVER_ECHO", "yes")]), &[])
+                .unwrap()
+                .server
+                .echo
+        );
     }
 }

@@ -1,22 +1,48 @@
 //! # roomcast-server
 //!
-//! The roomcast server as a library: a TCP listener, the HTTP routing in front of the
-//! endpoints, and the endpoints themselves. The `roomcast` binary is a thin CLI over it;
-//! tests run it in-process.
+//! The roomcast server as a library: listeners, workers, rooms, and the endpoints. The
+//! `roomcast` binary is a thin CLI over it; tests run it in-process.
 //!
-//! Every connection starts in `conn`: the first request head is read and parsed with
-//! the WebSocket crate's own handshake parser. A WebSocket endpoint is answered right
-//! there (no HTTP library in the way of the handshake); anything else is handed, bytes
-//! already read included, to hyper (`routes`).
+//! - [`hub`]: rooms without I/O (names, bounded history, presence, a room's state);
+//! - [`protocol`]: the `/ws` JSON protocol, parsing and serialization;
+//! - `worker`: one thread per core, each owning its connections and the rooms whose home
+//!   it is, talking to the others through FIFO inboxes;
+//! - `conn`: a connection from its first request head to its close;
+//! - `routes`: what hyper serves (health, and later the HTTP API).
+//!
+//! See `docs/architecture.md` for how they fit.
 
 pub mod config;
 mod conn;
 mod echo;
 mod error;
+pub mod hub;
 mod prefixed;
+pub mod protocol;
 mod routes;
 mod server;
+mod stats;
+mod worker;
 
-pub use config::ServerConfig;
+pub use config::{Config, ConfigError};
 pub use error::ServerError;
 pub use server::{Server, ShutdownHandle};
+pub use stats::Stats;
+
+/// Milliseconds since the Unix epoch (message timestamps, history age).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random lowercase hex string of `bytes` random bytes (epochs, sessions, node names).
+pub(crate) fn random_id(bytes: usize) -> String {
+    use std::fmt::Write;
+    (0..bytes)
+        .map(|_| rand::random::<u8>())
+        .fold(String::with_capacity(bytes * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

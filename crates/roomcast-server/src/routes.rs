@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, header};
@@ -28,7 +27,7 @@ pub(crate) async fn serve<S>(io: S, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = shared.config.handshake_timeout;
+    let timeout = shared.config.handshake_timeout();
     let service = service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(route(req, &shared)) }
@@ -46,7 +45,7 @@ where
 fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
     match req.uri().path() {
         "/healthz" => healthz(req.method(), shared),
-        "/echo" if shared.config.echo => upgrade(req, shared),
+        "/echo" if shared.config.server.echo => upgrade(req, shared),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -58,7 +57,7 @@ fn healthz(method: &Method, shared: &Shared) -> Response<Body> {
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    if shared.draining.load(Ordering::Relaxed) {
+    if shared.is_draining() {
         text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         text(StatusCode::OK, "ok\n")
@@ -72,7 +71,7 @@ fn upgrade(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
         Ok(offer) => offer,
         Err(e) => return e.to_response().map(|body| Full::new(Bytes::from(body))),
     };
-    let config = shared.websocket;
+    let config = shared.config.driver();
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {

@@ -1,32 +1,39 @@
-//! The listener and its accept loop.
+//! The node: its listeners and worker threads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use roomcast_ws::tokio::WebSocketConfig;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{mpsc, watch};
 
-use crate::config::ServerConfig;
-use crate::conn;
+use crate::config::Config;
 use crate::error::ServerError;
+use crate::stats::Stats;
+use crate::worker::{self, Mesh};
 
-/// What every connection task shares.
+/// What every worker shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    pub(crate) websocket: WebSocketConfig,
-    /// Set when the node stops accepting: `/healthz` answers 503.
-    pub(crate) draining: AtomicBool,
+    pub config: Config,
+    pub stats: Arc<Stats>,
+    /// The name sent in `welcome`.
+    pub node_id: String,
+    draining: AtomicBool,
 }
 
-/// A bound server, ready to [`Server::run`].
+impl Shared {
+    /// Whether the node is stopping: `/healthz` answers 503 and new WebSocket
+    /// handshakes are refused.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// A bound node, ready to run.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
 }
@@ -36,27 +43,39 @@ pub struct Server {
 pub struct ShutdownHandle(watch::Sender<bool>);
 
 impl ShutdownHandle {
-    /// Asks the server to stop accepting and return from [`Server::run`].
+    /// Starts the drain: the node stops taking WebSocket clients, answers `/healthz` with
+    /// 503, closes its clients with 1001 and returns from [`Server::run`] once they are
+    /// gone or the drain timeout has passed.
     pub fn shutdown(&self) {
         self.0.send_replace(true);
     }
 }
 
 impl Server {
-    /// Binds the listen address.
-    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        let addr = config.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        let websocket = config.websocket();
+    /// Binds one listening socket per worker on the configured address (with
+    /// `SO_REUSEPORT`, so the kernel spreads new connections over the workers).
+    pub fn bind(config: Config) -> Result<Self, ServerError> {
+        let workers = config.worker_count();
+        let mut addr = config.server.listen;
+        let mut listeners = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let listener = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            // With port 0 the first bind picks the port; the others join it.
+            addr = listener.local_addr()?;
+            listeners.push(listener);
+        }
+        let node_id = match config.server.node_id.as_str() {
+            "" => format!("node-{}", crate::random_id(4)),
+            id => id.to_owned(),
+        };
         let shared = Arc::new(Shared {
             config,
-            websocket,
+            stats: Arc::default(),
+            node_id,
             draining: AtomicBool::new(false),
         });
         Ok(Self {
-            listener,
+            listeners,
             shared,
             stop: watch::Sender::new(false),
         })
@@ -64,7 +83,11 @@ impl Server {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
-        Ok(self.listener.local_addr()?)
+        let first = self
+            .listeners
+            .first()
+            .ok_or_else(|| std::io::Error::other("no listener"))?;
+        Ok(first.local_addr()?)
     }
 
     /// A handle that stops this server.
@@ -72,34 +95,80 @@ impl Server {
         ShutdownHandle(self.stop.clone())
     }
 
-    /// Accepts connections until shut down, each in its own task.
-    pub async fn run(self) -> Result<(), ServerError> {
+    /// The node's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
+    }
+
+    /// Runs the workers until shut down and drained; blocks the calling thread.
+    pub fn run_blocking(self) -> Result<(), ServerError> {
         let Self {
-            listener,
+            listeners,
             shared,
             stop,
         } = self;
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let mesh: Mesh = senders.into();
+        tracing::info!(addr = %listeners[0].local_addr()?, workers = listeners.len(), node = %shared.node_id, "listening");
+        // Mark draining as soon as the stop is asked, before the workers start closing.
         let mut stopped = stop.subscribe();
-        info!(addr = %listener.local_addr()?, echo = shared.config.echo, "listening");
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        tokio::spawn(conn::handle(stream, peer, shared.clone()));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors or memory: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                },
-                _ = async { stopped.wait_for(|stop| *stop).await.map(|_| ()) } => break,
+        let draining = shared.clone();
+        let watcher = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().build();
+            if let Ok(rt) = runtime {
+                rt.block_on(async {
+                    let _ = stopped.wait_for(|s| *s).await;
+                });
             }
+            draining.draining.store(true, Ordering::Relaxed);
+        });
+        let mut threads = Vec::new();
+        for (i, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+            threads.push(worker::spawn(
+                i,
+                listener,
+                shared.clone(),
+                mesh.clone(),
+                inbox,
+                stop.subscribe(),
+            )?);
         }
-        shared
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        info!("stopped accepting");
+        drop(mesh);
+        for t in threads {
+            let _ = t.join();
+        }
+        // Every worker returned: either drained, or failed to start. Let the watcher go.
+        stop.send_replace(true);
+        let _ = watcher.join();
+        tracing::info!("stopped");
         Ok(())
     }
+
+    /// Runs the workers until shut down and drained. The node runs on threads of its
+    /// own, not on the caller's runtime; dropping this future leaves it running (stop it
+    /// with a [`ShutdownHandle`]).
+    pub async fn run(self) -> Result<(), ServerError> {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("roomcast-server".into())
+            .spawn(move || {
+                let _ = done.send(self.run_blocking());
+            })?;
+        finished
+            .await
+            .map_err(|_| ServerError::Io(std::io::Error::other("the server thread panicked")))?
+    }
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }

@@ -64,7 +64,7 @@ async fn healthz_and_unknown_paths() {
 
 #[tokio::test]
 async fn echo_is_off_unless_asked() {
-    let s = start(|c| c.echo = false).await;
+    let s = start(|c| c.server.echo = false).await;
     let resp = raw_exchange(
         s.addr,
         upgrade_request("GET", "HTTP/1.1", "", "").as_bytes(),
@@ -162,7 +162,7 @@ async fn refused_handshakes_say_why() {
 
 #[tokio::test]
 async fn a_handshake_that_never_completes_is_dropped() {
-    let s = start(|c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let s = start(|c| c.server.handshake_timeout_ms = 300).await;
     let mut stream = TcpStream::connect(s.addr).await.unwrap();
     stream
         .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
@@ -188,7 +188,7 @@ async fn a_handshake_that_never_completes_is_dropped() {
 #[tokio::test]
 async fn a_slow_trickle_is_dropped_too() {
     // One byte every 50 ms never finishes within the 300 ms budget.
-    let s = start(|c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let s = start(|c| c.server.handshake_timeout_ms = 300).await;
     let mut stream = TcpStream::connect(s.addr).await.unwrap();
     let started = Instant::now();
     for b in upgrade_request("GET", "HTTP/1.1", "", "").bytes() {

@@ -40,8 +40,8 @@ async fn ping_gets_its_pong_and_close_is_echoed_then_tcp_closed() {
 #[tokio::test]
 async fn broken_rules_close_with_the_right_code() {
     let s = start(|c| {
-        c.max_message_size = 1024;
-        c.max_frame_size = 1024;
+        c.websocket.max_message_size = 1024;
+        c.websocket.max_frame_size = 1024;
     })
     .await;
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![

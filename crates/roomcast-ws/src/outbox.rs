@@ -14,6 +14,8 @@ use bytes::{Buf, Bytes};
 pub struct Outbox {
     queue: VecDeque<Bytes>,
     bytes: usize,
+    /// Part of the front buffer has been written: it must be finished, never dropped.
+    front_started: bool,
 }
 
 impl Outbox {
@@ -74,10 +76,12 @@ impl Outbox {
             };
             if n < front.len() {
                 front.advance(n);
+                self.front_started = true;
                 return;
             }
             n -= front.len();
             self.queue.pop_front();
+            self.front_started = false;
         }
     }
 
@@ -85,6 +89,19 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.bytes = 0;
+        self.front_started = false;
+    }
+
+    /// Drops every buffer not yet begun, keeping a front buffer that is partly written
+    /// (cutting it would corrupt the stream). For giving up on a slow peer before
+    /// queueing a close frame.
+    pub fn clear_unstarted(&mut self) {
+        if self.front_started {
+            self.queue.truncate(1);
+            self.bytes = self.queue.front().map_or(0, Bytes::len);
+        } else {
+            self.clear();
+        }
     }
 
     /// Releases the spare capacity a burst left behind, so an idle connection keeps at
@@ -115,5 +132,20 @@ mod tests {
         o.advance(3);
         assert!(o.is_empty());
         assert_eq!(o.len_bytes(), 0);
+    }
+
+    #[test]
+    fn clear_unstarted_keeps_a_partly_written_front() {
+        let mut o = Outbox::new();
+        o.push(Bytes::from_static(b"abc"));
+        o.push(Bytes::from_static(b"def"));
+        o.clear_unstarted();
+        assert!(o.is_empty());
+        o.push(Bytes::from_static(b"abc"));
+        o.push(Bytes::from_static(b"def"));
+        o.advance(1);
+        o.clear_unstarted();
+        assert_eq!((o.len(), o.len_bytes()), (1, 2));
+        assert_eq!(&o.front().unwrap()[..], b"bc");
     }
 }

@@ -1,12 +1,12 @@
 //! `roomcast`: the command-line entry point.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use roomcast_server::{Server, ServerConfig};
-use tracing::error;
+use roomcast_server::config::DEFAULT_TOML;
+use roomcast_server::{Config, Server};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,69 +35,80 @@ enum LogFormat {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Print the default configuration, with a comment on every setting.
+    Config,
 }
 
+/// Flags override environment variables, which override the file, which overrides the
+/// defaults (see `roomcast config`).
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ROOMCAST_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Serve an echo socket at /echo (for conformance tests).
-    #[arg(long, env = "ROOMCAST_ECHO")]
+    /// A configuration file (TOML, the layout `roomcast config` prints).
+    #[arg(long, env = "ROOMCAST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.listen).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Worker threads, 0 for one per CPU (server.workers).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Serve an echo socket at /echo, for conformance tests (server.echo).
+    #[arg(long)]
     echo: bool,
-    /// Milliseconds a client may take to send its request head and finish the handshake.
-    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
-    handshake_timeout_ms: u64,
-    /// Largest WebSocket message accepted, in bytes (larger ones close with 1009).
-    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
-    max_message_size: usize,
-    /// Largest WebSocket frame accepted, in bytes (larger ones close with 1009).
-    #[arg(long, env = "ROOMCAST_MAX_FRAME_SIZE", default_value_t = 16 << 20)]
-    max_frame_size: usize,
+    /// Any setting, e.g. `--set rooms.history_max_messages=5000` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("roomcast: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+    match cli.command {
+        Command::Config => {
+            print!("{DEFAULT_TOML}");
+            ExitCode::SUCCESS
         }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            eprintln!("roomcast: {e}");
-            ExitCode::FAILURE
+        Command::Serve(args) => {
+            init_logging(&cli.log, cli.log_format);
+            match serve(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("roomcast: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = ServerConfig::default();
-    config.listen = args.listen;
-    config.echo = args.echo;
-    config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
-    config.max_message_size = args.max_message_size;
-    config.max_frame_size = args.max_frame_size;
-    let server = Server::bind(config).await?;
+fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut overrides = Vec::new();
+    if let Some(listen) = args.listen {
+        overrides.push(format!("server.listen={listen}"));
+    }
+    if let Some(workers) = args.workers {
+        overrides.push(format!("server.workers={workers}"));
+    }
+    if args.echo {
+        overrides.push("server.echo=true".to_owned());
+    }
+    overrides.extend(args.set);
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    let server = Server::bind(config)?;
     let stop = server.shutdown_handle();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        stop.shutdown();
-    });
-    server.run().await?;
+    std::thread::Builder::new()
+        .name("roomcast-signals".into())
+        .spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(shutdown_signal());
+                tracing::info!("signal received: draining");
+                stop.shutdown();
+            }
+        })?;
+    server.run_blocking()?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use roomcast_server::{Server, ServerConfig, ShutdownHandle};
+use roomcast_server::{Config, Server, ShutdownHandle};
 use roomcast_ws::frame::{FrameHeader, apply_mask};
 use roomcast_ws::handshake::{ClientHandshake, ClientOptions};
 use roomcast_ws::{FrameDecoder, OpCode, Role};
@@ -16,18 +16,28 @@ use tokio::net::TcpStream;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub stop: ShutdownHandle,
+    pub stats: std::sync::Arc<roomcast_server::Stats>,
 }
 
-pub async fn start(config: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let mut c = ServerConfig::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.echo = true;
+pub async fn start(config: impl FnOnce(&mut Config)) -> TestServer {
+    // RUST_LOG=roomcast_server=debug shows the server's logs in a failing test.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.echo = true;
+    c.server.workers = 2;
     config(&mut c);
-    let server = Server::bind(c).await.unwrap();
+    let server = Server::bind(c).unwrap();
     let addr = server.local_addr().unwrap();
     let stop = server.shutdown_handle();
+    let stats = server.stats();
     tokio::spawn(server.run());
-    TestServer { addr, stop }
+    TestServer { addr, stop, stats }
 }
 
 /// Sends raw bytes and returns the response: everything until the server closes, or
@@ -77,7 +87,20 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr, path: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        Self::connect_with_receive_buffer(addr, path, None).await
+    }
+
+    /// Connects with `SO_RCVBUF` set first: a small one makes a slow reader.
+    pub async fn connect_with_receive_buffer(
+        addr: SocketAddr,
+        path: &str,
+        rcvbuf: Option<u32>,
+    ) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let mut stream = socket.connect(addr).await.unwrap();
         let (hs, request) =
             ClientHandshake::new(&addr.to_string(), path, &ClientOptions::default());
         stream.write_all(&request).await.unwrap();
@@ -160,4 +183,121 @@ pub fn masked_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
     apply_mask(&mut body, key, 0);
     out.extend_from_slice(&body);
     out
+}
+
+/// A `/ws` protocol client for tests, on our own driver.
+pub struct Client {
+    pub ws: roomcast_ws::tokio::WebSocket<TcpStream>,
+    /// Pushes and replies received while waiting for something else.
+    pub backlog: std::collections::VecDeque<serde_json::Value>,
+    next_ref: u64,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let (ws, _) = roomcast_ws::tokio::connect(&format!("ws://{addr}/ws"))
+            .await
+            .unwrap();
+        Self {
+            ws,
+            backlog: Default::default(),
+            next_ref: 100,
+        }
+    }
+
+    /// Connects and says hello as `client`.
+    pub async fn hello(addr: SocketAddr, client: &str) -> Self {
+        let mut c = Self::connect(addr).await;
+        let w = c
+            .request(serde_json::json!({"type": "hello", "client": client}))
+            .await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        c
+    }
+
+    pub async fn send(&mut self, v: serde_json::Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(roomcast_ws::Message::text(text))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON message from the server (skipping control frames); `None` once the
+    /// connection is closed.
+    pub async fn recv_raw(&mut self) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.recv())
+                .await
+                .expect("no message within 10 s")?;
+            match msg.unwrap() {
+                roomcast_ws::Message::Text(t) => {
+                    return Some(serde_json::from_str(t.as_str()).unwrap());
+                }
+                roomcast_ws::Message::Close(_) => {}
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message: from the backlog first.
+    pub async fn recv(&mut self) -> serde_json::Value {
+        if let Some(v) = self.backlog.pop_front() {
+            return v;
+        }
+        self.recv_raw().await.expect("connection closed")
+    }
+
+    /// Sends a request with a fresh ref and returns the reply carrying it; anything else
+    /// received meanwhile goes to the backlog.
+    pub async fn request(&mut self, mut v: serde_json::Value) -> serde_json::Value {
+        self.next_ref += 1;
+        let r = self.next_ref;
+        v["ref"] = r.into();
+        self.send(v).await;
+        loop {
+            let m = self
+                .recv_raw()
+                .await
+                .expect("connection closed before the reply");
+            if m["ref"] == r {
+                return m;
+            }
+            self.backlog.push_back(m);
+        }
+    }
+
+    /// The next message of a type, from the backlog or the wire; others stay queued.
+    pub async fn next_of(&mut self, kind: &str) -> serde_json::Value {
+        if let Some(i) = self.backlog.iter().position(|m| m["type"] == kind) {
+            return self.backlog.remove(i).unwrap();
+        }
+        loop {
+            let m = self.recv_raw().await.expect("connection closed");
+            if m["type"] == kind {
+                return m;
+            }
+            self.backlog.push_back(m);
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) -> serde_json::Value {
+        let r = self
+            .request(serde_json::json!({"type": "join", "room": room}))
+            .await;
+        assert_eq!(r["type"], "joined", "{r}");
+        r
+    }
+
+    pub async fn publish(&mut self, room: &str, data: serde_json::Value) -> serde_json::Value {
+        let r = self
+            .request(serde_json::json!({"type": "publish", "room": room, "data": data}))
+            .await;
+        assert_eq!(r["type"], "ack", "{r}");
+        r
+    }
 }

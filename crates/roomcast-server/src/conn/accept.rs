@@ -1,0 +1,170 @@
+//! A new connection: read its first request head, then route it. WebSocket endpoints are
+//! answered here (no HTTP library in the way of the handshake); everything else goes to
+//! hyper with the bytes already read.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use http::Request;
+use roomcast_ws::Role;
+use roomcast_ws::handshake::{Accept, RequestError, parse_request, validate_request};
+use roomcast_ws::tokio::WebSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::run::{self, Endpoint};
+use crate::echo;
+use crate::hub::RoomName;
+use crate::prefixed::Prefixed;
+use crate::routes;
+use crate::worker::Worker;
+
+/// Sent, best effort, to a client that did not finish its request head in time.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+/// Sent to WebSocket handshakes while the node drains.
+const DRAINING: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+retry-after: 1\r\ncontent-length: 47\r\nconnection: close\r\n\r\nthis node is draining: reconnect to another one\n";
+
+enum HeadError {
+    Closed,
+    Request(RequestError),
+}
+
+/// Where a request goes.
+enum Route {
+    Echo,
+    Ws,
+    Raw(Result<RoomName, String>, bool),
+    Http,
+}
+
+pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let config = &worker.shared.config;
+    let mut buf = BytesMut::with_capacity(1024);
+    let head = tokio::time::timeout(
+        config.handshake_timeout(),
+        read_head(&mut stream, &mut buf, config.server.max_head()),
+    );
+    let (req, head_len) = match head.await {
+        Ok(Ok(head)) => head,
+        Ok(Err(HeadError::Closed)) => return,
+        Ok(Err(HeadError::Request(e))) => {
+            debug!(%peer, error = %e, "bad request head");
+            return refuse(stream, &e.to_http1(), &worker).await;
+        }
+        Err(_) => {
+            debug!(%peer, "request head timed out");
+            let _ = stream.try_write(REQUEST_TIMEOUT);
+            return;
+        }
+    };
+    let route = route(&req, &worker);
+    if matches!(route, Route::Http) {
+        return routes::serve(Prefixed::new(buf.freeze(), stream), worker.shared.clone()).await;
+    }
+    if let Route::Raw(Err(reason), _) = &route {
+        let e = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+            reason.len() + 1
+        );
+        return refuse(stream, e.as_bytes(), &worker).await;
+    }
+    let offer = match validate_request(req.method(), req.version(), req.headers()) {
+        Ok(offer) => offer,
+        Err(e) => {
+            debug!(%peer, path = req.uri().path(), error = %e, "handshake refused");
+            return refuse(stream, &e.to_http1(), &worker).await;
+        }
+    };
+    if worker.shared.is_draining() && !matches!(route, Route::Echo) {
+        return refuse(stream, DRAINING, &worker).await;
+    }
+    let reply = offer.accept(&Accept::default());
+    let rest = buf.split_off(head_len);
+    drop(buf);
+    match route {
+        Route::Echo => {
+            let written =
+                tokio::time::timeout(config.handshake_timeout(), stream.write_all(&reply)).await;
+            if matches!(written, Ok(Ok(()))) {
+                let ws = WebSocket::from_raw(stream, Role::Server, config.driver(), rest);
+                if let Err(e) = echo::serve(ws).await {
+                    debug!(%peer, error = %e, "echo connection ended");
+                }
+            }
+        }
+        Route::Ws => {
+            let conn = worker.register(stream, rest);
+            // The 101 goes first in the connection's send queue.
+            conn.ws.borrow_mut().outbox().push(reply);
+            let _ = conn.flush();
+            run::run(worker, conn, Endpoint::Ws).await;
+        }
+        Route::Raw(Ok(room), echo) => {
+            let conn = worker.register(stream, rest);
+            conn.ws.borrow_mut().outbox().push(reply);
+            // Membership begins before the 101 is written: whatever is published from
+            // now on is queued behind it.
+            worker.raw_join(&conn, room.clone(), echo).await;
+            let _ = conn.flush();
+            run::run(worker, conn, Endpoint::Raw { room, echo }).await;
+        }
+        Route::Raw(Err(_), _) | Route::Http => {}
+    }
+}
+
+fn route(req: &Request<()>, worker: &Worker) -> Route {
+    let path = req.uri().path();
+    if path == "/ws" {
+        return Route::Ws;
+    }
+    if path == "/echo" && worker.shared.config.server.echo {
+        return Route::Echo;
+    }
+    if let Some(name) = path.strip_prefix("/rooms/") {
+        let echo = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "echo=1" || kv == "echo=true"));
+        let room = RoomName::new(name).map_err(|e| format!("invalid room name: {e}"));
+        return Route::Raw(room, echo);
+    }
+    Route::Http
+}
+
+/// Reads until a request head parses. Parsing is retried only when a line has ended, so
+/// a client sending its head a byte at a time costs one parse per line, not per byte.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max_head: usize,
+) -> Result<(Request<()>, usize), HeadError> {
+    loop {
+        let before = buf.len();
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(HeadError::Closed),
+            Ok(_) => {}
+        }
+        let first_read = before == 0;
+        if first_read || buf[before..].contains(&b'\n') || buf.len() >= max_head {
+            match parse_request(buf, max_head) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(e) => return Err(HeadError::Request(e)),
+            }
+        }
+    }
+}
+
+/// Answers a refused request, then closes.
+async fn refuse(mut stream: TcpStream, answer: &[u8], worker: &Worker) {
+    let _ = tokio::time::timeout(worker.shared.config.handshake_timeout(), async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await
+    })
+    .await;
+}

@@ -1,0 +1,238 @@
+//! Connections: from accept to the endpoint that serves them, and the per-connection
+//! state the room connections share with their worker.
+
+pub(crate) mod accept;
+mod raw;
+mod run;
+mod ws;
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use roomcast_ws::{CloseCode, CloseFrame, Connection, State};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::hub::RoomName;
+use crate::stats::Stats;
+use crate::worker::{ConnKey, Worker};
+
+/// A ping with no payload, queued as is to every connection due one.
+const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
+/// Buffers per vectored write.
+const MAX_IOV: usize = 64;
+
+/// Which room namespace a membership is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    /// `/ws` rooms: history, offsets, presence.
+    Ws,
+    /// `/rooms/{room}` raw rooms: bytes in, bytes out.
+    Raw,
+}
+
+/// One room a connection is in (or is joining).
+#[derive(Debug)]
+pub(crate) struct Membership {
+    pub room: RoomName,
+    pub kind: Kind,
+    /// Which join this is (a reply to an older one is ignored).
+    pub seq: u32,
+    /// The member's slot in the worker's local room; `None` while the join is pending.
+    pub slot: Option<usize>,
+    /// Visible and receiving presence diffs.
+    pub presence: bool,
+}
+
+/// What the connection's own task needs beyond the socket.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    /// The client id, once `hello` was received.
+    pub client: Option<Arc<str>>,
+    pub rooms: Vec<Membership>,
+    pub next_seq: u32,
+}
+
+/// A room connection (`/ws` or `/rooms/...`), shared by its task and its worker: the task
+/// reads and answers; the worker's fan-out queues frames into the same outbox and its
+/// flusher writes them. Everything is single-threaded (`Rc`, `Cell`, `RefCell`), and no
+/// borrow is held across an `.await`.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub key: ConnKey,
+    pub io: TcpStream,
+    /// The protocol state, whose outbox is the connection's send queue.
+    pub ws: RefCell<Connection>,
+    /// Received bytes not yet decoded (empty, and without capacity, when idle).
+    pub rbuf: RefCell<BytesMut>,
+    pub session: RefCell<Session>,
+    /// Queued in the worker's dirty list, waiting for the flusher.
+    pub dirty: Cell<bool>,
+    /// The last write would have blocked: the task waits for the socket to drain.
+    pub want_write: Cell<bool>,
+    /// The socket failed or was closed; nothing more is written.
+    pub dead: Cell<bool>,
+    /// Requests sent to home workers and not yet answered.
+    pub inflight: Cell<u32>,
+    pub last_rx: Cell<Instant>,
+    pub last_message: Cell<Instant>,
+    pub ping_sent: Cell<Option<Instant>>,
+    /// When a close we started must be over.
+    pub close_deadline: Cell<Option<Instant>>,
+    /// Wakes the task when the worker changed something it must act on.
+    pub wake: Notify,
+}
+
+impl Conn {
+    pub(crate) fn new(key: ConnKey, io: TcpStream, ws: Connection, rbuf: BytesMut) -> Self {
+        let now = Instant::now();
+        Self {
+            key,
+            io,
+            ws: RefCell::new(ws),
+            rbuf: RefCell::new(rbuf),
+            session: RefCell::new(Session::default()),
+            dirty: Cell::new(false),
+            want_write: Cell::new(false),
+            dead: Cell::new(false),
+            inflight: Cell::new(0),
+            last_rx: Cell::new(now),
+            last_message: Cell::new(now),
+            ping_sent: Cell::new(None),
+            close_deadline: Cell::new(None),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Whether frames may still be queued.
+    pub(crate) fn is_open(&self) -> bool {
+        !self.dead.get() && self.ws.borrow().state() == State::Open
+    }
+
+    /// Queues a frame for this connection and has it written soon. A connection whose
+    /// queue would pass `max_queued_bytes` is closed with 4008 instead: it cannot keep up,
+    /// and nobody else waits for it.
+    pub(crate) fn push(self: &Rc<Self>, worker: &Worker, frame: Bytes) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open || self.dead.get() {
+                return;
+            }
+            let out = ws.outbox();
+            if out.len_bytes() + frame.len() > worker.shared.config.websocket.max_queued_bytes {
+                drop(ws);
+                return self.slow_consumer(worker);
+            }
+            out.push(frame);
+        }
+        worker.mark_dirty(self);
+    }
+
+    fn slow_consumer(self: &Rc<Self>, worker: &Worker) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            let queued = ws.outbox().len_bytes();
+            ws.outbox().clear_unstarted();
+            ws.abort(CloseFrame::new(
+                CloseCode(4008),
+                "slow consumer: the outbound queue overflowed",
+            ));
+            tracing::warn!(conn = ?self.key, queued, "closing a slow consumer (4008)");
+        }
+        Stats::add(&worker.shared.stats.slow_consumer_closes, 1);
+        self.close_deadline
+            .set(Some(Instant::now() + worker.close_timeout()));
+        worker.mark_dirty(self);
+        self.wake.notify_one();
+    }
+
+    /// Starts the closing handshake from our side (drain, idle, heartbeat).
+    pub(crate) fn close(
+        self: &Rc<Self>,
+        worker: &Worker,
+        code: CloseCode,
+        reason: &'static str,
+        abort: bool,
+    ) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open {
+                return;
+            }
+            let frame = CloseFrame::new(code, reason);
+            if abort {
+                ws.abort(frame);
+            } else {
+                let _ = ws.close(Some(frame));
+            }
+        }
+        self.close_deadline
+            .set(Some(Instant::now() + worker.close_timeout()));
+        worker.mark_dirty(self);
+        self.wake.notify_one();
+    }
+
+    /// Queues a ping when one is due, or reports that the last one went unanswered.
+    pub(crate) fn heartbeat(self: &Rc<Self>, worker: &Worker, now: Instant) -> bool {
+        let hb = &worker.shared.config.websocket;
+        if hb.heartbeat_interval_ms == 0 || !self.is_open() {
+            return true;
+        }
+        match self.ping_sent.get() {
+            Some(sent) if now.duration_since(sent).as_millis() as u64 > hb.heartbeat_timeout_ms => {
+                false
+            }
+            Some(_) => true,
+            None => {
+                let quiet = now.duration_since(self.last_rx.get()).as_millis() as u64;
+                if quiet >= hb.heartbeat_interval_ms {
+                    self.ws.borrow_mut().outbox().push(PING);
+                    self.ping_sent.set(Some(now));
+                    worker.mark_dirty(self);
+                }
+                true
+            }
+        }
+    }
+
+    /// Writes as much of the outbox as the socket takes now. Returns an error only when
+    /// the socket failed; a full socket sets `want_write` and wakes the task to wait.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        if self.dead.get() {
+            return Ok(());
+        }
+        let mut ws = self.ws.borrow_mut();
+        let out = ws.outbox();
+        while !out.is_empty() {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = out.io_slices(&mut slices);
+                self.io.try_write_vectored(&slices[..n])
+            };
+            match written {
+                Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.want_write.replace(true) {
+                        self.wake.notify_one();
+                    }
+                    return Ok(());
+                }
+                Err(e) => return self.failed(e),
+            }
+        }
+        out.shrink();
+        self.want_write.set(false);
+        Ok(())
+    }
+
+    fn failed(&self, e: io::Error) -> io::Result<()> {
+        self.dead.set(true);
+        self.wake.notify_one();
+        Err(e)
+    }
+}

@@ -1,0 +1,158 @@
+//! The life of a room connection after its handshake: read, answer, close.
+
+use std::io;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use roomcast_ws::{Message, State};
+use tokio::time::Instant;
+
+use super::{Conn, raw, ws};
+use crate::hub::RoomName;
+use crate::worker::{MAX_INFLIGHT, Worker};
+
+/// What the connection speaks.
+#[derive(Debug)]
+pub(crate) enum Endpoint {
+    /// The roomcast protocol.
+    Ws,
+    /// A raw room.
+    Raw { room: RoomName, echo: bool },
+}
+
+pub(crate) async fn run(worker: Rc<Worker>, conn: Rc<Conn>, endpoint: Endpoint) {
+    // Frames may have arrived with the handshake.
+    if !conn.rbuf.borrow().is_empty() {
+        process(&worker, &conn, &endpoint);
+        let _ = conn.flush();
+    }
+    loop {
+        if conn.dead.get() || matches!(conn.ws.borrow().state(), State::Closed | State::Failed) {
+            break;
+        }
+        let paused = conn.inflight.get() >= MAX_INFLIGHT;
+        let want_write = conn.want_write.get();
+        let deadline = conn.close_deadline.get();
+        tokio::select! {
+            biased;
+            _ = conn.wake.notified() => {}
+            ready = conn.io.writable(), if want_write => match ready {
+                Ok(()) => { let _ = conn.flush(); }
+                Err(_) => conn.dead.set(true),
+            },
+            ready = conn.io.readable(), if !paused => match ready {
+                Ok(()) => read(&worker, &conn, &endpoint),
+                Err(_) => conn.dead.set(true),
+            },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
+        }
+    }
+    finish(&worker, &conn).await;
+}
+
+/// Reads what the socket has, handles every complete message, and writes the replies.
+fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
+    let mut got = false;
+    {
+        let mut scratch = worker.scratch.borrow_mut();
+        loop {
+            match conn.io.try_read(&mut scratch) {
+                Ok(0) => {
+                    // The peer closed without a close frame (1006).
+                    conn.dead.set(true);
+                    break;
+                }
+                Ok(n) => {
+                    got = true;
+                    conn.rbuf.borrow_mut().extend_from_slice(&scratch[..n]);
+                    if n < scratch.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    conn.dead.set(true);
+                    break;
+                }
+            }
+        }
+    }
+    if got {
+        conn.last_rx.set(Instant::now());
+        conn.ping_sent.set(None);
+        process(worker, conn, endpoint);
+        let _ = conn.flush();
+    }
+}
+
+/// Decodes and handles every complete message in the read buffer.
+fn process(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
+    let mut messages = false;
+    loop {
+        let received = {
+            let mut ws = conn.ws.borrow_mut();
+            let mut rbuf = conn.rbuf.borrow_mut();
+            let received = ws.receive(&mut rbuf);
+            if rbuf.is_empty() && rbuf.capacity() > 0 {
+                // Between frames: no buffer is kept while idle.
+                *rbuf = BytesMut::new();
+            }
+            received
+        };
+        match received {
+            Ok(Some(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                messages = true;
+                match endpoint {
+                    Endpoint::Ws => ws::handle(worker, conn, msg),
+                    Endpoint::Raw { room, echo } => raw::handle(worker, conn, room, *echo, msg),
+                }
+            }
+            // A pong or the close echo was queued by the protocol state; `read` writes it.
+            Ok(Some(Message::Ping(_) | Message::Pong(_))) => {}
+            Ok(Some(Message::Close(_))) | Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(conn = ?conn.key, error = %e, "protocol error");
+                break;
+            }
+        }
+    }
+    if messages {
+        conn.last_message.set(Instant::now());
+    }
+}
+
+/// Leaves every room, then sends what is queued (a close frame), closes our side and
+/// waits briefly for the peer's FIN, so unread input cannot turn the close into a reset.
+async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
+    tracing::debug!(conn = ?conn.key, dead = conn.dead.get(), state = ?conn.ws.borrow().state(), "connection ends");
+    worker.unregister(conn);
+    if conn.dead.get() {
+        return;
+    }
+    let deadline = Instant::now() + worker.close_timeout();
+    let _ = tokio::time::timeout_at(deadline, async {
+        while conn.flush().is_ok() && !conn.ws.borrow_mut().outbox().is_empty() {
+            if conn.io.writable().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let _ = socket2::SockRef::from(&conn.io).shutdown(std::net::Shutdown::Write);
+    conn.dead.set(true);
+    let _ = tokio::time::timeout_at(deadline, async {
+        let mut sink = [0u8; 1024];
+        loop {
+            if conn.io.readable().await.is_err() {
+                return;
+            }
+            match conn.io.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,69 @@
+//! Error replies.
+
+use std::fmt;
+
+/// The `code` of an `error` reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Invalid JSON, a missing or ill-typed field, a binary frame, an invalid room name.
+    BadRequest,
+    /// A `type` the server does not know.
+    UnknownType,
+    /// A request before `hello`, or a bad token.
+    Unauthorized,
+    /// Not allowed for this client.
+    Forbidden,
+    /// Publishing to, or leaving, a room the connection has not joined.
+    NotJoined,
+    /// A room that does not exist (no members, no history).
+    NotFound,
+    /// Data over the size limit.
+    TooLarge,
+    /// Too many requests.
+    RateLimited,
+    /// The node cannot serve the request now (draining, overloaded).
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::UnknownType => "unknown_type",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotJoined => "not_joined",
+            Self::NotFound => "not_found",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request the server refuses, with what to tell the client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProtoError {
+    /// The code.
+    pub code: ErrorCode,
+    /// A human-readable reason.
+    pub message: String,
+}
+
+impl ProtoError {
+    /// An error with a code and a reason.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}

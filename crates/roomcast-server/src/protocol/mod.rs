@@ -1,0 +1,11 @@
+//! The roomcast protocol spoken on `/ws`: JSON requests in, JSON replies and pushes out
+//! (see `docs/protocol.md`). Parsing and serialization only; no state, no I/O.
+
+mod error;
+mod json;
+pub mod reply;
+mod request;
+
+pub use error::{ErrorCode, ProtoError};
+pub use json::JsonFrame;
+pub use request::{Request, SincePos, parse};

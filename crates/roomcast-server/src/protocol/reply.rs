@@ -1,0 +1,274 @@
+//! Replies and pushes, each built as a finished text frame.
+//!
+//! A push is serialized and framed once and the same `Bytes` go to every recipient; a
+//! `message` frame is also what the room's history keeps, so recovery re-sends the very
+//! bytes that went out live.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{ErrorCode, JsonFrame};
+use crate::hub::RoomName;
+
+/// `{"type":"welcome",...}`.
+pub fn welcome(
+    r: Option<u64>,
+    client: &str,
+    session: &str,
+    node: &str,
+    heartbeat_ms: u64,
+) -> Bytes {
+    let mut f = JsonFrame::with_capacity(128);
+    f.raw(b"{\"type\":\"welcome\"").reference(r);
+    f.raw(b",\"client\":")
+        .string(client)
+        .raw(b",\"session\":")
+        .string(session);
+    f.raw(b",\"node\":")
+        .string(node)
+        .raw(b",\"heartbeat_ms\":")
+        .number(heartbeat_ms)
+        .raw(b"}");
+    f.frame()
+}
+
+/// `{"type":"joined",...}`; `recovered` only when the join asked for recovery.
+pub fn joined(
+    r: Option<u64>,
+    room: &RoomName,
+    epoch: &str,
+    offset: u64,
+    recovered: Option<bool>,
+) -> Bytes {
+    let mut f = JsonFrame::with_capacity(96);
+    f.raw(b"{\"type\":\"joined\"").reference(r);
+    f.raw(b",\"room\":")
+        .string(room.as_str())
+        .raw(b",\"epoch\":")
+        .string(epoch);
+    f.raw(b",\"offset\":").number(offset);
+    if let Some(rec) = recovered {
+        f.raw(if rec {
+            b",\"recovered\":true"
+        } else {
+            b",\"recovered\":false"
+        });
+    }
+    f.raw(b"}");
+    f.frame()
+}
+
+/// `{"type":"left",...}`.
+pub fn left(r: Option<u64>, room: &RoomName) -> Bytes {
+    let mut f = JsonFrame::with_capacity(64);
+    f.raw(b"{\"type\":\"left\"")
+        .reference(r)
+        .raw(b",\"room\":")
+        .string(room.as_str())
+        .raw(b"}");
+    f.frame()
+}
+
+/// `{"type":"ack",...}`.
+pub fn ack(r: Option<u64>, room: &RoomName, offset: u64) -> Bytes {
+    let mut f = JsonFrame::with_capacity(64);
+    f.raw(b"{\"type\":\"ack\"")
+        .reference(r)
+        .raw(b",\"room\":")
+        .string(room.as_str());
+    f.raw(b",\"offset\":").number(offset).raw(b"}");
+    f.frame()
+}
+
+/// `{"type":"pong",...}`.
+pub fn pong(r: Option<u64>) -> Bytes {
+    let mut f = JsonFrame::with_capacity(32);
+    f.raw(b"{\"type\":\"pong\"").reference(r).raw(b"}");
+    f.frame()
+}
+
+/// `{"type":"error",...}`.
+pub fn error(r: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
+    let mut f = JsonFrame::with_capacity(64 + message.len());
+    f.raw(b"{\"type\":\"error\"")
+        .reference(r)
+        .raw(b",\"code\":\"")
+        .raw(code.as_str().as_bytes());
+    f.raw(b"\",\"message\":").string(message).raw(b"}");
+    f.frame()
+}
+
+/// The `message` push; returns the frame and where its JSON starts.
+pub fn message(
+    room: &RoomName,
+    epoch: &str,
+    offset: u64,
+    from: &str,
+    data: &[u8],
+    ts: u64,
+) -> (Bytes, u8) {
+    let mut f = JsonFrame::with_capacity(96 + data.len());
+    f.raw(b"{\"type\":\"message\",\"room\":")
+        .string(room.as_str())
+        .raw(b",\"epoch\":")
+        .string(epoch);
+    f.raw(b",\"offset\":")
+        .number(offset)
+        .raw(b",\"from\":")
+        .string(from);
+    f.raw(b",\"data\":")
+        .raw(data)
+        .raw(b",\"ts\":")
+        .number(ts)
+        .raw(b"}");
+    f.finish()
+}
+
+/// `{"type":"presence","members":[...]}`.
+pub fn presence<'a>(
+    r: Option<u64>,
+    room: &RoomName,
+    members: impl Iterator<Item = (&'a Arc<str>, &'a Bytes)>,
+) -> Bytes {
+    let mut f = JsonFrame::with_capacity(128);
+    f.raw(b"{\"type\":\"presence\"")
+        .reference(r)
+        .raw(b",\"room\":")
+        .string(room.as_str());
+    f.raw(b",\"members\":[");
+    for (i, (client, info)) in members.enumerate() {
+        if i > 0 {
+            f.raw(b",");
+        }
+        f.raw(b"{\"client\":")
+            .string(client)
+            .raw(b",\"info\":")
+            .raw(info)
+            .raw(b"}");
+    }
+    f.raw(b"]}");
+    f.frame()
+}
+
+/// The `presence_diff` push.
+pub fn presence_diff(room: &RoomName, joined: &[(Arc<str>, Bytes)], left: &[Arc<str>]) -> Bytes {
+    let mut f = JsonFrame::with_capacity(64 + 48 * (joined.len() + left.len()));
+    f.raw(b"{\"type\":\"presence_diff\",\"room\":")
+        .string(room.as_str())
+        .raw(b",\"joined\":[");
+    for (i, (client, info)) in joined.iter().enumerate() {
+        if i > 0 {
+            f.raw(b",");
+        }
+        f.raw(b"{\"client\":")
+            .string(client)
+            .raw(b",\"info\":")
+            .raw(info)
+            .raw(b"}");
+    }
+    f.raw(b"],\"left\":[");
+    for (i, client) in left.iter().enumerate() {
+        if i > 0 {
+            f.raw(b",");
+        }
+        f.raw(b"{\"client\":").string(client).raw(b"}");
+    }
+    f.raw(b"]}");
+    f.frame()
+}
+
+/// `{"type":"history","messages":[...]}` from the messages' JSON texts.
+pub fn history<'a>(
+    r: Option<u64>,
+    room: &RoomName,
+    epoch: &str,
+    messages: impl Iterator<Item = &'a [u8]>,
+) -> Bytes {
+    let mut f = JsonFrame::with_capacity(256);
+    f.raw(b"{\"type\":\"history\"")
+        .reference(r)
+        .raw(b",\"room\":")
+        .string(room.as_str());
+    f.raw(b",\"epoch\":").string(epoch).raw(b",\"messages\":[");
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            f.raw(b",");
+        }
+        f.raw(m);
+    }
+    f.raw(b"]}");
+    f.frame()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn parse(frame: &Bytes) -> Value {
+        // the payload of a short unmasked text frame starts after a 2- or 4-byte header
+        let at = if frame[1] == 126 { 4 } else { 2 };
+        assert_eq!(frame[0], 0x81, "a final text frame");
+        serde_json::from_slice(&frame[at..]).unwrap()
+    }
+
+    #[test]
+    fn shapes_match_the_contract() {
+        let room = RoomName::new("lobby").unwrap();
+        assert_eq!(
+            parse(&welcome(Some(1), "alice", "s1", "n1", 25000)),
+            json!({"type":"welcome","ref":1,"client":"alice","session":"s1","node":"n1","heartbeat_ms":25000})
+        );
+        assert_eq!(
+            parse(&joined(Some(2), &room, "e", 45, Some(true))),
+            json!({"type":"joined","ref":2,"room":"lobby","epoch":"e","offset":45,"recovered":true})
+        );
+        assert_eq!(
+            parse(&joined(None, &room, "e", 0, None)),
+            json!({"type":"joined","room":"lobby","epoch":"e","offset":0})
+        );
+        assert_eq!(
+            parse(&left(Some(3), &room)),
+            json!({"type":"left","ref":3,"room":"lobby"})
+        );
+        assert_eq!(
+            parse(&ack(Some(4), &room, 46)),
+            json!({"type":"ack","ref":4,"room":"lobby","offset":46})
+        );
+        assert_eq!(parse(&pong(Some(7))), json!({"type":"pong","ref":7}));
+        assert_eq!(
+            parse(&error(None, ErrorCode::NotJoined, "join \"lobby\" first")),
+            json!({"type":"error","code":"not_joined","message":"join \"lobby\" first"})
+        );
+        let (frame, at) = message(&room, "e", 46, "alice", br#"{"text":"hi"}"#, 1732181234567);
+        assert_eq!(usize::from(at), 2);
+        assert_eq!(
+            parse(&frame),
+            json!({"type":"message","room":"lobby","epoch":"e","offset":46,"from":"alice","data":{"text":"hi"},"ts":1732181234567u64})
+        );
+        let alice: Arc<str> = Arc::from("alice");
+        let info = Bytes::from_static(b"{\"n\":1}");
+        assert_eq!(
+            parse(&presence(Some(5), &room, [(&alice, &info)].into_iter())),
+            json!({"type":"presence","ref":5,"room":"lobby","members":[{"client":"alice","info":{"n":1}}]})
+        );
+        assert_eq!(
+            parse(&presence_diff(
+                &room,
+                &[(alice.clone(), info.clone())],
+                &[Arc::from("carol")]
+            )),
+            json!({"type":"presence_diff","room":"lobby","joined":[{"client":"alice","info":{"n":1}}],"left":[{"client":"carol"}]})
+        );
+        let m = &frame[2..];
+        assert_eq!(
+            parse(&history(Some(6), &room, "e", [m, m].into_iter()))["messages"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Client requests.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{ErrorCode, ProtoError};
+use crate::hub::RoomName;
+
+/// A position in a room's stream: "everything after this".
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct SincePos {
+    /// The epoch the offset belongs to.
+    pub epoch: String,
+    /// The last offset the client has.
+    pub offset: u64,
+}
+
+/// Every field any request may carry. Unknown fields are ignored, as the contract says,
+/// and `data` and `presence` stay raw JSON text: they are passed on, never interpreted.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "ref")]
+    reference: Option<u64>,
+    #[serde(borrow)]
+    room: Option<Cow<'a, str>>,
+    client: Option<String>,
+    token: Option<String>,
+    #[serde(borrow)]
+    presence: Option<&'a RawValue>,
+    since: Option<SincePos>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    limit: Option<u64>,
+}
+
+/// A request, checked for the fields its type needs.
+#[derive(Debug)]
+pub enum Request<'a> {
+    /// `hello`: must come first.
+    Hello {
+        /// The client id (the server picks one when absent).
+        client: Option<String>,
+        /// An auth token.
+        token: Option<String>,
+    },
+    /// `join`.
+    Join {
+        /// The room.
+        room: RoomName,
+        /// Presence info (a JSON object) if the member is to be visible.
+        presence: Option<&'a RawValue>,
+        /// Recover from this position.
+        since: Option<SincePos>,
+    },
+    /// `leave`.
+    Leave {
+        /// The room.
+        room: RoomName,
+    },
+    /// `publish`.
+    Publish {
+        /// The room.
+        room: RoomName,
+        /// Any JSON.
+        data: &'a RawValue,
+        /// The idempotency key.
+        id: Option<Cow<'a, str>>,
+    },
+    /// `presence`: who is in the room.
+    Presence {
+        /// The room.
+        room: RoomName,
+    },
+    /// `history`.
+    History {
+        /// The room.
+        room: RoomName,
+        /// From after this position.
+        since: Option<SincePos>,
+        /// At most this many (default 100, at most 1000).
+        limit: usize,
+    },
+    /// `ping`.
+    Ping,
+}
+
+/// The longest idempotency key accepted.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Parses one text message. The `ref` is returned even when the request is refused, so
+/// the error reply can carry it (unless the JSON itself was unreadable).
+pub fn parse(text: &[u8]) -> (Option<u64>, Result<Request<'_>, ProtoError>) {
+    let env: Envelope<'_> = match serde_json::from_slice(text) {
+        Ok(env) => env,
+        Err(e) => {
+            return (
+                None,
+                Err(ProtoError::new(
+                    ErrorCode::BadRequest,
+                    format!("invalid request: {e}"),
+                )),
+            );
+        }
+    };
+    (env.reference, request(env))
+}
+
+fn request(env: Envelope<'_>) -> Result<Request<'_>, ProtoError> {
+    let Some(kind) = env.kind.as_deref() else {
+        return Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            "missing field `type`",
+        ));
+    };
+    let room = |what: &str| -> Result<RoomName, ProtoError> {
+        let name = env.room.as_deref().ok_or_else(|| {
+            ProtoError::new(ErrorCode::BadRequest, format!("{what} needs a `room`"))
+        })?;
+        RoomName::new(name).map_err(|e| ProtoError::new(ErrorCode::BadRequest, e.to_string()))
+    };
+    Ok(match kind {
+        "hello" => Request::Hello {
+            client: env.client,
+            token: env.token,
+        },
+        "join" => {
+            let room = room("join")?;
+            if let Some(p) = env.presence
+                && !p.get().trim_start().starts_with('{')
+            {
+                return Err(ProtoError::new(
+                    ErrorCode::BadRequest,
+                    "`presence` must be a JSON object",
+                ));
+            }
+            Request::Join {
+                room,
+                presence: env.presence,
+                since: env.since,
+            }
+        }
+        "leave" => Request::Leave {
+            room: room("leave")?,
+        },
+        "publish" => {
+            let room = room("publish")?;
+            let data = env
+                .data
+                .ok_or_else(|| ProtoError::new(ErrorCode::BadRequest, "publish needs `data`"))?;
+            if let Some(id) = &env.id
+                && (id.is_empty() || id.len() > MAX_ID_LEN)
+            {
+                return Err(ProtoError::new(
+                    ErrorCode::BadRequest,
+                    format!("`id` must be 1 to {MAX_ID_LEN} bytes"),
+                ));
+            }
+            Request::Publish {
+                room,
+                data,
+                id: env.id,
+            }
+        }
+        "presence" => Request::Presence {
+            room: room("presence")?,
+        },
+        "history" => {
+            let room = room("history")?;
+            let limit = env.limit.unwrap_or(100).clamp(1, 1000) as usize;
+            Request::History {
+                room,
+                since: env.since,
+                limit,
+            }
+        }
+        "ping" => Request::Ping,
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            return Err(ProtoError::new(
+                ErrorCode::UnknownType,
+                format!("unknown request type {shown:?}"),
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> (Option<u64>, Option<ErrorCode>) {
+        let (r, req) = parse(text.as_bytes());
+        (r, req.err().map(|e| e.code))
+    }
+
+    #[test]
+    fn valid_requests() {
+        let (r, req) = parse(br#"{"type":"publish","room":"lobby","data":{"a":[1,2]},"id":"k1","ref":4,"extra":true}"#);
+        assert_eq!(r, Some(4));
+        match req.unwrap() {
+            Request::Publish { room, data, id } => {
+                assert_eq!(room.as_str(), "lobby");
+                assert_eq!(data.get(), r#"{"a":[1,2]}"#);
+                assert_eq!(id.as_deref(), Some("k1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, req) = parse(
+            br#"{"type":"join","room":"a","presence":{"n":"x"},"since":{"epoch":"e","offset":41}}"#,
+        );
+        match req.unwrap() {
+            Request::Join {
+                since, presence, ..
+            } => {
+                assert_eq!(
+                    since,
+                    Some(SincePos {
+                        epoch: "e".into(),
+                        offset: 41
+                    })
+                );
+                assert_eq!(presence.unwrap().get(), r#"{"n":"x"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, req) = parse(br#"{"type":"history","room":"a","limit":5000}"#);
+        assert!(matches!(req.unwrap(), Request::History { limit: 1000, .. }));
+        // escaped strings cannot be borrowed and still parse
+        let (_, req) = parse(br#"{"type":"publish","room":"lobby","data":"x","id":"k\u0031"}"#);
+        assert!(matches!(req.unwrap(), Request::Publish { id: Some(id), .. } if id == "k1"));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(code("not json"), (None, Some(ErrorCode::BadRequest)));
+        assert_eq!(code(r#"{"ref":1}"#), (Some(1), Some(ErrorCode::BadRequest)));
+        assert_eq!(
+            code(r#"{"type":"dance","ref":2}"#),
+            (Some(2), Some(ErrorCode::UnknownType))
+        );
+        assert_eq!(
+            code(r#"{"type":"join","ref":3}"#),
+            (Some(3), Some(ErrorCode::BadRequest))
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a b","ref":3}"#),
+            (Some(3), Some(ErrorCode::BadRequest))
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","presence":[1]}"#),
+            (None, Some(ErrorCode::BadRequest))
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","room":"a","ref":5}"#),
+            (Some(5), Some(ErrorCode::BadRequest))
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","room":"a","data":1,"id":""}"#),
+            (None, Some(ErrorCode::BadRequest))
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","ref":"seven"}"#),
+            (None, Some(ErrorCode::BadRequest))
+        );
+        assert_eq!(code(r#"[1,2]"#), (None, Some(ErrorCode::BadRequest)));
+    }
+}

@@ -1,0 +1,29 @@
+//! Counters a running server keeps (read with [`crate::Server::stats`]).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Node-wide counters. Updated with relaxed atomics: they count, they do not order.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Open room connections (`/ws` and `/rooms/...`).
+    pub connections: AtomicI64,
+    /// Connections closed with 4008 because their outbound queue overflowed.
+    pub slow_consumer_closes: AtomicU64,
+    /// Connections closed because they did not answer a ping in time.
+    pub heartbeat_timeouts: AtomicU64,
+    /// Messages appended to room histories.
+    pub published: AtomicU64,
+    /// Frames queued to connections by fan-out (one per message per member).
+    pub deliveries: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

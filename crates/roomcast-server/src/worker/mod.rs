@@ -1,0 +1,370 @@
+//! Workers: one thread each, with its own event loop, connections and rooms.
+//!
+//! The node runs `workers` threads, each a single-threaded tokio runtime that accepts on
+//! its own `SO_REUSEPORT` listener, so a connection lives its whole life on one thread and
+//! its state needs no lock. A room has one *home* worker, chosen by hashing its name,
+//! that owns the room's authoritative state ([`crate::hub::Room`]): epoch, offsets,
+//! history, idempotency keys, presence, and how many members each worker has. Each
+//! worker keeps its own *local* rooms: the members it holds.
+//!
+//! A publish goes to the home (inline when it is the same worker), which appends it,
+//! frames it once, and sends the same `Bytes` to every worker with members; each queues
+//! it to its members and marks them dirty. A flusher task then writes each dirty
+//! connection once, with one vectored write for everything queued since its last write,
+//! so messages published close together leave together.
+
+mod home;
+mod local;
+mod msg;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use roomcast_ws::{CloseCode, Connection, Role};
+use slab::Slab;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+
+pub(crate) use msg::{ConnKey, HomeMsg, LocalMsg, WorkerMsg};
+
+use self::local::LocalRoom;
+use crate::conn::{self, Conn, Kind};
+use crate::hub::{Room, RoomName};
+use crate::server::Shared;
+use crate::stats::Stats;
+
+/// The per-worker read buffer.
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// Requests one connection may have waiting at home workers before its reads pause.
+pub(crate) const MAX_INFLIGHT: u32 = 1024;
+
+/// Every worker's inbox.
+pub(crate) type Mesh = Arc<[mpsc::UnboundedSender<WorkerMsg>]>;
+
+/// One worker's state. Lives in an `Rc` on its thread.
+pub(crate) struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    mesh: Mesh,
+    conns: RefCell<Slab<Rc<Conn>>>,
+    generation: Cell<u32>,
+    /// The members this worker holds, per room.
+    local: RefCell<HashMap<(Kind, RoomName), LocalRoom>>,
+    /// The rooms whose home this worker is.
+    homes: RefCell<HashMap<RoomName, Room>>,
+    /// Raw rooms whose home this worker is: members per worker.
+    raw_homes: RefCell<HashMap<RoomName, Vec<u32>>>,
+    /// Home rooms with a presence change to push.
+    presence_dirty: RefCell<Vec<RoomName>>,
+    /// Connections with frames queued since the flusher last ran.
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    flush_now: Notify,
+    /// Signalled when the last connection is gone (for drain).
+    empty: Notify,
+    pub scratch: RefCell<Box<[u8]>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts worker `index` on its own thread.
+pub(crate) fn spawn(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mesh: Mesh,
+    inbox: mpsc::UnboundedReceiver<WorkerMsg>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("roomcast-w{index}")).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::error!(worker = index, error = %e, "cannot start the worker's runtime"),
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!(worker = index, error = %e, "cannot register the listener"),
+            };
+            let worker = Rc::new(Worker {
+                index,
+                shared,
+                mesh,
+                conns: RefCell::new(Slab::new()),
+                generation: Cell::new(0),
+                local: RefCell::new(HashMap::new()),
+                homes: RefCell::new(HashMap::new()),
+                raw_homes: RefCell::new(HashMap::new()),
+                presence_dirty: RefCell::new(Vec::new()),
+                dirty: RefCell::new(Vec::new()),
+                flush_now: Notify::new(),
+                empty: Notify::new(),
+                scratch: RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice()),
+            });
+            worker.run(listener, inbox, stop).await;
+        });
+    })
+}
+
+impl Worker {
+    async fn run(
+        self: &Rc<Self>,
+        listener: TcpListener,
+        inbox: mpsc::UnboundedReceiver<WorkerMsg>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        tokio::task::spawn_local(self.clone().inbox(inbox));
+        tokio::task::spawn_local(self.clone().flusher());
+        tokio::task::spawn_local(self.clone().sweeper());
+        tokio::task::spawn_local(self.clone().presence_batcher());
+        let acceptor = tokio::task::spawn_local(self.clone().accept(listener));
+        let _ = stop.wait_for(|s| *s).await;
+        self.drain().await;
+        acceptor.abort();
+    }
+
+    async fn accept(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    tokio::task::spawn_local(conn::accept::handle(self.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors or memory: back off instead of spinning.
+                    tracing::warn!(worker = self.index, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    async fn inbox(self: Rc<Self>, mut inbox: mpsc::UnboundedReceiver<WorkerMsg>) {
+        while let Some(msg) = inbox.recv().await {
+            self.handle(msg);
+            // Take everything already waiting before the flusher runs: one write per
+            // connection for the whole batch.
+            while let Ok(msg) = inbox.try_recv() {
+                self.handle(msg);
+            }
+        }
+    }
+
+    fn handle(self: &Rc<Self>, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Home(m) => self.handle_home(m),
+            WorkerMsg::Local(m) => self.handle_local(m),
+        }
+    }
+
+    /// The worker whose home `room` is.
+    fn home_of(&self, room: &RoomName) -> usize {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room.as_str());
+        (hash % self.mesh.len() as u64) as usize
+    }
+
+    /// Sends a request to the room's home, or handles it here if that is us.
+    pub(crate) fn to_home(self: &Rc<Self>, room: &RoomName, msg: HomeMsg) {
+        let home = self.home_of(room);
+        if home == self.index {
+            self.handle_home(msg);
+        } else {
+            let _ = self.mesh[home].send(WorkerMsg::Home(msg));
+        }
+    }
+
+    /// Sends a result to the worker holding the connections, or handles it here.
+    fn to_local(self: &Rc<Self>, worker: usize, msg: LocalMsg) {
+        if worker == self.index {
+            self.handle_local(msg);
+        } else {
+            let _ = self.mesh[worker].send(WorkerMsg::Local(msg));
+        }
+    }
+
+    /// Registers a new room connection whose handshake is done.
+    pub(crate) fn register(&self, io: TcpStream, read: BytesMut) -> Rc<Conn> {
+        let mut conns = self.conns.borrow_mut();
+        let entry = conns.vacant_entry();
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        let key = ConnKey {
+            worker: self.index as u16,
+            slot: entry.key() as u32,
+            generation,
+        };
+        let ws = Connection::new(Role::Server, self.shared.config.ws_limits());
+        let conn = Rc::new(Conn::new(key, io, ws, read));
+        entry.insert(conn.clone());
+        self.shared
+            .stats
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        conn
+    }
+
+    /// Removes a connection: it leaves every room (presence updates right away) and is
+    /// forgotten.
+    pub(crate) fn unregister(self: &Rc<Self>, conn: &Rc<Conn>) {
+        let memberships = std::mem::take(&mut conn.session.borrow_mut().rooms);
+        let client = conn.session.borrow().client.clone();
+        for m in memberships {
+            self.drop_membership(conn, m, client.as_ref());
+        }
+        let mut conns = self.conns.borrow_mut();
+        if conns
+            .get(conn.key.slot as usize)
+            .is_some_and(|c| Rc::ptr_eq(c, conn))
+        {
+            conns.remove(conn.key.slot as usize);
+            self.shared
+                .stats
+                .connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if conns.is_empty() {
+            self.empty.notify_waiters();
+        }
+    }
+
+    /// Looks a connection up by key.
+    fn conn(&self, key: ConnKey) -> Option<Rc<Conn>> {
+        self.conns
+            .borrow()
+            .get(key.slot as usize)
+            .filter(|c| c.key == key)
+            .cloned()
+    }
+
+    /// Puts a connection on the list the flusher writes.
+    pub(crate) fn mark_dirty(&self, conn: &Rc<Conn>) {
+        if !conn.dirty.replace(true) {
+            let mut dirty = self.dirty.borrow_mut();
+            if dirty.is_empty() {
+                self.flush_now.notify_one();
+            }
+            dirty.push(conn.clone());
+        }
+    }
+
+    async fn flusher(self: Rc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            self.flush_now.notified().await;
+            std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+            for conn in batch.drain(..) {
+                conn.dirty.set(false);
+                let _ = conn.flush();
+            }
+        }
+    }
+
+    /// How long a close we start may take.
+    pub(crate) fn close_timeout(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    /// Heartbeats, idle connections, history expiry.
+    async fn sweeper(self: Rc<Self>) {
+        let ws = &self.shared.config.websocket;
+        let mut shortest = 1000;
+        for t in [
+            ws.heartbeat_interval_ms,
+            ws.heartbeat_timeout_ms,
+            ws.idle_timeout_ms,
+        ] {
+            if t > 0 {
+                shortest = shortest.min(t);
+            }
+        }
+        let period = Duration::from_millis((shortest / 4).clamp(10, 1000));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_expiry = Instant::now();
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            self.sweep_connections(now);
+            if now.duration_since(last_expiry) >= Duration::from_secs(1) {
+                last_expiry = now;
+                self.expire_rooms();
+            }
+        }
+    }
+
+    fn sweep_connections(self: &Rc<Self>, now: Instant) {
+        let idle_ms = self.shared.config.websocket.idle_timeout_ms;
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        for conn in conns {
+            if !conn.heartbeat(self, now) {
+                Stats::add(&self.shared.stats.heartbeat_timeouts, 1);
+                tracing::debug!(conn = ?conn.key, "no pong within the heartbeat timeout");
+                conn.close(self, CloseCode::GOING_AWAY, "heartbeat timeout", true);
+            } else if idle_ms > 0
+                && now.duration_since(conn.last_message.get()).as_millis() as u64 > idle_ms
+            {
+                conn.close(self, CloseCode::NORMAL, "idle timeout", false);
+            }
+        }
+    }
+
+    fn expire_rooms(&self) {
+        let now = crate::now_ms();
+        self.homes.borrow_mut().retain(|_, room| {
+            room.expire(now);
+            !room.is_idle()
+        });
+        self.raw_homes
+            .borrow_mut()
+            .retain(|_, subs| subs.iter().any(|&n| n > 0));
+    }
+
+    async fn presence_batcher(self: Rc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            self.shared.config.rooms.presence_batch_ms,
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.presence_dirty.borrow().is_empty() {
+                self.push_presence_diffs();
+            }
+        }
+    }
+
+    /// Stops the worker's connections: each is closed with 1001 and gets until the drain
+    /// timeout to finish its closing handshake.
+    async fn drain(self: &Rc<Self>) {
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        tracing::info!(worker = self.index, connections = conns.len(), "draining");
+        for conn in &conns {
+            conn.close(self, CloseCode::GOING_AWAY, "server draining", false);
+        }
+        drop(conns);
+        let deadline =
+            Instant::now() + Duration::from_millis(self.shared.config.server.drain_timeout_ms);
+        while !self.conns.borrow().is_empty() {
+            let empty = self.empty.notified();
+            if tokio::time::timeout_at(deadline, empty).await.is_err() {
+                tracing::warn!(
+                    worker = self.index,
+                    left = self.conns.borrow().len(),
+                    "drain timeout: dropping the rest"
+                );
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! History and recovery: a client that comes back gets exactly what it missed.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Client, start};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_with_since_gets_exactly_the_500_missed_messages_first() {
+    let s = start(|_| {}).await;
+    let mut publisher = Client::hello(s.addr, "publisher").await;
+    publisher.join("feed").await;
+    for i in 0..10 {
+        publisher.publish("feed", json!({"i": i})).await;
+    }
+    let mut reader = Client::hello(s.addr, "reader").await;
+    let joined = reader.join("feed").await;
+    let (epoch, offset) = (
+        joined["epoch"].as_str().unwrap().to_owned(),
+        joined["offset"].as_u64().unwrap(),
+    );
+    assert_eq!(offset, 10);
+    reader.ws.close(None).await.unwrap();
+
+    for i in 10..510 {
+        publisher.publish("feed", json!({"i": i})).await;
+    }
+    let mut back = Client::hello(s.addr, "reader").await;
+    back.send(json!({"type": "join", "room": "feed", "since": {"epoch": epoch, "offset": offset}, "ref": 1})).await;
+    // Publish live messages while the join is answered: they must come after the 500.
+    publisher.publish("feed", json!({"i": "live-1"})).await;
+    let joined = back.recv().await;
+    assert_eq!(
+        (joined["type"].as_str(), joined["recovered"].as_bool()),
+        (Some("joined"), Some(true)),
+        "{joined}"
+    );
+    let last = joined["offset"].as_u64().unwrap();
+    let mut expected = offset + 1;
+    loop {
+        let m = back.recv().await;
+        assert_eq!(m["type"], "message", "{m}");
+        assert_eq!(m["offset"], expected, "in order, no gap, no duplicate");
+        assert_eq!(m["epoch"], epoch);
+        if expected <= 510 {
+            assert_eq!(m["data"]["i"], expected - 1);
+        }
+        if expected == 511 {
+            assert_eq!(m["data"]["i"], "live-1");
+            break;
+        }
+        expected += 1;
+    }
+    assert!(
+        last == 510 || last == 511,
+        "joined carries the last offset at the join: {last}"
+    );
+    publisher.publish("feed", json!({"i": "live-2"})).await;
+    assert_eq!(back.next_of("message").await["offset"], 512);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_false_when_history_is_shorter_than_the_gap() {
+    let s = start(|c| c.rooms.history_max_messages = 100).await;
+    let mut p = Client::hello(s.addr, "p").await;
+    let joined = p.join("short").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    for i in 0..300 {
+        p.publish("short", json!(i)).await;
+    }
+    let mut c = Client::hello(s.addr, "c").await;
+    let r = c
+        .request(json!({"type": "join", "room": "short", "since": {"epoch": epoch, "offset": 150}}))
+        .await;
+    assert_eq!(
+        (r["recovered"].as_bool(), r["offset"].as_u64()),
+        (Some(false), Some(300)),
+        "{r}"
+    );
+    // Nothing was replayed: the next message is a live one.
+    p.publish("short", json!("live")).await;
+    assert_eq!(c.next_of("message").await["offset"], 301);
+    // Inside the retained range recovery works.
+    let mut d = Client::hello(s.addr, "d").await;
+    let r = d
+        .request(json!({"type": "join", "room": "short", "since": {"epoch": epoch, "offset": 290}}))
+        .await;
+    assert_eq!(r["recovered"], true);
+    for o in 291..=301 {
+        assert_eq!(d.next_of("message").await["offset"], o);
+    }
+    // Another epoch, or an offset from the future, cannot be recovered.
+    let mut e = Client::hello(s.addr, "e").await;
+    let r = e
+        .request(
+            json!({"type": "join", "room": "short", "since": {"epoch": "not-it", "offset": 290}}),
+        )
+        .await;
+    assert_eq!(r["recovered"], false);
+    let mut f = Client::hello(s.addr, "f").await;
+    let r = f
+        .request(
+            json!({"type": "join", "room": "short", "since": {"epoch": epoch, "offset": 9999}}),
+        )
+        .await;
+    assert_eq!(r["recovered"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_queries() {
+    let s = start(|_| {}).await;
+    let mut p = Client::hello(s.addr, "p").await;
+    let epoch = p.join("h").await["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=30 {
+        p.publish("h", json!(i)).await;
+    }
+    let mut q = Client::hello(s.addr, "q").await;
+    let h = q
+        .request(json!({"type": "history", "room": "h", "limit": 5}))
+        .await;
+    assert_eq!(h["epoch"], epoch);
+    let offsets: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![1, 2, 3, 4, 5]);
+    let h = q
+        .request(json!({"type": "history", "room": "h", "since": {"epoch": epoch, "offset": 27}}))
+        .await;
+    let data: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_u64().unwrap())
+        .collect();
+    assert_eq!(data, vec![28, 29, 30]);
+    let h = q.request(json!({"type": "history", "room": "h", "since": {"epoch": "old", "offset": 27}, "limit": 2})).await;
+    assert_eq!(
+        h["messages"][0]["offset"], 1,
+        "another epoch starts at the oldest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_only_after_the_message_is_in_history() {
+    let s = start(|_| {}).await;
+    let mut p = Client::hello(s.addr, "p").await;
+    p.join("acked").await;
+    let mut q = Client::hello(s.addr, "q").await;
+    for i in 0..50 {
+        let ack = p.publish("acked", json!(i)).await;
+        // Right after the ack, a history query from another connection sees it.
+        let h = q.request(json!({"type": "history", "room": "acked", "since": {"epoch": "x", "offset": 0}, "limit": 1000})).await;
+        let last = h["messages"].as_array().unwrap().last().unwrap()["offset"].clone();
+        assert_eq!(last, ack["offset"]);
+    }
+}
