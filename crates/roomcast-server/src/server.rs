@@ -23,6 +23,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: Config) -> Self {
+        Self {
+            config,
+            stats: Arc::default(),
+            node_id: "test".into(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
     /// Whether the node is stopping: `/healthz` answers 503 and new WebSocket
     /// handshakes are refused.
     pub(crate) fn is_draining(&self) -> bool {

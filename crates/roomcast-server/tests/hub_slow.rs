@@ -32,9 +32,16 @@ async fn slow_consumer_is_closed_with_4008_while_a_fast_member_gets_everything()
     }
     let first = fast.next_of("message").await["offset"].as_u64().unwrap();
     let (reader, writer) = publisher.ws.split();
+    let (drained_tx, mut drained) = watch::channel(0u64);
     tokio::spawn(async move {
         let mut reader = reader;
-        while let Some(Ok(_)) = reader.recv().await {}
+        let mut n = 0;
+        while let Some(Ok(m)) = reader.recv().await {
+            if matches!(&m, Message::Text(t) if t.as_str().starts_with("{\"type\":\"message\"")) {
+                n += 1;
+                drained_tx.send_replace(n);
+            }
+        }
     });
     let (progress_tx, mut progress) = watch::channel(0u64);
     let total = 3000u64;
@@ -56,6 +63,7 @@ async fn slow_consumer_is_closed_with_4008_while_a_fast_member_gets_everything()
         writer.send(Message::text(req.to_string())).await.unwrap();
         if n % 50 == 0 {
             progress.wait_for(|&read| read + 100 >= n).await.unwrap();
+            drained.wait_for(|&read| read + 100 >= n).await.unwrap();
         }
     }
     assert_eq!(

@@ -1,5 +1,7 @@
 //! `roomcast`: the command-line entry point.
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,14 @@ enum Command {
     Serve(ServeArgs),
     /// Print the default configuration, with a comment on every setting.
     Config,
+    /// Load a WebSocket server (roomcast or any other) and measure it.
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+        /// Threads of the load generator (default: one per CPU).
+        #[arg(long, global = true)]
+        threads: Option<usize>,
+    },
 }
 
 /// Flags override environment variables, which override the file, which overrides the
@@ -66,6 +76,24 @@ fn main() -> ExitCode {
         Command::Config => {
             print!("{DEFAULT_TOML}");
             ExitCode::SUCCESS
+        }
+        Command::Bench { scenario, threads } => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                rt.worker_threads(n.max(1));
+            }
+            let result = rt
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(bench::run(scenario)).map_err(|e| e.to_string()));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("roomcast bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve(args) => {
             init_logging(&cli.log, cli.log_format);

@@ -84,7 +84,13 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
         return refuse(stream, DRAINING, &worker).await;
     }
     let reply = offer.accept(&Accept::default());
-    let rest = buf.split_off(head_len);
+    // Bytes after the head are the first frames; an empty remainder must not keep the
+    // head's buffer alive for the life of the connection.
+    let rest = if buf.len() > head_len {
+        buf.split_off(head_len)
+    } else {
+        BytesMut::new()
+    };
     drop(buf);
     match route {
         Route::Echo => {
@@ -102,7 +108,8 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
             // The 101 goes first in the connection's send queue.
             conn.ws.borrow_mut().outbox().push(reply);
             let _ = conn.flush();
-            run::run(worker, conn, Endpoint::Ws).await;
+            // A task of its own: this one, with the request head, ends here.
+            tokio::task::spawn_local(run::run(worker, conn, Endpoint::Ws));
         }
         Route::Raw(Ok(room), echo) => {
             let conn = worker.register(stream, rest);
@@ -111,7 +118,7 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
             // now on is queued behind it.
             worker.raw_join(&conn, room.clone(), echo).await;
             let _ = conn.flush();
-            run::run(worker, conn, Endpoint::Raw { room, echo }).await;
+            tokio::task::spawn_local(run::run(worker, conn, Endpoint::Raw { room, echo }));
         }
         Route::Raw(Err(_), _) | Route::Http => {}
     }

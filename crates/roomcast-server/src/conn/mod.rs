@@ -3,18 +3,18 @@
 
 pub(crate) mod accept;
 mod raw;
-mod run;
+pub(crate) mod run;
 mod ws;
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 use roomcast_ws::{CloseCode, CloseFrame, Connection, State};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::hub::RoomName;
@@ -61,7 +61,6 @@ pub(crate) struct Session {
 /// reads and answers; the worker's fan-out queues frames into the same outbox and its
 /// flusher writes them. Everything is single-threaded (`Rc`, `Cell`, `RefCell`), and no
 /// borrow is held across an `.await`.
-#[derive(Debug)]
 pub(crate) struct Conn {
     pub key: ConnKey,
     pub io: TcpStream,
@@ -81,10 +80,21 @@ pub(crate) struct Conn {
     pub last_rx: Cell<Instant>,
     pub last_message: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
-    /// When a close we started must be over.
+    /// When a close we started must be over (enforced by the worker's sweeper).
     pub close_deadline: Cell<Option<Instant>>,
-    /// Wakes the task when the worker changed something it must act on.
-    pub wake: Notify,
+    /// The worker changed something the task must act on.
+    signalled: Cell<bool>,
+    /// The task's waker while it waits (no future or timer is kept per connection).
+    waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("key", &self.key)
+            .field("state", &self.ws.borrow().state())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Conn {
@@ -104,7 +114,29 @@ impl Conn {
             last_message: Cell::new(now),
             ping_sent: Cell::new(None),
             close_deadline: Cell::new(None),
-            wake: Notify::new(),
+            signalled: Cell::new(false),
+            waker: Cell::new(None),
+        }
+    }
+
+    /// Has the connection's task look at its state again.
+    pub(crate) fn wake(&self) {
+        self.signalled.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// For the task: whether it was signalled since it last looked (and clears it).
+    pub(crate) fn take_signal(&self) -> bool {
+        self.signalled.replace(false)
+    }
+
+    /// For the task: remembers how to wake it.
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        match self.waker.take() {
+            Some(w) if w.will_wake(waker) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(waker.clone())),
         }
     }
 
@@ -147,7 +179,7 @@ impl Conn {
         self.close_deadline
             .set(Some(Instant::now() + worker.close_timeout()));
         worker.mark_dirty(self);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Starts the closing handshake from our side (drain, idle, heartbeat).
@@ -173,7 +205,7 @@ impl Conn {
         self.close_deadline
             .set(Some(Instant::now() + worker.close_timeout()));
         worker.mark_dirty(self);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Queues a ping when one is due, or reports that the last one went unanswered.
@@ -218,7 +250,7 @@ impl Conn {
                 Ok(n) => out.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !self.want_write.replace(true) {
-                        self.wake.notify_one();
+                        self.wake();
                     }
                     return Ok(());
                 }
@@ -232,7 +264,7 @@ impl Conn {
 
     fn failed(&self, e: io::Error) -> io::Result<()> {
         self.dead.set(true);
-        self.wake.notify_one();
+        self.wake();
         Err(e)
     }
 }

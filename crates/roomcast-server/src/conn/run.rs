@@ -2,6 +2,7 @@
 
 use std::io;
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use roomcast_ws::{Message, State};
@@ -20,6 +21,13 @@ pub(crate) enum Endpoint {
     Raw { room: RoomName, echo: bool },
 }
 
+/// What woke the connection's task.
+enum Wake {
+    Signal,
+    Writable,
+    Readable,
+}
+
 pub(crate) async fn run(worker: Rc<Worker>, conn: Rc<Conn>, endpoint: Endpoint) {
     // Frames may have arrived with the handshake.
     if !conn.rbuf.borrow().is_empty() {
@@ -30,24 +38,32 @@ pub(crate) async fn run(worker: Rc<Worker>, conn: Rc<Conn>, endpoint: Endpoint) 
         if conn.dead.get() || matches!(conn.ws.borrow().state(), State::Closed | State::Failed) {
             break;
         }
-        let paused = conn.inflight.get() >= MAX_INFLIGHT;
-        let want_write = conn.want_write.get();
-        let deadline = conn.close_deadline.get();
-        tokio::select! {
-            biased;
-            _ = conn.wake.notified() => {}
-            ready = conn.io.writable(), if want_write => match ready {
-                Ok(()) => { let _ = conn.flush(); }
-                Err(_) => conn.dead.set(true),
-            },
-            ready = conn.io.readable(), if !paused => match ready {
-                Ok(()) => read(&worker, &conn, &endpoint),
-                Err(_) => conn.dead.set(true),
-            },
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
+        // Waiting keeps no future per connection: readiness is polled on the socket and
+        // the worker wakes the task through the stored waker.
+        let woke = std::future::poll_fn(|cx| {
+            conn.set_waker(cx.waker());
+            if conn.take_signal() {
+                return Poll::Ready(Wake::Signal);
+            }
+            if conn.want_write.get() && conn.io.poll_write_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Writable);
+            }
+            if conn.inflight.get() < MAX_INFLIGHT && conn.io.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Readable);
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Wake::Signal => {}
+            Wake::Writable => {
+                let _ = conn.flush();
+            }
+            Wake::Readable => read(&worker, &conn, &endpoint),
         }
     }
-    finish(&worker, &conn).await;
+    // Boxed: it runs once, and its timers need not sit in every connection's future.
+    Box::pin(finish(&worker, &conn)).await;
 }
 
 /// Reads what the socket has, handles every complete message, and writes the replies.

@@ -68,7 +68,7 @@ impl Worker {
                 for frame in missed {
                     conn.push(self, frame);
                 }
-                conn.wake.notify_one();
+                conn.wake();
             }
             LocalMsg::Deliver { room, frame } => self.fan_out(Kind::Ws, &room, &frame, None, false),
             LocalMsg::PresenceDiff { room, frame } => {
@@ -83,7 +83,7 @@ impl Worker {
                 conn.inflight.set(before.saturating_sub(1));
                 conn.push(self, frame);
                 if before >= super::MAX_INFLIGHT {
-                    conn.wake.notify_one();
+                    conn.wake();
                 }
             }
         }

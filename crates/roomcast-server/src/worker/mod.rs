@@ -99,27 +99,31 @@ pub(crate) fn spawn(
                 Ok(l) => l,
                 Err(e) => return tracing::error!(worker = index, error = %e, "cannot register the listener"),
             };
-            let worker = Rc::new(Worker {
-                index,
-                shared,
-                mesh,
-                conns: RefCell::new(Slab::new()),
-                generation: Cell::new(0),
-                local: RefCell::new(HashMap::new()),
-                homes: RefCell::new(HashMap::new()),
-                raw_homes: RefCell::new(HashMap::new()),
-                presence_dirty: RefCell::new(Vec::new()),
-                dirty: RefCell::new(Vec::new()),
-                flush_now: Notify::new(),
-                empty: Notify::new(),
-                scratch: RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice()),
-            });
+            let worker = Rc::new(Worker::new(index, shared, mesh));
             worker.run(listener, inbox, stop).await;
         });
     })
 }
 
 impl Worker {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>, mesh: Mesh) -> Self {
+        Worker {
+            index,
+            shared,
+            mesh,
+            conns: RefCell::new(Slab::new()),
+            generation: Cell::new(0),
+            local: RefCell::new(HashMap::new()),
+            homes: RefCell::new(HashMap::new()),
+            raw_homes: RefCell::new(HashMap::new()),
+            presence_dirty: RefCell::new(Vec::new()),
+            dirty: RefCell::new(Vec::new()),
+            flush_now: Notify::new(),
+            empty: Notify::new(),
+            scratch: RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice()),
+        }
+    }
+
     async fn run(
         self: &Rc<Self>,
         listener: TcpListener,
@@ -308,6 +312,12 @@ impl Worker {
         let idle_ms = self.shared.config.websocket.idle_timeout_ms;
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for conn in conns {
+            if conn.close_deadline.get().is_some_and(|d| now >= d) {
+                // A close we started went unanswered: drop the connection.
+                conn.dead.set(true);
+                conn.wake();
+                continue;
+            }
             if !conn.heartbeat(self, now) {
                 Stats::add(&self.shared.stats.heartbeat_timeouts, 1);
                 tracing::debug!(conn = ?conn.key, "no pong within the heartbeat timeout");
@@ -366,5 +376,41 @@ impl Worker {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::conn::run::{Endpoint, run};
+
+    /// What one idle connection costs in memory, beyond the kernel: its shared state and
+    /// its task's future. Printed with `--nocapture`; the bounds catch regressions.
+    #[tokio::test]
+    async fn idle_connection_footprint() {
+        let shared = Arc::new(Shared::for_tests(crate::Config::default()));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let worker = Rc::new(Worker::new(0, shared, vec![tx].into()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let conn = worker.register(server, bytes::BytesMut::new());
+        let conn_size = std::mem::size_of::<Conn>();
+        let fut = run(worker.clone(), conn.clone(), Endpoint::Ws);
+        let fut_size = std::mem::size_of_val(&fut);
+        println!(
+            "Conn: {conn_size} bytes, run future: {fut_size} bytes, Connection: {} bytes",
+            std::mem::size_of::<roomcast_ws::Connection>()
+        );
+        assert!(conn_size <= 448, "Conn grew to {conn_size} bytes");
+        assert!(
+            fut_size <= 160,
+            "the connection future grew to {fut_size} bytes"
+        );
+        drop((fut, client));
     }
 }

@@ -1,0 +1,211 @@
+//! The `roomcast` binary: configuration, and draining on SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roomcast_ws::tokio::connect;
+use roomcast_ws::{CloseCode, Message};
+
+const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A plain HTTP/1.1 request; returns the status code (0 when refused).
+fn http_status(addr: SocketAddr, request: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = s.write_all(request.as_bytes());
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn healthz(addr: SocketAddr) -> u16 {
+    http_status(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+}
+
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Self {
+        let addr = free_addr();
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &addr.to_string(), "--log", "warn"])
+            .args(extra)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let serve = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while healthz(addr) != 200 {
+            assert!(Instant::now() < deadline, "the server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serve
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn config_prints_commented_defaults_that_serve_accepts() {
+    let out = Command::new(BIN).arg("config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "[server]",
+        "[websocket]",
+        "[rooms]",
+        "listen = ",
+        "history_max_messages = ",
+        "# ",
+    ] {
+        assert!(text.contains(needle), "{needle} missing");
+    }
+    let file = std::env::temp_dir().join(format!("roomcast-cli-{}.toml", std::process::id()));
+    std::fs::write(&file, text.replace("echo = false", "echo = true")).unwrap();
+    let serve = Serve::start(&["--config", file.to_str().unwrap()]);
+    // echo came from the file
+    let upgrade = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    assert_eq!(http_status(serve.addr, upgrade), 101);
+    drop(serve);
+    std::fs::remove_file(file).unwrap();
+}
+
+#[test]
+fn configuration_mistakes_are_clear_errors() {
+    for (args, env, needle) in [
+        (
+            vec!["--set", "server.lisen=x"],
+            None,
+            "unknown setting `server.lisen`",
+        ),
+        (
+            vec!["--set", "rooms.history_max_messages=lots"],
+            None,
+            "is not a whole number",
+        ),
+        (
+            vec![],
+            Some(("ROOMCAST_SERVER_ECHO", "maybe")),
+            "is not true or false",
+        ),
+        (
+            vec!["--config", "/nonexistent/roomcast.toml"],
+            None,
+            "cannot read /nonexistent/roomcast.toml",
+        ),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(&args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_clients_with_1001_and_exits_within_the_timeout() {
+    let serve = Serve::start(&["--set", "server.drain_timeout_ms=2000"]);
+    let addr = serve.addr;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (mut ws, _) = connect(&format!("ws://{addr}/ws")).await.unwrap();
+        ws.send(Message::text(format!(
+            r#"{{"type":"hello","client":"c{i}"}}"#
+        )))
+        .await
+        .unwrap();
+        ws.send(Message::text(r#"{"type":"join","room":"drain"}"#))
+            .await
+            .unwrap();
+        clients.push(ws);
+    }
+    // A client that never answers the close keeps the drain going until its timeout.
+    let mut mute = TcpStream::connect(addr).unwrap();
+    mute.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    serve.signal("-TERM");
+    for ws in &mut clients {
+        let mut code = None;
+        while let Some(msg) = tokio::time::timeout(Duration::from_secs(5), ws.recv())
+            .await
+            .unwrap()
+        {
+            if let Message::Close(frame) = msg.unwrap() {
+                code = frame.map(|f| f.code);
+            }
+        }
+        assert_eq!(
+            code,
+            Some(CloseCode::GOING_AWAY),
+            "clients are told to reconnect elsewhere"
+        );
+    }
+    // While the mute client holds the drain open: health is 503, new clients are refused.
+    assert_eq!(healthz(addr), 503);
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    assert_eq!(http_status(addr, upgrade), 503);
+    let mut serve = serve;
+    let status = loop {
+        if let Some(status) = serve.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "exited before the drain timeout with a client left: {took:?}"
+    );
+    drop(mute);
+}
