@@ -181,3 +181,28 @@ async fn a_silent_peer_is_closed_by_the_heartbeat() {
     );
     assert_eq!(roomcast_server::Stats::get(&s.stats.heartbeat_timeouts), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_timeout_closes_a_connection_that_sends_nothing() {
+    let s = start(|c| c.websocket.idle_timeout_ms = 300).await;
+    let mut talker = Client::hello(s.addr, "talker").await;
+    let mut quiet = Client::hello(s.addr, "quiet").await;
+    let started = Instant::now();
+    // The talker keeps sending; the quiet one only answers pings, which do not count.
+    let mut code = None;
+    while started.elapsed() < Duration::from_secs(3) && code.is_none() {
+        talker.request(json!({"type": "ping"})).await;
+        if let Ok(Some(Ok(roomcast_ws::Message::Close(frame)))) =
+            tokio::time::timeout(Duration::from_millis(50), quiet.ws.recv()).await
+        {
+            code = frame.map(|f| f.code.0);
+        }
+    }
+    assert_eq!(code, Some(1000), "closed for idleness");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        talker.request(json!({"type": "ping"})).await["type"],
+        "pong",
+        "the talker stays"
+    );
+}

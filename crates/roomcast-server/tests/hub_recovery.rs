@@ -159,3 +159,27 @@ async fn ack_only_after_the_message_is_in_history() {
         assert_eq!(last, ack["offset"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_backlog_larger_than_the_queue_bound_is_not_a_slow_consumer() {
+    // 400 messages of ~2 KiB to recover, with an outbound bound of 64 KiB.
+    let s = start(|c| c.websocket.max_queued_bytes = 64 * 1024).await;
+    let mut p = Client::hello(s.addr, "p").await;
+    let epoch = p.join("big").await["epoch"].as_str().unwrap().to_owned();
+    let body = "y".repeat(2000);
+    for i in 0..400 {
+        p.publish("big", json!({"i": i, "body": body})).await;
+    }
+    let mut c = Client::hello(s.addr, "c").await;
+    let r = c
+        .request(json!({"type": "join", "room": "big", "since": {"epoch": epoch, "offset": 0}}))
+        .await;
+    assert_eq!(r["recovered"], true);
+    for o in 1..=400 {
+        assert_eq!(c.next_of("message").await["offset"], o);
+    }
+    assert_eq!(
+        roomcast_server::Stats::get(&s.stats.slow_consumer_closes),
+        0
+    );
+}

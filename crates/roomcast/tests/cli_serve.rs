@@ -211,9 +211,18 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 }
 
 fn bench(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN).arg("bench").args(args).arg("--json").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "bench {args:?} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
@@ -222,19 +231,65 @@ fn bench_connect_and_fanout_against_a_real_server() {
     let serve = Serve::start(&[]);
     let pid = serve.child.id().to_string();
     let url = format!("ws://{}/ws", serve.addr);
-    let r = bench(&["connect", "--url", &url, "-n", "200", "--room", "bench-test", "--hold", "0.2", "--server-pid", &pid]);
-    assert_eq!((r["connections"].as_u64(), r["failed"].as_u64()), (Some(200), Some(0)), "{r}");
+    let r = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "-n",
+        "200",
+        "--room",
+        "bench-test",
+        "--hold",
+        "0.2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(
+        (r["connections"].as_u64(), r["failed"].as_u64()),
+        (Some(200), Some(0)),
+        "{r}"
+    );
     assert!(r["handshakes_per_second"].as_f64().unwrap() > 0.0);
     assert!(r["server_bytes_per_connection"].as_f64().is_some(), "{r}");
-    let r = bench(&["fanout", "--url", &url, "-n", "50", "-m", "200", "--size", "100", "--server-pid", &pid]);
-    assert_eq!((r["deliveries"].as_u64(), r["lost"].as_u64(), r["out_of_order"].as_u64()), (Some(50 * 200), Some(0), Some(0)), "{r}");
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "-n",
+        "50",
+        "-m",
+        "200",
+        "--size",
+        "100",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(
+        (
+            r["deliveries"].as_u64(),
+            r["lost"].as_u64(),
+            r["out_of_order"].as_u64()
+        ),
+        (Some(50 * 200), Some(0), Some(0)),
+        "{r}"
+    );
     assert!(r["server_cpu_us_per_delivery"].as_f64().is_some(), "{r}");
     assert!(r["latency_us"]["p99"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
 fn bench_refuses_targets_outside_loopback() {
-    let out = Command::new(BIN).args(["bench", "connect", "--url", "ws://192.0.2.1:80/ws", "-n", "1"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "connect",
+            "--url",
+            "ws://192.0.2.1:80/ws",
+            "-n",
+            "1",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }

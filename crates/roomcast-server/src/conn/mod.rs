@@ -77,6 +77,9 @@ pub(crate) struct Conn {
     pub dead: Cell<bool>,
     /// Requests sent to home workers and not yet answered.
     pub inflight: Cell<u32>,
+    /// Bytes of a recovery backlog still queued: history the node holds anyway, not
+    /// counted against `max_queued_bytes` until written.
+    exempt: Cell<usize>,
     pub last_rx: Cell<Instant>,
     pub last_message: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
@@ -110,6 +113,7 @@ impl Conn {
             want_write: Cell::new(false),
             dead: Cell::new(false),
             inflight: Cell::new(0),
+            exempt: Cell::new(0),
             last_rx: Cell::new(now),
             last_message: Cell::new(now),
             ping_sent: Cell::new(None),
@@ -155,11 +159,29 @@ impl Conn {
                 return;
             }
             let out = ws.outbox();
-            if out.len_bytes() + frame.len() > worker.shared.config.websocket.max_queued_bytes {
+            let counted = out.len_bytes().saturating_sub(self.exempt.get());
+            if counted + frame.len() > worker.shared.config.websocket.max_queued_bytes {
                 drop(ws);
                 return self.slow_consumer(worker);
             }
             out.push(frame);
+        }
+        worker.mark_dirty(self);
+    }
+
+    /// Queues missed messages for a recovering member: they do not count against the
+    /// slow-consumer bound until written (the client is catching up, not falling behind).
+    pub(crate) fn push_backlog(self: &Rc<Self>, worker: &Worker, frames: Vec<Bytes>) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open || self.dead.get() {
+                return;
+            }
+            let out = ws.outbox();
+            for frame in frames {
+                self.exempt.set(self.exempt.get() + frame.len());
+                out.push(frame);
+            }
         }
         worker.mark_dirty(self);
     }
@@ -247,7 +269,10 @@ impl Conn {
             };
             match written {
                 Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),
-                Ok(n) => out.advance(n),
+                Ok(n) => {
+                    out.advance(n);
+                    self.exempt.set(self.exempt.get().saturating_sub(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !self.want_write.replace(true) {
                         self.wake();

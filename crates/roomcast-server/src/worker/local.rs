@@ -65,9 +65,7 @@ impl Worker {
                     m.slot = Some(slot);
                 }
                 conn.push(self, reply);
-                for frame in missed {
-                    conn.push(self, frame);
-                }
+                conn.push_backlog(self, missed);
                 conn.wake();
             }
             LocalMsg::Deliver { room, frame } => self.fan_out(Kind::Ws, &room, &frame, None, false),
