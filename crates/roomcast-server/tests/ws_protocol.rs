@@ -115,3 +115,20 @@ async fn a_fragmented_message_with_a_ping_inside_is_reassembled() {
         Some((OpCode::Text, "κόσμε".as_bytes().to_vec()))
     );
 }
+
+#[tokio::test]
+async fn a_message_larger_than_the_queue_bound_is_still_delivered() {
+    // The bound is on a backlog: one accepted message must always be deliverable.
+    let s = start(|c| {
+        c.websocket.max_queued_bytes = 64 * 1024;
+        c.websocket.max_message_size = 1 << 20;
+        c.websocket.max_frame_size = 1 << 20;
+    })
+    .await;
+    let (mut ws, _) = connect(&format!("ws://{}/echo", s.addr)).await.unwrap();
+    let big = Message::binary(vec![7u8; 512 * 1024]);
+    for _ in 0..3 {
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), big);
+    }
+}

@@ -1,6 +1,7 @@
 //! `roomcast`: the command-line entry point.
 
 mod bench;
+mod client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,11 @@ enum Command {
     Serve(ServeArgs),
     /// Print the default configuration, with a comment on every setting.
     Config,
+    /// Talk to a WebSocket server from a terminal: lines in, messages out (websocat-like);
+    /// with --room, speak the roomcast protocol.
+    Connect(client::ConnectArgs),
+    /// Publish one message to a room (for scripts).
+    Publish(client::PublishArgs),
     /// Load a WebSocket server (roomcast or any other) and measure it.
     Bench {
         #[command(subcommand)]
@@ -77,11 +83,20 @@ fn main() -> ExitCode {
             print!("{DEFAULT_TOML}");
             ExitCode::SUCCESS
         }
+        Command::Connect(args) => client_runtime(client::connect(args)),
+        Command::Publish(args) => client_runtime(client::publish::publish(args)),
         Command::Bench { scenario, threads } => {
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = threads {
-                rt.worker_threads(n.max(1));
-            }
+            // One thread means one: a multi-thread runtime would still run the main
+            // future on the main thread, and the two would wake each other on one core.
+            let mut rt = match threads {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(n) => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n.max(1));
+                    b
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             let result = rt
                 .enable_all()
                 .build()
@@ -105,6 +120,20 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a client command on a single-threaded runtime.
+fn client_runtime(f: impl std::future::Future<Output = client::Outcome>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f).into(),
+        Err(e) => {
+            eprintln!("roomcast: cannot start the runtime: {e}");
+            client::Outcome::ConnectFailed.into()
         }
     }
 }

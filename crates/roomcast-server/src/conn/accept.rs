@@ -7,15 +7,12 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use http::Request;
-use roomcast_ws::Role;
 use roomcast_ws::handshake::{Accept, RequestError, parse_request, validate_request};
-use roomcast_ws::tokio::WebSocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::run::{self, Endpoint};
-use crate::echo;
 use crate::hub::RoomName;
 use crate::prefixed::Prefixed;
 use crate::routes;
@@ -94,14 +91,10 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
     drop(buf);
     match route {
         Route::Echo => {
-            let written =
-                tokio::time::timeout(config.handshake_timeout(), stream.write_all(&reply)).await;
-            if matches!(written, Ok(Ok(()))) {
-                let ws = WebSocket::from_raw(stream, Role::Server, config.driver(), rest);
-                if let Err(e) = echo::serve(ws).await {
-                    debug!(%peer, error = %e, "echo connection ended");
-                }
-            }
+            let conn = worker.register(stream, rest);
+            conn.ws.borrow_mut().outbox().push(reply);
+            let _ = conn.flush();
+            tokio::task::spawn_local(run::run(worker, conn, Endpoint::Echo));
         }
         Route::Ws => {
             let conn = worker.register(stream, rest);

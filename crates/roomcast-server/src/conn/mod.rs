@@ -71,6 +71,9 @@ pub(crate) struct Conn {
     pub session: RefCell<Session>,
     /// Queued in the worker's dirty list, waiting for the flusher.
     pub dirty: Cell<bool>,
+    /// Its task is handling input and writes what is queued right after: nothing queued
+    /// meanwhile needs the flusher.
+    pub busy: Cell<bool>,
     /// The last write would have blocked: the task waits for the socket to drain.
     pub want_write: Cell<bool>,
     /// The socket failed or was closed; nothing more is written.
@@ -89,6 +92,13 @@ pub(crate) struct Conn {
     signalled: Cell<bool>,
     /// The task's waker while it waits (no future or timer is kept per connection).
     waker: Cell<Option<Waker>>,
+}
+
+/// Whether queueing `len` more bytes behind `queued` passes `max_queued_bytes`. A frame
+/// larger than the bound is let through when nothing waits: the bound is on a backlog,
+/// and a message the limits accept must be deliverable.
+fn over_bound(queued: usize, len: usize, worker: &Worker) -> bool {
+    queued > 0 && queued + len > worker.shared.config.websocket.max_queued_bytes
 }
 
 impl std::fmt::Debug for Conn {
@@ -110,6 +120,7 @@ impl Conn {
             rbuf: RefCell::new(rbuf),
             session: RefCell::new(Session::default()),
             dirty: Cell::new(false),
+            busy: Cell::new(false),
             want_write: Cell::new(false),
             dead: Cell::new(false),
             inflight: Cell::new(0),
@@ -159,12 +170,32 @@ impl Conn {
                 return;
             }
             let out = ws.outbox();
-            let counted = out.len_bytes().saturating_sub(self.exempt.get());
-            if counted + frame.len() > worker.shared.config.websocket.max_queued_bytes {
+            if over_bound(
+                out.len_bytes().saturating_sub(self.exempt.get()),
+                frame.len(),
+                worker,
+            ) {
                 drop(ws);
                 return self.slow_consumer(worker);
             }
             out.push(frame);
+        }
+        worker.mark_dirty(self);
+    }
+
+    /// Sends a message of our own (the echo endpoint), within the same bound as `push`.
+    pub(crate) fn reply(self: &Rc<Self>, worker: &Worker, msg: roomcast_ws::Message) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open || self.dead.get() {
+                return;
+            }
+            let queued = ws.outbox().len_bytes().saturating_sub(self.exempt.get());
+            if over_bound(queued, msg.payload().len(), worker) {
+                drop(ws);
+                return self.slow_consumer(worker);
+            }
+            let _ = ws.send(msg);
         }
         worker.mark_dirty(self);
     }
@@ -262,10 +293,14 @@ impl Conn {
         let mut ws = self.ws.borrow_mut();
         let out = ws.outbox();
         while !out.is_empty() {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                let n = out.io_slices(&mut slices);
-                self.io.try_write_vectored(&slices[..n])
+            let written = match out.len() {
+                // One buffer: a plain write is cheaper than writev.
+                1 => out.front().map_or(Ok(0), |b| self.io.try_write(b)),
+                _ => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let n = out.io_slices(&mut slices);
+                    self.io.try_write_vectored(&slices[..n])
+                }
             };
             match written {
                 Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),

@@ -6,6 +6,7 @@ use std::task::Poll;
 
 use bytes::BytesMut;
 use roomcast_ws::{Message, State};
+use tokio::io::Interest;
 use tokio::time::Instant;
 
 use super::{Conn, raw, ws};
@@ -19,6 +20,8 @@ pub(crate) enum Endpoint {
     Ws,
     /// A raw room.
     Raw { room: RoomName, echo: bool },
+    /// The echo socket (`--echo`).
+    Echo,
 }
 
 /// What woke the connection's task.
@@ -31,7 +34,9 @@ enum Wake {
 pub(crate) async fn run(worker: Rc<Worker>, conn: Rc<Conn>, endpoint: Endpoint) {
     // Frames may have arrived with the handshake.
     if !conn.rbuf.borrow().is_empty() {
+        conn.busy.set(true);
         process(&worker, &conn, &endpoint);
+        conn.busy.set(false);
         let _ = conn.flush();
     }
     loop {
@@ -82,6 +87,13 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
                     got = true;
                     conn.rbuf.borrow_mut().extend_from_slice(&scratch[..n]);
                     if n < scratch.len() {
+                        // A short read drained the socket. Mark it not readable now,
+                        // without the read that would return EAGAIN: tokio clears the
+                        // readiness only if no newer event arrived meanwhile, so data
+                        // that comes later still wakes us.
+                        let _ = conn.io.try_io(Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
                         break;
                     }
                 }
@@ -96,7 +108,10 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
     if got {
         conn.last_rx.set(Instant::now());
         conn.ping_sent.set(None);
+        // Replies queued while handling this input are written just below.
+        conn.busy.set(true);
         process(worker, conn, endpoint);
+        conn.busy.set(false);
         let _ = conn.flush();
     }
 }
@@ -121,6 +136,7 @@ fn process(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
                 match endpoint {
                     Endpoint::Ws => ws::handle(worker, conn, msg),
                     Endpoint::Raw { room, echo } => raw::handle(worker, conn, room, *echo, msg),
+                    Endpoint::Echo => conn.reply(worker, msg),
                 }
             }
             // A pong or the close echo was queued by the protocol state; `read` writes it.
@@ -133,7 +149,7 @@ fn process(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
         }
     }
     if messages {
-        conn.last_message.set(Instant::now());
+        conn.last_message.set(conn.last_rx.get());
     }
 }
 

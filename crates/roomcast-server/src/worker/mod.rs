@@ -254,6 +254,9 @@ impl Worker {
 
     /// Puts a connection on the list the flusher writes.
     pub(crate) fn mark_dirty(&self, conn: &Rc<Conn>) {
+        if conn.busy.get() {
+            return;
+        }
         if !conn.dirty.replace(true) {
             let mut dirty = self.dirty.borrow_mut();
             if dirty.is_empty() {

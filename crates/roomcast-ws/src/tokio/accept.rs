@@ -31,14 +31,13 @@ pub async fn read_request<S: AsyncRead + Unpin>(
 
 /// Accepts a WebSocket on `io` with the default settings, any subprotocol refused and no
 /// extension.
-// A refusal is a whole `Response`, large but rare: not worth a box on every accept.
-#[allow(clippy::result_large_err)]
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocket<S>, Error> {
     accept_with(io, WebSocketConfig::default(), |_, _| Ok(Accept::default())).await
 }
 
 /// Accepts a WebSocket on `io`. `decide` sees the request and what it offers and returns
-/// the [`Accept`] (subprotocol, extensions, extra headers) or a refusal to send instead.
+/// the [`Accept`] (subprotocol, extensions, extra headers) or a refusal to send instead
+/// (boxed: a response is large, and refusals are rare).
 ///
 /// An invalid request is answered with its HTTP status and reason (400, 405, 426...) and
 /// returned as [`Error::Request`]. The whole handshake must finish within
@@ -52,7 +51,7 @@ pub async fn accept_with<S, F>(
 ) -> Result<WebSocket<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(&Request<()>, &ClientOffer) -> Result<Accept, Response<String>>,
+    F: FnOnce(&Request<()>, &ClientOffer) -> Result<Accept, Box<Response<String>>>,
 {
     let handshake = async {
         let (req, rest) = read_request(&mut io, config.max_head).await?;

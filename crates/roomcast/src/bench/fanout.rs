@@ -1,124 +1,145 @@
-//! `bench fanout`: one publisher, N subscribers in one room, every delivery checked.
+//! `bench fanout`: one publisher, N subscribers, every delivery checked.
+//!
+//! With the roomcast protocol (default) the subscribers join a room on `/ws` and the
+//! publisher publishes with acks; the window counts unacknowledged publishes. With `--raw`
+//! the target is any broadcast endpoint (roomcast's `/rooms/{room}`, a peer's broadcast
+//! server): subscribers just read, and the publisher counts its own copy of each message
+//! as the ack (for roomcast give it `--publisher-url .../rooms/bench?echo=1`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use roomcast_ws::Message;
+use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
-use super::open::{field_u64, open};
+use super::open::{dial, field_u64, join, source};
 use super::proc::Watch;
-use super::{BenchError, check_target};
+use super::report::{Report, histogram, progress};
+use super::{BenchError, Common, Target};
 
 /// Options of `bench fanout`.
 #[derive(clap::Args, Debug)]
 pub struct FanoutArgs {
-    /// The roomcast protocol URL.
+    /// The roomcast protocol URL, or with `--raw` a broadcast endpoint.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// Subscribers in the room (the publisher is a member too).
+    /// Where the publisher connects (default: the same URL).
+    #[arg(long)]
+    pub publisher_url: Option<String>,
+    /// A raw broadcast endpoint: no protocol, every message goes to every client.
+    #[arg(long)]
+    pub raw: bool,
+    /// Subscribers (the publisher receives every message too).
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub subscribers: usize,
     /// Messages to publish.
     #[arg(long, short = 'm', default_value_t = 10_000)]
     pub messages: u64,
-    /// Size of each message's `data`, in bytes of JSON.
+    /// Bytes of payload per message (the JSON `data`, or the raw message).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// The room.
+    /// The room (roomcast protocol).
     #[arg(long, default_value = "bench-fanout")]
     pub room: String,
-    /// Closed loop: at most this many publishes waiting for their ack.
+    /// Closed loop: at most this many messages published and not yet acknowledged.
     #[arg(long, default_value_t = 16)]
     pub window: usize,
     /// Open loop instead: publish at this many messages per second.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// The server's PID: report its CPU time per delivery.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Handshakes in flight at once while subscribing.
-    #[arg(long, default_value_t = 256)]
-    pub concurrency: usize,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 120.0)]
-    pub timeout: f64,
-    /// Allow a target outside loopback.
-    #[arg(long)]
-    pub allow_remote: bool,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub common: Common,
 }
 
-/// What one subscriber saw.
+/// What the subscribers saw, all together.
 #[derive(Default)]
 struct Seen {
     received: AtomicU64,
     lost: AtomicU64,
-    out_of_order: AtomicU64,
+    reordered: AtomicU64,
 }
 
 pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
-    check_target(&args.url, args.allow_remote)?;
+    let target = Arc::new(Target::parse(&args.url, args.common.allow_remote)?);
+    let publisher_target = match &args.publisher_url {
+        Some(u) => Target::parse(u, args.common.allow_remote)?,
+        None => (*target).clone(),
+    };
     let base = Instant::now();
+    let deadline = base + args.common.timeout();
     let seen = Arc::new(Seen::default());
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-            .map_err(|e| BenchError::Failed(e.to_string()))?,
-    ));
-    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let deadline = base + Duration::from_secs_f64(args.timeout);
+    let latency = Arc::new(Mutex::new(histogram()));
+    let permits = Arc::new(Semaphore::new(args.common.concurrency.max(1)));
+    let sources = (args.subscribers + 1).div_ceil(10_000);
+    let room = (!args.raw).then(|| args.room.clone());
+    // The key of the sequence number: the room's offset, or our own counter in raw mode.
+    let seq_key: &'static [u8] = if args.raw {
+        b"\"seq\":"
+    } else {
+        b"\"offset\":"
+    };
 
     // Subscribers.
-    let mut subscribers = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let mut subscribers = Vec::new();
+    let joining = progress(args.subscribers as u64, "subscribers", args.common.json);
     for i in 0..args.subscribers {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (url, room, seen, latency, ready, total) = (
-            args.url.clone(),
-            args.room.clone(),
+        let (target, room, seen, latency, ready, total) = (
+            target.clone(),
+            room.clone(),
             seen.clone(),
             latency.clone(),
             ready_tx.clone(),
             args.messages,
         );
         subscribers.push(tokio::spawn(async move {
-            let opened = open(&url, Some(&room), &format!("sub-{i}")).await;
+            let opened = async {
+                let mut ws = dial(&target, source(i, sources)).await?;
+                let at = match &room {
+                    Some(room) => join(&mut ws, room, &format!("sub-{i}")).await?,
+                    None => 0,
+                };
+                Ok::<_, roomcast_ws::tokio::Error>((ws, at))
+            }
+            .await;
             drop(permit);
             let (mut ws, joined_at) = match opened {
                 Ok(o) => o,
                 Err(e) => return drop(ready.send(Err(e.to_string()))),
             };
             let _ = ready.send(Ok(()));
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).ok();
+            let mut hist = histogram();
             let mut expected = joined_at + 1;
             let mut got = 0;
             while got < total {
                 let Some(Ok(msg)) = ws.recv().await else {
                     break;
                 };
-                let Message::Text(t) = msg else { continue };
-                let t = t.as_bytes();
-                if !t.starts_with(br#"{"type":"message""#) {
+                let t = match &msg {
+                    Message::Text(t) => t.as_bytes(),
+                    Message::Binary(b) => &b[..],
+                    _ => continue,
+                };
+                if room.is_some() && !t.starts_with(br#"{"type":"message""#) {
                     continue;
                 }
-                let Some(offset) = field_u64(t, b"\"offset\":") else {
+                let Some(seq) = field_u64(t, seq_key) else {
                     continue;
                 };
-                if offset > expected {
-                    seen.lost.fetch_add(offset - expected, Ordering::Relaxed);
-                } else if offset < expected {
-                    seen.out_of_order.fetch_add(1, Ordering::Relaxed);
+                if seq > expected {
+                    seen.lost.fetch_add(seq - expected, Ordering::Relaxed);
+                } else if seq < expected {
+                    seen.reordered.fetch_add(1, Ordering::Relaxed);
                 }
-                expected = offset + 1;
+                expected = seq + 1;
                 got += 1;
-                if let (Some(h), Some(sent)) = (hist.as_mut(), field_u64(t, b"\"t\":")) {
-                    let _ = h.record(
+                if let Some(sent) = field_u64(t, b"\"t\":") {
+                    let _ = hist.record(
                         (base.elapsed().as_nanos() as u64)
                             .saturating_sub(sent)
                             .max(1),
@@ -126,78 +147,101 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
                 }
             }
             seen.received.fetch_add(got, Ordering::Relaxed);
-            if let Some(h) = hist {
-                let _ = latency.lock().await.add(&h);
-            }
+            let _ = latency.lock().await.add(&hist);
             let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
         }));
     }
     drop(ready_tx);
-    let mut ready = 0;
-    let mut failures = 0;
+    let (mut ready, mut failures) = (0usize, 0usize);
     while ready + failures < subscribers.len() {
         match tokio::time::timeout_at(deadline.into(), ready_rx.recv()).await {
-            Ok(Some(Ok(()))) => ready += 1,
+            Ok(Some(Ok(()))) => {
+                ready += 1;
+                joining.inc(1);
+            }
             Ok(Some(Err(e))) => {
                 if failures == 0 {
-                    eprintln!("bench fanout: a subscriber failed: {e}");
+                    joining.println(format!("bench fanout: a subscriber failed: {e}"));
                 }
                 failures += 1;
             }
             _ => break,
         }
     }
+    joining.finish_and_clear();
     if ready == 0 {
         return Err(BenchError::Failed(format!(
-            "no subscriber could join {} at {}",
-            args.room, args.url
+            "no subscriber could connect to {}",
+            args.url
         )));
     }
 
-    // The publisher: a member too; its reader drains and counts acks.
-    let (pws, _) = open(&args.url, Some(&args.room), "publisher")
+    // The publisher, which also receives every message: its reader releases the window on
+    // each ack (protocol) or each own copy (raw).
+    let mut pws = dial(&publisher_target, None)
         .await
         .map_err(|e| BenchError::Failed(format!("publisher: {e}")))?;
+    if let Some(room) = &room {
+        join(&mut pws, room, "publisher")
+            .await
+            .map_err(|e| BenchError::Failed(format!("publisher: {e}")))?;
+    }
     let (mut reader, writer) = pws.split();
     let window = Arc::new(Semaphore::new(args.window.max(1)));
-    let acks = Arc::new(AtomicU64::new(0));
-    let (w2, a2, total) = (window.clone(), acks.clone(), args.messages);
+    let (w2, total, raw) = (window.clone(), args.messages, args.raw);
     let drain = tokio::spawn(async move {
+        let mut acks = 0;
         while let Some(Ok(msg)) = reader.recv().await {
-            if let Message::Text(t) = msg
-                && t.as_bytes().starts_with(br#"{"type":"ack""#)
+            let t = match &msg {
+                Message::Text(t) => t.as_bytes(),
+                Message::Binary(b) => &b[..],
+                _ => continue,
+            };
+            if (raw && t.starts_with(br#"{"seq":"#)) || (!raw && t.starts_with(br#"{"type":"ack""#))
             {
                 w2.add_permits(1);
-                if a2.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                acks += 1;
+                if acks == total {
                     break;
                 }
             }
         }
     });
-    let server = args.server_pid.and_then(Watch::start);
-    let pad = "x".repeat(args.size.saturating_sub(30));
+    let server = args.common.server_pid.and_then(Watch::start);
+    let pad = "x".repeat(args.size.saturating_sub(if args.raw { 40 } else { 30 }));
+    let publishing = progress(args.messages, "messages", args.common.json);
     let start = Instant::now();
     for i in 0..args.messages {
+        if Instant::now() > deadline {
+            break;
+        }
         if let Some(rate) = args.rate {
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        } else if let Ok(p) = window.acquire().await {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into())
+                .await;
+        } else if let Ok(Ok(p)) = tokio::time::timeout_at(deadline.into(), window.acquire()).await {
             p.forget();
+        } else {
+            break;
         }
         let sent = base.elapsed().as_nanos() as u64;
-        let req = format!(
-            r#"{{"type":"publish","room":"{}","data":{{"t":{sent},"p":"{pad}"}},"ref":{i}}}"#,
-            args.room
-        );
-        if writer.feed(Message::text(req)).await.is_err() {
+        let text = if args.raw {
+            format!(r#"{{"seq":{},"t":{sent},"p":"{pad}"}}"#, i + 1)
+        } else {
+            format!(
+                r#"{{"type":"publish","room":"{}","data":{{"t":{sent},"p":"{pad}"}},"ref":{i}}}"#,
+                args.room
+            )
+        };
+        if writer.feed(Message::text(text)).await.is_err() {
             break;
         }
         if args.rate.is_some() || window.available_permits() == 0 {
             let _ = writer.flush().await;
         }
+        publishing.inc(1);
     }
     let _ = writer.flush().await;
-    let published_in = start.elapsed();
+    publishing.finish_and_clear();
     let _ = tokio::time::timeout_at(deadline.into(), drain).await;
     for s in subscribers {
         let _ = tokio::time::timeout_at(deadline.into(), s).await;
@@ -207,58 +251,68 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
     let received = seen.received.load(Ordering::Relaxed);
     let expected = args.messages * ready as u64;
     let lost = seen.lost.load(Ordering::Relaxed) + expected.saturating_sub(received);
-    // The server delivers to every member: the subscribers and the publisher.
+    let reordered = seen.reordered.load(Ordering::Relaxed);
+    // The server delivers each message to every subscriber and to the publisher.
     let server_deliveries = args.messages * (ready as u64 + 1);
-    let h = latency.lock().await;
-    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-    let cpu_per_delivery = cpu.map(|c| c.as_secs_f64() * 1e6 / server_deliveries as f64);
-    if args.json {
-        let report = serde_json::json!({
-            "scenario": "fanout", "url": args.url, "subscribers": ready, "failed_subscribers": failures,
-            "messages": args.messages, "size": args.size, "window": args.window, "rate": args.rate,
-            "seconds": elapsed.as_secs_f64(), "publish_seconds": published_in.as_secs_f64(),
-            "deliveries": received, "lost": lost, "out_of_order": seen.out_of_order.load(Ordering::Relaxed),
-            "deliveries_per_second": received as f64 / elapsed.as_secs_f64(),
-            "latency_us": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0},
-            "server_cpu_seconds": cpu.map(|c| c.as_secs_f64()), "server_cpu_us_per_delivery": cpu_per_delivery,
-        });
-        println!("{report}");
+
+    let mode = if args.raw {
+        "raw broadcast".to_owned()
     } else {
-        println!("bench fanout  {}  room {}", args.url, args.room);
-        println!("  subscribers        {ready} (+ the publisher), {failures} failed to join");
-        println!(
-            "  messages           {} of {} B data, {}",
-            args.messages,
-            args.size,
-            match args.rate {
-                Some(r) => format!("open loop at {r} msg/s"),
-                None => format!("closed loop, window {}", args.window),
-            }
+        format!("room {}", args.room)
+    };
+    let mut r = Report::new("fanout", format!("bench fanout  {}  {mode}", args.url));
+    r.field("url", json!(args.url))
+        .field("raw", json!(args.raw))
+        .field("subscribers", json!(ready))
+        .field("failed_subscribers", json!(failures));
+    r.field("messages", json!(args.messages))
+        .field("size", json!(args.size))
+        .field("window", json!(args.window))
+        .field("rate", json!(args.rate));
+    r.line(
+        "subscribers",
+        format!("{ready} (+ the publisher), {failures} failed"),
+    );
+    let load = match args.rate {
+        Some(rate) => format!("open loop at {rate} msg/s"),
+        None => format!("closed loop, window {}", args.window),
+    };
+    r.line(
+        "messages",
+        format!("{} of {} B, {load}", args.messages, args.size),
+    );
+    let per_second = received as f64 / elapsed.as_secs_f64();
+    r.line(
+        "deliveries",
+        format!(
+            "{received} checked in {:.2} s: {per_second:.0}/s",
+            elapsed.as_secs_f64()
+        ),
+    );
+    r.field("deliveries", json!(received))
+        .field("seconds", json!(elapsed.as_secs_f64()))
+        .field("deliveries_per_second", json!(per_second));
+    r.line("lost / reordered", format!("{lost} / {reordered}"))
+        .field("lost", json!(lost))
+        .field("out_of_order", json!(reordered));
+    r.latency(&*latency.lock().await);
+    if let Some(c) = cpu {
+        let per = c.as_secs_f64() * 1e6 / server_deliveries as f64;
+        r.line(
+            "server CPU",
+            format!(
+                "{per:.3} µs per delivery ({server_deliveries} deliveries, {:.2} s)",
+                c.as_secs_f64()
+            ),
         );
-        println!(
-            "  deliveries         {received} checked in {:.2} s: {:.0}/s",
-            elapsed.as_secs_f64(),
-            received as f64 / elapsed.as_secs_f64()
-        );
-        println!(
-            "  lost / reordered   {lost} / {}",
-            seen.out_of_order.load(Ordering::Relaxed)
-        );
-        println!(
-            "  latency            p50 {:.0} µs  p99 {:.0} µs  p99.9 {:.0} µs  max {:.0} µs",
-            q(0.5),
-            q(0.99),
-            q(0.999),
-            h.max() as f64 / 1000.0
-        );
-        if let Some(c) = cpu_per_delivery {
-            println!(
-                "  server CPU         {c:.3} µs per delivery ({server_deliveries} deliveries)"
-            );
-        }
+        r.field("server_cpu_seconds", json!(c.as_secs_f64()))
+            .field("server_cpu_us_per_delivery", json!(per));
     }
-    if lost > 0 {
-        return Err(BenchError::Failed(format!("{lost} deliveries lost")));
+    r.print(args.common.json);
+    if lost > 0 || reordered > 0 {
+        return Err(BenchError::Failed(format!(
+            "{lost} deliveries lost, {reordered} out of order"
+        )));
     }
     Ok(())
 }

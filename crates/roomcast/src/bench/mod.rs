@@ -1,32 +1,70 @@
 //! `roomcast bench`: load that any WebSocket server can be pointed at.
 //!
-//! Every scenario is bounded in count and time, refuses targets outside loopback unless
-//! `--allow-remote` is given, and, given the server's PID, reads its CPU time and memory
-//! from `/proc`: server CPU per message or per delivery is the figure that stays honest
-//! when the load generator, not the server, is the bottleneck.
+//! Scenarios: `connect` (hold N connections), `echo` (C connections echoing S-byte
+//! messages), `fanout` (N subscribers of one room, or of a peer's raw broadcast endpoint,
+//! and a publisher). Every loop is bounded in count and in time; targets outside
+//! loopback are refused unless `--allow-remote` is given. Given the server's PID, the
+//! server's CPU time and memory are read from `/proc`: server CPU per message or per
+//! delivery is the figure that stays honest when the load generator, not the server, is
+//! the bottleneck on a small machine.
 
 mod connect;
+mod echo;
 mod fanout;
 mod open;
 pub mod proc;
+mod report;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use clap::Subcommand;
 
 pub use connect::ConnectArgs;
+pub use echo::EchoArgs;
 pub use fanout::FanoutArgs;
 
 /// The scenarios.
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
-    /// Open N connections and hold them: handshake rate, server memory per connection.
+    /// Open N connections and hold them: handshakes per second, server memory per
+    /// connection and CPU per handshake.
     Connect(ConnectArgs),
-    /// N subscribers in one room and a publisher: deliveries per second, losses, latency.
+    /// C connections send S-byte messages and wait for them back: throughput, latency,
+    /// server CPU per message.
+    Echo(EchoArgs),
+    /// N subscribers in one room (or on a raw broadcast endpoint) and a publisher:
+    /// deliveries per second, losses, latency, server CPU per delivery.
     Fanout(FanoutArgs),
 }
 
-/// Why a benchmark could not run.
+/// Options every scenario takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// The server's PID: read its CPU time and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Give up after this many seconds, whatever is left to do.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Allow a target outside loopback.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Print one JSON object (for scripts) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+}
+
+impl Common {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout.max(0.1))
+    }
+}
+
+/// Why a benchmark could not run, or failed its checks.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// Not a usable `ws://` URL.
@@ -37,7 +75,7 @@ pub enum BenchError {
         "refusing to load {0}: it is not a loopback address (pass --allow-remote if you mean it)"
     )]
     NotLoopback(String),
-    /// Nothing could connect.
+    /// The run could not be done, or lost messages.
     #[error("{0}")]
     Failed(String),
 }
@@ -46,34 +84,60 @@ pub enum BenchError {
 pub async fn run(scenario: Scenario) -> Result<(), BenchError> {
     match scenario {
         Scenario::Connect(args) => connect::run(args).await,
+        Scenario::Echo(args) => echo::run(args).await,
         Scenario::Fanout(args) => fanout::run(args).await,
     }
 }
 
-/// Checks that `url` points at loopback, unless allowed otherwise.
-pub fn check_target(url: &str, allow_remote: bool) -> Result<(), BenchError> {
-    let uri: http::Uri = url.parse().map_err(|_| BenchError::Url(url.to_owned()))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err(BenchError::Url(url.to_owned()));
-    }
-    let host = uri.host().ok_or_else(|| BenchError::Url(url.to_owned()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback || allow_remote {
-        Ok(())
-    } else {
-        Err(BenchError::NotLoopback(host.to_owned()))
-    }
+/// A parsed `ws://` target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The `Host` header.
+    pub authority: String,
+    /// Path and query.
+    pub path: String,
 }
 
-/// A byte count for people.
-pub fn human_bytes(n: f64) -> String {
-    if n.abs() >= 1024.0 * 1024.0 {
-        format!("{:.1} MiB", n / 1024.0 / 1024.0)
-    } else if n.abs() >= 1024.0 {
-        format!("{:.2} KiB", n / 1024.0)
-    } else {
-        format!("{n:.0} B")
+impl Target {
+    /// Parses `url`, refusing anything outside loopback unless `allow_remote`.
+    pub fn parse(url: &str, allow_remote: bool) -> Result<Self, BenchError> {
+        let bad = || BenchError::Url(url.to_owned());
+        let uri: http::Uri = url.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("ws") {
+            return Err(bad());
+        }
+        let authority = uri.authority().ok_or_else(bad)?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let ip: IpAddr = match host {
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            h => match h.parse() {
+                Ok(ip) => ip,
+                Err(_) if allow_remote => {
+                    let port = authority.port_u16().unwrap_or(80);
+                    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(h, port))
+                        .map_err(|_| bad())?
+                        .next()
+                        .ok_or_else(bad)?;
+                    resolved.ip()
+                }
+                Err(_) => return Err(BenchError::NotLoopback(h.to_owned())),
+            },
+        };
+        if !ip.is_loopback() && !allow_remote {
+            return Err(BenchError::NotLoopback(host.to_owned()));
+        }
+        let addr = SocketAddr::new(ip, authority.port_u16().unwrap_or(80));
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        Ok(Self {
+            addr,
+            authority: authority.as_str().to_owned(),
+            path,
+        })
     }
 }
 
@@ -83,21 +147,22 @@ mod tests {
 
     #[test]
     fn loopback_only_unless_allowed() {
-        assert!(check_target("ws://127.0.0.1:8080/ws", false).is_ok());
-        assert!(check_target("ws://127.0.0.2:8080/ws", false).is_ok());
-        assert!(check_target("ws://localhost:1/", false).is_ok());
-        assert!(check_target("ws://[::1]:1/", false).is_ok());
+        assert!(Target::parse("ws://127.0.0.1:8080/ws", false).is_ok());
+        assert!(Target::parse("ws://127.0.0.2:8080/ws", false).is_ok());
+        let t = Target::parse("ws://localhost:1/rooms/a?echo=1", false).unwrap();
+        assert_eq!((t.addr.port(), t.path.as_str()), (1, "/rooms/a?echo=1"));
+        assert!(Target::parse("ws://[::1]:1/", false).is_ok());
         assert!(matches!(
-            check_target("ws://10.0.0.1:80/ws", false),
+            Target::parse("ws://10.0.0.1:80/ws", false),
             Err(BenchError::NotLoopback(_))
         ));
         assert!(matches!(
-            check_target("ws://example.com/ws", false),
+            Target::parse("ws://example.com/ws", false),
             Err(BenchError::NotLoopback(_))
         ));
-        assert!(check_target("ws://example.com/ws", true).is_ok());
+        assert!(Target::parse("ws://10.0.0.1/ws", true).is_ok());
         assert!(matches!(
-            check_target("http://127.0.0.1/", false),
+            Target::parse("http://127.0.0.1/", false),
             Err(BenchError::Url(_))
         ));
     }

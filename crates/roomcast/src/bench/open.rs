@@ -1,19 +1,55 @@
-//! Opening benchmark connections, optionally speaking the roomcast protocol.
+//! Opening benchmark connections: from a chosen source address, optionally speaking the
+//! roomcast protocol.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use roomcast_ws::Message;
-use roomcast_ws::tokio::{Error, WebSocket, connect};
-use tokio::net::TcpStream;
+use roomcast_ws::handshake::ClientOptions;
+use roomcast_ws::tokio::{Error, WebSocket, WebSocketConfig, client_handshake};
+use tokio::net::{TcpSocket, TcpStream};
 
-/// A connection, and the room offset it joined at (roomcast protocol only).
-pub type Opened = (WebSocket<TcpStream>, u64);
+use super::Target;
 
-/// Connects; with `room`, says hello as `client` and joins the room, returning the offset
-/// from `joined`.
-pub async fn open(url: &str, room: Option<&str>, client: &str) -> Result<Opened, Error> {
-    let (mut ws, _) = connect(url).await?;
-    let Some(room) = room else { return Ok((ws, 0)) };
+/// The source address for connection `i` of a run spread over `sources` loopback
+/// addresses (127.0.0.1, 127.0.0.2, ...): each has its own ephemeral ports, so runs of
+/// tens of thousands of connections do not run out.
+pub fn source(i: usize, sources: usize) -> Option<IpAddr> {
+    (sources > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % sources.min(254)) as u8)))
+}
+
+/// Connects to `target` (from `source` when given) and runs the handshake.
+pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<TcpStream>, Error> {
+    let socket = if target.addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket.bind((ip, 0).into())?;
+    }
+    let stream = tokio::time::timeout(Duration::from_secs(30), socket.connect(target.addr))
+        .await
+        .map_err(|_| Error::Timeout("TCP connect"))??;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().protocol(
+        roomcast_ws::Config::default()
+            .max_message_size(64 << 20)
+            .max_frame_size(64 << 20),
+    );
+    let (ws, _) = client_handshake(
+        stream,
+        &target.authority,
+        &target.path,
+        &ClientOptions::default(),
+        config,
+    )
+    .await?;
+    Ok(ws)
+}
+
+/// Says hello as `client` and joins `room`; returns the room's offset from `joined`.
+pub async fn join(ws: &mut WebSocket<TcpStream>, room: &str, client: &str) -> Result<u64, Error> {
     ws.feed(Message::text(format!(
         r#"{{"type":"hello","client":"{client}","ref":1}}"#
     )))
@@ -22,7 +58,7 @@ pub async fn open(url: &str, room: Option<&str>, client: &str) -> Result<Opened,
         r#"{{"type":"join","room":"{room}","ref":2}}"#
     )))
     .await?;
-    let joined = tokio::time::timeout(Duration::from_secs(30), async {
+    tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(msg) = ws.recv().await {
             if let Message::Text(t) = msg? {
                 let t = t.as_bytes();
@@ -39,8 +75,7 @@ pub async fn open(url: &str, room: Option<&str>, client: &str) -> Result<Opened,
         Err(Error::AbnormalClosure)
     })
     .await
-    .map_err(|_| Error::Timeout("join"))??;
-    Ok((ws, joined))
+    .map_err(|_| Error::Timeout("join"))?
 }
 
 /// The number after `key` in a JSON text (a cheap scan: the bench must not be slower
@@ -59,10 +94,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields() {
+    fn fields_and_sources() {
         let t = br#"{"type":"message","room":"r","offset":46,"data":{"t":123},"ts":9}"#;
         assert_eq!(field_u64(t, b"\"offset\":"), Some(46));
         assert_eq!(field_u64(t, b"\"t\":"), Some(123));
         assert_eq!(field_u64(t, b"\"nope\":"), None);
+        assert_eq!(source(5, 1), None);
+        assert_eq!(source(0, 3), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(source(4, 3), Some("127.0.0.2".parse().unwrap()));
     }
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// A Node `ws` peer server for roomcast's benchmarks, written as the ws README does.
+//
+//   node server.js echo PORT        every text or binary message comes back
+//   node server.js broadcast PORT   every message goes to every client, the sender too
+'use strict';
+const WebSocket = require('ws');
+
+const [mode, port] = process.argv.slice(2);
+if (!['echo', 'broadcast'].includes(mode) || !port) {
+  console.error('usage: node server.js echo|broadcast PORT');
+  process.exit(2);
+}
+const wss = new WebSocket.Server({ host: '127.0.0.1', port: Number(port), perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+wss.on('listening', () => console.error(`ws ${mode}: listening on 127.0.0.1:${port}`));
+wss.on('connection', (ws) => {
+  ws.on('message', (data, isBinary) => {
+    if (mode === 'echo') {
+      ws.send(data, { binary: isBinary });
+    } else {
+      for (const client of wss.clients) {
+        if (client.readyState === WebSocket.OPEN) client.send(data, { binary: isBinary });
+      }
+    }
+  });
+});

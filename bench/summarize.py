@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Summarize bench/compare.sh results: per scenario and server, the median and range of
+each figure over the rounds, and roomcast's ratio to each peer.
+
+usage: summarize.py results.jsonl
+"""
+import json
+import statistics
+import sys
+
+# scenario: [(figure, key in the bench's JSON, unit, lower is better)]
+FIGURES = {
+    "fanout": [("server CPU per delivery", "server_cpu_us_per_delivery", "µs", True),
+               ("deliveries/s", "deliveries_per_second", "/s", False),
+               ("lost", "lost", "", True)],
+    "echo64": [("server CPU per message", "server_cpu_us_per_message", "µs", True),
+               ("messages/s", "messages_per_second", "/s", False)],
+    "echo16k": [("server CPU per message", "server_cpu_us_per_message", "µs", True),
+                ("messages/s", "messages_per_second", "/s", False)],
+    "connect": [("memory per idle connection", "server_bytes_per_connection", "B", True),
+                ("handshakes/s", "handshakes_per_second", "/s", False),
+                ("server CPU per connection", "server_cpu_us_per_connection", "µs", True)],
+    "connect19k": [("memory per idle connection", "server_bytes_per_connection", "B", True),
+                   ("handshakes/s", "handshakes_per_second", "/s", False)],
+}
+TITLES = {
+    "fanout": "Fan-out: 1 room, 64 B messages, closed loop (window 16); `roomcast-ws` is the /ws protocol, the others raw broadcast",
+    "echo64": "Echo: 64 B binary messages, closed loop per connection",
+    "echo16k": "Echo: 16 KiB binary messages, closed loop per connection",
+    "connect": "Connect and hold (`roomcast-ws`: hello + join a room on /ws; the others a bare socket)",
+    "connect19k": "Connect and hold, as many as the open-file limit allows (room members on /ws)",
+}
+
+
+def fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "B":
+        return f"{v / 1024:.2f} KiB" if v >= 1024 else f"{v:.0f} B"
+    if unit == "/s":
+        return f"{v / 1e6:.2f}M" if v >= 1e6 else (f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}")
+    if unit == "µs":
+        return f"{v:.3f} µs" if v < 1 else f"{v:.2f} µs"
+    return f"{v:g}"
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    cases = []
+    for r in rows:
+        if r["case"] not in cases:
+            cases.append(r["case"])
+    rounds = max((r["round"] for r in rows), default=0)
+    print(f"Rounds: {rounds}. Medians, with the range over the rounds in brackets.\n")
+    for case in cases:
+        print(f"### {TITLES.get(case, case)}\n")
+        servers = []
+        for r in rows:
+            if r["case"] == case and r["server"] not in servers:
+                servers.append(r["server"])
+        figs = FIGURES.get(case, [])
+        print("| server | " + " | ".join(f for f, _, _, _ in figs) + " |")
+        print("|---" * (len(figs) + 1) + "|")
+        medians = {}
+        for s in servers:
+            cells = []
+            for fig, key, unit, _ in figs:
+                vals = [r[key] for r in rows if r["case"] == case and r["server"] == s and r.get(key) is not None]
+                if not vals:
+                    cells.append("-")
+                    continue
+                m = statistics.median(vals)
+                medians[(s, key)] = m
+                rng = f" [{fmt(min(vals), unit)} - {fmt(max(vals), unit)}]" if len(vals) > 1 else ""
+                cells.append(fmt(m, unit) + rng)
+            print(f"| {s} | " + " | ".join(cells) + " |")
+        ours = [s for s in servers if s.startswith("roomcast")]
+        peers = [s for s in servers if not s.startswith("roomcast")]
+        lines = []
+        for fig, key, unit, lower in figs:
+            if key == "lost":
+                continue
+            for o in ours:
+                for p in peers:
+                    a, b = medians.get((o, key)), medians.get((p, key))
+                    if a and b:
+                        better = b / a if lower else a / b
+                        lines.append(f"{fig}: {o} is {better:.2f}x {p}")
+        if lines:
+            print("\nRatios (above 1: roomcast better): " + "; ".join(lines) + ".")
+        print()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

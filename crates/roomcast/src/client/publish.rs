@@ -1,0 +1,118 @@
+//! `roomcast publish URL --room NAME DATA`: one message from a script.
+
+use std::time::Duration;
+
+use roomcast_ws::handshake::ClientOptions;
+use roomcast_ws::tokio::connect_with;
+use roomcast_ws::{CloseCode, CloseFrame, Message};
+use serde_json::{Value, json};
+
+use super::{Outcome, ws_config};
+
+/// Options of `roomcast publish`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit codes: 0 acknowledged (the message is in the room's history), 1 connection failed, \
+2 bad arguments, 3 connection lost before the ack, 4 refused (the error is printed)."
+)]
+pub struct PublishArgs {
+    /// The roomcast protocol URL, e.g. ws://127.0.0.1:8080/ws.
+    pub url: String,
+    /// The room.
+    #[arg(long)]
+    pub room: String,
+    /// The data: a string, or JSON with --json-data.
+    pub data: String,
+    /// DATA is JSON.
+    #[arg(long)]
+    pub json_data: bool,
+    /// An idempotency key: publishing again with it does not deliver twice.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The client id to publish as.
+    #[arg(long, default_value = "roomcast-cli")]
+    pub client: String,
+    /// Print the ack as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// Runs `roomcast publish`.
+pub async fn publish(args: PublishArgs) -> Outcome {
+    let data: Value = if args.json_data {
+        match serde_json::from_str(&args.data) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("roomcast publish: DATA is not JSON: {e}");
+                return Outcome::Usage;
+            }
+        }
+    } else {
+        Value::String(args.data.clone())
+    };
+    let run = async {
+        let (mut ws, _) =
+            match connect_with(&args.url, &ClientOptions::default(), ws_config()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("roomcast publish: {e}");
+                    return Outcome::ConnectFailed;
+                }
+            };
+        let mut publish = json!({"type": "publish", "room": args.room, "data": data, "ref": 3});
+        if let Some(id) = &args.id {
+            publish["id"] = json!(id);
+        }
+        for req in [
+            json!({"type": "hello", "client": args.client, "ref": 1}),
+            json!({"type": "join", "room": args.room, "ref": 2}),
+            publish,
+        ] {
+            if ws.feed(Message::text(req.to_string())).await.is_err() {
+                return Outcome::Lost;
+            }
+        }
+        if ws.flush().await.is_err() {
+            return Outcome::Lost;
+        }
+        while let Some(msg) = ws.recv().await {
+            let Ok(Message::Text(t)) = msg else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                continue;
+            };
+            match (v["type"].as_str(), v["ref"].as_u64()) {
+                (Some("ack"), Some(3)) => {
+                    if args.json {
+                        println!("{v}");
+                    } else {
+                        println!("published to {} at offset {}", args.room, v["offset"]);
+                    }
+                    let _ = ws.close(Some(CloseFrame::new(CloseCode::NORMAL, ""))).await;
+                    return Outcome::Done;
+                }
+                (Some("error"), _) => {
+                    eprintln!(
+                        "roomcast publish: {}: {}",
+                        v["code"].as_str().unwrap_or("error"),
+                        v["message"].as_str().unwrap_or("")
+                    );
+                    let _ = ws.close(Some(CloseFrame::new(CloseCode::NORMAL, ""))).await;
+                    return Outcome::Refused;
+                }
+                _ => {}
+            }
+        }
+        eprintln!("roomcast publish: the connection ended before the ack");
+        Outcome::Lost
+    };
+    match tokio::time::timeout(Duration::from_secs_f64(args.timeout.max(0.1)), run).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            eprintln!("roomcast publish: no ack within {} s", args.timeout);
+            Outcome::Lost
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! `roomcast connect` and `roomcast publish` against real servers.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use roomcast_ws::handshake::Accept;
+use roomcast_ws::tokio::{accept_with, connect};
+use roomcast_ws::{CloseCode, CloseFrame, Message};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
+
+/// `roomcast serve` on a free port, killed on drop.
+struct Serve(#[allow(dead_code)] Child, SocketAddr);
+
+impl Serve {
+    async fn start() -> Self {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--echo",
+                "--listen",
+                &addr.to_string(),
+                "--log",
+                "warn",
+            ])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Self(child, addr);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the server did not start");
+    }
+}
+
+/// Runs `roomcast ARGS` with `input` on stdin; returns exit code, stdout, stderr.
+async fn run(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("roomcast did not exit within 20 s")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn connect_sends_lines_prints_messages_and_exits_0() {
+    let s = Serve::start().await;
+    let url = format!("ws://{}/echo", s.1);
+    let (code, out, err) = run(&["connect", &url], "hello\nκόσμε\n").await;
+    assert_eq!((code, out.as_str()), (0, "hello\nκόσμε\n"), "{err}");
+    assert!(err.contains("closed: 1000"), "{err}");
+    let (code, out, _) = run(&["connect", "--base64", &url], "AAEC/w==\n").await;
+    assert_eq!((code, out.as_str()), (0, "AAEC/w==\n"));
+    let (code, out, _) = run(&["connect", "--binary", "--json", &url], "hi\n").await;
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (code, v["type"].as_str(), v["base64"].as_str()),
+        (0, Some("binary"), Some("aGk="))
+    );
+}
+
+#[tokio::test]
+async fn headers_origin_protocol_and_close_codes() {
+    // A server that reports what it was sent, then closes with 4001.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut seen = String::new();
+        let mut ws = accept_with(stream, Default::default(), |req, offer| {
+            let h = req.headers();
+            seen = format!(
+                "x-test={} origin={}",
+                h["x-test"].to_str().unwrap(),
+                h["origin"].to_str().unwrap()
+            );
+            Ok(Accept {
+                protocol: offer.select_protocol(&["chat"]),
+                ..Accept::default()
+            })
+        })
+        .await
+        .unwrap();
+        ws.send(Message::text(seen)).await.unwrap();
+        ws.close(Some(CloseFrame::new(CloseCode(4001), "go away")))
+            .await
+            .unwrap();
+    });
+    let url = format!("ws://{addr}/");
+    let (code, out, err) = run(
+        &[
+            "connect",
+            "-H",
+            "X-Test: 42",
+            "--origin",
+            "https://app.example",
+            "--protocol",
+            "other",
+            "--protocol",
+            "chat",
+            "--no-close",
+            &url,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out.trim(), "x-test=42 origin=https://app.example");
+    assert!(err.contains("(protocol chat)"), "{err}");
+    assert!(err.contains("closed: 4001 go away"), "{err}");
+    assert_eq!(code, 4, "closed with an error code");
+}
+
+#[tokio::test]
+async fn exit_codes_for_refused_and_lost_connections() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, err) = run(&["connect", &format!("ws://{free}/")], "").await;
+    assert_eq!(code, 1, "{err}");
+    // A server that completes the handshake, then drops the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let ws = accept_with(stream, Default::default(), |_, _| Ok(Accept::default()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(ws);
+    });
+    let (code, _, err) = run(&["connect", "--no-close", &format!("ws://{addr}/")], "").await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("1006"), "{err}");
+    let (code, _, err) = run(&["connect", "wss://127.0.0.1:1/"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("TLS"), "{err}");
+}
+
+#[tokio::test]
+async fn ping_interval_prints_round_trip_times() {
+    let s = Serve::start().await;
+    let mut child = Command::new(BIN)
+        .args([
+            "connect",
+            "--ping-interval",
+            "0.2",
+            &format!("ws://{}/echo", s.1),
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pongs = err
+        .lines()
+        .filter(|l| l.starts_with("pong: ") && l.ends_with(" ms"))
+        .count();
+    assert!(pongs >= 2, "{err}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn max_messages_in_a_raw_room() {
+    let s = Serve::start().await;
+    let url = format!("ws://{}/rooms/cli", s.1);
+    let listener = Command::new(BIN)
+        .args(["connect", "--no-close", "--max-messages", "2", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut ws, _) = connect(&url).await.unwrap();
+    for m in ["one", "two", "three"] {
+        ws.send(Message::text(m)).await.unwrap();
+    }
+    let out = tokio::time::timeout(Duration::from_secs(10), listener.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn publish_reports_the_offset_and_refusals() {
+    let s = Serve::start().await;
+    let url = format!("ws://{}/ws", s.1);
+    let (code, out, err) = run(&["publish", &url, "--room", "p", "first"], "").await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "published to p at offset 1"),
+        "{err}"
+    );
+    let (code, out, _) = run(
+        &[
+            "publish",
+            &url,
+            "--room",
+            "p",
+            "--json-data",
+            r#"{"n":2}"#,
+            "--id",
+            "k",
+            "--json",
+        ],
+        "",
+    )
+    .await;
+    let ack: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((code, ack["offset"].as_u64()), (0, Some(2)));
+    let (_, out, _) = run(
+        &[
+            "publish",
+            &url,
+            "--room",
+            "p",
+            "--json-data",
+            r#"{"n":2}"#,
+            "--id",
+            "k",
+            "--json",
+        ],
+        "",
+    )
+    .await;
+    let retry: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(retry["offset"], 2, "the same key is not published twice");
+    let (code, _, err) = run(&["publish", &url, "--room", "no spaces", "x"], "").await;
+    assert_eq!(code, 4);
+    assert!(err.contains("bad_request"), "{err}");
+    let (code, _, _) = run(
+        &["publish", &url, "--room", "p", "--json-data", "{nope"],
+        "",
+    )
+    .await;
+    assert_eq!(code, 2);
+}
+
+/// Publishes `data` to `room` over /ws.
+async fn publish(addr: SocketAddr, room: &str, data: &str) {
+    let (code, _, err) = run(
+        &["publish", &format!("ws://{addr}/ws"), "--room", room, data],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_mode_reconnects_and_recovers_what_it_missed() {
+    let s = Serve::start().await;
+    // A proxy between the CLI and the server, whose connections the test can cut.
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(0u32);
+    let server = s.1;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = proxy.accept().await {
+            let mut cut = cut_rx.clone();
+            cut.mark_unchanged();
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(server).await.unwrap();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.changed() => {}
+                }
+            });
+        }
+    });
+    let mut child = Command::new(BIN)
+        .args([
+            "connect",
+            &format!("ws://{proxy_addr}/ws"),
+            "--room",
+            "rec",
+            "--client",
+            "alice",
+            "--json",
+            "--no-close",
+            "--max-messages",
+            "10",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while next_json(&mut lines).await["type"] != "joined" {}
+    let mut offsets = Vec::new();
+    for i in 1..=5 {
+        publish(s.1, "rec", &format!("m{i}")).await;
+    }
+    while offsets.len() < 5 {
+        let v = next_json(&mut lines).await;
+        if v["type"] == "message" {
+            offsets.push(v["offset"].as_u64().unwrap());
+        }
+    }
+    // Cut the connection; publish while the client is away.
+    cut_tx.send_replace(1);
+    for i in 6..=10 {
+        publish(s.1, "rec", &format!("m{i}")).await;
+    }
+    let mut recovered = None;
+    while offsets.len() < 10 {
+        let v = next_json(&mut lines).await;
+        match v["type"].as_str() {
+            Some("message") => offsets.push(v["offset"].as_u64().unwrap()),
+            Some("joined") => recovered = v["recovered"].as_bool(),
+            _ => {}
+        }
+    }
+    assert_eq!(recovered, Some(true), "rejoined with since");
+    assert_eq!(
+        offsets,
+        (1..=10).collect::<Vec<u64>>(),
+        "every message once, in order"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The next line the child printed, as JSON.
+async fn next_json(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .expect("no output")
+        .unwrap()
+        .expect("stdout ended");
+    serde_json::from_str(&line).unwrap()
+}
