@@ -128,13 +128,13 @@ for round in $(seq "$ROUNDS"); do
     done
   done
   if want connect; then
-    measure connect roomcast-ws "$round" connect --url "ws://127.0.0.1:PORT/ws" -n "$CONNS" --room idle --hold 2
+    measure connect roomcast-ws "$round" connect --url "ws://127.0.0.1:PORT/ws" -n "$CONNS" --room idle --hold 2 --concurrency 64 --sources 8
     for server in roomcast fastwebsockets tungstenite node-ws; do
-      measure connect "$server" "$round" connect --url "ws://127.0.0.1:PORTCONNECT_PATH" -n "$CONNS" --hold 2
+      measure connect "$server" "$round" connect --url "ws://127.0.0.1:PORTCONNECT_PATH" -n "$CONNS" --hold 2 --concurrency 64 --sources 8
     done
   fi
   if want connect19k; then
-    measure connect19k roomcast-ws "$round" connect --url "ws://127.0.0.1:PORT/ws" -n "$BIG_CONNS" --room idle --hold 2
+    measure connect19k roomcast-ws "$round" connect --url "ws://127.0.0.1:PORT/ws" -n "$BIG_CONNS" --room idle --hold 2 --concurrency 64 --sources 8
   fi
 done
 python3 "$ROOT/bench/summarize.py" "$RESULTS" | tee "$OUT/summary.md"
