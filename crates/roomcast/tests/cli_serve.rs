@@ -275,10 +275,43 @@ fn bench_connect_echo_and_fanout_against_a_real_server() {
     );
     assert!(r["server_cpu_us_per_delivery"].as_f64().is_some(), "{r}");
     assert!(r["latency_us"]["p99"].as_f64().unwrap() > 0.0);
-    let r = bench(&["echo", "--url", &format!("ws://{}/echo", serve.addr), "-c", "10", "-s", "1000", "-m", "500", "--window", "4", "--server-pid", &pid]);
-    assert_eq!((r["echoes"].as_u64(), r["wrong"].as_u64()), (Some(500), Some(0)), "{r}");
-    let r = bench(&["fanout", "--raw", "--url", &format!("ws://{}/rooms/raw-bench", serve.addr), "--publisher-url", &format!("ws://{}/rooms/raw-bench?echo=1", serve.addr), "-n", "20", "-m", "100"]);
-    assert_eq!((r["deliveries"].as_u64(), r["lost"].as_u64()), (Some(20 * 100), Some(0)), "{r}");
+    let r = bench(&[
+        "echo",
+        "--url",
+        &format!("ws://{}/echo", serve.addr),
+        "-c",
+        "10",
+        "-s",
+        "1000",
+        "-m",
+        "500",
+        "--window",
+        "4",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(
+        (r["echoes"].as_u64(), r["wrong"].as_u64()),
+        (Some(500), Some(0)),
+        "{r}"
+    );
+    let r = bench(&[
+        "fanout",
+        "--raw",
+        "--url",
+        &format!("ws://{}/rooms/raw-bench", serve.addr),
+        "--publisher-url",
+        &format!("ws://{}/rooms/raw-bench?echo=1", serve.addr),
+        "-n",
+        "20",
+        "-m",
+        "100",
+    ]);
+    assert_eq!(
+        (r["deliveries"].as_u64(), r["lost"].as_u64()),
+        (Some(20 * 100), Some(0)),
+        "{r}"
+    );
 }
 
 #[test]
