@@ -64,6 +64,32 @@ pub struct Config {
     pub websocket: WebSocketSettings,
     /// `[rooms]`.
     pub rooms: RoomSettings,
+    /// `[http]`.
+    pub http: HttpSettings,
+    /// `[api]`.
+    pub api: ApiSettings,
+}
+
+/// `[http]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct HttpSettings {
+    pub sse_heartbeat_ms: u64,
+    pub poll_timeout_ms: u64,
+    pub poll_max_events: usize,
+    pub poll_session_ttl_ms: u64,
+    pub max_body_size: usize,
+}
+
+/// `[api]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct ApiSettings {
+    pub key: String,
 }
 
 /// `[server]`: see `default.toml` for each key.
@@ -193,6 +219,12 @@ impl Config {
         }
         if self.rooms.presence_batch_ms == 0 {
             return bad("rooms.presence_batch_ms", "must be positive");
+        }
+        if self.http.sse_heartbeat_ms == 0 || self.http.poll_max_events == 0 {
+            return bad(
+                "http.sse_heartbeat_ms",
+                "heartbeats and poll sizes must be positive",
+            );
         }
         if self.server.workers > 256 {
             return bad("server.workers", "at most 256");

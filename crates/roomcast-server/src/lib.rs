@@ -8,7 +8,8 @@
 //! - `worker`: one thread per core, each owning its connections and the rooms whose home
 //!   it is, talking to the others through FIFO inboxes;
 //! - `conn`: a connection from its first request head to its close;
-//! - `routes`: what hyper serves (health, and later the HTTP API).
+//! - `http`: what hyper serves: health, Server-Sent Events, long-polling, commands over
+//!   POST, and the server HTTP API under `/api`.
 //!
 //! See `docs/architecture.md` for how they fit.
 
@@ -16,10 +17,10 @@ pub mod config;
 mod conn;
 mod echo;
 mod error;
+mod http;
 pub mod hub;
 mod prefixed;
 pub mod protocol;
-mod routes;
 mod server;
 mod stats;
 mod worker;

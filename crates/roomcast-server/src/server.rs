@@ -1,14 +1,16 @@
 //! The node: its listeners and worker threads.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::http::member::HttpMember;
 use crate::stats::Stats;
 use crate::worker::{self, Mesh};
 
@@ -20,6 +22,8 @@ pub(crate) struct Shared {
     /// The name sent in `welcome`.
     pub node_id: String,
     draining: AtomicBool,
+    /// HTTP members by session id, for requests that land on another worker.
+    sessions: Mutex<HashMap<Arc<str>, Arc<HttpMember>>>,
 }
 
 impl Shared {
@@ -30,6 +34,7 @@ impl Shared {
             stats: Arc::default(),
             node_id: "test".into(),
             draining: AtomicBool::new(false),
+            sessions: Mutex::default(),
         }
     }
 
@@ -37,6 +42,24 @@ impl Shared {
     /// handshakes are refused.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<HttpMember>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn sessions_insert(&self, member: &Arc<HttpMember>) {
+        self.sessions()
+            .insert(member.session.clone(), member.clone());
+    }
+
+    pub(crate) fn sessions_remove(&self, session: &str) {
+        self.sessions().remove(session);
+    }
+
+    /// The HTTP member of a session, on whichever worker it lives.
+    pub(crate) fn session(&self, session: &str) -> Option<Arc<HttpMember>> {
+        self.sessions().get(session).cloned()
     }
 }
 
@@ -83,6 +106,7 @@ impl Server {
             stats: Arc::default(),
             node_id,
             draining: AtomicBool::new(false),
+            sessions: Mutex::default(),
         });
         Ok(Self {
             listeners,

@@ -5,17 +5,17 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use ::http::Request;
 use bytes::BytesMut;
-use http::Request;
 use roomcast_ws::handshake::{Accept, RequestError, parse_request, validate_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::run::{self, Endpoint};
+use crate::http;
 use crate::hub::RoomName;
 use crate::prefixed::Prefixed;
-use crate::routes;
 use crate::worker::Worker;
 
 /// Sent, best effort, to a client that did not finish its request head in time.
@@ -61,7 +61,7 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
     };
     let route = route(&req, &worker);
     if matches!(route, Route::Http) {
-        return routes::serve(Prefixed::new(buf.freeze(), stream), worker.shared.clone()).await;
+        return http::serve(Prefixed::new(buf.freeze(), stream), worker.clone(), peer).await;
     }
     if let Route::Raw(Err(reason), _) = &route {
         let e = format!(

@@ -240,7 +240,7 @@ impl Conn {
         self: &Rc<Self>,
         worker: &Worker,
         code: CloseCode,
-        reason: &'static str,
+        reason: &str,
         abort: bool,
     ) {
         {

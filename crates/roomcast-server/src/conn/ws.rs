@@ -106,6 +106,7 @@ pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
                 data: Bytes::copy_from_slice(data.get().as_bytes()),
                 id: id.map(|i| i.as_ref().into()),
                 reference,
+                create: false,
             };
             worker.ask_home(conn, &room, msg);
         }

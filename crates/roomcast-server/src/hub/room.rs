@@ -86,6 +86,21 @@ impl Room {
         &self.epoch
     }
 
+    /// The current epoch, shared.
+    pub fn epoch_arc(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// Members on all workers.
+    pub fn member_count(&self) -> u32 {
+        self.subs.iter().map(|s| s.members).sum()
+    }
+
+    /// Visible clients (joined with presence).
+    pub fn visible_count(&self) -> usize {
+        self.presence.len()
+    }
+
     /// The last offset (0 before the first message).
     pub fn last_offset(&self) -> u64 {
         self.log.last_offset()

@@ -21,6 +21,7 @@ impl Worker {
                 presence,
                 since,
                 reference,
+                notify,
             } => {
                 let mut homes = self.homes.borrow_mut();
                 let state = homes
@@ -47,6 +48,9 @@ impl Worker {
                         seq,
                         reply: frame,
                         missed: joined.missed,
+                        epoch: state.epoch_arc().clone(),
+                        offset: joined.offset,
+                        notify,
                     },
                 ));
             }
@@ -70,9 +74,13 @@ impl Worker {
                 data,
                 id,
                 reference,
+                create,
             } => {
                 let mut homes = self.homes.borrow_mut();
                 let target = usize::from(conn.worker);
+                if create && !homes.contains_key(&room) {
+                    homes.insert(room.clone(), self.new_room(room.clone()));
+                }
                 let Some(state) = homes.get_mut(&room) else {
                     let frame = reply::error(
                         reference,
@@ -90,6 +98,8 @@ impl Worker {
                             LocalMsg::Deliver {
                                 room: room.clone(),
                                 frame: frame.clone(),
+                                epoch: state.epoch_arc().clone(),
+                                offset: published.offset,
                             },
                         ));
                     }
@@ -122,6 +132,21 @@ impl Worker {
                     None => not_found(reference, &room),
                 };
                 out.push((usize::from(conn.worker), LocalMsg::Reply { conn, frame }));
+            }
+            HomeMsg::Rooms { reply } => {
+                let rooms = self
+                    .homes
+                    .borrow()
+                    .values()
+                    .map(|r| super::RoomInfo {
+                        room: r.name().clone(),
+                        epoch: r.epoch_arc().clone(),
+                        last_offset: r.last_offset(),
+                        members: r.member_count(),
+                        visible: r.visible_count(),
+                    })
+                    .collect();
+                let _ = reply.send(rooms);
             }
             HomeMsg::RawSubscribe { room, worker, done } => {
                 let workers = self.mesh.len();

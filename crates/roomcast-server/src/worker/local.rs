@@ -1,16 +1,19 @@
-//! What a worker does for the connections it holds: local rooms, fan-out, and the room
-//! operations its connections ask for.
+//! What a worker does for the members it holds: local rooms, fan-out, and the room
+//! operations its connections and HTTP members ask for.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use roomcast_ws::CloseCode;
 use slab::Slab;
 use tokio::sync::{Notify, oneshot};
 
-use super::{HomeMsg, LocalMsg, Worker};
+use super::{Addr, ConnKey, HomeMsg, LocalMsg, Worker};
 use crate::conn::{Conn, Kind, Membership};
+use crate::http::member::{EventKind, HttpMember, HttpRoom, frame_json};
 use crate::hub::RoomName;
+use crate::protocol::{ErrorCode, Request, SincePos, parse, reply};
 use crate::stats::Stats;
 
 /// The members of one room held by one worker.
@@ -23,10 +26,19 @@ pub(super) struct LocalRoom {
     ready: Rc<Notify>,
 }
 
+/// Where a member's deliveries go.
+#[derive(Debug)]
+enum Sink {
+    /// A WebSocket connection's send queue.
+    Socket(Rc<Conn>),
+    /// An SSE stream's or poll session's event queue.
+    Http(Arc<HttpMember>),
+}
+
 #[derive(Debug)]
 struct Member {
-    conn: Rc<Conn>,
-    /// Receives presence diffs (`/ws`), or its own messages (`/rooms/...?echo=1`).
+    sink: Sink,
+    /// Receives presence diffs (`/ws`, HTTP), or its own messages (`/rooms/...?echo=1`).
     flag: bool,
 }
 
@@ -39,56 +51,174 @@ impl Worker {
                 seq,
                 reply,
                 missed,
+                epoch,
+                offset,
+                notify,
             } => {
-                let Some(conn) = self.conn(key) else { return };
-                conn.inflight.set(conn.inflight.get().saturating_sub(1));
-                {
-                    let mut session = conn.session.borrow_mut();
-                    // Left (or left and joined again) since: this reply is stale.
-                    let Some(m) = session
-                        .rooms
-                        .iter_mut()
-                        .find(|m| m.kind == Kind::Ws && m.room == room && m.seq == seq)
-                    else {
-                        return;
-                    };
-                    let slot = self
-                        .local
-                        .borrow_mut()
-                        .entry((Kind::Ws, room))
-                        .or_default()
-                        .members
-                        .insert(Member {
-                            conn: conn.clone(),
-                            flag: m.presence,
-                        });
-                    m.slot = Some(slot);
+                if let Some(to) = notify {
+                    self.reply_to(to, reply.clone());
                 }
-                conn.push(self, reply);
-                conn.push_backlog(self, missed);
-                conn.wake();
+                match key.addr() {
+                    Addr::Http(_) => {
+                        self.http_joined(key, room, seq, &reply, missed, epoch, offset)
+                    }
+                    _ => self.socket_joined(key, room, seq, reply, missed),
+                }
             }
-            LocalMsg::Deliver { room, frame } => self.fan_out(Kind::Ws, &room, &frame, None, false),
-            LocalMsg::PresenceDiff { room, frame } => {
-                self.fan_out(Kind::Ws, &room, &frame, None, true)
+            LocalMsg::Deliver {
+                room,
+                frame,
+                epoch,
+                offset,
+            } => {
+                let kind = EventKind::Message { epoch, offset };
+                self.fan_out(Kind::Ws, &room, &frame, None, false, Some(kind))
             }
+            LocalMsg::PresenceDiff { room, frame } => self.fan_out(
+                Kind::Ws,
+                &room,
+                &frame,
+                None,
+                true,
+                Some(EventKind::Presence),
+            ),
             LocalMsg::RawDeliver { room, frame } => {
-                self.fan_out(Kind::Raw, &room, &frame, None, false)
+                self.fan_out(Kind::Raw, &room, &frame, None, false, None)
             }
-            LocalMsg::Reply { conn: key, frame } => {
-                let Some(conn) = self.conn(key) else { return };
-                let before = conn.inflight.get();
-                conn.inflight.set(before.saturating_sub(1));
-                conn.push(self, frame);
-                if before >= super::MAX_INFLIGHT {
-                    conn.wake();
+            LocalMsg::Reply { conn: key, frame } => match key.addr() {
+                Addr::Pending(slot) => {
+                    if let Some(waiting) = self.pending.borrow_mut().try_remove(slot) {
+                        let _ = waiting.send(frame);
+                    }
                 }
+                Addr::Http(_) => {}
+                Addr::Socket(_) => {
+                    let Some(conn) = self.conn(key) else { return };
+                    let before = conn.inflight.get();
+                    conn.inflight.set(before.saturating_sub(1));
+                    conn.push(self, frame);
+                    if before >= super::MAX_INFLIGHT {
+                        conn.wake();
+                    }
+                }
+            },
+            LocalMsg::HttpCommand {
+                member,
+                text,
+                notify,
+            } => match self.http_member(member) {
+                Some(m) => self.http_command(&m, &text, notify),
+                None => self.reply_to(
+                    notify,
+                    reply::error(None, ErrorCode::NotFound, "no such session on this node"),
+                ),
+            },
+            LocalMsg::Disconnect {
+                client,
+                code,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.disconnect(&client, code, &reason));
             }
         }
     }
 
+    fn socket_joined(
+        self: &Rc<Self>,
+        key: ConnKey,
+        room: RoomName,
+        seq: u32,
+        reply: Bytes,
+        missed: Vec<Bytes>,
+    ) {
+        let Some(conn) = self.conn(key) else { return };
+        conn.inflight.set(conn.inflight.get().saturating_sub(1));
+        {
+            let mut session = conn.session.borrow_mut();
+            // Left (or left and joined again) since: this reply is stale.
+            let Some(m) = session
+                .rooms
+                .iter_mut()
+                .find(|m| m.kind == Kind::Ws && m.room == room && m.seq == seq)
+            else {
+                return;
+            };
+            let member = Member {
+                sink: Sink::Socket(conn.clone()),
+                flag: m.presence,
+            };
+            m.slot = Some(
+                self.local
+                    .borrow_mut()
+                    .entry((Kind::Ws, room))
+                    .or_default()
+                    .members
+                    .insert(member),
+            );
+        }
+        conn.push(self, reply);
+        conn.push_backlog(self, missed);
+        conn.wake();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn http_joined(
+        self: &Rc<Self>,
+        key: ConnKey,
+        room: RoomName,
+        seq: u32,
+        reply: &Bytes,
+        missed: Vec<Bytes>,
+        epoch: Arc<str>,
+        offset: u64,
+    ) {
+        let Some(member) = self.http_member(key) else {
+            return;
+        };
+        {
+            let mut st = member.state();
+            let Some(r) = st.rooms.iter_mut().find(|r| r.room == room && r.seq == seq) else {
+                return;
+            };
+            let entry = Member {
+                sink: Sink::Http(member.clone()),
+                flag: r.presence,
+            };
+            r.slot = Some(
+                self.local
+                    .borrow_mut()
+                    .entry((Kind::Ws, room.clone()))
+                    .or_default()
+                    .members
+                    .insert(entry),
+            );
+        }
+        // The position the missed messages start from (the last offset without them).
+        let first = offset + 1 - missed.len() as u64;
+        member.push(
+            Some(&room),
+            EventKind::Joined {
+                epoch: epoch.clone(),
+                offset: first - 1,
+            },
+            frame_json(reply),
+        );
+        for (i, frame) in missed.iter().enumerate() {
+            member.push(
+                Some(&room),
+                EventKind::Message {
+                    epoch: epoch.clone(),
+                    offset: first + i as u64,
+                },
+                frame_json(frame),
+            );
+        }
+    }
+
     /// Queues `frame` to every local member of a room: all of them, or only those whose
-    /// flag is set (`only_flagged`), never `skip`.
+    /// flag is set (`only_flagged`), never `skip`. HTTP members get it as an event of
+    /// `event` kind.
     fn fan_out(
         &self,
         kind: Kind,
@@ -96,17 +226,31 @@ impl Worker {
         frame: &Bytes,
         skip: Option<&Rc<Conn>>,
         only_flagged: bool,
+        event: Option<EventKind>,
     ) {
         let local = self.local.borrow();
         let Some(r) = local.get(&(kind, room.clone())) else {
             return;
         };
         let mut n = 0;
+        let mut json = None;
         for (_, m) in r.members.iter() {
-            if (only_flagged && !m.flag) || skip.is_some_and(|s| Rc::ptr_eq(s, &m.conn)) {
+            if only_flagged && !m.flag {
                 continue;
             }
-            m.conn.push(self, frame.clone());
+            match &m.sink {
+                Sink::Socket(conn) => {
+                    if skip.is_some_and(|s| Rc::ptr_eq(s, conn)) {
+                        continue;
+                    }
+                    conn.push(self, frame.clone());
+                }
+                Sink::Http(member) => {
+                    let Some(event) = &event else { continue };
+                    let json = json.get_or_insert_with(|| frame_json(frame));
+                    member.push(Some(room), event.clone(), json.clone());
+                }
+            }
             n += 1;
         }
         Stats::add(&self.shared.stats.deliveries, n);
@@ -119,7 +263,7 @@ impl Worker {
         room: RoomName,
         client: Arc<str>,
         presence: Option<Bytes>,
-        since: Option<crate::protocol::SincePos>,
+        since: Option<SincePos>,
         reference: Option<u64>,
     ) {
         let seq = {
@@ -136,18 +280,41 @@ impl Worker {
             seq
         };
         conn.inflight.set(conn.inflight.get() + 1);
-        self.to_home(
-            &room.clone(),
-            HomeMsg::Join {
-                room,
-                conn: conn.key,
-                seq,
-                client,
-                presence,
-                since,
-                reference,
-            },
-        );
+        let msg = HomeMsg::Join {
+            room: room.clone(),
+            conn: conn.key,
+            seq,
+            client,
+            presence,
+            since,
+            reference,
+            notify: None,
+        };
+        self.to_home(&room, msg);
+    }
+
+    /// Removes `slot` of a local room if it holds `is_it`; returns whether the room is
+    /// now empty (and was removed).
+    fn remove_local(
+        &self,
+        kind: Kind,
+        room: &RoomName,
+        slot: Option<usize>,
+        is_it: impl Fn(&Sink) -> bool,
+    ) -> bool {
+        let key = (kind, room.clone());
+        let mut local = self.local.borrow_mut();
+        let (Some(slot), Some(r)) = (slot, local.get_mut(&key)) else {
+            return false;
+        };
+        if r.members.get(slot).is_some_and(|m| is_it(&m.sink)) {
+            r.members.remove(slot);
+        }
+        if r.members.is_empty() {
+            local.remove(&key);
+            return true;
+        }
+        false
     }
 
     /// `leave` on `/ws` (or the end of the connection): local membership ends now, and
@@ -158,27 +325,12 @@ impl Worker {
         m: Membership,
         client: Option<&Arc<str>>,
     ) {
-        let key = (m.kind, m.room.clone());
-        let now_empty = {
-            let mut local = self.local.borrow_mut();
-            match (m.slot, local.get_mut(&key)) {
-                (Some(slot), Some(r)) => {
-                    if r.members
-                        .get(slot)
-                        .is_some_and(|x| Rc::ptr_eq(&x.conn, conn))
-                    {
-                        r.members.remove(slot);
-                    }
-                    if r.members.is_empty() {
-                        local.remove(&key);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                _ => false,
-            }
-        };
+        let now_empty = self.remove_local(
+            m.kind,
+            &m.room,
+            m.slot,
+            |s| matches!(s, Sink::Socket(c) if Rc::ptr_eq(c, conn)),
+        );
         match m.kind {
             Kind::Ws => {
                 let client = client.cloned().unwrap_or_else(|| Arc::from(""));
@@ -218,7 +370,7 @@ impl Worker {
             let r = local.entry(key.clone()).or_default();
             let first = r.members.is_empty();
             let slot = r.members.insert(Member {
-                conn: conn.clone(),
+                sink: Sink::Socket(conn.clone()),
                 flag: echo,
             });
             (slot, first, r.ready.clone())
@@ -265,7 +417,14 @@ impl Worker {
         frame: Bytes,
         echo: bool,
     ) {
-        self.fan_out(Kind::Raw, room, &frame, (!echo).then_some(conn), false);
+        self.fan_out(
+            Kind::Raw,
+            room,
+            &frame,
+            (!echo).then_some(conn),
+            false,
+            None,
+        );
         if self.mesh.len() > 1 {
             self.to_home(
                 room,
@@ -276,5 +435,182 @@ impl Worker {
                 },
             );
         }
+    }
+
+    /// An HTTP member joins a room. Called on the member's owner worker, so its joins,
+    /// leaves and publishes reach each home in the order they were asked.
+    pub(crate) fn http_join(
+        self: &Rc<Self>,
+        member: &Arc<HttpMember>,
+        room: RoomName,
+        presence: Option<Bytes>,
+        since: Option<SincePos>,
+        reference: Option<u64>,
+        notify: Option<ConnKey>,
+    ) {
+        let seq = {
+            let mut st = member.state();
+            st.next_join = st.next_join.wrapping_add(1);
+            let seq = st.next_join;
+            st.rooms.push(HttpRoom {
+                room: room.clone(),
+                seq,
+                slot: None,
+                presence: presence.is_some(),
+            });
+            seq
+        };
+        let client = member.client.clone();
+        let msg = HomeMsg::Join {
+            room: room.clone(),
+            conn: member.key,
+            seq,
+            client,
+            presence,
+            since,
+            reference,
+            notify,
+        };
+        self.to_home(&room, msg);
+    }
+
+    /// An HTTP member leaves a room (or goes away).
+    pub(crate) fn drop_http_membership(self: &Rc<Self>, member: &Arc<HttpMember>, r: HttpRoom) {
+        self.remove_local(
+            Kind::Ws,
+            &r.room,
+            r.slot,
+            |s| matches!(s, Sink::Http(m) if Arc::ptr_eq(m, member)),
+        );
+        let msg = HomeMsg::Leave {
+            room: r.room.clone(),
+            worker: self.index as u16,
+            client: member.client.clone(),
+            presence: r.presence,
+        };
+        self.to_home(&r.room, msg);
+    }
+
+    /// A command of an HTTP member (from `POST /cmd`), handled like the same request on
+    /// `/ws`; every reply goes to `notify`.
+    fn http_command(self: &Rc<Self>, member: &Arc<HttpMember>, text: &[u8], notify: ConnKey) {
+        let (reference, request) = parse(text);
+        let error = |code: ErrorCode, message: &str| {
+            self.reply_to(notify, reply::error(reference, code, message))
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return error(e.code, &e.message),
+        };
+        let in_room = |room: &RoomName| member.state().rooms.iter().any(|r| r.room == *room);
+        match request {
+            Request::Hello { .. } => {
+                error(ErrorCode::BadRequest, "this session already said hello")
+            }
+            Request::Ping => self.reply_to(notify, reply::pong(reference)),
+            Request::Join {
+                room,
+                presence,
+                since,
+            } => {
+                if in_room(&room) {
+                    return error(ErrorCode::BadRequest, &format!("already in room {room}"));
+                }
+                let max = self.shared.config.rooms.max_rooms_per_connection;
+                if member.state().rooms.len() >= max {
+                    return error(
+                        ErrorCode::Forbidden,
+                        &format!("a session may be in at most {max} rooms"),
+                    );
+                }
+                let presence = presence.map(|p| Bytes::copy_from_slice(p.get().as_bytes()));
+                self.http_join(member, room, presence, since, reference, Some(notify));
+            }
+            Request::Leave { room } => {
+                let taken = {
+                    let mut st = member.state();
+                    st.rooms
+                        .iter()
+                        .position(|r| r.room == room)
+                        .map(|i| st.rooms.swap_remove(i))
+                };
+                match taken {
+                    Some(r) => {
+                        self.drop_http_membership(member, r);
+                        self.reply_to(notify, reply::left(reference, &room));
+                    }
+                    None => error(ErrorCode::NotJoined, &format!("not in room {room}")),
+                }
+            }
+            Request::Publish { room, data, id } => {
+                if !in_room(&room) {
+                    return error(
+                        ErrorCode::NotJoined,
+                        &format!("join room {room} before publishing to it"),
+                    );
+                }
+                let max = self.shared.config.rooms.max_data_size;
+                if data.get().len() > max {
+                    return error(
+                        ErrorCode::TooLarge,
+                        &format!("data is {} bytes, the limit is {max}", data.get().len()),
+                    );
+                }
+                let data = Bytes::copy_from_slice(data.get().as_bytes());
+                let msg = HomeMsg::Publish {
+                    room: room.clone(),
+                    conn: notify,
+                    from: member.client.clone(),
+                    data,
+                    id: id.map(|i| i.as_ref().into()),
+                    reference,
+                    create: false,
+                };
+                self.to_home(&room, msg);
+            }
+            Request::Presence { room } => self.to_home(
+                &room.clone(),
+                HomeMsg::Presence {
+                    room,
+                    conn: notify,
+                    reference,
+                },
+            ),
+            Request::History { room, since, limit } => self.to_home(
+                &room.clone(),
+                HomeMsg::History {
+                    room,
+                    conn: notify,
+                    reference,
+                    since,
+                    limit,
+                },
+            ),
+        }
+    }
+
+    /// Closes every connection and HTTP member of `client` held here; returns how many.
+    fn disconnect(self: &Rc<Self>, client: &str, code: u16, reason: &str) -> usize {
+        let conns: Vec<Rc<Conn>> = self
+            .conns
+            .borrow()
+            .iter()
+            .filter(|(_, c)| c.session.borrow().client.as_deref() == Some(client))
+            .map(|(_, c)| c.clone())
+            .collect();
+        let members: Vec<Arc<HttpMember>> = self
+            .http
+            .borrow()
+            .iter()
+            .filter(|(_, m)| &*m.client == client)
+            .map(|(_, m)| m.clone())
+            .collect();
+        for c in &conns {
+            c.close(self, CloseCode(code), reason, false);
+        }
+        for m in &members {
+            self.remove_http(m);
+        }
+        conns.len() + members.len()
     }
 }

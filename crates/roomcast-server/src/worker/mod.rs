@@ -25,17 +25,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use roomcast_ws::{CloseCode, Connection, Role};
 use slab::Slab;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-pub(crate) use msg::{ConnKey, HomeMsg, LocalMsg, WorkerMsg};
+pub(crate) use msg::{Addr, ConnKey, HomeMsg, LocalMsg, RoomInfo, WorkerMsg};
 
 use self::local::LocalRoom;
 use crate::conn::{self, Conn, Kind};
+use crate::http::member::{HttpKind, HttpMember};
 use crate::hub::{Room, RoomName};
 use crate::server::Shared;
 use crate::stats::Stats;
@@ -55,6 +56,10 @@ pub(crate) struct Worker {
     mesh: Mesh,
     conns: RefCell<Slab<Rc<Conn>>>,
     generation: Cell<u32>,
+    /// The HTTP members (SSE streams, poll sessions) this worker owns.
+    http: RefCell<Slab<Arc<HttpMember>>>,
+    /// HTTP requests waiting here for one reply from a home worker.
+    pending: RefCell<Slab<oneshot::Sender<Bytes>>>,
     /// The members this worker holds, per room.
     local: RefCell<HashMap<(Kind, RoomName), LocalRoom>>,
     /// The rooms whose home this worker is.
@@ -113,6 +118,8 @@ impl Worker {
             mesh,
             conns: RefCell::new(Slab::new()),
             generation: Cell::new(0),
+            http: RefCell::new(Slab::new()),
+            pending: RefCell::new(Slab::new()),
             local: RefCell::new(HashMap::new()),
             homes: RefCell::new(HashMap::new()),
             raw_homes: RefCell::new(HashMap::new()),
@@ -198,6 +205,32 @@ impl Worker {
         }
     }
 
+    /// Sends a message to a worker's local side (for the HTTP endpoints).
+    pub(crate) fn send_local(self: &Rc<Self>, worker: usize, msg: LocalMsg) {
+        self.to_local(worker, msg);
+    }
+
+    /// Sends a request to a given worker's home side (for node-wide queries).
+    pub(crate) fn send_home(self: &Rc<Self>, worker: usize, msg: HomeMsg) {
+        if worker == self.index {
+            self.handle_home(msg);
+        } else {
+            let _ = self.mesh[worker].send(WorkerMsg::Home(msg));
+        }
+    }
+
+    /// The number of workers.
+    pub(crate) fn workers(&self) -> usize {
+        self.mesh.len()
+    }
+
+    /// Forgets a pending HTTP request that gave up waiting.
+    pub(crate) fn cancel_pending(&self, key: ConnKey) {
+        if let Addr::Pending(slot) = key.addr() {
+            self.pending.borrow_mut().try_remove(slot);
+        }
+    }
+
     /// Registers a new room connection whose handshake is done.
     pub(crate) fn register(&self, io: TcpStream, read: BytesMut) -> Rc<Conn> {
         let mut conns = self.conns.borrow_mut();
@@ -211,6 +244,7 @@ impl Worker {
         };
         let ws = Connection::new(Role::Server, self.shared.config.ws_limits());
         let conn = Rc::new(Conn::new(key, io, ws, read));
+        debug_assert_eq!(key.addr(), Addr::Socket(key.slot as usize));
         entry.insert(conn.clone());
         self.shared
             .stats
@@ -245,11 +279,79 @@ impl Worker {
 
     /// Looks a connection up by key.
     fn conn(&self, key: ConnKey) -> Option<Rc<Conn>> {
+        let Addr::Socket(slot) = key.addr() else {
+            return None;
+        };
         self.conns
             .borrow()
-            .get(key.slot as usize)
+            .get(slot)
             .filter(|c| c.key == key)
             .cloned()
+    }
+
+    /// Looks an HTTP member up by key.
+    fn http_member(&self, key: ConnKey) -> Option<Arc<HttpMember>> {
+        let Addr::Http(slot) = key.addr() else {
+            return None;
+        };
+        self.http
+            .borrow()
+            .get(slot)
+            .filter(|m| m.key == key)
+            .cloned()
+    }
+
+    /// Registers an HTTP member owned by this worker, and its session node-wide.
+    pub(crate) fn register_http(&self, kind: HttpKind, client: Arc<str>) -> Arc<HttpMember> {
+        let mut http = self.http.borrow_mut();
+        let entry = http.vacant_entry();
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        let key = ConnKey::new(self.index, Addr::Http(entry.key()), generation);
+        let session: Arc<str> = Arc::from(crate::random_id(16));
+        let member = Arc::new(HttpMember::new(
+            session,
+            client,
+            kind,
+            key,
+            self.shared.config.websocket.max_queued_bytes,
+        ));
+        entry.insert(member.clone());
+        self.shared.sessions_insert(&member);
+        member
+    }
+
+    /// Removes an HTTP member: it leaves its rooms (its presence ends) and its session is
+    /// forgotten.
+    pub(crate) fn remove_http(self: &Rc<Self>, member: &Arc<HttpMember>) {
+        let Addr::Http(slot) = member.key.addr() else {
+            return;
+        };
+        {
+            let mut http = self.http.borrow_mut();
+            if !http.get(slot).is_some_and(|m| Arc::ptr_eq(m, member)) {
+                return;
+            }
+            http.remove(slot);
+        }
+        self.shared.sessions_remove(&member.session);
+        let rooms = std::mem::take(&mut member.state().rooms);
+        for r in rooms {
+            self.drop_http_membership(member, r);
+        }
+        member.close();
+    }
+
+    /// An address for one reply to an HTTP request, and where it will arrive.
+    pub(crate) fn pending(&self) -> (ConnKey, oneshot::Receiver<Bytes>) {
+        let (tx, rx) = oneshot::channel();
+        let slot = self.pending.borrow_mut().insert(tx);
+        (ConnKey::new(self.index, Addr::Pending(slot), 0), rx)
+    }
+
+    /// Sends `frame` to what `to` names: a pending HTTP request or a connection.
+    pub(crate) fn reply_to(self: &Rc<Self>, to: ConnKey, frame: Bytes) {
+        self.to_local(usize::from(to.worker), LocalMsg::Reply { conn: to, frame });
     }
 
     /// Puts a connection on the list the flusher writes.
@@ -313,6 +415,17 @@ impl Worker {
 
     fn sweep_connections(self: &Rc<Self>, now: Instant) {
         let idle_ms = self.shared.config.websocket.idle_timeout_ms;
+        let ttl = self.shared.config.http.poll_session_ttl_ms;
+        let now_ms = crate::now_ms();
+        let members: Vec<Arc<HttpMember>> =
+            self.http.borrow().iter().map(|(_, m)| m.clone()).collect();
+        for m in members {
+            let expired = m.kind == HttpKind::Poll
+                && now_ms.saturating_sub(m.last_seen.load(Ordering::Relaxed)) > ttl;
+            if expired || m.is_closed() {
+                self.remove_http(&m);
+            }
+        }
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for conn in conns {
             if conn.close_deadline.get().is_some_and(|d| now >= d) {
@@ -366,6 +479,11 @@ impl Worker {
             conn.close(self, CloseCode::GOING_AWAY, "server draining", false);
         }
         drop(conns);
+        let members: Vec<Arc<HttpMember>> =
+            self.http.borrow().iter().map(|(_, m)| m.clone()).collect();
+        for m in members {
+            self.remove_http(&m);
+        }
         let deadline =
             Instant::now() + Duration::from_millis(self.shared.config.server.drain_timeout_ms);
         while !self.conns.borrow().is_empty() {

@@ -15,13 +15,66 @@ use tokio::sync::oneshot;
 use crate::hub::RoomName;
 use crate::protocol::SincePos;
 
-/// A connection, anywhere on the node.
+/// Where a reply or a delivery goes, anywhere on the node: a WebSocket connection, an
+/// HTTP member (an SSE stream or a long-poll session), or an HTTP request waiting for its
+/// answer. The kind is in the slot's top bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
     pub worker: u16,
     pub slot: u32,
     /// Tells a connection from a later one in the same slot.
     pub generation: u32,
+}
+
+/// What a [`ConnKey`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Addr {
+    /// A WebSocket connection: a slot of the worker's connections.
+    Socket(usize),
+    /// An HTTP member: a slot of the worker's HTTP members.
+    Http(usize),
+    /// An HTTP request waiting for one reply: a slot of the worker's pending requests.
+    Pending(usize),
+}
+
+const HTTP_BIT: u32 = 1 << 31;
+const PENDING_BIT: u32 = 1 << 30;
+const SLOT_MASK: u32 = PENDING_BIT - 1;
+
+impl ConnKey {
+    pub(crate) fn new(worker: usize, addr: Addr, generation: u32) -> Self {
+        let slot = match addr {
+            Addr::Socket(i) => i as u32 & SLOT_MASK,
+            Addr::Http(i) => HTTP_BIT | (i as u32 & SLOT_MASK),
+            Addr::Pending(i) => PENDING_BIT | (i as u32 & SLOT_MASK),
+        };
+        Self {
+            worker: worker as u16,
+            slot,
+            generation,
+        }
+    }
+
+    pub(crate) fn addr(&self) -> Addr {
+        let i = (self.slot & SLOT_MASK) as usize;
+        if self.slot & HTTP_BIT != 0 {
+            Addr::Http(i)
+        } else if self.slot & PENDING_BIT != 0 {
+            Addr::Pending(i)
+        } else {
+            Addr::Socket(i)
+        }
+    }
+}
+
+/// A room as `GET /api/rooms` lists it.
+#[derive(Clone, Debug)]
+pub(crate) struct RoomInfo {
+    pub room: RoomName,
+    pub epoch: Arc<str>,
+    pub last_offset: u64,
+    pub members: u32,
+    pub visible: usize,
 }
 
 /// A request to a room's home worker.
@@ -35,6 +88,8 @@ pub(crate) enum HomeMsg {
         presence: Option<Bytes>,
         since: Option<SincePos>,
         reference: Option<u64>,
+        /// Also send the `joined` reply here (an HTTP request that asked for the join).
+        notify: Option<ConnKey>,
     },
     Leave {
         room: RoomName,
@@ -49,6 +104,8 @@ pub(crate) enum HomeMsg {
         data: Bytes,
         id: Option<Box<str>>,
         reference: Option<u64>,
+        /// Create the room if it has no state (the HTTP API publishes without joining).
+        create: bool,
     },
     Presence {
         room: RoomName,
@@ -76,6 +133,10 @@ pub(crate) enum HomeMsg {
         frame: Bytes,
         origin: u16,
     },
+    /// The rooms this worker is the home of.
+    Rooms {
+        reply: oneshot::Sender<Vec<RoomInfo>>,
+    },
 }
 
 /// What a home worker sends back to the workers holding the connections.
@@ -88,15 +149,38 @@ pub(crate) enum LocalMsg {
         seq: u32,
         reply: Bytes,
         missed: Vec<Bytes>,
+        epoch: Arc<str>,
+        /// The room's last offset (that of the last missed message, if any).
+        offset: u64,
+        notify: Option<ConnKey>,
     },
-    /// A room's message for every local member.
-    Deliver { room: RoomName, frame: Bytes },
+    /// A room's message for every local member, with its position.
+    Deliver {
+        room: RoomName,
+        frame: Bytes,
+        epoch: Arc<str>,
+        offset: u64,
+    },
     /// A presence diff for local members that asked for presence.
     PresenceDiff { room: RoomName, frame: Bytes },
     /// A reply (ack, error, presence, history) to one connection.
     Reply { conn: ConnKey, frame: Bytes },
     /// A raw room's message for every local member.
     RawDeliver { room: RoomName, frame: Bytes },
+    /// A command (JSON text, as on `/ws`) of an HTTP member, from a `POST /cmd`; its
+    /// replies go to `notify`.
+    HttpCommand {
+        member: ConnKey,
+        text: Bytes,
+        notify: ConnKey,
+    },
+    /// Close every connection and HTTP member of a client.
+    Disconnect {
+        client: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// A message on a worker's inbox.

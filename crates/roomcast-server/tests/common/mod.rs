@@ -301,3 +301,98 @@ impl Client {
         r
     }
 }
+
+/// An SSE stream read with a real SSE parser (eventsource-stream).
+pub struct Sse {
+    events: std::pin::Pin<Box<dyn futures_util::Stream<Item = eventsource_stream::Event> + Send>>,
+    /// The last event id seen.
+    pub last_id: String,
+}
+
+impl Sse {
+    /// Opens `GET /sse?{query}` with an optional `Last-Event-ID`.
+    pub async fn open(addr: SocketAddr, query: &str, last_id: Option<&str>) -> Self {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
+        let mut req = reqwest::Client::new().get(format!("http://{addr}/sse?{query}"));
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        assert_eq!(resp.headers()["cache-control"], "no-cache");
+        assert_eq!(resp.headers()["x-accel-buffering"], "no");
+        let events = resp
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|e| async move { e.ok() });
+        Self {
+            events: Box::pin(events),
+            last_id: last_id.unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// The next event: its name and JSON.
+    pub async fn next(&mut self) -> (String, serde_json::Value) {
+        use futures_util::StreamExt;
+        let e = tokio::time::timeout(Duration::from_secs(10), self.events.next())
+            .await
+            .expect("no SSE event within 10 s")
+            .expect("the stream ended");
+        if !e.id.is_empty() {
+            self.last_id = e.id.clone();
+        }
+        (
+            e.event.clone(),
+            serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("{err}: {:?}", e.data)),
+        )
+    }
+
+    /// The next event of a name.
+    pub async fn next_of(&mut self, name: &str) -> serde_json::Value {
+        loop {
+            let (n, v) = self.next().await;
+            if n == name {
+                return v;
+            }
+        }
+    }
+}
+
+/// Calls the HTTP API (`POST` with a body, or `GET`); returns status and JSON.
+pub async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}{path}");
+    let req = match method {
+        "POST" => client
+            .post(url)
+            .json(&body.unwrap_or(serde_json::Value::Null)),
+        _ => client.get(url),
+    };
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")),
+    )
+}
+
+/// Publishes through the HTTP API; returns the offset.
+pub async fn api_publish(addr: SocketAddr, room: &str, data: serde_json::Value) -> u64 {
+    let (status, v) = api(
+        addr,
+        "POST",
+        "/api/publish",
+        Some(serde_json::json!({"room": room, "data": data})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["results"][0]["offset"].as_u64().unwrap()
+}

@@ -1,0 +1,439 @@
+//! The server HTTP API, for the application's backend.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /api/publish` `{"room"\|"rooms", "data", "id"?, "from"?}` | `{"results":[{"room","offset"}]}` |
+//! | `GET /api/rooms` | `{"rooms":[{"room","epoch","last_offset","members","visible"}]}` |
+//! | `GET /api/rooms/{room}/presence` | the `presence` reply of `/ws` |
+//! | `GET /api/rooms/{room}/history?since=EPOCH:OFFSET&limit=N` | the `history` reply of `/ws` |
+//! | `POST /api/disconnect` `{"client", "code"?, "reason"?}` | `{"disconnected": N}` |
+//! | `GET /api/openapi.json` | the OpenAPI 3.1 description of all this |
+//!
+//! Authentication: `Authorization: Bearer <api.key>`. With no key configured, only
+//! requests from loopback addresses are answered. Errors are
+//! `{"error":{"code":"...","message":"..."}}` with their HTTP status; a client's mistake is
+//! never a 500.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::member::frame_json;
+use super::{Body, HttpError, error, json_response, param, query, read_body, status_of};
+use crate::hub::RoomName;
+use crate::protocol::SincePos;
+use crate::worker::{HomeMsg, LocalMsg, Worker};
+
+/// The OpenAPI description served at `/api/openapi.json`.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    worker: Rc<Worker>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let method = req.method().clone();
+    if path == "/api/openapi.json" && method == Method::GET {
+        return json_response(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()));
+    }
+    if let Err(e) = authorize(&req, &worker, peer) {
+        return e.into_response();
+    }
+    let segments: Vec<&str> = path
+        .trim_start_matches("/api")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("POST", ["publish"]) => publish(req, worker).await,
+        ("GET", ["rooms"]) => rooms(worker).await,
+        ("GET", ["rooms", room, "presence"]) => {
+            let room = (*room).to_owned();
+            read_room(&worker, &room, |room, conn| HomeMsg::Presence {
+                room,
+                conn,
+                reference: None,
+            })
+            .await
+        }
+        ("GET", ["rooms", room, "history"]) => {
+            let q = query(&req);
+            let since = match param(&q, "since").map(parse_since) {
+                Some(Some(s)) => Some(s),
+                Some(None) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "`since` must be EPOCH:OFFSET",
+                    );
+                }
+                None => None,
+            };
+            let limit = match param(&q, "limit").map(str::parse::<usize>) {
+                Some(Ok(n)) if (1..=1000).contains(&n) => n,
+                Some(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "`limit` must be 1 to 1000",
+                    );
+                }
+                None => 100,
+            };
+            let room = (*room).to_owned();
+            read_room(&worker, &room, |room, conn| HomeMsg::History {
+                room,
+                conn,
+                reference: None,
+                since,
+                limit,
+            })
+            .await
+        }
+        ("POST", ["disconnect"]) => disconnect(req, worker).await,
+        (_, ["publish"] | ["rooms"] | ["rooms", _, "presence" | "history"] | ["disconnect"]) => {
+            let allow = if segments[0] == "rooms" {
+                "GET"
+            } else {
+                "POST"
+            };
+            let mut resp = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("use {allow}"),
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            resp
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no API endpoint {method} {path}"),
+        ),
+    }
+}
+
+fn authorize<B>(req: &Request<B>, worker: &Worker, peer: SocketAddr) -> Result<(), HttpError> {
+    let key = &worker.shared.config.api.key;
+    let refuse = |message: &str| {
+        Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            message,
+        ))
+    };
+    if key.is_empty() {
+        return if peer.ip().is_loopback() {
+            Ok(())
+        } else {
+            refuse("the API has no key configured (api.key), so it answers only this machine")
+        };
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => Ok(()),
+        Some(_) => refuse("wrong API key"),
+        None => refuse("missing API key: send Authorization: Bearer <key>"),
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing
+/// about how much of a guessed key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_since(text: &str) -> Option<SincePos> {
+    let (epoch, offset) = text.split_once(':')?;
+    Some(SincePos {
+        epoch: epoch.to_owned(),
+        offset: offset.parse().ok()?,
+    })
+}
+
+/// Sends a request to `room`'s home and waits for its one reply frame.
+async fn ask(
+    worker: &Rc<Worker>,
+    room: &RoomName,
+    make: impl FnOnce(crate::worker::ConnKey) -> HomeMsg,
+) -> Option<Bytes> {
+    let (key, reply) = worker.pending();
+    worker.to_home(room, make(key));
+    match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
+        Ok(Ok(frame)) => Some(frame),
+        _ => {
+            worker.cancel_pending(key);
+            None
+        }
+    }
+}
+
+fn unavailable() -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "no reply from the room in time",
+    )
+}
+
+/// A reply frame as an API answer: its JSON, with an error reply's code as the status and
+/// the API's error shape.
+fn answer(frame: &Bytes) -> Response<Body> {
+    let json = frame_json(frame);
+    let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
+    if value["type"] == "error" {
+        let code = known_code(value["code"].as_str().unwrap_or_default());
+        return error(
+            status_of(code),
+            code,
+            value["message"].as_str().unwrap_or(""),
+        );
+    }
+    json_response(StatusCode::OK, json)
+}
+
+/// The protocol's error code, as the static name the API answers with.
+fn known_code(code: &str) -> &'static str {
+    use crate::protocol::ErrorCode::*;
+    [
+        BadRequest,
+        UnknownType,
+        Unauthorized,
+        Forbidden,
+        NotJoined,
+        NotFound,
+        TooLarge,
+        RateLimited,
+        Unavailable,
+    ]
+    .into_iter()
+    .map(|c| c.as_str())
+    .find(|c| *c == code)
+    .unwrap_or("bad_request")
+}
+
+async fn read_room(
+    worker: &Rc<Worker>,
+    room: &str,
+    make: impl FnOnce(RoomName, crate::worker::ConnKey) -> HomeMsg,
+) -> Response<Body> {
+    let room = match RoomName::new(room) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+    };
+    match ask(worker, &room, |key| make(room.clone(), key)).await {
+        Some(frame) => answer(&frame),
+        None => unavailable(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    room: Option<String>,
+    rooms: Option<Vec<String>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    id: Option<String>,
+    from: Option<String>,
+}
+
+async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
+    let body = match read_body(req, &worker).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let parsed: PublishBody<'_> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("invalid body: {e}"),
+            );
+        }
+    };
+    let Some(data) = parsed.data else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing field `data`",
+        );
+    };
+    let names: Vec<String> = match (parsed.room, parsed.rooms) {
+        (Some(r), None) => vec![r],
+        (None, Some(rs)) if !rs.is_empty() && rs.len() <= 100 => rs,
+        (None, Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`rooms` must list 1 to 100 rooms",
+            );
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give either `room` or `rooms`",
+            );
+        }
+    };
+    let mut rooms = Vec::with_capacity(names.len());
+    for n in &names {
+        match RoomName::new(n) {
+            Ok(r) if !rooms.contains(&r) => rooms.push(r),
+            Ok(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("room {n} is listed twice"),
+                );
+            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{n}: {e}")),
+        }
+    }
+    let max = worker.shared.config.rooms.max_data_size;
+    if data.get().len() > max {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("data is {} bytes, the limit is {max}", data.get().len()),
+        );
+    }
+    if let Some(id) = &parsed.id
+        && (id.is_empty() || id.len() > 256)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`id` must be 1 to 256 bytes",
+        );
+    }
+    let from: Arc<str> = Arc::from(
+        parsed
+            .from
+            .as_deref()
+            .filter(|f| !f.is_empty() && f.len() <= 128)
+            .unwrap_or("api"),
+    );
+    let data = Bytes::copy_from_slice(data.get().as_bytes());
+    let mut results = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        let (id, from, data) = (
+            parsed.id.as_deref().map(Into::into),
+            from.clone(),
+            data.clone(),
+        );
+        let reply = ask(&worker, &room, |conn| HomeMsg::Publish {
+            room: room.clone(),
+            conn,
+            from,
+            data,
+            id,
+            reference: None,
+            create: true,
+        })
+        .await;
+        let Some(frame) = reply else {
+            return unavailable();
+        };
+        let v: Value = serde_json::from_slice(&frame_json(&frame)).unwrap_or(Value::Null);
+        if v["type"] != "ack" {
+            return answer(&frame);
+        }
+        results.push(json!({"room": room.as_str(), "offset": v["offset"]}));
+    }
+    json_response(StatusCode::OK, json!({ "results": results }).to_string())
+}
+
+async fn rooms(worker: Rc<Worker>) -> Response<Body> {
+    let mut all = Vec::new();
+    for w in 0..worker.workers() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        worker.send_home(w, HomeMsg::Rooms { reply: tx });
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(rooms)) => all.extend(rooms),
+            _ => return unavailable(),
+        }
+    }
+    all.sort_by(|a, b| a.room.cmp(&b.room));
+    let rooms: Vec<Value> = all
+        .iter()
+        .map(|r| json!({"room": r.room.as_str(), "epoch": &*r.epoch, "last_offset": r.last_offset, "members": r.members, "visible": r.visible}))
+        .collect();
+    json_response(StatusCode::OK, json!({ "rooms": rooms }).to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    client: String,
+    code: Option<u16>,
+    reason: Option<String>,
+}
+
+async fn disconnect(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
+    let body = match read_body(req, &worker).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let parsed: DisconnectBody = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("invalid body: {e}"),
+            );
+        }
+    };
+    let code = parsed.code.unwrap_or(4003);
+    if !(code == 1000 || (4000..=4999).contains(&code)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`code` must be 1000 or 4000-4999",
+        );
+    }
+    let reason: Arc<str> = Arc::from(
+        parsed
+            .reason
+            .as_deref()
+            .unwrap_or("disconnected by the server"),
+    );
+    let client: Arc<str> = Arc::from(parsed.client);
+    let mut total = 0;
+    for w in 0..worker.workers() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        worker.send_local(
+            w,
+            LocalMsg::Disconnect {
+                client: client.clone(),
+                code,
+                reason: reason.clone(),
+                reply: tx,
+            },
+        );
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(n)) => total += n,
+            _ => return unavailable(),
+        }
+    }
+    json_response(StatusCode::OK, json!({ "disconnected": total }).to_string())
+}

@@ -1,0 +1,377 @@
+//! HTTP members: subscribers on Server-Sent Events or long-polling.
+//!
+//! An HTTP member is a session with a bounded queue of events (the same JSON objects a
+//! `/ws` client receives). It sits in its owner worker's local rooms beside WebSocket
+//! members; the stream or poll that reads it may run on any worker, so its state is behind
+//! a mutex (uncontended: one writer, one reader).
+//!
+//! Positions: the member knows, per room, the epoch and offset of the last message it
+//! *delivered*. An SSE event's `id:` and a poll's cursor encode them, so a client that
+//! comes back (a new stream with `Last-Event-ID`, or a poll whose session is gone) rejoins
+//! each room with `since` and misses nothing.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+
+use crate::hub::RoomName;
+use crate::protocol::SincePos;
+use crate::worker::ConnKey;
+
+/// How the member is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HttpKind {
+    /// `GET /sse`: one long response.
+    Sse,
+    /// `GET /poll`: a session read by successive requests.
+    Poll,
+}
+
+/// What an event is, for the SSE `event:` field and for positions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    /// A `message`, at this offset of the room's epoch.
+    Message { epoch: Arc<str>, offset: u64 },
+    /// A `joined` (and the position it starts at).
+    Joined { epoch: Arc<str>, offset: u64 },
+    /// A `presence_diff`.
+    Presence,
+    /// The `welcome`.
+    Welcome,
+}
+
+/// One queued event.
+#[derive(Clone, Debug)]
+pub(crate) struct Event {
+    /// The session's sequence number (the poll cursor acknowledges up to one).
+    pub seq: u64,
+    pub room: Option<RoomName>,
+    pub kind: EventKind,
+    /// The JSON object.
+    pub json: Bytes,
+}
+
+impl Event {
+    /// The SSE `event:` name (the JSON `type`).
+    pub(crate) fn name(&self) -> &'static str {
+        match self.kind {
+            EventKind::Message { .. } => "message",
+            EventKind::Joined { .. } => "joined",
+            EventKind::Presence => "presence_diff",
+            EventKind::Welcome => "welcome",
+        }
+    }
+}
+
+/// A room the member is in, or joining.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpRoom {
+    pub room: RoomName,
+    /// Which join (a reply to an older one is ignored).
+    pub seq: u32,
+    /// Slot in the owner's local room; `None` while the join is pending.
+    pub slot: Option<usize>,
+    pub presence: bool,
+}
+
+/// The mutable part.
+#[derive(Debug, Default)]
+pub(crate) struct MemberState {
+    pub events: VecDeque<Event>,
+    /// Bytes of JSON queued (bounded by `max_queued_bytes`).
+    pub bytes: usize,
+    pub next_seq: u64,
+    /// Per room: epoch and offset of the last message delivered.
+    pub positions: Positions,
+    pub rooms: Vec<HttpRoom>,
+    pub next_join: u32,
+    /// The reader's waker.
+    pub waker: Option<Waker>,
+    /// The member is gone (stream closed, session expired, dropped as too slow, drain).
+    pub closed: bool,
+}
+
+/// Epoch and offset per room.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Positions(pub Vec<(RoomName, Arc<str>, u64)>);
+
+impl Positions {
+    /// Moves `room` to `offset` of `epoch`.
+    pub(crate) fn set(&mut self, room: &RoomName, epoch: &Arc<str>, offset: u64) {
+        match self.0.iter_mut().find(|(r, _, _)| r == room) {
+            Some(p) => {
+                p.1 = epoch.clone();
+                p.2 = offset;
+            }
+            None => self.0.push((room.clone(), epoch.clone(), offset)),
+        }
+    }
+
+    /// Where to resume `room`.
+    pub(crate) fn since(&self, room: &RoomName) -> Option<SincePos> {
+        self.0
+            .iter()
+            .find(|(r, _, _)| r == room)
+            .map(|(_, e, o)| SincePos {
+                epoch: e.to_string(),
+                offset: *o,
+            })
+    }
+
+    /// Applies an event delivered to the client.
+    pub(crate) fn apply(&mut self, event: &Event) {
+        if let (
+            Some(room),
+            EventKind::Message { epoch, offset } | EventKind::Joined { epoch, offset },
+        ) = (&event.room, &event.kind)
+        {
+            self.set(room, epoch, *offset);
+        }
+    }
+
+    /// The text form: `room!epoch!offset,room!epoch!offset` (`!` and `,` cannot occur in a
+    /// room name or an epoch). It is an SSE event id as is.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        for (i, (room, epoch, offset)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(room.as_str());
+            out.push('!');
+            out.push_str(epoch);
+            out.push('!');
+            out.push_str(&offset.to_string());
+        }
+        out
+    }
+
+    /// Parses the text form; parts that do not parse are skipped (that room then starts
+    /// without recovery).
+    pub(crate) fn decode(text: &str) -> Self {
+        let mut out = Vec::new();
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            let mut f = part.splitn(3, '!');
+            if let (Some(room), Some(epoch), Some(offset)) = (f.next(), f.next(), f.next())
+                && let (Ok(room), Ok(offset)) = (RoomName::new(room), offset.parse())
+                && !epoch.is_empty()
+                && epoch.len() <= 64
+            {
+                out.push((room, Arc::from(epoch), offset));
+            }
+        }
+        Self(out)
+    }
+}
+
+/// A poll cursor: the session, the last event sequence the client has, and its positions.
+/// Opaque to clients (base64url).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub session: String,
+    pub seq: u64,
+    pub positions: Positions,
+}
+
+impl Cursor {
+    pub(crate) fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}|{}|{}",
+            self.session,
+            self.seq,
+            self.positions.encode()
+        ))
+    }
+
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let raw = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let mut f = raw.splitn(3, '|');
+        let session = f.next()?.to_owned();
+        let seq = f.next()?.parse().ok()?;
+        let positions = Positions::decode(f.next().unwrap_or_default());
+        Some(Self {
+            session,
+            seq,
+            positions,
+        })
+    }
+}
+
+/// A subscriber on SSE or long-polling.
+#[derive(Debug)]
+pub(crate) struct HttpMember {
+    /// The session id: unguessable, it authorizes `POST /cmd` for this client.
+    pub session: Arc<str>,
+    pub client: Arc<str>,
+    pub kind: HttpKind,
+    /// Where the member is: its owner worker and slot.
+    pub key: ConnKey,
+    /// The most bytes of events queued before the member is dropped as too slow.
+    max_bytes: usize,
+    state: Mutex<MemberState>,
+    /// Last time a poll read it (ms since the epoch).
+    pub last_seen: AtomicU64,
+}
+
+impl HttpMember {
+    pub(crate) fn new(
+        session: Arc<str>,
+        client: Arc<str>,
+        kind: HttpKind,
+        key: ConnKey,
+        max_bytes: usize,
+    ) -> Self {
+        Self {
+            session,
+            client,
+            kind,
+            key,
+            max_bytes,
+            state: Mutex::new(MemberState::default()),
+            last_seen: AtomicU64::new(crate::now_ms()),
+        }
+    }
+
+    /// The state, locked. (A poisoned lock only means a panic elsewhere; the data is
+    /// still consistent enough to go on with.)
+    pub(crate) fn state(&self) -> MutexGuard<'_, MemberState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an event and wakes the reader. Returns false (and closes the member) when the
+    /// queue would pass its bound: the client rejoins later from its last position.
+    pub(crate) fn push(&self, room: Option<&RoomName>, kind: EventKind, json: Bytes) -> bool {
+        let mut st = self.state();
+        if st.closed {
+            return false;
+        }
+        if !st.events.is_empty() && st.bytes + json.len() > self.max_bytes {
+            st.closed = true;
+            st.events.clear();
+            st.bytes = 0;
+            Self::wake(&mut st);
+            return false;
+        }
+        st.next_seq += 1;
+        let seq = st.next_seq;
+        st.bytes += json.len();
+        st.events.push_back(Event {
+            seq,
+            room: room.cloned(),
+            kind,
+            json,
+        });
+        Self::wake(&mut st);
+        true
+    }
+
+    /// Closes the member and wakes its reader.
+    pub(crate) fn close(&self) {
+        let mut st = self.state();
+        st.closed = true;
+        Self::wake(&mut st);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
+    fn wake(st: &mut MemberState) {
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Marks it read now (poll sessions expire when nobody reads them).
+    pub(crate) fn touch(&self) {
+        self.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// The JSON text of a server text frame (the frame minus its header).
+pub(crate) fn frame_json(frame: &Bytes) -> Bytes {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return Bytes::new(),
+    };
+    frame.slice(header.min(frame.len())..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(s: &str) -> RoomName {
+        RoomName::new(s).unwrap()
+    }
+
+    #[test]
+    fn positions_and_cursors_round_trip() {
+        let mut p = Positions::default();
+        p.set(&room("chat:eu"), &Arc::from("ab12"), 46);
+        p.set(&room("x+y@z=1"), &Arc::from("cd34"), 0);
+        p.set(&room("chat:eu"), &Arc::from("ab12"), 47);
+        assert_eq!(p.encode(), "chat:eu!ab12!47,x+y@z=1!cd34!0");
+        assert_eq!(Positions::decode(&p.encode()), p);
+        assert_eq!(
+            p.since(&room("chat:eu")),
+            Some(SincePos {
+                epoch: "ab12".into(),
+                offset: 47
+            })
+        );
+        let c = Cursor {
+            session: "s1".into(),
+            seq: 9,
+            positions: p,
+        };
+        let text = c.encode();
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "URL-safe: {text}"
+        );
+        assert_eq!(Cursor::decode(&text), Some(c));
+        assert_eq!(Cursor::decode("!!!"), None);
+        assert_eq!(
+            Positions::decode("bad room!e!1,ok!e!x,fine!e!3").0.len(),
+            1,
+            "junk is skipped"
+        );
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let key = ConnKey::new(0, crate::worker::Addr::Http(0), 0);
+        let m = HttpMember::new(Arc::from("s"), Arc::from("c"), HttpKind::Sse, key, 100);
+        assert!(
+            m.push(None, EventKind::Presence, Bytes::from(vec![b' '; 150])),
+            "one event may exceed the bound"
+        );
+        assert!(
+            !m.push(None, EventKind::Presence, Bytes::from_static(b"{}")),
+            "a backlog may not"
+        );
+        assert!(m.is_closed());
+    }
+
+    #[test]
+    fn json_of_frames() {
+        let (frame, _) = crate::protocol::reply::message(&room("r"), "e", 1, "a", b"1", 2);
+        assert_eq!(frame_json(&frame)[0], b'{');
+        let big = crate::protocol::reply::error(
+            None,
+            crate::protocol::ErrorCode::BadRequest,
+            &"x".repeat(300),
+        );
+        assert_eq!(frame_json(&big)[0], b'{');
+    }
+}

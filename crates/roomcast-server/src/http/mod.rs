@@ -1,0 +1,295 @@
+//! HTTP served by hyper: everything that is not a WebSocket handshake on the first request
+//! of a connection.
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /healthz` | 200 while accepting, 503 while draining |
+//! | `GET /sse` | Server-Sent Events (`sse`) |
+//! | `GET /poll` | long-polling (`poll`) |
+//! | `POST /cmd` | the commands of an SSE or poll session (`cmd`) |
+//! | `/api/...` | the server HTTP API (`api`) |
+//! | `GET /echo` | a WebSocket upgrade on a keep-alive connection (with `--echo`) |
+
+mod api;
+mod cmd;
+pub(crate) mod member;
+mod poll;
+mod sse;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body as HttpBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use roomcast_ws::Role;
+use roomcast_ws::handshake::{Accept, validate_request};
+use roomcast_ws::tokio::WebSocket;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::echo;
+use crate::hub::RoomName;
+use crate::protocol::ErrorCode;
+use crate::worker::Worker;
+
+/// Every response body: whole, or streamed (SSE). Not `Send`: an SSE body holds its
+/// worker, and HTTP/1 connections run on their worker's thread.
+pub(crate) type Body = Pin<Box<dyn HttpBody<Data = Bytes, Error = Infallible>>>;
+
+/// Serves HTTP/1.1 on `io` until the client closes it.
+pub(crate) async fn serve<S>(io: S, worker: Rc<Worker>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = worker.shared.config.handshake_timeout();
+    let service = service_fn(move |req| {
+        let worker = worker.clone();
+        async move { Ok::<_, Infallible>(route(req, worker, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        debug!(error = %e, "http connection ended");
+    }
+}
+
+async fn route(req: Request<Incoming>, worker: Rc<Worker>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    match (req.method().clone(), path) {
+        (m, "/healthz") => healthz(&m, &worker),
+        (_, "/echo") if worker.shared.config.server.echo => upgrade(req, &worker),
+        (Method::GET, "/sse") => sse::open(req, worker),
+        (Method::GET, "/poll") => poll::poll(req, worker).await,
+        (Method::POST, "/cmd") => cmd::handle(req, worker).await,
+        (_, p) if p == "/api" || p.starts_with("/api/") => api::handle(req, worker, peer).await,
+        (_, "/sse" | "/poll" | "/cmd") => {
+            method_not_allowed(if path == "/cmd" { "POST" } else { "GET" })
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn healthz(method: &Method, worker: &Worker) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed("GET, HEAD");
+    }
+    if worker.shared.is_draining() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        text(StatusCode::OK, "ok\n")
+    }
+}
+
+/// A WebSocket handshake that arrived as a later request on a keep-alive connection:
+/// validated by the same rules, answered through hyper, then run on the upgraded stream.
+fn upgrade(req: Request<Incoming>, worker: &Worker) -> Response<Body> {
+    let offer = match validate_request(req.method(), req.version(), req.headers()) {
+        Ok(offer) => offer,
+        Err(e) => return e.to_response().map(|b| whole(Bytes::from(b))),
+    };
+    let config = worker.shared.config.driver();
+    tokio::task::spawn_local(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let ws = WebSocket::from_raw(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    config,
+                    BytesMut::new(),
+                );
+                if let Err(e) = echo::serve(ws).await {
+                    debug!(error = %e, "echo connection ended");
+                }
+            }
+            Err(e) => debug!(error = %e, "upgrade failed"),
+        }
+    });
+    offer
+        .accept_response(&Accept::default())
+        .map(|()| whole(Bytes::new()))
+}
+
+/// A whole body.
+pub(crate) fn whole(bytes: Bytes) -> Body {
+    Box::pin(Full::new(bytes))
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(whole(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(whole(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A refused request: its status and the `{"error":{"code","message"}}` body.
+#[derive(Debug)]
+pub(crate) struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 `bad_request`.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = json_response(self.status, body.to_string());
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// The HTTP error response: `{"error":{"code":"...","message":"..."}}`.
+pub(crate) fn error(status: StatusCode, code: &'static str, message: &str) -> Response<Body> {
+    HttpError::new(status, code, message).into_response()
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("use {allow}"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// The HTTP status for a protocol error code.
+pub(crate) fn status_of(code: &str) -> StatusCode {
+    match code {
+        c if c == ErrorCode::BadRequest.as_str() || c == ErrorCode::UnknownType.as_str() => {
+            StatusCode::BAD_REQUEST
+        }
+        c if c == ErrorCode::Unauthorized.as_str() => StatusCode::UNAUTHORIZED,
+        c if c == ErrorCode::Forbidden.as_str() => StatusCode::FORBIDDEN,
+        c if c == ErrorCode::NotFound.as_str() => StatusCode::NOT_FOUND,
+        c if c == ErrorCode::NotJoined.as_str() => StatusCode::CONFLICT,
+        c if c == ErrorCode::TooLarge.as_str() => StatusCode::PAYLOAD_TOO_LARGE,
+        c if c == ErrorCode::RateLimited.as_str() => StatusCode::TOO_MANY_REQUESTS,
+        c if c == ErrorCode::Unavailable.as_str() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    }
+}
+
+/// Reads a request body of at most `http.max_body_size` bytes.
+pub(crate) async fn read_body(req: Request<Incoming>, worker: &Worker) -> Result<Bytes, HttpError> {
+    let max = worker.shared.config.http.max_body_size;
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {max} bytes"),
+            ))
+        }
+        Err(e) => Err(HttpError::bad_request(format!("cannot read the body: {e}"))),
+    }
+}
+
+/// The decoded query parameters, in order (a name may repeat).
+pub(crate) fn query<B>(req: &Request<B>) -> Vec<(String, String)> {
+    let q = req.uri().query().unwrap_or_default();
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+/// The first value of a query parameter.
+pub(crate) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A client id given in a query string, checked like `hello`'s.
+pub(crate) fn client_id(q: &[(String, String)]) -> Result<String, HttpError> {
+    match param(q, "client") {
+        Some(c) if c.is_empty() || c.len() > 128 || c.chars().any(char::is_control) => Err(
+            HttpError::bad_request("`client` must be 1 to 128 bytes without control characters"),
+        ),
+        Some(c) => Ok(c.to_owned()),
+        None => Ok(format!("anon-{}", crate::random_id(6))),
+    }
+}
+
+/// Presence info given in a query string: a JSON object.
+pub(crate) fn presence_info(q: &[(String, String)]) -> Result<Option<Bytes>, HttpError> {
+    match param(q, "presence") {
+        None => Ok(None),
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v @ serde_json::Value::Object(_)) => Ok(Some(Bytes::from(v.to_string()))),
+            _ => Err(HttpError::bad_request("`presence` must be a JSON object")),
+        },
+    }
+}
+
+/// The `room` parameters, checked, without repeats.
+pub(crate) fn room_params(q: &[(String, String)]) -> Result<Vec<RoomName>, HttpError> {
+    let mut rooms: Vec<RoomName> = Vec::new();
+    for (k, v) in q.iter().filter(|(k, _)| k == "room") {
+        let _ = k;
+        let room = RoomName::new(v).map_err(|e| HttpError::bad_request(e.to_string()))?;
+        if !rooms.contains(&room) {
+            rooms.push(room);
+        }
+    }
+    Ok(rooms)
+}
+
+/// The answer to a new stream or session while the node drains.
+pub(crate) fn draining() -> HttpError {
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "this node is draining: reconnect to another one",
+    )
+}

@@ -1,0 +1,169 @@
+//! `GET /poll`: long-polling.
+//!
+//! The first poll (`/poll?room=a&room=b&client=alice`) opens a session; every poll answers
+//! `{"session":...,"cursor":...,"events":[...]}` as soon as there are events, or after the
+//! timeout with none. The next poll sends the cursor back (`/poll?cursor=...`): events up to
+//! it are then dropped, the rest (and new ones) returned. An answer lost on the way is
+//! therefore sent again, and nothing is returned twice once acknowledged. A cursor whose
+//! session has expired (or lives on another node) opens a new session that rejoins each
+//! room from the cursor's positions, with `since`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::value::RawValue;
+
+use super::member::{Cursor, EventKind, HttpKind, HttpMember};
+use super::sse::welcome;
+use super::{
+    Body, HttpError, client_id, draining, error, json_response, param, presence_info, query,
+    room_params,
+};
+use crate::worker::Worker;
+
+pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
+    let q = query(&req);
+    let config = &worker.shared.config.http;
+    let cursor = match param(&q, "cursor") {
+        Some(text) => match Cursor::decode(text) {
+            Some(c) => Some(c),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "this cursor is not one a poll returned",
+                );
+            }
+        },
+        None => None,
+    };
+    let timeout = param(&q, "timeout_ms")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(config.poll_timeout_ms)
+        .min(config.poll_timeout_ms);
+    let limit = param(&q, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(config.poll_max_events)
+        .clamp(1, config.poll_max_events);
+
+    let existing = cursor
+        .as_ref()
+        .and_then(|c| worker.shared.session(&c.session))
+        .filter(|m| m.kind == HttpKind::Poll && !m.is_closed());
+    let member = match existing {
+        Some(m) => m,
+        None => match open(&q, cursor.as_ref(), &worker) {
+            Ok(m) => m,
+            Err(e) => return e.into_response(),
+        },
+    };
+    member.touch();
+    // Everything up to the cursor arrived: drop it.
+    if let Some(c) = cursor.as_ref().filter(|c| *c.session == *member.session) {
+        let mut st = member.state();
+        while st.events.front().is_some_and(|e| e.seq <= c.seq) {
+            if let Some(e) = st.events.pop_front() {
+                st.bytes -= e.json.len();
+                st.positions.apply(&e);
+            }
+        }
+    }
+    // Wait for something to return (or the timeout: then the answer has no events).
+    let _ = tokio::time::timeout(
+        Duration::from_millis(timeout),
+        std::future::poll_fn(|cx| {
+            let mut st = member.state();
+            if !st.events.is_empty() || st.closed || worker.shared.is_draining() {
+                return Poll::Ready(());
+            }
+            st.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }),
+    )
+    .await;
+    member.touch();
+    answer(&member, limit)
+}
+
+/// Opens a session: the rooms asked for, and those of a cursor whose session is gone,
+/// joined from the cursor's positions.
+fn open(
+    q: &[(String, String)],
+    cursor: Option<&Cursor>,
+    worker: &Rc<Worker>,
+) -> Result<Arc<HttpMember>, HttpError> {
+    if worker.shared.is_draining() {
+        return Err(draining());
+    }
+    let mut rooms = room_params(q)?;
+    if let Some(c) = cursor {
+        for (room, _, _) in &c.positions.0 {
+            if !rooms.contains(room) {
+                rooms.push(room.clone());
+            }
+        }
+    }
+    let max = worker.shared.config.rooms.max_rooms_per_connection;
+    if rooms.len() > max {
+        return Err(HttpError::bad_request(format!("at most {max} rooms")));
+    }
+    let client = client_id(q)?;
+    let presence = presence_info(q)?;
+    let member = worker.register_http(HttpKind::Poll, Arc::from(client));
+    let heartbeat_ms = worker.shared.config.websocket.heartbeat_interval_ms;
+    member.push(
+        None,
+        EventKind::Welcome,
+        welcome(&member, &worker.shared.node_id, heartbeat_ms),
+    );
+    for room in rooms {
+        let since = cursor.and_then(|c| c.positions.since(&room));
+        worker.http_join(&member, room, presence.clone(), since, None, None);
+    }
+    Ok(member)
+}
+
+/// The answer: up to `limit` queued events (kept until the next cursor acknowledges them)
+/// and the cursor after the last one.
+fn answer(member: &HttpMember, limit: usize) -> Response<Body> {
+    let st = member.state();
+    let mut positions = st.positions.clone();
+    let mut seq = st
+        .events
+        .front()
+        .map_or(st.next_seq, |e| e.seq.saturating_sub(1));
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"session\":");
+    push_json_str(&mut out, &member.session);
+    out.push_str(",\"events\":[");
+    for (i, e) in st.events.iter().take(limit).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(std::str::from_utf8(&e.json).unwrap_or("null"));
+        positions.apply(e);
+        seq = e.seq;
+    }
+    let cursor = Cursor {
+        session: member.session.to_string(),
+        seq,
+        positions,
+    };
+    out.push_str("],\"cursor\":");
+    push_json_str(&mut out, &cursor.encode());
+    if st.closed {
+        out.push_str(",\"closed\":true");
+    }
+    out.push('}');
+    drop(st);
+    debug_assert!(serde_json::from_str::<&RawValue>(&out).is_ok(), "{out}");
+    json_response(StatusCode::OK, out)
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}

@@ -1,0 +1,200 @@
+//! `GET /sse?room=a&room=b&client=alice&presence={...}`: Server-Sent Events.
+//!
+//! The stream starts with a `welcome` event (whose `session` lets the client send commands
+//! with `POST /cmd?session=...`), then a `joined` per room and the room's `message` and
+//! `presence_diff` events, all carrying the same JSON as on `/ws`. Each `message` event's
+//! `id:` is the stream's position in every room (`room!epoch!offset,...`): a browser's
+//! `EventSource` sends it back as `Last-Event-ID` when it reconnects, and the new stream
+//! rejoins each room with `since`, so exactly the missed messages come first (or the
+//! `joined` event says `"recovered":false`). A comment line every `http.sse_heartbeat_ms`
+//! keeps proxies from closing an idle stream.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, header};
+use http_body::{Body as HttpBody, Frame};
+use hyper::body::Incoming;
+use tokio::time::Interval;
+
+use super::member::{Event, EventKind, HttpKind, HttpMember, Positions};
+use super::{Body, HttpError, client_id, draining, param, presence_info, query, room_params};
+use crate::protocol::JsonFrame;
+use crate::worker::Worker;
+
+/// Events put in one chunk of the response, at most.
+const BATCH_BYTES: usize = 64 * 1024;
+
+pub(super) fn open(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
+    match start(&req, worker) {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, HttpError> {
+    if worker.shared.is_draining() {
+        return Err(draining());
+    }
+    let q = query(req);
+    let rooms = room_params(&q)?;
+    let max = worker.shared.config.rooms.max_rooms_per_connection;
+    if rooms.len() > max {
+        return Err(HttpError::bad_request(format!("at most {max} rooms")));
+    }
+    let client = client_id(&q)?;
+    let presence = presence_info(&q)?;
+    // EventSource sends the last id as a header; polyfills may only manage a parameter.
+    let last_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| param(&q, "last_event_id").map(str::to_owned));
+    let resume = last_id
+        .as_deref()
+        .map(Positions::decode)
+        .unwrap_or_default();
+
+    let member = worker.register_http(HttpKind::Sse, Arc::from(client));
+    let heartbeat_ms = worker.shared.config.websocket.heartbeat_interval_ms;
+    member.push(
+        None,
+        EventKind::Welcome,
+        welcome(&member, &worker.shared.node_id, heartbeat_ms),
+    );
+    for room in rooms {
+        let since = resume.since(&room);
+        worker.http_join(&member, room, presence.clone(), since, None, None);
+    }
+    let period = Duration::from_millis(worker.shared.config.http.sse_heartbeat_ms);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let body = SseBody {
+        worker,
+        member,
+        positions: resume,
+        heartbeat,
+        started: false,
+    };
+    let mut resp: Response<Body> = Response::new(Box::pin(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    // Proxies must neither cache nor buffer a stream.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// The `welcome` event: the same object as on `/ws`, with the session to send commands with.
+pub(crate) fn welcome(member: &HttpMember, node: &str, heartbeat_ms: u64) -> Bytes {
+    let mut f = JsonFrame::with_capacity(128);
+    f.raw(b"{\"type\":\"welcome\",\"client\":")
+        .string(&member.client);
+    f.raw(b",\"session\":")
+        .string(&member.session)
+        .raw(b",\"node\":")
+        .string(node);
+    f.raw(b",\"heartbeat_ms\":").number(heartbeat_ms).raw(b"}");
+    super::member::frame_json(&f.frame())
+}
+
+/// The response body: the member's events as they come.
+struct SseBody {
+    worker: Rc<Worker>,
+    member: Arc<HttpMember>,
+    positions: Positions,
+    heartbeat: Interval,
+    started: bool,
+}
+
+impl SseBody {
+    fn write_event(&mut self, out: &mut BytesMut, event: &Event) {
+        if matches!(
+            event.kind,
+            EventKind::Message { .. } | EventKind::Joined { .. }
+        ) {
+            self.positions.apply(event);
+            out.put_slice(b"id: ");
+            out.put_slice(self.positions.encode().as_bytes());
+            out.put_slice(b"\n");
+        }
+        out.put_slice(b"event: ");
+        out.put_slice(event.name().as_bytes());
+        out.put_slice(b"\ndata: ");
+        // JSON has line breaks only as whitespace, which a space replaces; an SSE data
+        // line cannot hold one.
+        for &b in event.json.iter() {
+            out.put_u8(if b == b'\n' || b == b'\r' { b' ' } else { b });
+        }
+        out.put_slice(b"\n\n");
+    }
+}
+
+impl HttpBody for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let mut out = BytesMut::new();
+        if !self.started {
+            self.started = true;
+            // Reconnect after 1 s rather than the browser's default 3 s.
+            out.put_slice(b"retry: 1000\n\n");
+        }
+        let mut closed = false;
+        let mut taken = Vec::new();
+        {
+            let mut st = self.member.state();
+            let mut size = 0;
+            while size < BATCH_BYTES {
+                let Some(event) = st.events.pop_front() else {
+                    break;
+                };
+                st.bytes -= event.json.len();
+                size += event.json.len();
+                taken.push(event);
+            }
+            if taken.is_empty() {
+                closed = st.closed;
+                if !closed {
+                    st.waker = Some(cx.waker().clone());
+                }
+            }
+        }
+        for event in &taken {
+            self.write_event(&mut out, event);
+        }
+        if !out.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+        }
+        if closed || self.worker.shared.is_draining() {
+            return Poll::Ready(None);
+        }
+        if self.heartbeat.poll_tick(cx).is_ready() {
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                b": keepalive\n\n",
+            )))));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for SseBody {
+    /// The stream ended (the client went away, or we closed it): the member leaves its
+    /// rooms now, so its presence ends with the stream.
+    fn drop(&mut self) {
+        self.worker.remove_http(&self.member);
+    }
+}
