@@ -376,3 +376,48 @@ async fn next_json(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildS
         .expect("stdout ended");
     serde_json::from_str(&line).unwrap()
 }
+
+#[tokio::test]
+async fn publish_over_the_http_api() {
+    let s = Serve::start().await;
+    let base = format!("http://{}", s.1);
+    let (code, out, err) = run(
+        &[
+            "publish",
+            &base,
+            "--room",
+            "api-room",
+            "--id",
+            "k",
+            "over http",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "published to api-room at offset 1"),
+        "{err}"
+    );
+    let (code, out, _) = run(
+        &[
+            "publish",
+            &base,
+            "--room",
+            "api-room",
+            "--id",
+            "k",
+            "over http",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "published to api-room at offset 1"),
+        "the same key, the same offset"
+    );
+    let (code, _, err) = run(&["publish", &base, "--room", "bad room", "x"], "").await;
+    assert_eq!(code, 4);
+    assert!(err.contains("400"), "{err}");
+}

@@ -49,8 +49,201 @@ pub struct FanoutArgs {
     /// Open loop instead: publish at this many messages per second.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// How the subscribers receive (the roomcast protocol only): WebSocket, Server-Sent
+    /// Events (`/sse`) or long-polling (`/poll`) on the same host.
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// How subscribers receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// WebSocket.
+    Ws,
+    /// Server-Sent Events.
+    Sse,
+    /// Long-polling.
+    Poll,
+}
+
+/// What one subscriber counts.
+struct Tally {
+    key: &'static [u8],
+    base: Instant,
+    expected: u64,
+    got: u64,
+    lost: u64,
+    reordered: u64,
+    hist: hdrhistogram::Histogram<u64>,
+}
+
+impl Tally {
+    fn new(key: &'static [u8], base: Instant) -> Self {
+        Self {
+            key,
+            base,
+            expected: 1,
+            got: 0,
+            lost: 0,
+            reordered: 0,
+            hist: histogram(),
+        }
+    }
+
+    /// Counts one message's JSON text; false if it carried no sequence number.
+    fn message(&mut self, t: &[u8]) -> bool {
+        let Some(seq) = field_u64(t, self.key) else {
+            return false;
+        };
+        if seq > self.expected {
+            self.lost += seq - self.expected;
+        } else if seq < self.expected {
+            self.reordered += 1;
+        }
+        self.expected = seq + 1;
+        self.got += 1;
+        if let Some(sent) = field_u64(t, b"\"t\":") {
+            let _ = self.hist.record(
+                (self.base.elapsed().as_nanos() as u64)
+                    .saturating_sub(sent)
+                    .max(1),
+            );
+        }
+        true
+    }
+}
+
+type Ready = tokio::sync::mpsc::UnboundedSender<Result<(), String>>;
+
+/// A WebSocket subscriber (the roomcast protocol with a room, else raw).
+#[allow(clippy::too_many_arguments)]
+async fn subscribe_ws(
+    target: &Target,
+    source: Option<std::net::IpAddr>,
+    room: Option<&str>,
+    i: usize,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    ready: &Ready,
+    total: u64,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let opened = async {
+        let mut ws = dial(target, source).await?;
+        let at = match room {
+            Some(room) => join(&mut ws, room, &format!("sub-{i}")).await?,
+            None => 0,
+        };
+        Ok::<_, roomcast_ws::tokio::Error>((ws, at))
+    }
+    .await;
+    drop(permit);
+    let (mut ws, joined_at) = opened.map_err(|e| e.to_string())?;
+    tally.expected = joined_at + 1;
+    let _ = ready.send(Ok(()));
+    while tally.got < total {
+        let Some(Ok(msg)) = ws.recv().await else {
+            break;
+        };
+        let t = match &msg {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => &b[..],
+            _ => continue,
+        };
+        if room.is_some() && !t.starts_with(br#"{"type":"message""#) {
+            continue;
+        }
+        tally.message(t);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+    Ok(())
+}
+
+/// An SSE or long-poll subscriber of `room`.
+#[allow(clippy::too_many_arguments)]
+async fn subscribe_http(
+    target: &Target,
+    transport: Transport,
+    room: &str,
+    i: usize,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    ready: &Ready,
+    total: u64,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", target.authority);
+    let mut joined = false;
+    let on_event = |tally: &mut Tally, kind: &[u8], json: &[u8], joined: &mut bool| match kind {
+        b"joined" => {
+            tally.expected = field_u64(json, b"\"offset\":").unwrap_or(0) + 1;
+            *joined = true;
+            let _ = ready.send(Ok(()));
+        }
+        b"message" => {
+            tally.message(json);
+        }
+        _ => {}
+    };
+    if transport == Transport::Sse {
+        use futures_util::StreamExt;
+        let resp = http
+            .get(format!("{base}/sse?room={room}&client=sub-{i}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(permit);
+        let mut body = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while tally.got < total {
+            let Some(Ok(chunk)) = body.next().await else {
+                break;
+            };
+            buf.extend_from_slice(&chunk);
+            // Events end with a blank line; the JSON is on the `data:` line.
+            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = buf.drain(..end + 2).collect();
+                let line = |name: &[u8]| {
+                    let at = event.windows(name.len()).position(|w| w == name)? + name.len();
+                    let rest = &event[at..];
+                    Some(
+                        rest[..rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len())]
+                            .to_vec(),
+                    )
+                };
+                if let (Some(kind), Some(data)) = (line(b"event: "), line(b"data: ")) {
+                    on_event(tally, &kind, &data, &mut joined);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let mut url = format!("{base}/poll?room={room}&client=sub-{i}&timeout_ms=20000");
+    let mut permit = Some(permit);
+    while tally.got < total {
+        let answer: serde_json::Value = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        permit.take();
+        for e in answer["events"].as_array().into_iter().flatten() {
+            let kind = e["type"].as_str().unwrap_or_default();
+            on_event(
+                tally,
+                kind.as_bytes(),
+                e.to_string().as_bytes(),
+                &mut joined,
+            );
+        }
+        let cursor = answer["cursor"].as_str().unwrap_or_default();
+        url = format!("{base}/poll?cursor={cursor}&timeout_ms=20000");
+    }
+    Ok(())
 }
 
 /// What the subscribers saw, all together.
@@ -97,58 +290,38 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
             ready_tx.clone(),
             args.messages,
         );
+        let transport = args.transport;
         subscribers.push(tokio::spawn(async move {
-            let opened = async {
-                let mut ws = dial(&target, source(i, sources)).await?;
-                let at = match &room {
-                    Some(room) => join(&mut ws, room, &format!("sub-{i}")).await?,
-                    None => 0,
-                };
-                Ok::<_, roomcast_ws::tokio::Error>((ws, at))
-            }
-            .await;
-            drop(permit);
-            let (mut ws, joined_at) = match opened {
-                Ok(o) => o,
-                Err(e) => return drop(ready.send(Err(e.to_string()))),
+            let mut tally = Tally::new(seq_key, base);
+            let result = match transport {
+                Transport::Ws => {
+                    subscribe_ws(
+                        &target,
+                        source(i, sources),
+                        room.as_deref(),
+                        i,
+                        permit,
+                        &ready,
+                        total,
+                        &mut tally,
+                    )
+                    .await
+                }
+                Transport::Sse | Transport::Poll => {
+                    let room = room.unwrap_or_default();
+                    subscribe_http(
+                        &target, transport, &room, i, permit, &ready, total, &mut tally,
+                    )
+                    .await
+                }
             };
-            let _ = ready.send(Ok(()));
-            let mut hist = histogram();
-            let mut expected = joined_at + 1;
-            let mut got = 0;
-            while got < total {
-                let Some(Ok(msg)) = ws.recv().await else {
-                    break;
-                };
-                let t = match &msg {
-                    Message::Text(t) => t.as_bytes(),
-                    Message::Binary(b) => &b[..],
-                    _ => continue,
-                };
-                if room.is_some() && !t.starts_with(br#"{"type":"message""#) {
-                    continue;
-                }
-                let Some(seq) = field_u64(t, seq_key) else {
-                    continue;
-                };
-                if seq > expected {
-                    seen.lost.fetch_add(seq - expected, Ordering::Relaxed);
-                } else if seq < expected {
-                    seen.reordered.fetch_add(1, Ordering::Relaxed);
-                }
-                expected = seq + 1;
-                got += 1;
-                if let Some(sent) = field_u64(t, b"\"t\":") {
-                    let _ = hist.record(
-                        (base.elapsed().as_nanos() as u64)
-                            .saturating_sub(sent)
-                            .max(1),
-                    );
-                }
+            if let Err(e) = result {
+                let _ = ready.send(Err(e));
             }
-            seen.received.fetch_add(got, Ordering::Relaxed);
-            let _ = latency.lock().await.add(&hist);
-            let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+            seen.received.fetch_add(tally.got, Ordering::Relaxed);
+            seen.lost.fetch_add(tally.lost, Ordering::Relaxed);
+            seen.reordered.fetch_add(tally.reordered, Ordering::Relaxed);
+            let _ = latency.lock().await.add(&tally.hist);
         }));
     }
     drop(ready_tx);

@@ -9,14 +9,15 @@ use serde_json::{Value, json};
 
 use super::{Outcome, ws_config};
 
-/// Options of `roomcast publish`.
+/// Options of `roomcast publish`. With an `http://` URL (the server's base URL) the
+/// message goes through the HTTP API (`POST /api/publish`) instead of a WebSocket.
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Exit codes: 0 acknowledged (the message is in the room's history), 1 connection failed, \
 2 bad arguments, 3 connection lost before the ack, 4 refused (the error is printed)."
 )]
 pub struct PublishArgs {
-    /// The roomcast protocol URL, e.g. ws://127.0.0.1:8080/ws.
+    /// ws://HOST:PORT/ws (the roomcast protocol), or http://HOST:PORT (the HTTP API).
     pub url: String,
     /// The room.
     #[arg(long)]
@@ -38,6 +39,9 @@ pub struct PublishArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// The API key, for an http:// URL (api.key of the server).
+    #[arg(long, env = "ROOMCAST_API_KEY")]
+    pub api_key: Option<String>,
 }
 
 /// Runs `roomcast publish`.
@@ -53,6 +57,9 @@ pub async fn publish(args: PublishArgs) -> Outcome {
     } else {
         Value::String(args.data.clone())
     };
+    if args.url.starts_with("http://") || args.url.starts_with("https://") {
+        return over_api(&args, data).await;
+    }
     let run = async {
         let (mut ws, _) =
             match connect_with(&args.url, &ClientOptions::default(), ws_config()).await {
@@ -115,4 +122,47 @@ pub async fn publish(args: PublishArgs) -> Outcome {
             Outcome::Lost
         }
     }
+}
+
+/// Publishes through `POST /api/publish`.
+async fn over_api(args: &PublishArgs, data: Value) -> Outcome {
+    let mut body = json!({"room": args.room, "data": data, "from": args.client});
+    if let Some(id) = &args.id {
+        body["id"] = json!(id);
+    }
+    let url = format!("{}/api/publish", args.url.trim_end_matches('/'));
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .timeout(Duration::from_secs_f64(args.timeout.max(0.1)));
+    if let Some(key) = &args.api_key {
+        req = req.bearer_auth(key);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roomcast publish: {e}");
+            return Outcome::ConnectFailed;
+        }
+    };
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        eprintln!(
+            "roomcast publish: {status}: {}: {}",
+            v["error"]["code"].as_str().unwrap_or("error"),
+            v["error"]["message"].as_str().unwrap_or("")
+        );
+        return Outcome::Refused;
+    }
+    let offset = &v["results"][0]["offset"];
+    if args.json {
+        println!(
+            "{}",
+            json!({"type": "ack", "room": args.room, "offset": offset})
+        );
+    } else {
+        println!("published to {} at offset {offset}", args.room);
+    }
+    Outcome::Done
 }
