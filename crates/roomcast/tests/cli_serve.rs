@@ -315,6 +315,39 @@ fn bench_connect_echo_and_fanout_against_a_real_server() {
 }
 
 #[test]
+fn bench_fanout_over_sse_and_long_polling() {
+    let serve = Serve::start(&[]);
+    let url = format!("ws://{}/ws", serve.addr);
+    for transport in ["sse", "poll"] {
+        let r = bench(&[
+            "fanout",
+            "--url",
+            &url,
+            "--transport",
+            transport,
+            "-n",
+            "20",
+            "-m",
+            "30",
+            "--rate",
+            "100",
+            "--room",
+            transport,
+        ]);
+        assert_eq!(
+            (
+                r["deliveries"].as_u64(),
+                r["lost"].as_u64(),
+                r["out_of_order"].as_u64()
+            ),
+            (Some(20 * 30), Some(0), Some(0)),
+            "{transport}: {r}"
+        );
+        assert!(r["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
 fn bench_refuses_targets_outside_loopback() {
     let out = Command::new(BIN)
         .args([
