@@ -20,16 +20,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::member::frame_json;
-use super::{Body, HttpError, error, json_response, param, query, read_body, status_of};
+use super::{
+    Body, HttpError, error, json_response, method_not_allowed, param, query, read_json, status_of,
+};
 use crate::hub::RoomName;
-use crate::protocol::SincePos;
+use crate::protocol::{ErrorCode, SincePos};
 use crate::worker::{HomeMsg, LocalMsg, Worker};
 
 /// The OpenAPI description served at `/api/openapi.json`.
@@ -103,19 +105,11 @@ pub(super) async fn handle(
         }
         ("POST", ["disconnect"]) => disconnect(req, worker).await,
         (_, ["publish"] | ["rooms"] | ["rooms", _, "presence" | "history"] | ["disconnect"]) => {
-            let allow = if segments[0] == "rooms" {
+            method_not_allowed(if segments[0] == "rooms" {
                 "GET"
             } else {
                 "POST"
-            };
-            let mut resp = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                &format!("use {allow}"),
-            );
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-            resp
+            })
         }
         _ => error(
             StatusCode::NOT_FOUND,
@@ -198,7 +192,9 @@ fn answer(frame: &Bytes) -> Response<Body> {
     let json = frame_json(frame);
     let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
     if value["type"] == "error" {
-        let code = known_code(value["code"].as_str().unwrap_or_default());
+        let code = ErrorCode::parse(value["code"].as_str().unwrap_or_default())
+            .unwrap_or(ErrorCode::BadRequest)
+            .as_str();
         return error(
             status_of(code),
             code,
@@ -206,26 +202,6 @@ fn answer(frame: &Bytes) -> Response<Body> {
         );
     }
     json_response(StatusCode::OK, json)
-}
-
-/// The protocol's error code, as the static name the API answers with.
-fn known_code(code: &str) -> &'static str {
-    use crate::protocol::ErrorCode::*;
-    [
-        BadRequest,
-        UnknownType,
-        Unauthorized,
-        Forbidden,
-        NotJoined,
-        NotFound,
-        TooLarge,
-        RateLimited,
-        Unavailable,
-    ]
-    .into_iter()
-    .map(|c| c.as_str())
-    .find(|c| *c == code)
-    .unwrap_or("bad_request")
 }
 
 async fn read_room(
@@ -245,29 +221,18 @@ async fn read_room(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishBody<'a> {
+struct PublishBody {
     room: Option<String>,
     rooms: Option<Vec<String>>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    data: Option<Box<RawValue>>,
     id: Option<String>,
     from: Option<String>,
 }
 
 async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
-    let body = match read_body(req, &worker).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let parsed: PublishBody<'_> = match serde_json::from_slice(&body) {
+    let parsed: PublishBody = match read_json(req, &worker).await {
         Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("invalid body: {e}"),
-            );
-        }
+        Err(e) => return e.into_response(),
     };
     let Some(data) = parsed.data else {
         return error(
@@ -389,19 +354,9 @@ struct DisconnectBody {
 }
 
 async fn disconnect(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
-    let body = match read_body(req, &worker).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let parsed: DisconnectBody = match serde_json::from_slice(&body) {
+    let parsed: DisconnectBody = match read_json(req, &worker).await {
         Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("invalid body: {e}"),
-            );
-        }
+        Err(e) => return e.into_response(),
     };
     let code = parsed.code.unwrap_or(4003);
     if !(code == 1000 || (4000..=4999).contains(&code)) {

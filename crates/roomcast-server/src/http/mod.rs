@@ -192,7 +192,7 @@ pub(crate) fn error(status: StatusCode, code: &'static str, message: &str) -> Re
     HttpError::new(status, code, message).into_response()
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut resp = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -203,21 +203,11 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     resp
 }
 
-/// The HTTP status for a protocol error code.
+/// The HTTP status for a protocol error code (200 for anything else).
 pub(crate) fn status_of(code: &str) -> StatusCode {
-    match code {
-        c if c == ErrorCode::BadRequest.as_str() || c == ErrorCode::UnknownType.as_str() => {
-            StatusCode::BAD_REQUEST
-        }
-        c if c == ErrorCode::Unauthorized.as_str() => StatusCode::UNAUTHORIZED,
-        c if c == ErrorCode::Forbidden.as_str() => StatusCode::FORBIDDEN,
-        c if c == ErrorCode::NotFound.as_str() => StatusCode::NOT_FOUND,
-        c if c == ErrorCode::NotJoined.as_str() => StatusCode::CONFLICT,
-        c if c == ErrorCode::TooLarge.as_str() => StatusCode::PAYLOAD_TOO_LARGE,
-        c if c == ErrorCode::RateLimited.as_str() => StatusCode::TOO_MANY_REQUESTS,
-        c if c == ErrorCode::Unavailable.as_str() => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::OK,
-    }
+    ErrorCode::parse(code)
+        .and_then(|c| StatusCode::from_u16(c.http_status()).ok())
+        .unwrap_or(StatusCode::OK)
 }
 
 /// Reads a request body of at most `http.max_body_size` bytes.
@@ -237,6 +227,15 @@ pub(crate) async fn read_body(req: Request<Incoming>, worker: &Worker) -> Result
         }
         Err(e) => Err(HttpError::bad_request(format!("cannot read the body: {e}"))),
     }
+}
+
+/// Reads a request body and parses it as JSON into `T`.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    worker: &Worker,
+) -> Result<T, HttpError> {
+    let body = read_body(req, worker).await?;
+    serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("invalid body: {e}")))
 }
 
 /// The decoded query parameters, in order (a name may repeat).

@@ -26,6 +26,38 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 9] = [
+        Self::BadRequest,
+        Self::UnknownType,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotJoined,
+        Self::NotFound,
+        Self::TooLarge,
+        Self::RateLimited,
+        Self::Unavailable,
+    ];
+
+    /// The code with this wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The HTTP status an error reply with this code gets over HTTP.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest | Self::UnknownType => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::NotJoined => 409,
+            Self::TooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Unavailable => 503,
+        }
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -136,7 +136,33 @@ pub fn presence<'a>(
         .reference(r)
         .raw(b",\"room\":")
         .string(room.as_str());
-    f.raw(b",\"members\":[");
+    f.raw(b",\"members\":");
+    member_list(&mut f, members);
+    f.raw(b"}");
+    f.frame()
+}
+
+/// The `presence_diff` push.
+pub fn presence_diff(room: &RoomName, joined: &[(Arc<str>, Bytes)], left: &[Arc<str>]) -> Bytes {
+    let mut f = JsonFrame::with_capacity(64 + 48 * (joined.len() + left.len()));
+    f.raw(b"{\"type\":\"presence_diff\",\"room\":")
+        .string(room.as_str())
+        .raw(b",\"joined\":");
+    member_list(&mut f, joined.iter().map(|(c, i)| (c, i)));
+    f.raw(b",\"left\":[");
+    for (i, client) in left.iter().enumerate() {
+        if i > 0 {
+            f.raw(b",");
+        }
+        f.raw(b"{\"client\":").string(client).raw(b"}");
+    }
+    f.raw(b"]}");
+    f.frame()
+}
+
+/// `[{"client":...,"info":...},...]`.
+fn member_list<'a>(f: &mut JsonFrame, members: impl Iterator<Item = (&'a Arc<str>, &'a Bytes)>) {
+    f.raw(b"[");
     for (i, (client, info)) in members.enumerate() {
         if i > 0 {
             f.raw(b",");
@@ -147,35 +173,7 @@ pub fn presence<'a>(
             .raw(info)
             .raw(b"}");
     }
-    f.raw(b"]}");
-    f.frame()
-}
-
-/// The `presence_diff` push.
-pub fn presence_diff(room: &RoomName, joined: &[(Arc<str>, Bytes)], left: &[Arc<str>]) -> Bytes {
-    let mut f = JsonFrame::with_capacity(64 + 48 * (joined.len() + left.len()));
-    f.raw(b"{\"type\":\"presence_diff\",\"room\":")
-        .string(room.as_str())
-        .raw(b",\"joined\":[");
-    for (i, (client, info)) in joined.iter().enumerate() {
-        if i > 0 {
-            f.raw(b",");
-        }
-        f.raw(b"{\"client\":")
-            .string(client)
-            .raw(b",\"info\":")
-            .raw(info)
-            .raw(b"}");
-    }
-    f.raw(b"],\"left\":[");
-    for (i, client) in left.iter().enumerate() {
-        if i > 0 {
-            f.raw(b",");
-        }
-        f.raw(b"{\"client\":").string(client).raw(b"}");
-    }
-    f.raw(b"]}");
-    f.frame()
+    f.raw(b"]");
 }
 
 /// `{"type":"history","messages":[...]}` from the messages' JSON texts.
