@@ -107,7 +107,13 @@ impl Outbox {
     /// Releases the spare capacity a burst left behind, so an idle connection keeps at
     /// most a few slots.
     pub fn shrink(&mut self) {
-        if self.queue.is_empty() && self.queue.capacity() > 4 {
+        self.shrink_to(4);
+    }
+
+    /// When nothing waits and more than `keep` slots are allocated, releases them all:
+    /// `shrink_to(0)` leaves an idle outbox owning no memory.
+    pub fn shrink_to(&mut self, keep: usize) {
+        if self.queue.is_empty() && self.queue.capacity() > keep {
             self.queue = VecDeque::new();
         }
     }
@@ -116,6 +122,25 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shrink_keeps_a_busy_queue_and_frees_an_idle_one() {
+        let mut o = Outbox::new();
+        for _ in 0..16 {
+            o.push(Bytes::from_static(b"x"));
+        }
+        o.shrink_to(0);
+        assert_eq!(o.len(), 16, "a queue holding frames is never shrunk");
+        o.advance(16);
+        o.shrink_to(64);
+        assert!(o.queue.capacity() >= 16, "slots under the bound are kept");
+        o.shrink();
+        assert_eq!(o.queue.capacity(), 0, "over 4 slots: freed");
+        o.push(Bytes::from_static(b"x"));
+        o.advance(1);
+        o.shrink_to(0);
+        assert_eq!(o.queue.capacity(), 0);
+    }
 
     #[test]
     fn advance_across_buffers() {

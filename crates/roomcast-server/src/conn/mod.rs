@@ -25,6 +25,22 @@ use crate::worker::{ConnKey, Worker};
 const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
 /// Buffers per vectored write.
 const MAX_IOV: usize = 64;
+/// Outbox slots a connection keeps between writes (see `flush` and `release_idle`).
+const BUSY_SLOTS: usize = 64;
+/// Queued frames totalling at most this many bytes are copied into one buffer for a
+/// plain write rather than handed to `writev` (see `flush`).
+const GATHER_MAX: usize = 16 * 1024;
+
+thread_local! {
+    /// Each worker thread's buffer for gathering small frames before a write.
+    static GATHER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(GATHER_MAX));
+}
+
+/// The total length of `slices` when it is small enough to gather into one buffer.
+fn gather_len(slices: &[IoSlice<'_>]) -> Option<usize> {
+    let len = slices.iter().map(|s| s.len()).sum();
+    (len <= GATHER_MAX).then_some(len)
+}
 
 /// Which room namespace a membership is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -299,7 +315,19 @@ impl Conn {
                 _ => {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let n = out.io_slices(&mut slices);
-                    self.io.try_write_vectored(&slices[..n])
+                    match gather_len(&slices[..n]) {
+                        // Small frames: one copy into a contiguous buffer and a plain
+                        // write cost less than the kernel's walk over as many iovecs.
+                        Some(len) => GATHER.with_borrow_mut(|buf| {
+                            buf.clear();
+                            buf.reserve(len);
+                            for slice in &slices[..n] {
+                                buf.extend_from_slice(slice);
+                            }
+                            self.io.try_write(buf)
+                        }),
+                        None => self.io.try_write_vectored(&slices[..n]),
+                    }
                 }
             };
             match written {
@@ -317,9 +345,22 @@ impl Conn {
                 Err(e) => return self.failed(e),
             }
         }
-        out.shrink();
+        // A connection that just took a burst will likely take another: keep the slots
+        // (growing them again costs allocations per batch); the sweeper frees them once
+        // the connection is idle.
+        out.shrink_to(BUSY_SLOTS);
         self.want_write.set(false);
         Ok(())
+    }
+
+    /// Frees the outbox's slots when nothing is queued (called by the sweeper, so a
+    /// connection that went quiet owns no queue memory).
+    pub(crate) fn release_idle(&self) {
+        if !self.dirty.get()
+            && let Ok(mut ws) = self.ws.try_borrow_mut()
+        {
+            ws.outbox().shrink_to(0);
+        }
     }
 
     fn failed(&self, e: io::Error) -> io::Result<()> {

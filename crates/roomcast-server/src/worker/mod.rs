@@ -434,6 +434,7 @@ impl Worker {
                 conn.wake();
                 continue;
             }
+            conn.release_idle();
             if !conn.heartbeat(self, now) {
                 Stats::add(&self.shared.stats.heartbeat_timeouts, 1);
                 tracing::debug!(conn = ?conn.key, "no pong within the heartbeat timeout");
