@@ -132,3 +132,51 @@ async fn a_message_larger_than_the_queue_bound_is_still_delivered() {
         assert_eq!(ws.recv().await.unwrap().unwrap(), big);
     }
 }
+
+/// Reads of 8 KiB or more that start a frame are handed to the connection without a copy;
+/// a frame cut after such a read, small reads and several frames in one read must all
+/// come back intact, in order.
+#[tokio::test]
+async fn large_reads_cut_anywhere_are_echoed_intact() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(|_| {}).await;
+    let mut c = RawClient::connect(s.addr, "/echo").await;
+    let payload = |len: usize, seed: u8| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    };
+    // A 40 KiB frame, its first 12 KiB alone (handed over, then left unfinished).
+    let big = payload(40 * 1024, 1);
+    let wire = common::masked_frame(0x82, &big);
+    c.stream.write_all(&wire[..12 * 1024]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    c.stream.write_all(&wire[12 * 1024..]).await.unwrap();
+    assert_eq!(c.next_frame().await, Some((OpCode::Binary, big)));
+    // Three frames in one write: 9 KiB, 100 B and 20 KiB.
+    let (a, b, d) = (payload(9 * 1024, 2), payload(100, 3), payload(20 * 1024, 4));
+    let mut wire = common::masked_frame(0x82, &a);
+    wire.extend(common::masked_frame(0x82, &b));
+    wire.extend(common::masked_frame(0x82, &d));
+    c.stream.write_all(&wire).await.unwrap();
+    for expected in [a, b, d] {
+        assert_eq!(c.next_frame().await, Some((OpCode::Binary, expected)));
+    }
+    // A small piece first (copied), then the rest of a large frame.
+    let e = payload(30 * 1024, 5);
+    let wire = common::masked_frame(0x82, &e);
+    c.stream.write_all(&wire[..100]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    c.stream.write_all(&wire[100..]).await.unwrap();
+    assert_eq!(c.next_frame().await, Some((OpCode::Binary, e)));
+    // 200 frames of 10 KiB back to back: reads land in and across scratch allocations.
+    let frames: Vec<Vec<u8>> = (0..200).map(|i| payload(10 * 1024, i as u8)).collect();
+    let wire: Vec<u8> = frames
+        .iter()
+        .flat_map(|f| common::masked_frame(0x82, f))
+        .collect();
+    c.stream.write_all(&wire).await.unwrap();
+    for expected in frames {
+        assert_eq!(c.next_frame().await, Some((OpCode::Binary, expected)));
+    }
+}

@@ -11,7 +11,11 @@ use tokio::time::Instant;
 
 use super::{Conn, raw, ws};
 use crate::hub::RoomName;
-use crate::worker::{MAX_INFLIGHT, Worker};
+use crate::worker::{MAX_INFLIGHT, SCRATCH_SIZE, Worker};
+
+/// Reads of at least this many bytes that start a frame are handed to the connection
+/// without a copy; smaller ones are copied (cheap, and nothing small pins the scratch).
+const HAND_OVER_MIN: usize = 8 * 1024;
 
 /// What the connection speaks.
 #[derive(Debug)]
@@ -74,10 +78,16 @@ pub(crate) async fn run(worker: Rc<Worker>, conn: Rc<Conn>, endpoint: Endpoint) 
 /// Reads what the socket has, handles every complete message, and writes the replies.
 fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
     let mut got = false;
+    // The read buffer holds bytes handed over from the worker's scratch allocation.
+    let mut lent = false;
     {
         let mut scratch = worker.scratch.borrow_mut();
         loop {
-            match conn.io.try_read(&mut scratch) {
+            if scratch.capacity() < SCRATCH_SIZE / 2 {
+                *scratch = BytesMut::with_capacity(SCRATCH_SIZE);
+            }
+            let room = scratch.capacity();
+            match conn.io.try_read_buf(&mut *scratch) {
                 Ok(0) => {
                     // The peer closed without a close frame (1006).
                     conn.dead.set(true);
@@ -85,8 +95,17 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
                 }
                 Ok(n) => {
                     got = true;
-                    conn.rbuf.borrow_mut().extend_from_slice(&scratch[..n]);
-                    if n < scratch.len() {
+                    let mut rbuf = conn.rbuf.borrow_mut();
+                    if rbuf.is_empty() && n >= HAND_OVER_MIN {
+                        // A large read starting a frame: hand the bytes over instead of
+                        // copying them; the scratch keeps the rest of its allocation.
+                        *rbuf = scratch.split();
+                        lent = true;
+                    } else {
+                        rbuf.extend_from_slice(&scratch);
+                        scratch.clear();
+                    }
+                    if n < room {
                         // A short read drained the socket. Mark it not readable now,
                         // without the read that would return EAGAIN: tokio clears the
                         // readiness only if no newer event arrived meanwhile, so data
@@ -112,6 +131,14 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
         conn.busy.set(true);
         process(worker, conn, endpoint);
         conn.busy.set(false);
+        if lent {
+            // An unfinished frame must not keep the shared allocation alive while the
+            // connection waits for the rest: it moves to a buffer of its own.
+            let mut rbuf = conn.rbuf.borrow_mut();
+            if !rbuf.is_empty() {
+                *rbuf = BytesMut::from(&rbuf[..]);
+            }
+        }
         let _ = conn.flush();
     }
 }

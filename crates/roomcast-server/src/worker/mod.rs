@@ -41,8 +41,8 @@ use crate::hub::{Room, RoomName};
 use crate::server::Shared;
 use crate::stats::Stats;
 
-/// The per-worker read buffer.
-const SCRATCH_SIZE: usize = 64 * 1024;
+/// The per-worker read buffer's size: reads go into it, then to the connection.
+pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
 /// Requests one connection may have waiting at home workers before its reads pause.
 pub(crate) const MAX_INFLIGHT: u32 = 1024;
 
@@ -73,7 +73,9 @@ pub(crate) struct Worker {
     flush_now: Notify,
     /// Signalled when the last connection is gone (for drain).
     empty: Notify,
-    pub scratch: RefCell<Box<[u8]>>,
+    /// Where reads land (see `conn::run::read`): the unused tail of a
+    /// `SCRATCH_SIZE` allocation.
+    pub scratch: RefCell<BytesMut>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -127,7 +129,7 @@ impl Worker {
             dirty: RefCell::new(Vec::new()),
             flush_now: Notify::new(),
             empty: Notify::new(),
-            scratch: RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice()),
+            scratch: RefCell::new(BytesMut::with_capacity(SCRATCH_SIZE)),
         }
     }
 
