@@ -242,9 +242,12 @@ async fn idempotent_api_publish_and_disconnect() {
     let mut watcher = Client::hello(s.addr, "watcher").await;
     watcher.join("idem").await;
     let body = json!({"room": "idem", "data": "once", "id": "k-7"});
-    let (_, a) = api(s.addr, "POST", "/api/publish", Some(body.clone())).await;
-    let (_, b) = api(s.addr, "POST", "/api/publish", Some(body)).await;
-    assert_eq!(a["results"][0]["offset"], b["results"][0]["offset"]);
+    let (sa, a) = api(s.addr, "POST", "/api/publish", Some(body.clone())).await;
+    let (sb, b) = api(s.addr, "POST", "/api/publish", Some(body)).await;
+    assert_eq!((sa, sb), (200, 200), "{a} {b}");
+    let offset = a["results"][0]["offset"].as_u64();
+    assert!(offset.is_some(), "{a}");
+    assert_eq!(offset, b["results"][0]["offset"].as_u64());
     api(
         s.addr,
         "POST",
@@ -261,7 +264,7 @@ async fn idempotent_api_publish_and_disconnect() {
 
     let mut victim = Client::hello(s.addr, "victim").await;
     victim.join("idem").await;
-    let _sse = common::Sse::open(s.addr, "room=idem&client=victim", None).await;
+    let mut sse = common::Sse::open(s.addr, "room=idem&client=victim", None).await;
     let (status, v) = api(
         s.addr,
         "POST",
@@ -275,12 +278,17 @@ async fn idempotent_api_publish_and_disconnect() {
         "the socket and the SSE stream"
     );
     let mut code = None;
-    while let Some(msg) = victim.ws.recv().await {
-        if let Ok(roomcast_ws::Message::Close(f)) = msg {
-            code = f.map(|f| (f.code.0, f.reason.to_string()));
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(msg) = victim.ws.recv().await {
+            if let Ok(roomcast_ws::Message::Close(f)) = msg {
+                code = f.map(|f| (f.code.0, f.reason.to_string()));
+            }
         }
-    }
+    })
+    .await
+    .expect("the disconnected socket closes");
     assert_eq!(code, Some((4003, "banned".to_owned())));
+    assert!(sse.ended().await, "the disconnected SSE stream ends");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,6 +240,14 @@ async fn an_expired_poll_session_recovers_from_its_cursor() {
     };
     assert_eq!(messages.len(), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await; // the session expires
+    let session = first["session"].as_str().unwrap();
+    let gone = reqwest::Client::new()
+        .post(format!("http://{}/cmd?session={session}", s.addr))
+        .body(r#"{"type":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "the session expired");
     for i in 2..=5 {
         api_publish(s.addr, "exp", json!(i)).await;
     }
@@ -392,4 +400,95 @@ async fn bad_sse_and_poll_requests_say_why() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_is_held_until_a_message_or_its_timeout() {
+    let s = start(|_| {}).await;
+    // Poll until the session's own events (welcome, joined) are through.
+    let mut url = format!("http://{}/poll?room=held&timeout_ms=1000", s.addr);
+    let mut cursor = String::new();
+    for _ in 0..5 {
+        let v: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+        url = format!("http://{}/poll?cursor={cursor}&timeout_ms=1000", s.addr);
+        if v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "joined")
+        {
+            break;
+        }
+    }
+    // Nothing arrives: the answer comes empty once the timeout passed.
+    let started = std::time::Instant::now();
+    let empty: Value = reqwest::get(format!(
+        "http://{}/poll?cursor={cursor}&timeout_ms=400",
+        s.addr
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "held for its timeout"
+    );
+    assert_eq!(empty["events"], json!([]));
+    let cursor = empty["cursor"].as_str().unwrap().to_owned();
+    // A message published while the poll waits answers it at once.
+    let addr = s.addr;
+    let started = std::time::Instant::now();
+    let poll = tokio::spawn(async move {
+        reqwest::get(format!(
+            "http://{addr}/poll?cursor={cursor}&timeout_ms=10000"
+        ))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api_publish(s.addr, "held", json!("now")).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the held poll answered when the message came")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "held: {waited:?}");
+    let data: Vec<&Value> = answer["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(data, vec![&json!("now")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sse_stream_gets_comment_heartbeats() {
+    use futures_util::StreamExt;
+    let s = start(|c| c.http.sse_heartbeat_ms = 100).await;
+    let resp = reqwest::get(format!("http://{}/sse?room=quiet", s.addr))
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(chunk) = body.next().await {
+            seen.extend_from_slice(&chunk.unwrap());
+            let text = String::from_utf8_lossy(&seen);
+            // Two comment heartbeats: the stream is kept alive while nothing happens.
+            if text.matches(": keepalive").count() >= 2 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{:?}", String::from_utf8_lossy(&seen));
 }

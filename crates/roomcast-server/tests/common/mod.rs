@@ -349,6 +349,16 @@ impl Sse {
         )
     }
 
+    /// Whether the stream ends within 5 s (events before the end are skipped).
+    pub async fn ended(&mut self) -> bool {
+        use futures_util::StreamExt;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while self.events.next().await.is_some() {}
+        })
+        .await
+        .is_ok()
+    }
+
     /// The next event of a name.
     pub async fn next_of(&mut self, name: &str) -> serde_json::Value {
         loop {
