@@ -35,6 +35,16 @@ fn http_status(addr: SocketAddr, request: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// The whole response to `request` (the server closes the connection after it).
+fn http_response(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn healthz(addr: SocketAddr) -> u16 {
     http_status(
         addr,
@@ -190,6 +200,13 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     assert_eq!(http_status(addr, upgrade), 503);
+    let refusal = http_response(addr, upgrade);
+    let (head, body) = refusal.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
+        "the length matches the body: {refusal:?}"
+    );
     let mut serve = serve;
     let status = loop {
         if let Some(status) = serve.child.try_wait().unwrap() {

@@ -5,9 +5,12 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use ::http::Request;
-use bytes::BytesMut;
-use roomcast_ws::handshake::{Accept, RequestError, parse_request, validate_request};
+use ::http::header::{self, HeaderValue};
+use ::http::{Request, StatusCode};
+use bytes::{Bytes, BytesMut};
+use roomcast_ws::handshake::{
+    Accept, RequestError, encode_response, parse_request, validate_request,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -21,9 +24,22 @@ use crate::worker::Worker;
 /// Sent, best effort, to a client that did not finish its request head in time.
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-/// Sent to WebSocket handshakes while the node drains.
-const DRAINING: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-retry-after: 1\r\ncontent-length: 47\r\nconnection: close\r\n\r\nthis node is draining: reconnect to another one\n";
+
+/// A plain-text refusal with its reason as the body (`content-length` and
+/// `connection: close` are added by `encode_response`).
+fn refusal(status: StatusCode, reason: &str) -> Bytes {
+    let mut resp = ::http::Response::new(format!("{reason}\n"));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    encode_response(&resp)
+}
 
 enum HeadError {
     Closed,
@@ -64,11 +80,7 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
         return http::serve(Prefixed::new(buf.freeze(), stream), worker.clone(), peer).await;
     }
     if let Route::Raw(Err(reason), _) = &route {
-        let e = format!(
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
-            reason.len() + 1
-        );
-        return refuse(stream, e.as_bytes(), &worker).await;
+        return refuse(stream, &refusal(StatusCode::BAD_REQUEST, reason), &worker).await;
     }
     let offer = match validate_request(req.method(), req.version(), req.headers()) {
         Ok(offer) => offer,
@@ -78,7 +90,11 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
         }
     };
     if worker.shared.is_draining() && !matches!(route, Route::Echo) {
-        return refuse(stream, DRAINING, &worker).await;
+        let draining = refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is draining: reconnect to another one",
+        );
+        return refuse(stream, &draining, &worker).await;
     }
     let reply = offer.accept(&Accept::default());
     // Bytes after the head are the first frames; an empty remainder must not keep the

@@ -95,7 +95,7 @@ pub(crate) struct Conn {
     /// The socket failed or was closed; nothing more is written.
     pub dead: Cell<bool>,
     /// Requests sent to home workers and not yet answered.
-    pub inflight: Cell<u32>,
+    inflight: Cell<u32>,
     /// Bytes of a recovery backlog still queued: history the node holds anyway, not
     /// counted against `max_queued_bytes` until written.
     exempt: Cell<usize>,
@@ -155,6 +155,26 @@ impl Conn {
         self.signalled.set(true);
         if let Some(w) = self.waker.take() {
             w.wake();
+        }
+    }
+
+    /// A request went to a home worker; at `MAX_INFLIGHT` the task stops reading.
+    pub(crate) fn asked(&self) {
+        self.inflight.set(self.inflight.get() + 1);
+    }
+
+    /// Whether fewer than `MAX_INFLIGHT` requests wait, so the task may read more.
+    pub(crate) fn may_read(&self) -> bool {
+        self.inflight.get() < crate::worker::MAX_INFLIGHT
+    }
+
+    /// A home worker answered a request. Whatever the answer, a task that stopped
+    /// reading at `MAX_INFLIGHT` is woken to read again.
+    pub(crate) fn answered(&self) {
+        let before = self.inflight.get();
+        self.inflight.set(before.saturating_sub(1));
+        if before >= crate::worker::MAX_INFLIGHT {
+            self.wake();
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Conn, raw, ws};
 use crate::hub::RoomName;
-use crate::worker::{MAX_INFLIGHT, SCRATCH_SIZE, Worker};
+use crate::worker::{SCRATCH_SIZE, Worker};
 
 /// Reads of at least this many bytes that start a frame are handed to the connection
 /// without a copy; smaller ones are copied (cheap, and nothing small pins the scratch).
@@ -57,7 +57,7 @@ pub(crate) async fn run(worker: Rc<Worker>, conn: Rc<Conn>, endpoint: Endpoint) 
             if conn.want_write.get() && conn.io.poll_write_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Writable);
             }
-            if conn.inflight.get() < MAX_INFLIGHT && conn.io.poll_read_ready(cx).is_ready() {
+            if conn.may_read() && conn.io.poll_read_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Readable);
             }
             Poll::Pending

@@ -86,20 +86,16 @@ impl Worker {
                 self.fan_out(Kind::Raw, &room, &frame, None, false, None)
             }
             LocalMsg::Reply { conn: key, frame } => match key.addr() {
-                Addr::Pending(slot) => {
-                    if let Some(waiting) = self.pending.borrow_mut().try_remove(slot) {
+                Addr::Pending(_) => {
+                    if let Some(waiting) = self.take_pending(key) {
                         let _ = waiting.send(frame);
                     }
                 }
                 Addr::Http(_) => {}
                 Addr::Socket(_) => {
                     let Some(conn) = self.conn(key) else { return };
-                    let before = conn.inflight.get();
-                    conn.inflight.set(before.saturating_sub(1));
+                    conn.answered();
                     conn.push(self, frame);
-                    if before >= super::MAX_INFLIGHT {
-                        conn.wake();
-                    }
                 }
             },
             LocalMsg::HttpCommand {
@@ -133,7 +129,7 @@ impl Worker {
         missed: Vec<Bytes>,
     ) {
         let Some(conn) = self.conn(key) else { return };
-        conn.inflight.set(conn.inflight.get().saturating_sub(1));
+        conn.answered();
         {
             let mut session = conn.session.borrow_mut();
             // Left (or left and joined again) since: this reply is stale.
@@ -279,7 +275,7 @@ impl Worker {
             });
             seq
         };
-        conn.inflight.set(conn.inflight.get() + 1);
+        conn.asked();
         let msg = HomeMsg::Join {
             room: room.clone(),
             conn: conn.key,
@@ -357,7 +353,7 @@ impl Worker {
 
     /// A request answered by the room's home (publish, presence, history).
     pub(crate) fn ask_home(self: &Rc<Self>, conn: &Rc<Conn>, room: &RoomName, msg: HomeMsg) {
-        conn.inflight.set(conn.inflight.get() + 1);
+        conn.asked();
         self.to_home(room, msg);
     }
 

@@ -59,7 +59,8 @@ pub(crate) struct Worker {
     /// The HTTP members (SSE streams, poll sessions) this worker owns.
     http: RefCell<Slab<Arc<HttpMember>>>,
     /// HTTP requests waiting here for one reply from a home worker.
-    pending: RefCell<Slab<oneshot::Sender<Bytes>>>,
+    /// HTTP requests waiting for a reply, with the generation of their key.
+    pending: RefCell<Slab<(u32, oneshot::Sender<Bytes>)>>,
     /// The members this worker holds, per room.
     local: RefCell<HashMap<(Kind, RoomName), LocalRoom>>,
     /// The rooms whose home this worker is.
@@ -226,27 +227,42 @@ impl Worker {
         self.mesh.len()
     }
 
+    /// A new generation for a key, so that a key whose slot was reused names nothing.
+    fn next_generation(&self) -> u32 {
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        generation
+    }
+
+    /// Takes the waiting end of a pending HTTP request, if `key` still names it (a late
+    /// reply or a cancel must not reach a newer request in the same slot).
+    pub(crate) fn take_pending(&self, key: ConnKey) -> Option<oneshot::Sender<Bytes>> {
+        let Addr::Pending(slot) = key.addr() else {
+            return None;
+        };
+        let mut pending = self.pending.borrow_mut();
+        if pending.get(slot).is_some_and(|(g, _)| *g == key.generation) {
+            return Some(pending.remove(slot).1);
+        }
+        None
+    }
+
     /// Forgets a pending HTTP request that gave up waiting.
     pub(crate) fn cancel_pending(&self, key: ConnKey) {
-        if let Addr::Pending(slot) = key.addr() {
-            self.pending.borrow_mut().try_remove(slot);
-        }
+        self.take_pending(key);
     }
 
     /// Registers a new room connection whose handshake is done.
     pub(crate) fn register(&self, io: TcpStream, read: BytesMut) -> Rc<Conn> {
         let mut conns = self.conns.borrow_mut();
         let entry = conns.vacant_entry();
-        let generation = self.generation.get().wrapping_add(1);
-        self.generation.set(generation);
-        let key = ConnKey {
-            worker: self.index as u16,
-            slot: entry.key() as u32,
-            generation,
-        };
+        let key = ConnKey::new(
+            self.index,
+            Addr::Socket(entry.key()),
+            self.next_generation(),
+        );
         let ws = Connection::new(Role::Server, self.shared.config.ws_limits());
         let conn = Rc::new(Conn::new(key, io, ws, read));
-        debug_assert_eq!(key.addr(), Addr::Socket(key.slot as usize));
         entry.insert(conn.clone());
         self.shared
             .stats
@@ -307,9 +323,7 @@ impl Worker {
     pub(crate) fn register_http(&self, kind: HttpKind, client: Arc<str>) -> Arc<HttpMember> {
         let mut http = self.http.borrow_mut();
         let entry = http.vacant_entry();
-        let generation = self.generation.get().wrapping_add(1);
-        self.generation.set(generation);
-        let key = ConnKey::new(self.index, Addr::Http(entry.key()), generation);
+        let key = ConnKey::new(self.index, Addr::Http(entry.key()), self.next_generation());
         let session: Arc<str> = Arc::from(crate::random_id(16));
         let member = Arc::new(HttpMember::new(
             session,
@@ -347,8 +361,12 @@ impl Worker {
     /// An address for one reply to an HTTP request, and where it will arrive.
     pub(crate) fn pending(&self) -> (ConnKey, oneshot::Receiver<Bytes>) {
         let (tx, rx) = oneshot::channel();
-        let slot = self.pending.borrow_mut().insert(tx);
-        (ConnKey::new(self.index, Addr::Pending(slot), 0), rx)
+        let generation = self.next_generation();
+        let slot = self.pending.borrow_mut().insert((generation, tx));
+        (
+            ConnKey::new(self.index, Addr::Pending(slot), generation),
+            rx,
+        )
     }
 
     /// Sends `frame` to what `to` names: a pending HTTP request or a connection.
@@ -509,6 +527,24 @@ mod tests {
 
     use super::*;
     use crate::conn::run::{Endpoint, run};
+
+    /// A pending HTTP request's key names it only until it is answered or cancelled.
+    #[tokio::test]
+    async fn a_stale_pending_key_reaches_nothing() {
+        let shared = Arc::new(Shared::for_tests(crate::Config::default()));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let worker = Worker::new(0, shared, vec![tx].into());
+        let (old, _old_rx) = worker.pending();
+        worker.cancel_pending(old);
+        let (new, mut new_rx) = worker.pending();
+        assert_eq!(old.addr(), new.addr(), "the slot is reused");
+        // A late reply or a second cancel for the old request leaves the new one waiting.
+        worker.cancel_pending(old);
+        assert!(worker.take_pending(old).is_none());
+        let waiting = worker.take_pending(new).expect("the new request waits");
+        waiting.send(Bytes::from_static(b"r")).unwrap();
+        assert_eq!(&new_rx.try_recv().unwrap()[..], b"r");
+    }
 
     /// What one idle connection costs in memory, beyond the kernel: its shared state and
     /// its task's future. Printed with `--nocapture`; the bounds catch regressions.
