@@ -10,9 +10,6 @@ use super::{Conn, Kind};
 use crate::protocol::{ErrorCode, Request, parse, reply};
 use crate::worker::{HomeMsg, Worker};
 
-/// The longest client id.
-const MAX_CLIENT_LEN: usize = 128;
-
 pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
     let text = match msg {
         Message::Text(t) => t,
@@ -138,17 +135,9 @@ pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
 }
 
 fn hello(worker: &Rc<Worker>, conn: &Rc<Conn>, client: Option<String>, reference: Option<u64>) {
-    let client = match client {
-        Some(c) if c.is_empty() || c.len() > MAX_CLIENT_LEN || c.chars().any(char::is_control) => {
-            let reason =
-                format!("`client` must be 1 to {MAX_CLIENT_LEN} bytes without control characters");
-            return conn.push(
-                worker,
-                reply::error(reference, ErrorCode::BadRequest, &reason),
-            );
-        }
-        Some(c) => c,
-        None => format!("anon-{}", crate::random_id(6)),
+    let client = match crate::protocol::client_id(client.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return conn.push(worker, reply::error(reference, e.code, &e.message)),
     };
     let session = crate::random_id(8);
     let heartbeat = worker.shared.config.websocket.heartbeat_interval_ms;

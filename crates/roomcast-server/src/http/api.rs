@@ -31,7 +31,7 @@ use super::{
     Body, HttpError, error, json_response, method_not_allowed, param, query, read_json, status_of,
 };
 use crate::hub::RoomName;
-use crate::protocol::{ErrorCode, SincePos};
+use crate::protocol::{ErrorCode, SincePos, reply};
 use crate::worker::{HomeMsg, LocalMsg, Worker};
 
 /// The OpenAPI description served at `/api/openapi.json`.
@@ -190,18 +190,18 @@ fn unavailable() -> Response<Body> {
 /// the API's error shape.
 fn answer(frame: &Bytes) -> Response<Body> {
     let json = frame_json(frame);
-    let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
-    if value["type"] == "error" {
-        let code = ErrorCode::parse(value["code"].as_str().unwrap_or_default())
-            .unwrap_or(ErrorCode::BadRequest)
-            .as_str();
-        return error(
-            status_of(code),
-            code,
-            value["message"].as_str().unwrap_or(""),
-        );
+    if !reply::is_error(&json) {
+        return json_response(StatusCode::OK, json);
     }
-    json_response(StatusCode::OK, json)
+    let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
+    let code = ErrorCode::parse(value["code"].as_str().unwrap_or_default())
+        .unwrap_or(ErrorCode::BadRequest)
+        .as_str();
+    error(
+        status_of(code),
+        code,
+        value["message"].as_str().unwrap_or(""),
+    )
 }
 
 async fn read_room(
@@ -281,14 +281,8 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
             &format!("data is {} bytes, the limit is {max}", data.get().len()),
         );
     }
-    if let Some(id) = &parsed.id
-        && (id.is_empty() || id.len() > 256)
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "`id` must be 1 to 256 bytes",
-        );
+    if let Some(Err(e)) = parsed.id.as_deref().map(crate::protocol::check_id) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", &e.message);
     }
     let from: Arc<str> = Arc::from(
         parsed

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use super::member::frame_json;
 use super::{Body, error, json_response, param, query, read_body, status_of};
+use crate::protocol::{ErrorCode, reply};
 use crate::worker::{LocalMsg, Worker};
 
 /// How long a command may wait for its reply.
@@ -76,16 +77,19 @@ pub(super) async fn handle(req: Request<Incoming>, worker: Rc<Worker>) -> Respon
             Ok(Ok(frame)) => frame_json(&frame),
             _ => {
                 worker.cancel_pending(notify);
-                Bytes::from_static(
-                    br#"{"type":"error","code":"unavailable","message":"no reply in time"}"#,
-                )
+                frame_json(&reply::error(
+                    None,
+                    ErrorCode::Unavailable,
+                    "no reply in time",
+                ))
             }
         };
         replies.push(reply);
     }
     if single && let Some(reply) = replies.pop() {
-        let code = serde_json::from_slice::<Value>(&reply)
-            .ok()
+        let code = reply::is_error(&reply)
+            .then(|| serde_json::from_slice::<Value>(&reply).ok())
+            .flatten()
             .and_then(|v| v["code"].as_str().map(str::to_owned));
         return json_response(code.as_deref().map_or(StatusCode::OK, status_of), reply);
     }

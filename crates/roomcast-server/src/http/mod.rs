@@ -251,13 +251,7 @@ pub(crate) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str
 
 /// A client id given in a query string, checked like `hello`'s.
 pub(crate) fn client_id(q: &[(String, String)]) -> Result<String, HttpError> {
-    match param(q, "client") {
-        Some(c) if c.is_empty() || c.len() > 128 || c.chars().any(char::is_control) => Err(
-            HttpError::bad_request("`client` must be 1 to 128 bytes without control characters"),
-        ),
-        Some(c) => Ok(c.to_owned()),
-        None => Ok(format!("anon-{}", crate::random_id(6))),
-    }
+    crate::protocol::client_id(param(q, "client")).map_err(|e| HttpError::bad_request(&e.message))
 }
 
 /// Presence info given in a query string: a JSON object.

@@ -24,7 +24,7 @@ use tokio::time::Interval;
 
 use super::member::{Event, EventKind, HttpKind, HttpMember, Positions};
 use super::{Body, HttpError, client_id, draining, param, presence_info, query, room_params};
-use crate::protocol::JsonFrame;
+use crate::protocol::reply;
 use crate::worker::Worker;
 
 /// Events put in one chunk of the response, at most.
@@ -96,15 +96,13 @@ fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, 
 
 /// The `welcome` event: the same object as on `/ws`, with the session to send commands with.
 pub(crate) fn welcome(member: &HttpMember, node: &str, heartbeat_ms: u64) -> Bytes {
-    let mut f = JsonFrame::with_capacity(128);
-    f.raw(b"{\"type\":\"welcome\",\"client\":")
-        .string(&member.client);
-    f.raw(b",\"session\":")
-        .string(&member.session)
-        .raw(b",\"node\":")
-        .string(node);
-    f.raw(b",\"heartbeat_ms\":").number(heartbeat_ms).raw(b"}");
-    super::member::frame_json(&f.frame())
+    super::member::frame_json(&reply::welcome(
+        None,
+        &member.client,
+        &member.session,
+        node,
+        heartbeat_ms,
+    ))
 }
 
 /// The response body: the member's events as they come.
@@ -131,9 +129,12 @@ impl SseBody {
         out.put_slice(event.name().as_bytes());
         out.put_slice(b"\ndata: ");
         // JSON has line breaks only as whitespace, which a space replaces; an SSE data
-        // line cannot hold one.
-        for &b in event.json.iter() {
-            out.put_u8(if b == b'\n' || b == b'\r' { b' ' } else { b });
+        // line cannot hold one. Most events have none and are copied whole.
+        let breaks = |b: &u8| *b == b'\n' || *b == b'\r';
+        if event.json.iter().any(breaks) {
+            out.extend(event.json.iter().map(|b| if breaks(b) { b' ' } else { *b }));
+        } else {
+            out.put_slice(&event.json);
         }
         out.put_slice(b"\n\n");
     }

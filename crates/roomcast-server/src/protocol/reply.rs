@@ -88,6 +88,12 @@ pub fn pong(r: Option<u64>) -> Bytes {
     f.frame()
 }
 
+/// Whether a reply's JSON is an `error` (every one starts as [`error`] writes it), so
+/// that only errors need parsing.
+pub fn is_error(json: &[u8]) -> bool {
+    json.starts_with(br#"{"type":"error""#)
+}
+
 /// `{"type":"error",...}`.
 pub fn error(r: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
     let mut f = JsonFrame::with_capacity(64 + message.len());

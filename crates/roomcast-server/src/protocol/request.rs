@@ -92,6 +92,34 @@ pub enum Request<'a> {
 
 /// The longest idempotency key accepted.
 pub const MAX_ID_LEN: usize = 256;
+/// The longest client id accepted.
+pub const MAX_CLIENT_LEN: usize = 128;
+
+/// Checks an idempotency key (`publish`'s `id`, on every transport).
+pub fn check_id(id: &str) -> Result<(), ProtoError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("`id` must be 1 to {MAX_ID_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The client id a connection or session goes by: the one given (`hello`'s `client`, or
+/// the `client` query parameter), checked, or a new anonymous one.
+pub fn client_id(given: Option<&str>) -> Result<String, ProtoError> {
+    match given {
+        Some(c) if c.is_empty() || c.len() > MAX_CLIENT_LEN || c.chars().any(char::is_control) => {
+            Err(ProtoError::new(
+                ErrorCode::BadRequest,
+                format!("`client` must be 1 to {MAX_CLIENT_LEN} bytes without control characters"),
+            ))
+        }
+        Some(c) => Ok(c.to_owned()),
+        None => Ok(format!("anon-{}", crate::random_id(6))),
+    }
+}
 
 /// Parses one text message. The `ref` is returned even when the request is refused, so
 /// the error reply can carry it (unless the JSON itself was unreadable).
@@ -153,13 +181,8 @@ fn request(env: Envelope<'_>) -> Result<Request<'_>, ProtoError> {
             let data = env
                 .data
                 .ok_or_else(|| ProtoError::new(ErrorCode::BadRequest, "publish needs `data`"))?;
-            if let Some(id) = &env.id
-                && (id.is_empty() || id.len() > MAX_ID_LEN)
-            {
-                return Err(ProtoError::new(
-                    ErrorCode::BadRequest,
-                    format!("`id` must be 1 to {MAX_ID_LEN} bytes"),
-                ));
+            if let Some(id) = &env.id {
+                check_id(id)?;
             }
             Request::Publish {
                 room,

@@ -27,7 +27,7 @@ impl Worker {
                 let state = homes
                     .entry(room.clone())
                     .or_insert_with(|| self.new_room(room.clone()));
-                let had_presence = presence.is_some();
+                let was_dirty = state.presence_dirty();
                 let joined =
                     state.join(usize::from(conn.worker), &client, presence, since.as_ref());
                 let frame = reply::joined(
@@ -37,7 +37,7 @@ impl Worker {
                     joined.offset,
                     joined.recovered,
                 );
-                if had_presence {
+                if !was_dirty && state.presence_dirty() {
                     self.presence_dirty.borrow_mut().push(room.clone());
                 }
                 out.push((
@@ -61,8 +61,9 @@ impl Worker {
                 presence,
             } => {
                 if let Some(state) = self.homes.borrow_mut().get_mut(&room) {
+                    let was_dirty = state.presence_dirty();
                     state.leave(usize::from(worker), &client, presence);
-                    if presence {
+                    if !was_dirty && state.presence_dirty() {
                         self.presence_dirty.borrow_mut().push(room);
                     }
                 }

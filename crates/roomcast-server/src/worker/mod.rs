@@ -67,7 +67,8 @@ pub(crate) struct Worker {
     homes: RefCell<HashMap<RoomName, Room>>,
     /// Raw rooms whose home this worker is: members per worker.
     raw_homes: RefCell<HashMap<RoomName, Vec<u32>>>,
-    /// Home rooms with a presence change to push.
+    /// Home rooms with a presence diff waiting, each once (a room is listed when its
+    /// diff goes from empty to not, and taken off when the batcher sends it).
     presence_dirty: RefCell<Vec<RoomName>>,
     /// Connections with frames queued since the flusher last ran.
     dirty: RefCell<Vec<Rc<Conn>>>,
@@ -437,17 +438,25 @@ impl Worker {
         let idle_ms = self.shared.config.websocket.idle_timeout_ms;
         let ttl = self.shared.config.http.poll_session_ttl_ms;
         let now_ms = crate::now_ms();
-        let members: Vec<Arc<HttpMember>> =
-            self.http.borrow().iter().map(|(_, m)| m.clone()).collect();
-        for m in members {
-            let expired = m.kind == HttpKind::Poll
-                && now_ms.saturating_sub(m.last_seen.load(Ordering::Relaxed)) > ttl;
-            if expired || m.is_closed() {
-                self.remove_http(&m);
-            }
+        // Only the members to remove are collected (usually none): removing one needs
+        // the registry unborrowed.
+        let gone: Vec<Arc<HttpMember>> = self
+            .http
+            .borrow()
+            .iter()
+            .filter(|(_, m)| {
+                let expired = m.kind == HttpKind::Poll
+                    && now_ms.saturating_sub(m.last_seen.load(Ordering::Relaxed)) > ttl;
+                expired || m.is_closed()
+            })
+            .map(|(_, m)| m.clone())
+            .collect();
+        for m in gone {
+            self.remove_http(&m);
         }
-        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
-        for conn in conns {
+        // Nothing below registers or unregisters a connection (closing only queues a
+        // frame and wakes the task), so the slab is walked in place.
+        for (_, conn) in self.conns.borrow().iter() {
             if conn.close_deadline.get().is_some_and(|d| now >= d) {
                 // A close we started went unanswered: drop the connection.
                 conn.dead.set(true);
