@@ -27,9 +27,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::member::frame_json;
-use super::{
-    Body, HttpError, error, json_response, method_not_allowed, param, query, read_json, status_of,
-};
+use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
 use crate::hub::RoomName;
 use crate::protocol::{ErrorCode, SincePos, reply};
 use crate::worker::{HomeMsg, LocalMsg, Worker};
@@ -74,22 +72,14 @@ pub(super) async fn handle(
             let since = match param(&q, "since").map(parse_since) {
                 Some(Some(s)) => Some(s),
                 Some(None) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "`since` must be EPOCH:OFFSET",
-                    );
+                    return error(ErrorCode::BadRequest, "`since` must be EPOCH:OFFSET");
                 }
                 None => None,
             };
             let limit = match param(&q, "limit").map(str::parse::<usize>) {
                 Some(Ok(n)) if (1..=1000).contains(&n) => n,
                 Some(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "`limit` must be 1 to 1000",
-                    );
+                    return error(ErrorCode::BadRequest, "`limit` must be 1 to 1000");
                 }
                 None => 100,
             };
@@ -112,8 +102,7 @@ pub(super) async fn handle(
             })
         }
         _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             &format!("no API endpoint {method} {path}"),
         ),
     }
@@ -121,13 +110,7 @@ pub(super) async fn handle(
 
 fn authorize<B>(req: &Request<B>, worker: &Worker, peer: SocketAddr) -> Result<(), HttpError> {
     let key = &worker.shared.config.api.key;
-    let refuse = |message: &str| {
-        Err(HttpError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            message,
-        ))
-    };
+    let refuse = |message: &str| Err(HttpError::new(ErrorCode::Unauthorized, message));
     if key.is_empty() {
         return if peer.ip().is_loopback() {
             Ok(())
@@ -179,11 +162,7 @@ async fn ask(
 }
 
 fn unavailable() -> Response<Body> {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "no reply from the room in time",
-    )
+    error(ErrorCode::Unavailable, "no reply from the room in time")
 }
 
 /// A reply frame as an API answer: its JSON, with an error reply's code as the status and
@@ -195,13 +174,8 @@ fn answer(frame: &Bytes) -> Response<Body> {
     }
     let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
     let code = ErrorCode::parse(value["code"].as_str().unwrap_or_default())
-        .unwrap_or(ErrorCode::BadRequest)
-        .as_str();
-    error(
-        status_of(code),
-        code,
-        value["message"].as_str().unwrap_or(""),
-    )
+        .unwrap_or(ErrorCode::BadRequest);
+    error(code, value["message"].as_str().unwrap_or(""))
 }
 
 async fn read_room(
@@ -211,7 +185,7 @@ async fn read_room(
 ) -> Response<Body> {
     let room = match RoomName::new(room) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+        Err(e) => return error(ErrorCode::BadRequest, &e.to_string()),
     };
     match ask(worker, &room, |key| make(room.clone(), key)).await {
         Some(frame) => answer(&frame),
@@ -235,28 +209,16 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
         Err(e) => return e.into_response(),
     };
     let Some(data) = parsed.data else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "missing field `data`",
-        );
+        return error(ErrorCode::BadRequest, "missing field `data`");
     };
     let names: Vec<String> = match (parsed.room, parsed.rooms) {
         (Some(r), None) => vec![r],
         (None, Some(rs)) if !rs.is_empty() && rs.len() <= 100 => rs,
         (None, Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "`rooms` must list 1 to 100 rooms",
-            );
+            return error(ErrorCode::BadRequest, "`rooms` must list 1 to 100 rooms");
         }
         _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "give either `room` or `rooms`",
-            );
+            return error(ErrorCode::BadRequest, "give either `room` or `rooms`");
         }
     };
     let mut rooms = Vec::with_capacity(names.len());
@@ -264,25 +226,20 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
         match RoomName::new(n) {
             Ok(r) if !rooms.contains(&r) => rooms.push(r),
             Ok(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("room {n} is listed twice"),
-                );
+                return error(ErrorCode::BadRequest, &format!("room {n} is listed twice"));
             }
-            Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{n}: {e}")),
+            Err(e) => return error(ErrorCode::BadRequest, &format!("{n}: {e}")),
         }
     }
     let max = worker.shared.config.rooms.max_data_size;
     if data.get().len() > max {
         return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             &format!("data is {} bytes, the limit is {max}", data.get().len()),
         );
     }
     if let Some(Err(e)) = parsed.id.as_deref().map(crate::protocol::check_id) {
-        return error(StatusCode::BAD_REQUEST, "bad_request", &e.message);
+        return error(ErrorCode::BadRequest, &e.message);
     }
     let from: Arc<str> = Arc::from(
         parsed
@@ -354,11 +311,7 @@ async fn disconnect(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body
     };
     let code = parsed.code.unwrap_or(4003);
     if !(code == 1000 || (4000..=4999).contains(&code)) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "`code` must be 1000 or 4000-4999",
-        );
+        return error(ErrorCode::BadRequest, "`code` must be 1000 or 4000-4999");
     }
     let reason: Arc<str> = Arc::from(
         parsed

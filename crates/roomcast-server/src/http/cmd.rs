@@ -16,7 +16,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::member::frame_json;
-use super::{Body, error, json_response, param, query, read_body, status_of};
+use super::{Body, error, json_response, param, query, read_body, status};
 use crate::protocol::{ErrorCode, reply};
 use crate::worker::{LocalMsg, Worker};
 
@@ -27,8 +27,7 @@ pub(super) async fn handle(req: Request<Incoming>, worker: Rc<Worker>) -> Respon
     let q = query(&req);
     let Some(member) = param(&q, "session").and_then(|s| worker.shared.session(s)) else {
         return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "no such session: open one with GET /sse or GET /poll",
         );
     };
@@ -42,20 +41,12 @@ pub(super) async fn handle(req: Request<Incoming>, worker: Rc<Worker>) -> Respon
         {
             Ok(list) => list,
             Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("invalid command list: {e}"),
-                );
+                return error(ErrorCode::BadRequest, &format!("invalid command list: {e}"));
             }
         },
         Ok(raw) => vec![raw],
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("invalid JSON: {e}"),
-            );
+            return error(ErrorCode::BadRequest, &format!("invalid JSON: {e}"));
         }
     };
     let single = body
@@ -90,8 +81,8 @@ pub(super) async fn handle(req: Request<Incoming>, worker: Rc<Worker>) -> Respon
         let code = reply::is_error(&reply)
             .then(|| serde_json::from_slice::<Value>(&reply).ok())
             .flatten()
-            .and_then(|v| v["code"].as_str().map(str::to_owned));
-        return json_response(code.as_deref().map_or(StatusCode::OK, status_of), reply);
+            .and_then(|v| v["code"].as_str().and_then(ErrorCode::parse));
+        return json_response(code.map_or(StatusCode::OK, status), reply);
     }
     let mut out = BytesMut::with_capacity(replies.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
     out.put_u8(b'[');

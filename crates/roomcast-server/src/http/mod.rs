@@ -156,17 +156,18 @@ pub(crate) struct HttpError {
 }
 
 impl HttpError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// A refusal with a protocol error code, answered with that code's HTTP status.
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
-            code,
+            status: status(code),
+            code: code.as_str(),
             message: message.into(),
         }
     }
 
     /// A 400 `bad_request`.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(ErrorCode::BadRequest, message)
     }
 
     pub(crate) fn into_response(self) -> Response<Body> {
@@ -188,26 +189,25 @@ impl HttpError {
 }
 
 /// The HTTP error response: `{"error":{"code":"...","message":"..."}}`.
-pub(crate) fn error(status: StatusCode, code: &'static str, message: &str) -> Response<Body> {
-    HttpError::new(status, code, message).into_response()
+pub(crate) fn error(code: ErrorCode, message: &str) -> Response<Body> {
+    HttpError::new(code, message).into_response()
 }
 
 pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut resp = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        &format!("use {allow}"),
-    );
+    let refused = HttpError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("use {allow}"),
+    };
+    let mut resp = refused.into_response();
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
 
-/// The HTTP status for a protocol error code (200 for anything else).
-pub(crate) fn status_of(code: &str) -> StatusCode {
-    ErrorCode::parse(code)
-        .and_then(|c| StatusCode::from_u16(c.http_status()).ok())
-        .unwrap_or(StatusCode::OK)
+/// The HTTP status of a protocol error code.
+pub(crate) fn status(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 /// Reads a request body of at most `http.max_body_size` bytes.
@@ -220,8 +220,7 @@ pub(crate) async fn read_body(req: Request<Incoming>, worker: &Worker) -> Result
                 .is_some() =>
         {
             Err(HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 format!("the body is larger than {max} bytes"),
             ))
         }
@@ -281,8 +280,7 @@ pub(crate) fn room_params(q: &[(String, String)]) -> Result<Vec<RoomName>, HttpE
 /// The answer to a new stream or session while the node drains.
 pub(crate) fn draining() -> HttpError {
     HttpError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
+        ErrorCode::Unavailable,
         "this node is draining: reconnect to another one",
     )
 }

@@ -23,6 +23,7 @@ use super::{
     Body, HttpError, client_id, draining, error, json_response, param, presence_info, query,
     room_params,
 };
+use crate::protocol::ErrorCode;
 use crate::worker::Worker;
 
 pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
@@ -33,8 +34,7 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
             Some(c) => Some(c),
             None => {
                 return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     "this cursor is not one a poll returned",
                 );
             }
