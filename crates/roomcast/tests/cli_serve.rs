@@ -177,6 +177,18 @@ async fn sigterm_drains_clients_with_1001_and_exits_within_the_timeout() {
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .unwrap();
+    // Its 101 first: a handshake still unread when the drain starts would be refused.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            mute.read(&mut byte).unwrap(),
+            1,
+            "the mute client's handshake"
+        );
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
     let started = Instant::now();
     serve.signal("-TERM");
     for ws in &mut clients {

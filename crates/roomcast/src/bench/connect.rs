@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
-use super::open::{dial, join, source};
+use super::open::{dial, join, source, sources_for};
 use super::proc::Watch;
 use super::report::{Report, human_bytes, progress};
 use super::{BenchError, Common, Target};
@@ -38,10 +38,7 @@ pub struct ConnectArgs {
 
 pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
     let target = Arc::new(Target::parse(&args.url, args.common.allow_remote)?);
-    let sources = args
-        .sources
-        .unwrap_or(args.connections.div_ceil(10_000))
-        .max(1);
+    let sources = args.sources.unwrap_or(sources_for(args.connections)).max(1);
     let server = args.common.server_pid.and_then(Watch::start);
     let opened = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));

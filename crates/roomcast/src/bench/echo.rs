@@ -9,7 +9,7 @@ use roomcast_ws::Message;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use super::open::{dial, source};
+use super::open::{dial, source, sources_for};
 use super::proc::Watch;
 use super::report::{Report, histogram, progress};
 use super::{BenchError, Common, Target};
@@ -44,7 +44,7 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
     let size = args.size.max(8);
     let per_conn = args.messages.div_ceil(args.connections.max(1) as u64);
     let total = per_conn * args.connections as u64;
-    let sources = args.connections.div_ceil(10_000);
+    let sources = sources_for(args.connections);
     let mut conns = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let ws = dial(&target, source(i, sources))
@@ -73,12 +73,12 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
         tasks.push(tokio::spawn(async move {
             let message = |i: u64| {
                 let stamp = base.elapsed().as_nanos() as u64;
-                let mut b = BytesMut::with_capacity(size);
                 if text {
-                    b.put_slice(format!("{stamp:016x}").as_bytes());
-                    b.resize(size.max(16), b'x');
-                    Message::text(String::from_utf8(b.to_vec()).unwrap_or_default())
+                    let mut t = format!("{stamp:016x}");
+                    t.extend(std::iter::repeat_n('x', size.saturating_sub(16)));
+                    Message::text(t)
                 } else {
+                    let mut b = BytesMut::with_capacity(size);
                     b.put_u64(stamp);
                     b.resize(size, (i % 251) as u8);
                     Message::Binary(b.freeze())

@@ -14,7 +14,7 @@ use roomcast_ws::Message;
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
-use super::open::{dial, field_u64, join, source};
+use super::open::{dial, field_u64, join, source, sources_for};
 use super::proc::Watch;
 use super::report::{Report, histogram, progress};
 use super::{BenchError, Common, Target};
@@ -92,11 +92,15 @@ impl Tally {
         }
     }
 
-    /// Counts one message's JSON text; false if it carried no sequence number.
-    fn message(&mut self, t: &[u8]) -> bool {
-        let Some(seq) = field_u64(t, self.key) else {
-            return false;
-        };
+    /// Counts one message's JSON text (ignored without a sequence number).
+    fn message(&mut self, t: &[u8]) {
+        if let Some(seq) = field_u64(t, self.key) {
+            self.record(seq, field_u64(t, b"\"t\":"));
+        }
+    }
+
+    /// Counts message `seq`, sent at `sent` ns after `base` when it says.
+    fn record(&mut self, seq: u64, sent: Option<u64>) {
         if seq > self.expected {
             self.lost += seq - self.expected;
         } else if seq < self.expected {
@@ -104,15 +108,21 @@ impl Tally {
         }
         self.expected = seq + 1;
         self.got += 1;
-        if let Some(sent) = field_u64(t, b"\"t\":") {
+        if let Some(sent) = sent {
             let _ = self.hist.record(
                 (self.base.elapsed().as_nanos() as u64)
                     .saturating_sub(sent)
                     .max(1),
             );
         }
-        true
     }
+}
+
+/// The value of an SSE field line (`name` includes the colon and space) in one event.
+fn sse_field<'a>(event: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let at = event.windows(name.len()).position(|w| w == name)? + name.len();
+    let rest = &event[at..];
+    Some(&rest[..rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len())])
 }
 
 type Ready = tokio::sync::mpsc::UnboundedSender<Result<(), String>>;
@@ -174,17 +184,9 @@ async fn subscribe_http(
 ) -> Result<(), String> {
     let http = reqwest::Client::new();
     let base = format!("http://{}", target.authority);
-    let mut joined = false;
-    let on_event = |tally: &mut Tally, kind: &[u8], json: &[u8], joined: &mut bool| match kind {
-        b"joined" => {
-            tally.expected = field_u64(json, b"\"offset\":").unwrap_or(0) + 1;
-            *joined = true;
-            let _ = ready.send(Ok(()));
-        }
-        b"message" => {
-            tally.message(json);
-        }
-        _ => {}
+    let joined = |tally: &mut Tally, offset: u64| {
+        tally.expected = offset + 1;
+        let _ = ready.send(Ok(()));
     };
     if transport == Transport::Sse {
         use futures_util::StreamExt;
@@ -201,21 +203,24 @@ async fn subscribe_http(
                 break;
             };
             buf.extend_from_slice(&chunk);
-            // Events end with a blank line; the JSON is on the `data:` line.
-            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-                let event: Vec<u8> = buf.drain(..end + 2).collect();
-                let line = |name: &[u8]| {
-                    let at = event.windows(name.len()).position(|w| w == name)? + name.len();
-                    let rest = &event[at..];
-                    Some(
-                        rest[..rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len())]
-                            .to_vec(),
-                    )
+            // Events end with a blank line; the JSON is on the `data:` line. Whole events
+            // are read in place and dropped from the buffer together.
+            let mut start = 0;
+            while let Some(end) = buf[start..].windows(2).position(|w| w == b"\n\n") {
+                let event = &buf[start..start + end];
+                start += end + 2;
+                let (Some(kind), Some(data)) =
+                    (sse_field(event, b"event: "), sse_field(event, b"data: "))
+                else {
+                    continue;
                 };
-                if let (Some(kind), Some(data)) = (line(b"event: "), line(b"data: ")) {
-                    on_event(tally, &kind, &data, &mut joined);
+                match kind {
+                    b"joined" => joined(tally, field_u64(data, b"\"offset\":").unwrap_or(0)),
+                    b"message" => tally.message(data),
+                    _ => {}
                 }
             }
+            buf.drain(..start);
         }
         return Ok(());
     }
@@ -232,13 +237,12 @@ async fn subscribe_http(
             .map_err(|e| e.to_string())?;
         permit.take();
         for e in answer["events"].as_array().into_iter().flatten() {
-            let kind = e["type"].as_str().unwrap_or_default();
-            on_event(
-                tally,
-                kind.as_bytes(),
-                e.to_string().as_bytes(),
-                &mut joined,
-            );
+            let offset = e["offset"].as_u64();
+            match (e["type"].as_str(), offset) {
+                (Some("joined"), _) => joined(tally, offset.unwrap_or(0)),
+                (Some("message"), Some(seq)) => tally.record(seq, e["data"]["t"].as_u64()),
+                _ => {}
+            }
         }
         let cursor = answer["cursor"].as_str().unwrap_or_default();
         url = format!("{base}/poll?cursor={cursor}&timeout_ms=20000");
@@ -265,7 +269,7 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
     let seen = Arc::new(Seen::default());
     let latency = Arc::new(Mutex::new(histogram()));
     let permits = Arc::new(Semaphore::new(args.common.concurrency.max(1)));
-    let sources = (args.subscribers + 1).div_ceil(10_000);
+    let sources = sources_for(args.subscribers + 1);
     let room = (!args.raw).then(|| args.room.clone());
     // The key of the sequence number: the room's offset, or our own counter in raw mode.
     let seq_key: &'static [u8] = if args.raw {

@@ -11,6 +11,12 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::Target;
 
+/// How many loopback source addresses `n` connections are spread over: one per 10,000,
+/// well within the ~28,000 ephemeral ports each has.
+pub fn sources_for(n: usize) -> usize {
+    n.div_ceil(10_000).max(1)
+}
+
 /// The source address for connection `i` of a run spread over `sources` loopback
 /// addresses (127.0.0.1, 127.0.0.2, ...): each has its own ephemeral ports, so runs of
 /// tens of thousands of connections do not run out.
@@ -50,14 +56,10 @@ pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<T
 
 /// Says hello as `client` and joins `room`; returns the room's offset from `joined`.
 pub async fn join(ws: &mut WebSocket<TcpStream>, room: &str, client: &str) -> Result<u64, Error> {
-    ws.feed(Message::text(format!(
-        r#"{{"type":"hello","client":"{client}","ref":1}}"#
-    )))
-    .await?;
-    ws.send(Message::text(format!(
-        r#"{{"type":"join","room":"{room}","ref":2}}"#
-    )))
-    .await?;
+    let hello = serde_json::json!({"type": "hello", "client": client, "ref": 1});
+    let join = serde_json::json!({"type": "join", "room": room, "ref": 2});
+    ws.feed(Message::text(hello.to_string())).await?;
+    ws.send(Message::text(join.to_string())).await?;
     tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(msg) = ws.recv().await {
             if let Message::Text(t) = msg? {
