@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -36,9 +37,10 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
+use self::member::{EventKind, HttpKind, HttpMember, Positions};
 use crate::echo;
 use crate::hub::RoomName;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, reply};
 use crate::worker::Worker;
 
 /// Every response body: whole, or streamed (SSE). Not `Send`: an SSE body holds its
@@ -267,14 +269,59 @@ pub(crate) fn presence_info(q: &[(String, String)]) -> Result<Option<Bytes>, Htt
 /// The `room` parameters, checked, without repeats.
 pub(crate) fn room_params(q: &[(String, String)]) -> Result<Vec<RoomName>, HttpError> {
     let mut rooms: Vec<RoomName> = Vec::new();
-    for (k, v) in q.iter().filter(|(k, _)| k == "room") {
-        let _ = k;
+    for (_, v) in q.iter().filter(|(k, _)| k == "room") {
         let room = RoomName::new(v).map_err(|e| HttpError::bad_request(e.to_string()))?;
         if !rooms.contains(&room) {
             rooms.push(room);
         }
     }
     Ok(rooms)
+}
+
+/// Opens the session of an SSE stream or a poll from its query: refused while the node
+/// drains; the rooms, client id and presence checked; the member registered, its
+/// `welcome` queued, and each room joined from its position in `resume` when it has one.
+/// With `resume_rooms`, the rooms `resume` names are joined too (a poll cursor whose
+/// session is gone carries them; an SSE stream's URL names its rooms again).
+pub(crate) fn open_session(
+    worker: &Rc<Worker>,
+    kind: HttpKind,
+    q: &[(String, String)],
+    resume: Option<&Positions>,
+    resume_rooms: bool,
+) -> Result<Arc<HttpMember>, HttpError> {
+    if worker.shared.is_draining() {
+        return Err(draining());
+    }
+    let mut rooms = room_params(q)?;
+    if let Some(resume) = resume.filter(|_| resume_rooms) {
+        for (room, _, _) in &resume.0 {
+            if !rooms.contains(room) {
+                rooms.push(room.clone());
+            }
+        }
+    }
+    let max = worker.shared.config.rooms.max_rooms_per_connection;
+    if rooms.len() > max {
+        return Err(HttpError::bad_request(format!("at most {max} rooms")));
+    }
+    let client = client_id(q)?;
+    let presence = presence_info(q)?;
+    let member = worker.register_http(kind, Arc::from(client));
+    // The same object as `/ws`'s welcome, with the session to send commands with.
+    let welcome = reply::welcome(
+        None,
+        &member.client,
+        &member.session,
+        &worker.shared.node_id,
+        worker.shared.config.websocket.heartbeat_interval_ms,
+    );
+    member.push(None, EventKind::Welcome, member::frame_json(&welcome));
+    for room in rooms {
+        let since = resume.and_then(|r| r.since(&room));
+        worker.http_join(&member, room, presence.clone(), since, None, None);
+    }
+    Ok(member)
 }
 
 /// The answer to a new stream or session while the node drains.

@@ -9,7 +9,6 @@
 //! room from the cursor's positions, with `since`.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -17,12 +16,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 
-use super::member::{Cursor, EventKind, HttpKind, HttpMember};
-use super::sse::welcome;
-use super::{
-    Body, HttpError, client_id, draining, error, json_response, param, presence_info, query,
-    room_params,
-};
+use super::member::{Cursor, HttpKind, HttpMember};
+use super::{Body, error, json_response, open_session, param, query};
 use crate::protocol::ErrorCode;
 use crate::worker::Worker;
 
@@ -56,7 +51,14 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
         .filter(|m| m.kind == HttpKind::Poll && !m.is_closed());
     let member = match existing {
         Some(m) => m,
-        None => match open(&q, cursor.as_ref(), &worker) {
+        // The rooms of a cursor whose session is gone are joined from its positions.
+        None => match open_session(
+            &worker,
+            HttpKind::Poll,
+            &q,
+            cursor.as_ref().map(|c| &c.positions),
+            true,
+        ) {
             Ok(m) => m,
             Err(e) => return e.into_response(),
         },
@@ -87,44 +89,6 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
     .await;
     member.touch();
     answer(&member, limit)
-}
-
-/// Opens a session: the rooms asked for, and those of a cursor whose session is gone,
-/// joined from the cursor's positions.
-fn open(
-    q: &[(String, String)],
-    cursor: Option<&Cursor>,
-    worker: &Rc<Worker>,
-) -> Result<Arc<HttpMember>, HttpError> {
-    if worker.shared.is_draining() {
-        return Err(draining());
-    }
-    let mut rooms = room_params(q)?;
-    if let Some(c) = cursor {
-        for (room, _, _) in &c.positions.0 {
-            if !rooms.contains(room) {
-                rooms.push(room.clone());
-            }
-        }
-    }
-    let max = worker.shared.config.rooms.max_rooms_per_connection;
-    if rooms.len() > max {
-        return Err(HttpError::bad_request(format!("at most {max} rooms")));
-    }
-    let client = client_id(q)?;
-    let presence = presence_info(q)?;
-    let member = worker.register_http(HttpKind::Poll, Arc::from(client));
-    let heartbeat_ms = worker.shared.config.websocket.heartbeat_interval_ms;
-    member.push(
-        None,
-        EventKind::Welcome,
-        welcome(&member, &worker.shared.node_id, heartbeat_ms),
-    );
-    for room in rooms {
-        let since = cursor.and_then(|c| c.positions.since(&room));
-        worker.http_join(&member, room, presence.clone(), since, None, None);
-    }
-    Ok(member)
 }
 
 /// The answer: up to `limit` queued events (kept until the next cursor acknowledges them)

@@ -23,8 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Interval;
 
 use super::member::{Event, EventKind, HttpKind, HttpMember, Positions};
-use super::{Body, HttpError, client_id, draining, param, presence_info, query, room_params};
-use crate::protocol::reply;
+use super::{Body, HttpError, open_session, param, query};
 use crate::worker::Worker;
 
 /// Events put in one chunk of the response, at most.
@@ -38,17 +37,7 @@ pub(super) fn open(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body>
 }
 
 fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, HttpError> {
-    if worker.shared.is_draining() {
-        return Err(draining());
-    }
     let q = query(req);
-    let rooms = room_params(&q)?;
-    let max = worker.shared.config.rooms.max_rooms_per_connection;
-    if rooms.len() > max {
-        return Err(HttpError::bad_request(format!("at most {max} rooms")));
-    }
-    let client = client_id(&q)?;
-    let presence = presence_info(&q)?;
     // EventSource sends the last id as a header; polyfills may only manage a parameter.
     let last_id = req
         .headers()
@@ -60,18 +49,7 @@ fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, 
         .as_deref()
         .map(Positions::decode)
         .unwrap_or_default();
-
-    let member = worker.register_http(HttpKind::Sse, Arc::from(client));
-    let heartbeat_ms = worker.shared.config.websocket.heartbeat_interval_ms;
-    member.push(
-        None,
-        EventKind::Welcome,
-        welcome(&member, &worker.shared.node_id, heartbeat_ms),
-    );
-    for room in rooms {
-        let since = resume.since(&room);
-        worker.http_join(&member, room, presence.clone(), since, None, None);
-    }
+    let member = open_session(&worker, HttpKind::Sse, &q, Some(&resume), false)?;
     let period = Duration::from_millis(worker.shared.config.http.sse_heartbeat_ms);
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -92,17 +70,6 @@ fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
-}
-
-/// The `welcome` event: the same object as on `/ws`, with the session to send commands with.
-pub(crate) fn welcome(member: &HttpMember, node: &str, heartbeat_ms: u64) -> Bytes {
-    super::member::frame_json(&reply::welcome(
-        None,
-        &member.client,
-        &member.session,
-        node,
-        heartbeat_ms,
-    ))
 }
 
 /// The response body: the member's events as they come.
