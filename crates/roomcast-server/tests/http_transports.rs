@@ -492,3 +492,51 @@ async fn an_idle_sse_stream_gets_comment_heartbeats() {
     .await;
     assert_eq!(found, Ok(true), "{:?}", String::from_utf8_lossy(&seen));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumes_every_room_of_a_stream() {
+    let s = start(|_| {}).await;
+    let mut sse = Sse::open(s.addr, "room=ra&room=rb&client=multi", None).await;
+    for _ in 0..2 {
+        sse.next_of("joined").await;
+    }
+    for i in 1..=3 {
+        api_publish(s.addr, "ra", json!(i)).await;
+        api_publish(s.addr, "rb", json!(i)).await;
+    }
+    for _ in 0..6 {
+        sse.next_of("message").await;
+    }
+    let last_id = sse.last_id.clone();
+    drop(sse);
+    for i in 4..=5 {
+        api_publish(s.addr, "ra", json!(i)).await;
+        api_publish(s.addr, "rb", json!(i)).await;
+    }
+    let mut sse = Sse::open(s.addr, "room=ra&room=rb&client=multi", Some(&last_id)).await;
+    let mut missed = Vec::new();
+    while missed.len() < 4 {
+        let (name, v) = sse.next().await;
+        match name.as_str() {
+            "joined" => assert_eq!(v["recovered"], true, "{v}"),
+            "message" => missed.push((
+                v["room"].as_str().unwrap().to_owned(),
+                v["offset"].as_u64().unwrap(),
+            )),
+            _ => {}
+        }
+    }
+    missed.sort();
+    let expected: Vec<(String, u64)> = [("ra", 4), ("ra", 5), ("rb", 4), ("rb", 5)]
+        .iter()
+        .map(|(r, o)| (r.to_string(), *o))
+        .collect();
+    assert_eq!(missed, expected, "each room's missed messages, once");
+    // Nothing else was owed: the next message is a new one.
+    api_publish(s.addr, "ra", json!("after")).await;
+    let next = sse.next_of("message").await;
+    assert_eq!(
+        (next["data"].clone(), next["offset"].clone()),
+        (json!("after"), json!(6))
+    );
+}

@@ -183,3 +183,31 @@ async fn a_recovery_backlog_larger_than_the_queue_bound_is_not_a_slow_consumer()
         0
     );
 }
+
+/// An idle room whose history expired is dropped; the room that comes back has a new
+/// epoch, so a client still holding the old position learns it cannot be recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_idle_room_comes_back_with_a_new_epoch() {
+    let s = start(|c| c.rooms.history_max_age_ms = 200).await;
+    let mut a = Client::hello(s.addr, "a").await;
+    let joined = a.join("brief").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    let offset = a.publish("brief", json!("gone soon")).await["offset"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(offset, 1);
+    let left = a.request(json!({"type": "leave", "room": "brief"})).await;
+    assert_eq!(left["type"], "left");
+    // History expires after 200 ms; the sweep that drops idle rooms runs every second.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let r = a
+        .request(json!({"type": "join", "room": "brief", "since": {"epoch": epoch, "offset": 1}}))
+        .await;
+    assert_eq!(r["type"], "joined");
+    assert_ne!(r["epoch"].as_str(), Some(epoch.as_str()), "a new epoch");
+    assert_eq!(
+        (r["recovered"].as_bool(), r["offset"].as_u64()),
+        (Some(false), Some(0)),
+        "{r}"
+    );
+}
