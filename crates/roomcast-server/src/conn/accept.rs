@@ -125,7 +125,7 @@ pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: Sock
             conn.ws.borrow_mut().outbox().push(reply);
             // Membership begins before the 101 is written: whatever is published from
             // now on is queued behind it.
-            worker.raw_join(&conn, room.clone(), echo).await;
+            worker.raw_join(&conn, room.clone()).await;
             let _ = conn.flush();
             tokio::task::spawn_local(run::run(worker, conn, Endpoint::Raw { room, echo }));
         }

@@ -38,8 +38,8 @@ enum Sink {
 #[derive(Debug)]
 struct Member {
     sink: Sink,
-    /// Receives presence diffs (`/ws`, HTTP), or its own messages (`/rooms/...?echo=1`).
-    flag: bool,
+    /// Receives presence diffs (`/ws`, HTTP members that joined with `presence`).
+    presence: bool,
 }
 
 impl Worker {
@@ -142,7 +142,7 @@ impl Worker {
             };
             let member = Member {
                 sink: Sink::Socket(conn.clone()),
-                flag: m.presence,
+                presence: m.presence,
             };
             m.slot = Some(
                 self.local
@@ -179,7 +179,7 @@ impl Worker {
             };
             let entry = Member {
                 sink: Sink::Http(member.clone()),
-                flag: r.presence,
+                presence: r.presence,
             };
             r.slot = Some(
                 self.local
@@ -212,16 +212,16 @@ impl Worker {
         }
     }
 
-    /// Queues `frame` to every local member of a room: all of them, or only those whose
-    /// flag is set (`only_flagged`), never `skip`. HTTP members get it as an event of
-    /// `event` kind.
+    /// Queues `frame` to every local member of a room: all of them, or only those that
+    /// asked for presence (`presence_only`), never `skip`. HTTP members get it as an event
+    /// of `event` kind.
     fn fan_out(
         &self,
         kind: Kind,
         room: &RoomName,
         frame: &Bytes,
         skip: Option<&Rc<Conn>>,
-        only_flagged: bool,
+        presence_only: bool,
         event: Option<EventKind>,
     ) {
         let local = self.local.borrow();
@@ -231,7 +231,7 @@ impl Worker {
         let mut n = 0;
         let mut json = None;
         for (_, m) in r.members.iter() {
-            if only_flagged && !m.flag {
+            if presence_only && !m.presence {
                 continue;
             }
             match &m.sink {
@@ -359,7 +359,7 @@ impl Worker {
 
     /// Adds a raw-room member. Returns once the home counts this worker, so that anything
     /// published after the caller's 101 reaches the member.
-    pub(crate) async fn raw_join(self: &Rc<Self>, conn: &Rc<Conn>, room: RoomName, echo: bool) {
+    pub(crate) async fn raw_join(self: &Rc<Self>, conn: &Rc<Conn>, room: RoomName) {
         let key = (Kind::Raw, room.clone());
         let (slot, first, ready) = {
             let mut local = self.local.borrow_mut();
@@ -367,7 +367,7 @@ impl Worker {
             let first = r.members.is_empty();
             let slot = r.members.insert(Member {
                 sink: Sink::Socket(conn.clone()),
-                flag: echo,
+                presence: false,
             });
             (slot, first, r.ready.clone())
         };
