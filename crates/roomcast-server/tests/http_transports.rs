@@ -10,6 +10,15 @@ use std::time::Duration;
 use common::{Client, Sse, api, api_publish, start};
 use serde_json::{Value, json};
 
+/// `GET url`, answered 200 with JSON.
+async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// Long-polls `path` until `n` messages arrived; returns them and the last cursor.
 async fn poll_messages(
     addr: std::net::SocketAddr,
@@ -44,15 +53,11 @@ async fn websocket_sse_long_poll_and_api_see_the_same_stream() {
     let mut sse = Sse::open(s.addr, "room=all&client=sse-sub", None).await;
     assert_eq!(sse.next_of("joined").await["room"], "all");
     // The long-poll subscriber opens its session before anything is published.
-    let first: Value = reqwest::get(format!(
+    let first = get_json(format!(
         "http://{}/poll?room=all&client=poll-sub&timeout_ms=300",
         s.addr
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     let cursor = first["cursor"].as_str().unwrap().to_owned();
     let mut publisher = Client::hello(s.addr, "ws-pub").await;
     publisher.join("all").await;
@@ -152,12 +157,7 @@ async fn sse_signals_when_it_cannot_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_across_a_burst_larger_than_one_response() {
     let s = start(|c| c.http.poll_max_events = 50).await;
-    let first: Value = reqwest::get(format!("http://{}/poll?room=lp&timeout_ms=300", s.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = get_json(format!("http://{}/poll?room=lp&timeout_ms=300", s.addr)).await;
     let cursor = first["cursor"].as_str().unwrap().to_owned();
     for i in 1..=500 {
         api_publish(s.addr, "lp", json!(i)).await;
@@ -181,20 +181,15 @@ async fn long_poll_across_a_burst_larger_than_one_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_poll_answer_is_sent_again() {
     let s = start(|_| {}).await;
-    let first: Value = reqwest::get(format!("http://{}/poll?room=again&timeout_ms=300", s.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = get_json(format!("http://{}/poll?room=again&timeout_ms=300", s.addr)).await;
     let c0 = first["cursor"].as_str().unwrap().to_owned();
     for i in 1..=3 {
         api_publish(s.addr, "again", json!(i)).await;
     }
     let url = |c: &str| format!("http://{}/poll?cursor={c}&timeout_ms=500", s.addr);
-    let a: Value = reqwest::get(url(&c0)).await.unwrap().json().await.unwrap();
+    let a = get_json(url(&c0)).await;
     // The answer was "lost": poll again with the same cursor, get the same events.
-    let b: Value = reqwest::get(url(&c0)).await.unwrap().json().await.unwrap();
+    let b = get_json(url(&c0)).await;
     assert_eq!(a["events"], b["events"]);
     assert!(
         a["events"]
@@ -205,12 +200,7 @@ async fn a_lost_poll_answer_is_sent_again() {
     );
     // Acknowledged by the next cursor: nothing repeats.
     api_publish(s.addr, "again", json!(4)).await;
-    let c: Value = reqwest::get(url(b["cursor"].as_str().unwrap()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c = get_json(url(b["cursor"].as_str().unwrap())).await;
     let offsets: Vec<u64> = c["events"]
         .as_array()
         .unwrap()
@@ -223,12 +213,7 @@ async fn a_lost_poll_answer_is_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_poll_session_recovers_from_its_cursor() {
     let s = start(|c| c.http.poll_session_ttl_ms = 200).await;
-    let first: Value = reqwest::get(format!("http://{}/poll?room=exp&timeout_ms=300", s.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = get_json(format!("http://{}/poll?room=exp&timeout_ms=300", s.addr)).await;
     let (messages, cursor, _) = {
         api_publish(s.addr, "exp", json!(1)).await;
         poll_messages(
@@ -356,15 +341,11 @@ async fn presence_of_sse_and_poll_members_appears_and_expires() {
     {
     }
 
-    let _: Value = reqwest::get(format!(
+    let _ = get_json(format!(
         "http://{}/poll?room=seen&client=poll-member&presence=%7B%7D&timeout_ms=100",
         s.addr
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     while !names(&watcher.next_of("presence_diff").await, "joined")
         .contains(&"poll-member".to_owned())
     {}
@@ -409,7 +390,7 @@ async fn a_long_poll_is_held_until_a_message_or_its_timeout() {
     let mut url = format!("http://{}/poll?room=held&timeout_ms=1000", s.addr);
     let mut cursor = String::new();
     for _ in 0..5 {
-        let v: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let v = get_json(&url).await;
         cursor = v["cursor"].as_str().unwrap().to_owned();
         url = format!("http://{}/poll?cursor={cursor}&timeout_ms=1000", s.addr);
         if v["events"]
@@ -423,15 +404,11 @@ async fn a_long_poll_is_held_until_a_message_or_its_timeout() {
     }
     // Nothing arrives: the answer comes empty once the timeout passed.
     let started = std::time::Instant::now();
-    let empty: Value = reqwest::get(format!(
+    let empty = get_json(format!(
         "http://{}/poll?cursor={cursor}&timeout_ms=400",
         s.addr
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "held for its timeout"
