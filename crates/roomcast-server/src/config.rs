@@ -373,18 +373,149 @@ mod tests {
             .collect()
     }
 
+    /// Every default, exactly, and each documented one with the words that document it:
+    /// a default changed without its documentation (or the other way round) fails here.
     #[test]
-    fn defaults_load_and_match_the_contract() {
+    fn defaults_are_exactly_the_documented_ones() {
+        let docs = [
+            include_str!("../../../README.md"),
+            include_str!("../../../docs/protocol.md"),
+        ]
+        .concat();
+        let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
         let c = Config::default();
+        let kib = 1024;
+        let mib = 1024 * 1024;
+        let cases: [(&str, u64, u64, &str); 21] = [
+            (
+                "server.listen port",
+                u64::from(c.server.listen.port()),
+                8080,
+                "listening on `127.0.0.1:8080`",
+            ),
+            ("server.workers", c.server.workers as u64, 0, ""),
+            ("server.node_id empty", c.server.node_id.len() as u64, 0, ""),
+            (
+                "server.echo",
+                u64::from(c.server.echo),
+                0,
+                "`GET /echo` | echo WebSocket (only with `--echo`)",
+            ),
+            (
+                "server.handshake_timeout_ms",
+                c.server.handshake_timeout_ms,
+                10_000,
+                "within the handshake timeout (10 s)",
+            ),
+            (
+                "server.drain_timeout_ms",
+                c.server.drain_timeout_ms,
+                10_000,
+                "",
+            ),
+            (
+                "websocket.max_message_size",
+                c.websocket.max_message_size as u64,
+                mib,
+                "`websocket.max_frame_size` / `max_message_size` (1 MiB)",
+            ),
+            (
+                "websocket.max_frame_size",
+                c.websocket.max_frame_size as u64,
+                mib,
+                "frames and messages of at most 1 MiB each by default",
+            ),
+            (
+                "websocket.heartbeat_interval_ms",
+                c.websocket.heartbeat_interval_ms,
+                25_000,
+                "`websocket.heartbeat_interval_ms` (25 s, the `heartbeat_ms` of `welcome`)",
+            ),
+            (
+                "websocket.heartbeat_timeout_ms",
+                c.websocket.heartbeat_timeout_ms,
+                10_000,
+                "`websocket.heartbeat_timeout_ms` (10 s)",
+            ),
+            (
+                "websocket.idle_timeout_ms",
+                c.websocket.idle_timeout_ms,
+                0,
+                "`websocket.idle_timeout_ms` (off by default)",
+            ),
+            (
+                "websocket.max_queued_bytes",
+                c.websocket.max_queued_bytes as u64,
+                4 * mib,
+                "`websocket.max_queued_bytes` (4 MiB)",
+            ),
+            (
+                "rooms.history_max_messages",
+                c.rooms.history_max_messages as u64,
+                1000,
+                "retains its last 1,000 messages for 10 minutes (`rooms.history_max_messages`",
+            ),
+            (
+                "rooms.history_max_age_ms",
+                c.rooms.history_max_age_ms,
+                600_000,
+                "for 10 minutes (`rooms.history_max_messages`, `rooms.history_max_age_ms`)",
+            ),
+            (
+                "rooms.max_data_size",
+                c.rooms.max_data_size as u64,
+                64 * kib,
+                "`rooms.max_data_size` (64 KiB)",
+            ),
+            (
+                "rooms.presence_batch_ms",
+                c.rooms.presence_batch_ms,
+                50,
+                "`rooms.presence_batch_ms` (50 ms)",
+            ),
+            (
+                "rooms.max_rooms_per_connection",
+                c.rooms.max_rooms_per_connection as u64,
+                256,
+                "`rooms.max_rooms_per_connection` (256)",
+            ),
+            (
+                "http.sse_heartbeat_ms",
+                c.http.sse_heartbeat_ms,
+                15_000,
+                "`http.sse_heartbeat_ms` (15 s)",
+            ),
+            (
+                "http.poll_timeout_ms",
+                c.http.poll_timeout_ms,
+                25_000,
+                "(default and maximum `http.poll_timeout_ms`, 25 s)",
+            ),
+            (
+                "http.poll_max_events",
+                c.http.poll_max_events as u64,
+                100,
+                "(at most `limit`, default and maximum `http.poll_max_events`, 100)",
+            ),
+            (
+                "http.poll_session_ttl_ms",
+                c.http.poll_session_ttl_ms,
+                45_000,
+                "`http.poll_session_ttl_ms` (45 s)",
+            ),
+        ];
+        for (key, got, want, documented) in cases {
+            assert_eq!(got, want, "default of {key}");
+            assert!(
+                documented.is_empty() || docs.contains(documented),
+                "{key}: the docs no longer say {documented:?}"
+            );
+        }
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
-        assert!(
-            c.rooms.history_max_messages >= 1000,
-            "contract: at least the last 1,000 messages"
-        );
-        assert!(
-            c.rooms.history_max_age_ms >= 600_000,
-            "contract: for at least 10 minutes"
-        );
+        assert_eq!(c.http.max_body_size, mib as usize);
+        assert!(docs.contains("`http.max_body_size` (1 MiB)"));
+        assert_eq!(c.api.key, "");
+        assert!(docs.contains("Without a key configured (the default), the API answers only requests from loopback addresses"));
     }
 
     #[test]

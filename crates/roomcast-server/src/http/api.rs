@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use super::member::frame_json;
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
 use crate::hub::RoomName;
-use crate::protocol::{ErrorCode, SincePos, reply};
+use crate::protocol::{self, ErrorCode, SincePos, reply};
 use crate::worker::{HomeMsg, LocalMsg, Worker};
 
 /// The OpenAPI description served at `/api/openapi.json`.
@@ -76,12 +76,11 @@ pub(super) async fn handle(
                 }
                 None => None,
             };
-            let limit = match param(&q, "limit").map(str::parse::<usize>) {
-                Some(Ok(n)) if (1..=1000).contains(&n) => n,
-                Some(_) => {
-                    return error(ErrorCode::BadRequest, "`limit` must be 1 to 1000");
-                }
-                None => 100,
+            // Not a number is out of range too: the one `limit` rule of every transport.
+            let given = param(&q, "limit").map(|v| v.parse::<u64>().unwrap_or(0));
+            let limit = match protocol::history_limit(given) {
+                Ok(n) => n,
+                Err(e) => return error(e.code, &e.message),
             };
             let room = (*room).to_owned();
             read_room(&worker, &room, |room, conn| HomeMsg::History {

@@ -8,4 +8,4 @@ mod request;
 
 pub use error::{ErrorCode, ProtoError};
 pub use json::JsonFrame;
-pub use request::{Request, SincePos, check_id, client_id, parse};
+pub use request::{Request, SincePos, check_id, client_id, history_limit, parse};

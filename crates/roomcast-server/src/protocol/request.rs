@@ -83,11 +83,30 @@ pub enum Request<'a> {
         room: RoomName,
         /// From after this position.
         since: Option<SincePos>,
-        /// At most this many (default 100, at most 1000).
+        /// At most this many ([`history_limit`]).
         limit: usize,
     },
     /// `ping`.
     Ping,
+}
+
+/// How many messages a `history` request gets when it names no `limit`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+/// The largest `limit` a `history` request may name.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// Checks a `history` request's `limit`, on every transport: 1 to [`MAX_HISTORY_LIMIT`],
+/// [`DEFAULT_HISTORY_LIMIT`] when absent. A value out of range is refused, not clamped,
+/// so a client never gets fewer messages than it asked for without being told.
+pub fn history_limit(given: Option<u64>) -> Result<usize, ProtoError> {
+    match given {
+        None => Ok(DEFAULT_HISTORY_LIMIT),
+        Some(n) if (1..=MAX_HISTORY_LIMIT as u64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("`limit` must be 1 to {MAX_HISTORY_LIMIT}"),
+        )),
+    }
 }
 
 /// The longest idempotency key accepted.
@@ -195,11 +214,10 @@ fn request(env: Envelope<'_>) -> Result<Request<'_>, ProtoError> {
         },
         "history" => {
             let room = room("history")?;
-            let limit = env.limit.unwrap_or(100).clamp(1, 1000) as usize;
             Request::History {
                 room,
                 since: env.since,
-                limit,
+                limit: history_limit(env.limit)?,
             }
         }
         "ping" => Request::Ping,
@@ -252,8 +270,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let (_, req) = parse(br#"{"type":"history","room":"a","limit":5000}"#);
+        let (_, req) = parse(br#"{"type":"history","room":"a","limit":1000}"#);
         assert!(matches!(req.unwrap(), Request::History { limit: 1000, .. }));
+        let (_, req) = parse(br#"{"type":"history","room":"a","limit":1}"#);
+        assert!(matches!(req.unwrap(), Request::History { limit: 1, .. }));
+        let (_, req) = parse(br#"{"type":"history","room":"a"}"#);
+        assert!(matches!(req.unwrap(), Request::History { limit: 100, .. }));
         // escaped strings cannot be borrowed and still parse
         let (_, req) = parse(br#"{"type":"publish","room":"lobby","data":"x","id":"k\u0031"}"#);
         assert!(matches!(req.unwrap(), Request::Publish { id: Some(id), .. } if id == "k1"));
@@ -292,5 +314,15 @@ mod tests {
             (None, Some(ErrorCode::BadRequest))
         );
         assert_eq!(code(r#"[1,2]"#), (None, Some(ErrorCode::BadRequest)));
+        // One rule for `limit` on every transport: 1 to 1000, refused outside, never clamped.
+        for limit in ["0", "1001", "5000"] {
+            assert_eq!(
+                code(&format!(
+                    r#"{{"type":"history","room":"a","limit":{limit},"ref":6}}"#
+                )),
+                (Some(6), Some(ErrorCode::BadRequest)),
+                "limit {limit}"
+            );
+        }
     }
 }

@@ -556,7 +556,10 @@ mod tests {
     }
 
     /// What one idle connection costs in memory, beyond the kernel: its shared state and
-    /// its task's future. Printed with `--nocapture`; the bounds catch regressions.
+    /// its task's future. Printed with `--nocapture`. The promise is the documented ~1.5 KiB
+    /// per idle member (docs/performance.md, measured by `roomcast bench connect`); the exact
+    /// sizes move with the compiler, so the test holds their sum to a budget under it, not
+    /// to today's byte counts.
     #[tokio::test]
     async fn idle_connection_footprint() {
         let shared = Arc::new(Shared::for_tests(crate::Config::default()));
@@ -575,10 +578,10 @@ mod tests {
             "Conn: {conn_size} bytes, run future: {fut_size} bytes, Connection: {} bytes",
             std::mem::size_of::<roomcast_ws::Connection>()
         );
-        assert!(conn_size <= 448, "Conn grew to {conn_size} bytes");
         assert!(
-            fut_size <= 160,
-            "the connection future grew to {fut_size} bytes"
+            conn_size + fut_size <= 1024,
+            "an idle connection's state grew to {conn_size} + {fut_size} bytes, \
+             most of the documented ~1.5 KiB per idle member"
         );
         drop((fut, client));
     }
