@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
@@ -84,29 +82,54 @@ async fn our_client_with_tungstenite_server() {
     common::client_scenarios(&url).await;
 }
 
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next message, ping, pong or close, within `common::WAIT`.
+async fn next_any(ws: &mut Client) -> Message {
+    match common::within("receiving a frame", ws.next()).await {
+        Some(Ok(m)) => m,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+/// The next data message, skipping control frames.
+async fn next_data(ws: &mut Client) -> Message {
+    loop {
+        let msg = next_any(ws).await;
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            return msg;
+        }
+    }
+}
+
+/// Sends (and flushes) a message within `common::WAIT`.
+async fn send(ws: &mut Client, msg: Message) {
+    common::within("sending a message", ws.send(msg))
+        .await
+        .unwrap();
+}
+
+/// Reads until the connection is over, within `common::WAIT`; returns the close's code
+/// and reason.
+async fn close_at_end(ws: &mut Client) -> Option<(u16, String)> {
+    let mut got = None;
+    common::within("the connection's end", async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Close(frame) = msg {
+                got = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+            }
+        }
+    })
+    .await;
+    got
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_server_with_tungstenite_client() {
     let url = common::scripted_server().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config()), true)
-        .await
-        .unwrap();
-
-    async fn next_data(
-        ws: &mut tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    ) -> Message {
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-                return msg;
-            }
-        }
-    }
+    let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config()), true);
+    let (mut ws, _) = common::within("connecting", connect).await.unwrap();
 
     for msg in [
         Message::text("hello"),
@@ -117,7 +140,7 @@ async fn our_server_with_tungstenite_client() {
         Message::binary(common::pattern(common::BIG)),
         Message::text("a€".repeat(common::BIG / 4)),
     ] {
-        ws.send(msg.clone()).await.unwrap();
+        send(&mut ws, msg.clone()).await;
         assert!(
             next_data(&mut ws).await == msg,
             "echo differs ({} bytes)",
@@ -127,71 +150,58 @@ async fn our_server_with_tungstenite_client() {
 
     // Fragments from the client, cut inside a code point.
     let bytes = "fragmented κόσμε".as_bytes();
-    ws.send(Message::Frame(Frame::message(
-        bytes[..12].to_vec(),
-        OpCode::Data(Data::Text),
-        false,
-    )))
-    .await
-    .unwrap();
-    ws.send(Message::Frame(Frame::message(
-        bytes[12..].to_vec(),
-        OpCode::Data(Data::Continue),
-        true,
-    )))
-    .await
-    .unwrap();
+    let first = Frame::message(bytes[..12].to_vec(), OpCode::Data(Data::Text), false);
+    send(&mut ws, Message::Frame(first)).await;
+    let rest = Frame::message(bytes[12..].to_vec(), OpCode::Data(Data::Continue), true);
+    send(&mut ws, Message::Frame(rest)).await;
     assert_eq!(next_data(&mut ws).await, Message::text("fragmented κόσμε"));
 
     // Fragments from the server.
-    ws.send(Message::text("cmd:fragments:5:sent in fragments: κόσμε"))
-        .await
-        .unwrap();
+    send(
+        &mut ws,
+        Message::text("cmd:fragments:5:sent in fragments: κόσμε"),
+    )
+    .await;
     assert_eq!(
         next_data(&mut ws).await,
         Message::text("sent in fragments: κόσμε")
     );
 
     // Our server answers a ping with the same payload.
-    ws.send(Message::Ping(Bytes::from_static(b"tungstenite-ping")))
-        .await
-        .unwrap();
-    match ws.next().await.unwrap().unwrap() {
+    send(
+        &mut ws,
+        Message::Ping(Bytes::from_static(b"tungstenite-ping")),
+    )
+    .await;
+    match next_any(&mut ws).await {
         Message::Pong(p) => assert_eq!(&p[..], b"tungstenite-ping"),
         other => panic!("expected a pong, got {other:?}"),
     }
 
     // Our server pings; tungstenite answers.
-    ws.send(Message::text("cmd:ping:from-server"))
-        .await
-        .unwrap();
+    send(&mut ws, Message::text("cmd:ping:from-server")).await;
     assert_eq!(next_data(&mut ws).await, Message::text("pong:from-server"));
 
     // Close with a code: echoed.
-    ws.close(Some(CloseFrame {
+    let bye = CloseFrame {
         code: CloseCode::from(4000),
         reason: "bye".into(),
-    }))
-    .await
-    .unwrap();
-    let mut echoed = None;
-    while let Some(Ok(msg)) = ws.next().await {
-        if let Message::Close(frame) = msg {
-            echoed = frame.map(|f| u16::from(f.code));
-        }
-    }
-    assert_eq!(echoed, Some(4000));
-
-    // The server closes with a code and reason.
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws.send(Message::text("cmd:close:4001:server says bye"))
+    };
+    common::within("closing", ws.close(Some(bye)))
         .await
         .unwrap();
-    let mut got = None;
-    while let Some(Ok(msg)) = ws.next().await {
-        if let Message::Close(frame) = msg {
-            got = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
-        }
-    }
-    assert_eq!(got, Some((4001, "server says bye".to_owned())));
+    assert_eq!(
+        close_at_end(&mut ws).await.map(|(code, _)| code),
+        Some(4000)
+    );
+
+    // The server closes with a code and reason.
+    let (mut ws, _) = common::within("connecting", tokio_tungstenite::connect_async(&url))
+        .await
+        .unwrap();
+    send(&mut ws, Message::text("cmd:close:4001:server says bye")).await;
+    assert_eq!(
+        close_at_end(&mut ws).await,
+        Some((4001, "server says bye".to_owned()))
+    );
 }

@@ -96,22 +96,62 @@ async fn script(mut ws: WebSocket<TcpStream>) -> Result<(), Error> {
     Ok(())
 }
 
-/// The next data message, skipping control frames.
-async fn next_data(ws: &mut WebSocket<TcpStream>) -> Message {
+/// How long any single wait of a scenario may take (16 MiB echoes in a debug build on a
+/// busy machine included) before the test fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Awaits `fut` for at most [`WAIT`]; past that the test fails, saying what it waited for.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {WAIT:?}"))
+}
+
+/// Sends a message (written out completely) within [`WAIT`].
+pub async fn send(ws: &mut WebSocket<TcpStream>, msg: Message) {
+    within("sending a message", ws.send(msg)).await.unwrap();
+}
+
+/// The next message, ping, pong or close, within [`WAIT`]; fails if the connection ended.
+pub async fn next_any(ws: &mut WebSocket<TcpStream>) -> Message {
+    match within("receiving a frame", ws.recv()).await {
+        Some(Ok(m)) => m,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+/// The next data message, skipping control frames, within [`WAIT`] each.
+pub async fn next_data(ws: &mut WebSocket<TcpStream>) -> Message {
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.recv())
-            .await
-            .expect("no message within 30 s")
-        {
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return m,
-            Some(Ok(_)) => {}
-            other => panic!("expected a message, got {other:?}"),
+        match next_any(ws).await {
+            m @ (Message::Text(_) | Message::Binary(_)) => return m,
+            _ => {}
         }
     }
 }
 
+/// Reads until the connection is over (within [`WAIT`]); returns the peer's close frame.
+/// Data received meanwhile fails the test: the scenarios close only when nothing is due.
+pub async fn close_frame_at_end(ws: &mut WebSocket<TcpStream>) -> Option<CloseFrame> {
+    let mut close = None;
+    let drain = async {
+        while let Some(msg) = ws.recv().await {
+            match msg.unwrap() {
+                Message::Close(frame) => close = frame,
+                m @ (Message::Text(_) | Message::Binary(_)) => {
+                    panic!("unexpected data while closing: {m:?}")
+                }
+                _ => {}
+            }
+        }
+    };
+    within("the connection's end", drain).await;
+    close
+}
+
 /// Runs every client scenario against a server following the script.
 pub async fn client_scenarios(base: &str) {
+    // `connect` is bounded by the driver's handshake timeout.
     let (mut ws, _) = connect(base).await.unwrap();
     for msg in [
         Message::text("hello"),
@@ -120,18 +160,18 @@ pub async fn client_scenarios(base: &str) {
         Message::text(""),
         Message::binary(Vec::new()),
     ] {
-        ws.send(msg.clone()).await.unwrap();
+        send(&mut ws, msg.clone()).await;
         assert_eq!(next_data(&mut ws).await, msg);
     }
 
     let big = Message::Binary(pattern(BIG));
-    ws.send(big.clone()).await.unwrap();
+    send(&mut ws, big.clone()).await;
     assert!(
         next_data(&mut ws).await == big,
         "16 MiB binary echo differs"
     );
     let big_text = Message::text("a€".repeat(BIG / 4));
-    ws.send(big_text.clone()).await.unwrap();
+    send(&mut ws, big_text.clone()).await;
     assert!(
         next_data(&mut ws).await == big_text,
         "16 MiB text echo differs"
@@ -140,22 +180,24 @@ pub async fn client_scenarios(base: &str) {
     // A fragmented message from us, cut inside a code point, with a ping in between.
     let text = "fragmented κόσμε";
     let bytes = text.as_bytes();
-    ws.send_frame(OpCode::Text, Bytes::copy_from_slice(&bytes[..12]), false)
-        .await
-        .unwrap();
-    ws.send(Message::Ping(Bytes::from_static(b"between")))
-        .await
-        .unwrap();
-    ws.send_frame(
-        OpCode::Continuation,
-        Bytes::copy_from_slice(&bytes[12..]),
-        true,
+    let first = Bytes::copy_from_slice(&bytes[..12]);
+    within(
+        "sending a fragment",
+        ws.send_frame(OpCode::Text, first, false),
+    )
+    .await
+    .unwrap();
+    send(&mut ws, Message::Ping(Bytes::from_static(b"between"))).await;
+    let rest = Bytes::copy_from_slice(&bytes[12..]);
+    within(
+        "sending a fragment",
+        ws.send_frame(OpCode::Continuation, rest, true),
     )
     .await
     .unwrap();
     let mut pong = None;
     let reply = loop {
-        match ws.recv().await.unwrap().unwrap() {
+        match next_any(&mut ws).await {
             Message::Pong(p) => pong = Some(p),
             m @ Message::Text(_) => break m,
             other => panic!("unexpected {other:?}"),
@@ -164,7 +206,7 @@ pub async fn client_scenarios(base: &str) {
     assert_eq!(reply, Message::text(text));
     if pong.is_none() {
         // The pong may trail the echo.
-        match ws.recv().await.unwrap().unwrap() {
+        match next_any(&mut ws).await {
             Message::Pong(p) => pong = Some(p),
             other => panic!("expected the pong, got {other:?}"),
         }
@@ -172,47 +214,32 @@ pub async fn client_scenarios(base: &str) {
     assert_eq!(pong.as_deref(), Some(&b"between"[..]));
 
     // A fragmented message from the server.
-    ws.send(Message::text("cmd:fragments:5:sent in fragments: κόσμε"))
-        .await
-        .unwrap();
+    send(
+        &mut ws,
+        Message::text("cmd:fragments:5:sent in fragments: κόσμε"),
+    )
+    .await;
     assert_eq!(
         next_data(&mut ws).await,
         Message::text("sent in fragments: κόσμε")
     );
 
     // The server pings; our driver answers by itself.
-    ws.send(Message::text("cmd:ping:from-server"))
-        .await
-        .unwrap();
+    send(&mut ws, Message::text("cmd:ping:from-server")).await;
     assert_eq!(next_data(&mut ws).await, Message::text("pong:from-server"));
 
     // We close with a code; the server echoes it.
-    ws.send(Message::Close(Some(CloseFrame::new(
-        CloseCode(4000),
-        "bye",
-    ))))
-    .await
-    .unwrap();
-    let mut echoed = None;
-    while let Some(msg) = ws.recv().await {
-        if let Message::Close(frame) = msg.unwrap() {
-            echoed = frame;
-        }
-    }
+    let bye = CloseFrame::new(CloseCode(4000), "bye");
+    send(&mut ws, Message::Close(Some(bye))).await;
+    let echoed = close_frame_at_end(&mut ws).await;
     assert_eq!(echoed.map(|f| f.code), Some(CloseCode(4000)));
 
     // The server closes with a code and a reason.
     let (mut ws, _) = connect(base).await.unwrap();
-    ws.send(Message::text("cmd:close:4001:server says bye"))
+    send(&mut ws, Message::text("cmd:close:4001:server says bye")).await;
+    let got = close_frame_at_end(&mut ws)
         .await
-        .unwrap();
-    let mut got = None;
-    while let Some(msg) = ws.recv().await {
-        if let Message::Close(frame) = msg.unwrap() {
-            got = frame;
-        }
-    }
-    let got = got.expect("a close frame with a body");
+        .expect("a close frame with a body");
     assert_eq!(
         (got.code, got.reason.as_str()),
         (CloseCode(4001), "server says bye")
