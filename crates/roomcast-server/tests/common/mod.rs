@@ -1,4 +1,12 @@
 //! An in-process server on a free port, and a raw TCP client that can break the rules.
+//!
+//! Every wait here is bounded: a missing answer fails the test with a message saying what
+//! was missing, it never hangs the run. One helper per kind of wait:
+//! - an HTTP request and its whole answer: [`http`] (a client with connect and request
+//!   timeouts) and [`exchange`] (which also bounds the call itself);
+//! - an SSE stream: [`Sse::open`] bounds the opening, [`Sse::next`] each event;
+//! - raw bytes: [`raw_exchange`] fails unless a whole response arrives in time;
+//! - WebSocket: [`Client::recv_raw`], [`RawClient::next_frame`].
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -12,6 +20,67 @@ use roomcast_ws::handshake::{ClientHandshake, ClientOptions};
 use roomcast_ws::{FrameDecoder, OpCode, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one HTTP request may take, answer read whole (long polls included: tests ask
+/// for `timeout_ms` well under this).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an SSE stream may go without an event (or a raw read without a byte).
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP client whose every request is bounded: connect within [`CONNECT_TIMEOUT`], the
+/// whole answer within [`HTTP_TIMEOUT`]. A new one per call: a pooled connection must not
+/// outlive the test's runtime.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client for streams (SSE): connect within [`CONNECT_TIMEOUT`], then no bound on
+/// the whole answer but [`EVENT_TIMEOUT`] between two reads.
+pub fn http_streaming() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(EVENT_TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// Sends a request and reads its whole answer: status, headers, body. Fails (never hangs)
+/// when no answer comes within [`HTTP_TIMEOUT`].
+pub async fn exchange(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
+    let (client, req) = req.build_split();
+    let req = req.unwrap();
+    let what = format!("{} {}", req.method(), req.url());
+    let answer = tokio::time::timeout(HTTP_TIMEOUT + Duration::from_secs(1), async {
+        let resp = client
+            .execute(req)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let body = resp
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the body did not arrive whole: {e}"));
+        (status, headers, body)
+    })
+    .await;
+    answer.unwrap_or_else(|_| panic!("{what}: no answer within {HTTP_TIMEOUT:?}"))
+}
+
+/// `GET url` with [`http`]: status and JSON body.
+pub async fn get_json_status(url: impl AsRef<str>) -> (u16, serde_json::Value) {
+    let url = url.as_ref();
+    let (status, _, body) = exchange(http().get(url)).await;
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body:?}"));
+    (status, v)
+}
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -40,42 +109,65 @@ pub async fn start(config: impl FnOnce(&mut Config)) -> TestServer {
     TestServer { addr, stop, stats }
 }
 
-/// Sends raw bytes and returns the response: everything until the server closes, or
-/// until a whole response (head and `content-length` body) has arrived, or 5 s.
+/// Sends raw bytes and returns the response, which must arrive whole (the head, and a
+/// body as long as its `content-length`, or until the server closes) within
+/// [`EVENT_TIMEOUT`]: a partial or missing answer fails the test.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
+    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .expect("no connection within 5 s")
+        .unwrap();
+    // The server may answer and close before reading everything (431): read regardless.
+    let _ = tokio::time::timeout(EVENT_TIMEOUT, s.write_all(request)).await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let read = tokio::time::timeout(EVENT_TIMEOUT, async {
         let mut buf = [0u8; 4096];
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 {
-                break;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
             }
-            out.extend_from_slice(&buf[..n]);
             if response_complete(&out) {
-                break;
+                return true;
             }
         }
     })
     .await;
-    String::from_utf8_lossy(&out).into_owned()
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match read {
+        Ok(true) => {}
+        Ok(false) => {
+            let head_done = text.contains("\r\n\r\n");
+            assert!(
+                head_done && response_length(&out).is_none(),
+                "the server closed before a whole response: {text:?}"
+            );
+        }
+        Err(_) => panic!("no whole response within {EVENT_TIMEOUT:?}: got {text:?}"),
+    }
+    text
 }
 
-fn response_complete(bytes: &[u8]) -> bool {
+/// The `content-length` of a response whose head has arrived.
+fn response_length(bytes: &[u8]) -> Option<usize> {
     let text = String::from_utf8_lossy(bytes);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    let length = head
-        .lines()
+    let (head, _) = text.split_once("\r\n\r\n")?;
+    head.lines()
         .find_map(|l| {
             l.to_ascii_lowercase()
                 .strip_prefix("content-length:")
                 .map(|v| v.trim().parse::<usize>())
         })
-        .and_then(Result::ok);
-    length.is_some_and(|n| body.len() >= n)
+        .and_then(Result::ok)
+}
+
+fn response_complete(bytes: &[u8]) -> bool {
+    let Some(start) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    // A 101 has no body: the connection now speaks WebSocket.
+    bytes.starts_with(b"HTTP/1.1 101 ")
+        || response_length(bytes).is_some_and(|n| bytes.len() - (start + 4) >= n)
 }
 
 /// A WebSocket client on a raw socket: frames are built by hand.
@@ -100,21 +192,28 @@ impl RawClient {
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).unwrap();
         }
-        let mut stream = socket.connect(addr).await.unwrap();
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr))
+            .await
+            .expect("no connection within 5 s")
+            .unwrap();
         let (hs, request) =
             ClientHandshake::new(&addr.to_string(), path, &ClientOptions::default());
         stream.write_all(&request).await.unwrap();
         let mut buf = BytesMut::new();
-        loop {
-            if let Some((_, n)) = hs.parse_response(&buf).unwrap() {
-                let _ = buf.split_to(n);
-                break;
+        tokio::time::timeout(EVENT_TIMEOUT, async {
+            loop {
+                if let Some((_, n)) = hs.parse_response(&buf).unwrap() {
+                    let _ = buf.split_to(n);
+                    break;
+                }
+                assert!(
+                    stream.read_buf(&mut buf).await.unwrap() > 0,
+                    "closed during the handshake"
+                );
             }
-            assert!(
-                stream.read_buf(&mut buf).await.unwrap() > 0,
-                "closed during the handshake"
-            );
-        }
+        })
+        .await
+        .expect("no handshake answer within 10 s");
         Self {
             stream,
             decoder: FrameDecoder::new(Role::Client, 64 << 20),
@@ -195,9 +294,13 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let (ws, _) = roomcast_ws::tokio::connect(&format!("ws://{addr}/ws"))
-            .await
-            .unwrap();
+        let (ws, _) = tokio::time::timeout(
+            EVENT_TIMEOUT,
+            roomcast_ws::tokio::connect(&format!("ws://{addr}/ws")),
+        )
+        .await
+        .expect("no WebSocket handshake within 10 s")
+        .unwrap();
         Self {
             ws,
             backlog: Default::default(),
@@ -310,16 +413,21 @@ pub struct Sse {
 }
 
 impl Sse {
-    /// Opens `GET /sse?{query}` with an optional `Last-Event-ID`.
+    /// Opens `GET /sse?{query}` with an optional `Last-Event-ID`; the answer must come
+    /// within [`HTTP_TIMEOUT`].
     pub async fn open(addr: SocketAddr, query: &str, last_id: Option<&str>) -> Self {
         use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
-        let mut req = reqwest::Client::new().get(format!("http://{addr}/sse?{query}"));
+        let url = format!("http://{addr}/sse?{query}");
+        let mut req = http_streaming().get(&url);
         if let Some(id) = last_id {
             req = req.header("last-event-id", id);
         }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 200);
+        let resp = tokio::time::timeout(HTTP_TIMEOUT, req.send())
+            .await
+            .unwrap_or_else(|_| panic!("GET {url}: no answer within {HTTP_TIMEOUT:?}"))
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(resp.status(), 200, "GET {url}");
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         assert_eq!(resp.headers()["cache-control"], "no-cache");
         assert_eq!(resp.headers()["x-accel-buffering"], "no");
@@ -333,20 +441,78 @@ impl Sse {
         }
     }
 
-    /// The next event: its name and JSON.
-    pub async fn next(&mut self) -> (String, serde_json::Value) {
+    /// Opens `GET /sse?{query}` on a raw socket whose `SO_RCVBUF` is `rcvbuf` (a small one
+    /// makes a slow reader: nothing is read until the first [`Sse::next`]).
+    pub async fn open_with_receive_buffer(
+        addr: SocketAddr,
+        query: &str,
+        last_id: Option<&str>,
+        rcvbuf: u32,
+    ) -> Self {
+        use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
-        let e = tokio::time::timeout(Duration::from_secs(10), self.events.next())
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(rcvbuf).unwrap();
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr))
             .await
-            .expect("no SSE event within 10 s")
-            .expect("the stream ended");
+            .expect("no connection within 5 s")
+            .unwrap();
+        let mut request = format!("GET /sse?{query} HTTP/1.1\r\nHost: {addr}\r\n");
+        if let Some(id) = last_id {
+            request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = BytesMut::new();
+        let head_len = tokio::time::timeout(HTTP_TIMEOUT, async {
+            loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    return i + 4;
+                }
+                assert!(
+                    stream.read_buf(&mut buf).await.unwrap() > 0,
+                    "closed before the SSE answer's head"
+                );
+            }
+        })
+        .await
+        .expect("no SSE answer within 30 s");
+        let head = String::from_utf8_lossy(&buf[..head_len]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let _ = buf.split_to(head_len);
+        let body =
+            futures_util::stream::unfold((stream, buf), |(mut stream, mut buf)| async move {
+                let chunk = read_chunk(&mut stream, &mut buf).await?;
+                Some((Ok::<_, std::io::Error>(chunk), (stream, buf)))
+            });
+        let events = body.eventsource().filter_map(|e| async move { e.ok() });
+        Self {
+            events: Box::pin(events),
+            last_id: last_id.unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ends first; fails after
+    /// [`EVENT_TIMEOUT`] without either.
+    pub async fn next_or_end(&mut self) -> Option<(String, serde_json::Value)> {
+        use futures_util::StreamExt;
+        let e = tokio::time::timeout(EVENT_TIMEOUT, self.events.next())
+            .await
+            .expect("no SSE event and no end within 10 s")?;
         if !e.id.is_empty() {
             self.last_id = e.id.clone();
         }
-        (
+        Some((
             e.event.clone(),
             serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("{err}: {:?}", e.data)),
-        )
+        ))
+    }
+
+    /// The next event: its name and JSON.
+    pub async fn next(&mut self) -> (String, serde_json::Value) {
+        self.next_or_end().await.expect("the stream ended")
     }
 
     /// Whether the stream ends within 5 s (events before the end are skipped).
@@ -370,6 +536,44 @@ impl Sse {
     }
 }
 
+/// One chunk of a `transfer-encoding: chunked` body; `None` at its end (or EOF). A chunk
+/// that does not arrive within [`EVENT_TIMEOUT`] fails the test.
+async fn read_chunk(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<bytes::Bytes> {
+    async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, n: usize) -> bool {
+        while buf.len() < n {
+            match tokio::time::timeout(EVENT_TIMEOUT, stream.read_buf(buf))
+                .await
+                .expect("no SSE bytes within 10 s")
+            {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+        true
+    }
+    loop {
+        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..i]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next()?.trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+            if size == 0 {
+                return None;
+            }
+            if !fill(stream, buf, i + 2 + size + 2).await {
+                return None;
+            }
+            let _ = buf.split_to(i + 2);
+            let chunk = buf.split_to(size).freeze();
+            let _ = buf.split_to(2);
+            return Some(chunk);
+        }
+        let have = buf.len();
+        if !fill(stream, buf, have + 1).await {
+            return None;
+        }
+    }
+}
+
 /// Calls the HTTP API (`POST` with a body, or `GET`); returns status and JSON.
 pub async fn api(
     addr: SocketAddr,
@@ -377,7 +581,7 @@ pub async fn api(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let client = reqwest::Client::new();
+    let client = http();
     let url = format!("http://{addr}{path}");
     let req = match method {
         "POST" => client
@@ -385,12 +589,10 @@ pub async fn api(
             .json(&body.unwrap_or(serde_json::Value::Null)),
         _ => client.get(url),
     };
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
+    let (status, _, text) = exchange(req).await;
     (
         status,
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")),
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text:?}")),
     )
 }
 
