@@ -4,21 +4,54 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{RawClient, start};
-use roomcast_ws::tokio::connect;
+use roomcast_ws::tokio::{WebSocket, connect};
 use roomcast_ws::{CloseCode, CloseFrame, Message, OpCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// How long one wait may take before the test fails instead of hanging.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `fut` for at most [`WAIT`]; past that the test fails, saying what it waited for.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {WAIT:?}"))
+}
+
+/// The next message (pings, pongs and closes included), within [`WAIT`].
+async fn next_message(ws: &mut WebSocket<TcpStream>) -> Message {
+    match within("receiving a message", ws.recv()).await {
+        Some(Ok(m)) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// Sends a message (written out completely) within [`WAIT`].
+async fn send(ws: &mut WebSocket<TcpStream>, msg: Message) {
+    within("sending a message", ws.send(msg)).await.unwrap();
+}
+
+/// Writes raw bytes within [`WAIT`].
+async fn write(c: &mut RawClient, bytes: &[u8]) {
+    within("writing", c.stream.write_all(bytes)).await.unwrap();
+}
 
 #[tokio::test]
 async fn echo_with_our_client() {
     let s = start(|_| {}).await;
     let (mut ws, _) = connect(&format!("ws://{}/echo", s.addr)).await.unwrap();
-    ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("hello"));
-    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    send(&mut ws, Message::text("hello")).await;
+    assert_eq!(next_message(&mut ws).await, Message::text("hello"));
+    send(&mut ws, Message::binary(vec![1u8, 2, 3])).await;
     assert_eq!(
-        ws.recv().await.unwrap().unwrap(),
+        next_message(&mut ws).await,
         Message::binary(vec![1u8, 2, 3])
     );
+    // Bounded by the driver's close timeout.
     ws.close(Some(CloseFrame::new(CloseCode::NORMAL, "done")))
         .await
         .unwrap();
@@ -95,8 +128,7 @@ async fn broken_rules_close_with_the_right_code() {
     ];
     for (what, wire, code) in cases {
         let mut c = RawClient::connect(s.addr, "/echo").await;
-        use tokio::io::AsyncWriteExt;
-        c.stream.write_all(&wire).await.unwrap();
+        write(&mut c, &wire).await;
         let reason = c.expect_close(code).await;
         assert!(!reason.is_empty(), "{what}: the close frame should say why");
     }
@@ -128,17 +160,20 @@ async fn a_message_larger_than_the_queue_bound_is_still_delivered() {
     let (mut ws, _) = connect(&format!("ws://{}/echo", s.addr)).await.unwrap();
     let big = Message::binary(vec![7u8; 512 * 1024]);
     for _ in 0..3 {
-        ws.send(big.clone()).await.unwrap();
-        assert_eq!(ws.recv().await.unwrap().unwrap(), big);
+        send(&mut ws, big.clone()).await;
+        assert_eq!(next_message(&mut ws).await, big);
     }
 }
 
 /// Reads of 8 KiB or more that start a frame are handed to the connection without a copy;
 /// a frame cut after such a read, small reads and several frames in one read must all
 /// come back intact, in order.
+///
+/// A frame is cut by writing a small marker frame and the frame's first bytes in one
+/// write, and the rest only once the marker's echo is back: the server has then read the
+/// first part (one loopback segment) and handled what it could, so the rest is a later read.
 #[tokio::test]
 async fn large_reads_cut_anywhere_are_echoed_intact() {
-    use tokio::io::AsyncWriteExt;
     let s = start(|_| {}).await;
     let mut c = RawClient::connect(s.addr, "/echo").await;
     let payload = |len: usize, seed: u8| -> Vec<u8> {
@@ -146,28 +181,25 @@ async fn large_reads_cut_anywhere_are_echoed_intact() {
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
             .collect()
     };
-    // A 40 KiB frame, its first 12 KiB alone (handed over, then left unfinished).
+    // A 40 KiB frame, its first 12 KiB in one read with a marker (a read of more than
+    // 8 KiB starting a frame: handed over, then left unfinished).
     let big = payload(40 * 1024, 1);
     let wire = common::masked_frame(0x82, &big);
-    c.stream.write_all(&wire[..12 * 1024]).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    c.stream.write_all(&wire[12 * 1024..]).await.unwrap();
+    cut_after(&mut c, b"cut-1", &wire, 12 * 1024).await;
     assert_eq!(c.next_frame().await, Some((OpCode::Binary, big)));
     // Three frames in one write: 9 KiB, 100 B and 20 KiB.
     let (a, b, d) = (payload(9 * 1024, 2), payload(100, 3), payload(20 * 1024, 4));
     let mut wire = common::masked_frame(0x82, &a);
     wire.extend(common::masked_frame(0x82, &b));
     wire.extend(common::masked_frame(0x82, &d));
-    c.stream.write_all(&wire).await.unwrap();
+    write(&mut c, &wire).await;
     for expected in [a, b, d] {
         assert_eq!(c.next_frame().await, Some((OpCode::Binary, expected)));
     }
     // A small piece first (copied), then the rest of a large frame.
     let e = payload(30 * 1024, 5);
     let wire = common::masked_frame(0x82, &e);
-    c.stream.write_all(&wire[..100]).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    c.stream.write_all(&wire[100..]).await.unwrap();
+    cut_after(&mut c, b"cut-2", &wire, 100).await;
     assert_eq!(c.next_frame().await, Some((OpCode::Binary, e)));
     // 200 frames of 10 KiB back to back: reads land in and across scratch allocations.
     let frames: Vec<Vec<u8>> = (0..200).map(|i| payload(10 * 1024, i as u8)).collect();
@@ -175,8 +207,18 @@ async fn large_reads_cut_anywhere_are_echoed_intact() {
         .iter()
         .flat_map(|f| common::masked_frame(0x82, f))
         .collect();
-    c.stream.write_all(&wire).await.unwrap();
+    write(&mut c, &wire).await;
     for expected in frames {
         assert_eq!(c.next_frame().await, Some((OpCode::Binary, expected)));
     }
+}
+
+/// Writes a text frame `marker` and `wire[..at]` together, waits for the marker's echo,
+/// then writes `wire[at..]`.
+async fn cut_after(c: &mut RawClient, marker: &[u8], wire: &[u8], at: usize) {
+    let mut first = common::masked_frame(0x81, marker);
+    first.extend_from_slice(&wire[..at]);
+    write(c, &first).await;
+    assert_eq!(c.next_frame().await, Some((OpCode::Text, marker.to_vec())));
+    write(c, &wire[at..]).await;
 }
