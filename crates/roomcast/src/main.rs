@@ -152,6 +152,15 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     overrides.extend(args.set);
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
     let server = Server::bind(config)?;
+    // The address bound, on a line of its own on stdout: with `--listen 127.0.0.1:0` the
+    // kernel picks a free port, and scripts and tests read it here instead of guessing one.
+    // The socket already listens, so connecting as soon as this line is read is safe.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {}", server.local_addr()?);
+        let _ = out.flush();
+    }
     let stop = server.shutdown_handle();
     std::thread::Builder::new()
         .name("roomcast-signals".into())

@@ -42,6 +42,7 @@ pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
     let server = args.common.server_pid.and_then(Watch::start);
     let opened = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
     let permits = Arc::new(Semaphore::new(args.common.concurrency.max(1)));
     let (stop, stopped) = watch::channel(false);
     let deadline = Instant::now() + args.common.timeout();
@@ -55,11 +56,12 @@ pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (target, room, opened, failed, mut stopped, bar) = (
+        let (target, room, opened, failed, dropped, mut stopped, bar) = (
             target.clone(),
             args.room.clone(),
             opened.clone(),
             failed.clone(),
+            dropped.clone(),
             stopped.clone(),
             bar.clone(),
         );
@@ -87,7 +89,16 @@ pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
             // Hold: keep reading (answering pings) until told to stop.
             loop {
                 tokio::select! {
-                    msg = ws.recv() => if msg.is_none() { return },
+                    msg = ws.recv() => match msg {
+                        Some(Ok(roomcast_ws::Message::Close(_)) | Err(_)) | None => {
+                            // The server let go of a connection it was meant to hold.
+                            if dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                                bar.println("bench connect: the server closed a held connection");
+                            }
+                            return;
+                        }
+                        Some(Ok(_)) => {}
+                    },
                     _ = stopped.changed() => break,
                 }
             }
@@ -107,6 +118,7 @@ pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
     let n = opened.load(Ordering::Relaxed);
     let fail = failed.load(Ordering::Relaxed);
     let _ = stop.send(true);
+    let attempted = tasks.len();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
@@ -140,6 +152,7 @@ pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
     );
     r.field("connections", json!(n))
         .field("failed", json!(fail))
+        .field("dropped", json!(dropped.load(Ordering::Relaxed)))
         .field("seconds", json!(connect_time.as_secs_f64()));
     r.line("handshakes/s", format!("{rate:.0}"))
         .field("handshakes_per_second", json!(rate));
@@ -168,9 +181,20 @@ pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
         r.line("server CPU", format!("{c:.1} µs per connection ({what})"))
             .field("server_cpu_us_per_connection", json!(c));
     }
-    r.print(args.common.json);
+    let mut problems = Vec::new();
     if fail > 0 {
-        return Err(BenchError::Failed(format!("{fail} connections failed")));
+        problems.push(format!("{fail} connections failed"));
     }
-    Ok(())
+    let dropped = dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        problems.push(format!("{dropped} held connections were closed by the server"));
+    }
+    if n + fail < args.connections {
+        problems.push(format!(
+            "{} of {} connections neither opened nor failed within the timeout ({attempted} attempted)",
+            args.connections - n - fail,
+            args.connections
+        ));
+    }
+    r.finish(args.common.json, &problems)
 }

@@ -55,6 +55,7 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
     let base = Instant::now();
     let echoed = Arc::new(AtomicU64::new(0));
     let wrong = Arc::new(AtomicU64::new(0));
+    let reordered = Arc::new(AtomicU64::new(0));
     let latency = Arc::new(Mutex::new(histogram()));
     let bar = progress(total, "echoes", args.common.json);
     let server = args.common.server_pid.and_then(Watch::start);
@@ -62,9 +63,10 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
     let deadline = start + args.common.timeout();
     let mut tasks = Vec::new();
     for mut ws in conns {
-        let (echoed, wrong, latency, bar, window, text) = (
+        let (echoed, wrong, reordered, latency, bar, window, text) = (
             echoed.clone(),
             wrong.clone(),
+            reordered.clone(),
             latency.clone(),
             bar.clone(),
             args.window.max(1) as u64,
@@ -86,6 +88,10 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
             };
             let mut hist = histogram();
             let (mut sent, mut got) = (0u64, 0u64);
+            // Each message carries the time it was made, strictly later than the one before
+            // on this connection: an echo whose stamp is not later than the last one seen
+            // came back out of order, or twice.
+            let mut last_stamp = None;
             while sent < per_conn.min(window) {
                 if ws.feed(message(sent)).await.is_err() {
                     return;
@@ -112,6 +118,12 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
                         0
                     }
                 };
+                if stamp != 0 {
+                    if last_stamp.is_some_and(|last| stamp <= last) {
+                        reordered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last_stamp = Some(stamp);
+                }
                 got += 1;
                 let _ = hist.record(
                     (base.elapsed().as_nanos() as u64)
@@ -143,6 +155,7 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
     bar.finish_and_clear();
     let n = echoed.load(Ordering::Relaxed);
     let bad = wrong.load(Ordering::Relaxed);
+    let out_of_order = reordered.load(Ordering::Relaxed);
     let mut r = Report::new("echo", format!("bench echo  {}", args.url));
     r.field("url", json!(args.url))
         .field("connections", json!(args.connections))
@@ -168,6 +181,7 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
     r.field("echoes", json!(n))
         .field("expected", json!(total))
         .field("wrong", json!(bad))
+        .field("out_of_order", json!(out_of_order))
         .field("seconds", json!(elapsed.as_secs_f64()));
     r.field(
         "messages_per_second",
@@ -179,12 +193,12 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
         r.line("server CPU", format!("{per:.2} µs per message echoed"))
             .field("server_cpu_us_per_message", json!(per));
     }
-    r.print(args.common.json);
-    if n < total || bad > 0 {
-        return Err(BenchError::Failed(format!(
-            "{} echoes missing, {bad} wrong",
-            total - n
-        )));
+    let mut problems = Vec::new();
+    if n < total || bad > 0 || out_of_order > 0 {
+        problems.push(format!(
+            "{} echoes missing, {bad} wrong, {out_of_order} out of order or repeated",
+            total.saturating_sub(n)
+        ));
     }
-    Ok(())
+    r.finish(args.common.json, &problems)
 }

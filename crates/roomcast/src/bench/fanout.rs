@@ -329,6 +329,7 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         }));
     }
     drop(ready_tx);
+    let subscribers_started = subscribers.len();
     let (mut ready, mut failures) = (0usize, 0usize);
     while ready + failures < subscribers.len() {
         match tokio::time::timeout_at(deadline.into(), ready_rx.recv()).await {
@@ -485,11 +486,26 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         r.field("server_cpu_seconds", json!(c.as_secs_f64()))
             .field("server_cpu_us_per_delivery", json!(per));
     }
-    r.print(args.common.json);
+    let mut problems = Vec::new();
     if lost > 0 || reordered > 0 {
-        return Err(BenchError::Failed(format!(
-            "{lost} deliveries lost, {reordered} out of order"
-        )));
+        problems.push(format!(
+            "{lost} deliveries lost, {reordered} out of order or repeated"
+        ));
     }
-    Ok(())
+    if failures > 0 {
+        problems.push(format!("{failures} subscribers failed to connect or join"));
+    }
+    let unanswered = subscribers_started - ready - failures;
+    if unanswered > 0 {
+        problems.push(format!(
+            "{unanswered} subscribers neither joined nor failed within the timeout"
+        ));
+    }
+    if subscribers_started < args.subscribers {
+        problems.push(format!(
+            "only {subscribers_started} of {} subscribers were started",
+            args.subscribers
+        ));
+    }
+    r.finish(args.common.json, &problems)
 }

@@ -6,6 +6,8 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
 
+use super::BenchError;
+
 /// A finished run: labelled lines for people, fields for machines.
 #[derive(Debug)]
 pub struct Report {
@@ -55,6 +57,22 @@ impl Report {
             ),
         );
         self.field("latency_us", json!({"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": us(h.max()), "count": h.len()}))
+    }
+
+    /// Ends a run: prints the report with its verdict (`"ok"`, and `"failure"` naming every
+    /// problem, in the JSON) and fails when `problems` is not empty, so a script sees any
+    /// loss or error both in the exit code and in the JSON.
+    pub fn finish(mut self, as_json: bool, problems: &[String]) -> Result<(), BenchError> {
+        self.field("ok", json!(problems.is_empty()));
+        if problems.is_empty() {
+            self.print(as_json);
+            return Ok(());
+        }
+        let failure = problems.join("; ");
+        self.field("failure", json!(failure));
+        self.line("FAILED", failure.clone());
+        self.print(as_json);
+        Err(BenchError::Failed(failure))
     }
 
     /// Prints the report.
