@@ -4,20 +4,47 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Client, start};
 use serde_json::json;
 
+/// The client ids of a `members`, `joined` or `left` list, sorted (duplicates kept).
 fn clients(list: &serde_json::Value) -> Vec<String> {
     let mut v: Vec<String> = list
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
         .iter()
         .map(|m| m["client"].as_str().unwrap().to_owned())
         .collect();
     v.sort();
     v
+}
+
+/// How many times each client appears in the `field` lists of `diffs`.
+fn counts(diffs: &[serde_json::Value], field: &str) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for d in diffs {
+        for c in clients(&d[field]) {
+            *n.entry(c).or_default() += 1;
+        }
+    }
+    n
+}
+
+/// Waits (bounded) until the node holds `n` room connections.
+async fn until_connections(s: &common::TestServer, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.stats.connections.load(Ordering::Relaxed) != n {
+        assert!(
+            Instant::now() < deadline,
+            "still {} connections, expected {n}",
+            s.stats.connections.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,27 +81,42 @@ async fn presence_per_client_and_diffs_to_those_who_asked() {
         json!({"name": "Alice"})
     );
 
-    // alice sees bob join (maybe in the same diff as herself).
-    let mut seen = Vec::new();
-    while !seen.contains(&"bob".to_owned()) {
-        let d = alice.next_of("presence_diff").await;
-        seen.extend(clients(&d["joined"]));
-    }
-    // One of bob's connections leaving changes nothing; the last one does.
+    // One of bob's connections ends: that changes nothing. Once the server has dropped it
+    // (it leaves its rooms before it is uncounted), carol joins: her join reaches the
+    // room after bob's leave, so any wrong diff about bob comes before (or with) hers.
+    let open = s.stats.connections.load(Ordering::Relaxed);
     bob.ws.close(None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_connections(&s, open - 1).await;
+    let mut carol = Client::hello(s.addr, "carol").await;
+    carol
+        .request(json!({"type": "join", "room": "p", "presence": {}}))
+        .await;
+    let mut diffs = Vec::new();
+    while !diffs
+        .iter()
+        .any(|d: &serde_json::Value| clients(&d["joined"]).contains(&"carol".to_owned()))
+    {
+        diffs.push(alice.next_of("presence_diff").await);
+    }
+    let joined = counts(&diffs, "joined");
+    assert_eq!(joined.get("bob"), Some(&1), "bob joined once: {diffs:?}");
+    assert!(joined.values().all(|&n| n == 1), "{diffs:?}");
+    assert!(counts(&diffs, "left").is_empty(), "nobody left: {diffs:?}");
     let list = alice
         .request(json!({"type": "presence", "room": "p"}))
         .await;
-    assert_eq!(clients(&list["members"]), vec!["alice", "bob"]);
+    assert_eq!(clients(&list["members"]), vec!["alice", "bob", "carol"]);
+    // bob's last connection leaving does.
     bob2.request(json!({"type": "leave", "room": "p"})).await;
     let d = alice.next_of("presence_diff").await;
-    assert_eq!(clients(&d["left"]), vec!["bob"]);
-    // The anonymous watcher got no diff at all.
-    assert_eq!(
-        watcher.request(json!({"type": "ping"})).await["type"],
-        "pong"
-    );
+    assert_eq!(clients(&d["left"]), vec!["bob"], "{d}");
+    assert_eq!(clients(&d["joined"]), Vec::<String>::new(), "{d}");
+    // The anonymous watcher got no diff at all: a presence reply comes from the room's
+    // home after every diff the home pushed before it.
+    let list = watcher
+        .request(json!({"type": "presence", "room": "p"}))
+        .await;
+    assert_eq!(clients(&list["members"]), vec!["alice", "carol"]);
     assert!(
         watcher.backlog.iter().all(|m| m["type"] != "presence_diff"),
         "{:?}",
@@ -84,32 +126,123 @@ async fn presence_per_client_and_diffs_to_those_who_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_joins_is_batched() {
-    let s = start(|c| c.rooms.presence_batch_ms = 100).await;
+    let batch_ms = 100;
+    let s = start(|c| c.rooms.presence_batch_ms = batch_ms).await;
     let mut watcher = Client::hello(s.addr, "watcher").await;
     watcher
         .request(json!({"type": "join", "room": "burst", "presence": {}}))
         .await;
+    // Everyone connects first; then the 200 joins go out back to back.
     let mut others = Vec::new();
     for i in 0..200 {
-        let mut c = Client::hello(s.addr, &format!("u{i:03}")).await;
+        others.push(Client::hello(s.addr, &format!("u{i:03}")).await);
+    }
+    let started = Instant::now();
+    for (i, c) in others.iter_mut().enumerate() {
         c.send(json!({"type": "join", "room": "burst", "presence": {"i": i}}))
             .await;
-        others.push(c);
     }
-    let mut joined = Vec::new();
-    let mut diffs = 0;
-    while joined.len() < 201 {
-        let d = watcher.next_of("presence_diff").await;
-        diffs += 1;
-        joined.extend(clients(&d["joined"]));
+    let mut expected: Vec<String> = (0..200).map(|i| format!("u{i:03}")).collect();
+    expected.push("watcher".to_owned());
+    let mut diffs = Vec::new();
+    while !expected
+        .iter()
+        .all(|c| counts(&diffs, "joined").contains_key(c))
+    {
+        diffs.push(watcher.next_of("presence_diff").await);
     }
+    let elapsed = started.elapsed();
+    // A later join: any duplicate of the burst would come before it.
+    let mut last = Client::hello(s.addr, "zz-last").await;
+    last.request(json!({"type": "join", "room": "burst", "presence": {}}))
+        .await;
+    let burst = diffs.len();
+    while !counts(&diffs, "joined").contains_key("zz-last") {
+        diffs.push(watcher.next_of("presence_diff").await);
+    }
+    expected.push("zz-last".to_owned());
+    let mut joined: Vec<(String, usize)> = counts(&diffs, "joined").into_iter().collect();
     joined.sort();
-    joined.dedup();
-    assert_eq!(joined.len(), 201);
-    assert!(
-        diffs <= 20,
-        "200 joins arrived as {diffs} diffs: not batched"
+    expected.sort();
+    assert_eq!(
+        joined,
+        expected.into_iter().map(|c| (c, 1)).collect::<Vec<_>>(),
+        "each client listed exactly once"
     );
+    assert!(counts(&diffs, "left").is_empty());
+    // Diffs go out at most once per batch: as many as batches passed, not one per join.
+    let batches = elapsed.as_millis() as usize / batch_ms as usize + 2;
+    assert!(
+        burst <= batches && burst < 100,
+        "200 joins arrived as {burst} diffs in {elapsed:?}: not batched"
+    );
+}
+
+/// A client that joins and leaves within one batch produces no diff. Markers that join
+/// just before and just after it show whether it fit in one batch: when both come in the
+/// same diff, so did its join and leave, and nobody may hear of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_and_a_leave_within_one_batch_cancel_out() {
+    let s = start(|c| c.rooms.presence_batch_ms = 1000).await;
+    let mut watcher = Client::hello(s.addr, "watcher").await;
+    watcher
+        .request(json!({"type": "join", "room": "blink", "presence": {}}))
+        .await;
+    let visible = json!({"type": "join", "room": "blink", "presence": {}});
+    let mut kept = Vec::new();
+    for attempt in 0..5 {
+        let (before, ghost, after) = (
+            format!("before-{attempt}"),
+            format!("ghost-{attempt}"),
+            format!("after-{attempt}"),
+        );
+        // Each step waits for its answer from the room's home worker, so they reach the
+        // room in this order.
+        let mut b = Client::hello(s.addr, &before).await;
+        assert_eq!(b.request(visible.clone()).await["type"], "joined");
+        let mut g = Client::hello(s.addr, &ghost).await;
+        assert_eq!(g.request(visible.clone()).await["type"], "joined");
+        let left = g.request(json!({"type": "leave", "room": "blink"})).await;
+        assert_eq!(left["type"], "left");
+        let list = g
+            .request(json!({"type": "presence", "room": "blink"}))
+            .await;
+        assert!(!clients(&list["members"]).contains(&ghost), "{list}");
+        let mut a = Client::hello(s.addr, &after).await;
+        assert_eq!(a.request(visible.clone()).await["type"], "joined");
+        kept.extend([b, g, a]);
+
+        let mut diffs = Vec::new();
+        while !(counts(&diffs, "joined").contains_key(&before)
+            && counts(&diffs, "joined").contains_key(&after))
+        {
+            diffs.push(watcher.next_of("presence_diff").await);
+        }
+        let in_one = diffs.iter().any(|d| {
+            let j = clients(&d["joined"]);
+            j.contains(&before) && j.contains(&after)
+        });
+        if in_one {
+            assert!(
+                !counts(&diffs, "joined").contains_key(&ghost)
+                    && !counts(&diffs, "left").contains_key(&ghost),
+                "a join and a leave within one batch were pushed: {diffs:?}"
+            );
+            return;
+        }
+        // Split across batches (a busy machine): the ghost may show, but consistently.
+        let mut rest = diffs.clone();
+        if counts(&diffs, "joined").contains_key(&ghost) {
+            while !counts(&rest, "left").contains_key(&ghost) {
+                rest.push(watcher.next_of("presence_diff").await);
+            }
+        }
+        assert!(
+            counts(&rest, "joined").get(&ghost).copied().unwrap_or(0) <= 1,
+            "{rest:?}"
+        );
+    }
+    panic!("five attempts never fit four round trips in one 1 s batch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,8 +273,10 @@ async fn an_abrupt_reset_leaves_presence_within_the_heartbeat_timeout() {
             break;
         }
     }
+    // An RST is seen at once, and the heartbeat would catch it within 500 ms; the bound
+    // is generous for a busy machine.
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(5),
         "left after {:?}",
         started.elapsed()
     );
@@ -176,7 +311,7 @@ async fn a_silent_peer_is_closed_by_the_heartbeat() {
     assert!(saw_join);
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_millis(300) && waited < Duration::from_millis(2000),
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(8),
         "closed after {waited:?}"
     );
     assert_eq!(roomcast_server::Stats::get(&s.stats.heartbeat_timeouts), 1);
@@ -190,7 +325,7 @@ async fn the_idle_timeout_closes_a_connection_that_sends_nothing() {
     let started = Instant::now();
     // The talker keeps sending; the quiet one only answers pings, which do not count.
     let mut code = None;
-    while started.elapsed() < Duration::from_secs(3) && code.is_none() {
+    while started.elapsed() < Duration::from_secs(10) && code.is_none() {
         talker.request(json!({"type": "ping"})).await;
         if let Ok(Some(Ok(roomcast_ws::Message::Close(frame)))) =
             tokio::time::timeout(Duration::from_millis(50), quiet.ws.recv()).await
