@@ -1,77 +1,214 @@
-//! The `roomcast` binary: configuration, and draining on SIGTERM.
+//! The `roomcast` binary: configuration, draining on SIGTERM and SIGINT, the bench.
+//!
+//! Every wait is bounded and fails with a message saying what did not come: a child's
+//! output line (`Lines::next_within`), a process exit (`wait_exit`, `output_within`), an
+//! HTTP answer (`http_head`, `http_response`), an async client call (`within`).
 
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use roomcast_ws::tokio::connect;
+use roomcast_ws::tokio::{WebSocket, connect};
 use roomcast_ws::{CloseCode, Message};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// How long any single answer may take: generous, for a busy 2-core machine.
+const ANSWER: Duration = Duration::from_secs(10);
+
+const UPGRADE_WS: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+/// The lines a child writes to a pipe, read on a thread so that a wait can be bounded.
+struct Lines(mpsc::Receiver<String>);
+
+impl Lines {
+    fn spawn(pipe: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// The next line, within `bound`; panics naming `what` was awaited.
+    fn next_within(&self, bound: Duration, what: &str) -> String {
+        match self.0.recv_timeout(bound) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no {what} within {bound:?}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the output ended before {what}")
+            }
+        }
+    }
+
+    /// Everything written until the pipe closes, within `bound`.
+    fn rest_within(&self, bound: Duration, what: &str) -> String {
+        let deadline = Instant::now() + bound;
+        let mut out = String::new();
+        loop {
+            match self
+                .0
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{what} did not end within {bound:?}; so far: {out}")
+                }
+            }
+        }
+    }
 }
 
-/// A plain HTTP/1.1 request; returns the status code (0 when refused).
-fn http_status(addr: SocketAddr, request: &str) -> u16 {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return 0;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let _ = s.write_all(request.as_bytes());
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n])
-        .split(' ')
+/// Waits for `child` to exit, at most `bound` (polling its status: the exit is the event).
+fn wait_exit(child: &mut Child, bound: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} was still running after {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` to its end with its output captured, at most `bound`.
+fn output_within(cmd: &mut Command, bound: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Lines::spawn(child.stdout.take().unwrap());
+    let stderr = Lines::spawn(child.stderr.take().unwrap());
+    let status = wait_exit(&mut child, bound, &what);
+    Output {
+        status,
+        stdout: stdout.rest_within(ANSWER, "its stdout").into_bytes(),
+        stderr: stderr.rest_within(ANSWER, "its stderr").into_bytes(),
+    }
+}
+
+/// Sends `request` on a new connection and reads the answer, bounded: the head only
+/// (`whole` false), or everything until the server closes (`whole` true).
+fn http_exchange(addr: SocketAddr, request: &str, whole: bool) -> (TcpStream, String) {
+    let what = request.lines().next().unwrap_or_default().to_owned();
+    let mut s = TcpStream::connect_timeout(&addr, ANSWER)
+        .unwrap_or_else(|e| panic!("{what}: cannot connect to {addr}: {e}"));
+    s.set_read_timeout(Some(ANSWER)).unwrap();
+    s.set_write_timeout(Some(ANSWER)).unwrap();
+    s.write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("{what}: cannot send to {addr}: {e}"));
+    let deadline = Instant::now() + ANSWER;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Byte by byte for the head, so that nothing after it is consumed.
+    let step = if whole { buf.len() } else { 1 };
+    loop {
+        if !whole && out.ends_with(b"\r\n\r\n") {
+            break;
+        }
+        match s.read(&mut buf[..step]) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "{what}: no complete answer from {addr} within {ANSWER:?} ({e}); got {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the answer from {addr} took over {ANSWER:?}"
+        );
+    }
+    (s, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The head of the answer to `request`, and the connection (kept open by the caller
+/// when it is a WebSocket).
+fn http_head(addr: SocketAddr, request: &str) -> (TcpStream, String) {
+    let (s, head) = http_exchange(addr, request, false);
+    assert!(head.ends_with("\r\n\r\n"), "an incomplete head: {head:?}");
+    (s, head)
+}
+
+/// The whole answer to `request` (the server closes the connection after it).
+fn http_response(addr: SocketAddr, request: &str) -> String {
+    http_exchange(addr, request, true).1
+}
+
+/// The status code of an answer's head.
+fn status_of(head: &str) -> u16 {
+    head.split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("not an HTTP answer: {head:?}"))
 }
 
-/// The whole response to `request` (the server closes the connection after it).
-fn http_response(addr: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+fn http_status(addr: SocketAddr, request: &str) -> u16 {
+    status_of(&http_head(addr, request).1)
 }
 
 fn healthz(addr: SocketAddr) -> u16 {
-    http_status(
-        addr,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
+    http_status(addr, HEALTHZ)
 }
 
+/// Awaits `fut` at most `bound`; panics naming `what` did not happen.
+async fn within<T>(what: &str, bound: Duration, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(bound, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {bound:?}"))
+}
+
+/// `roomcast serve` on a port the kernel picks, which it reports on stdout; killed on drop.
 struct Serve {
     child: Child,
     addr: SocketAddr,
+    _stdout: Lines,
 }
 
 impl Serve {
     fn start(extra: &[&str]) -> Self {
-        let addr = free_addr();
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &addr.to_string(), "--log", "warn"])
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
             .args(extra)
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let serve = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while healthz(addr) != 200 {
-            assert!(Instant::now() < deadline, "the server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let stdout = Lines::spawn(child.stdout.take().unwrap());
+        let line = stdout.next_within(ANSWER, "`listening on ADDR` from roomcast serve");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("not `listening on ADDR`: {line:?}"));
+        let serve = Self {
+            child,
+            addr,
+            _stdout: stdout,
+        };
+        assert_eq!(healthz(addr), 200, "a node that is up is healthy");
         serve
     }
 
@@ -81,6 +218,11 @@ impl Serve {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `bound`.
+    fn exit_within(&mut self, bound: Duration) -> ExitStatus {
+        wait_exit(&mut self.child, bound, "roomcast serve")
     }
 }
 
@@ -93,7 +235,7 @@ impl Drop for Serve {
 
 #[test]
 fn config_prints_commented_defaults_that_serve_accepts() {
-    let out = Command::new(BIN).arg("config").output().unwrap();
+    let out = output_within(Command::new(BIN).arg("config"), ANSWER);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for needle in [
@@ -110,35 +252,32 @@ fn config_prints_commented_defaults_that_serve_accepts() {
     std::fs::write(&file, text.replace("echo = false", "echo = true")).unwrap();
     let serve = Serve::start(&["--config", file.to_str().unwrap()]);
     // echo came from the file
-    let upgrade = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    assert_eq!(http_status(serve.addr, upgrade), 101);
+    let upgrade = UPGRADE_WS.replace("GET /ws ", "GET /echo ");
+    assert_eq!(http_status(serve.addr, &upgrade), 101);
     drop(serve);
     std::fs::remove_file(file).unwrap();
 }
 
 #[test]
 fn configuration_mistakes_are_clear_errors() {
-    for (args, env, needle) in [
-        (
-            vec!["--set", "server.lisen=x"],
-            None,
-            "unknown setting `server.lisen`",
-        ),
+    // The promise: serve refuses to start, and says which setting, value or file is wrong
+    // (the wording is not promised, so only the culprit is checked).
+    for (args, env, culprits) in [
+        (vec!["--set", "server.lisen=x"], None, &["server.lisen"][..]),
         (
             vec!["--set", "rooms.history_max_messages=lots"],
             None,
-            "is not a whole number",
+            &["rooms.history_max_messages", "lots"][..],
         ),
         (
             vec![],
             Some(("ROOMCAST_SERVER_ECHO", "maybe")),
-            "is not true or false",
+            &["maybe"][..],
         ),
         (
             vec!["--config", "/nonexistent/roomcast.toml"],
             None,
-            "cannot read /nonexistent/roomcast.toml",
+            &["/nonexistent/roomcast.toml"][..],
         ),
     ] {
         let mut cmd = Command::new(BIN);
@@ -146,113 +285,238 @@ fn configuration_mistakes_are_clear_errors() {
         if let Some((k, v)) = env {
             cmd.env(k, v);
         }
-        let out = cmd.output().unwrap();
-        assert!(!out.status.success(), "{args:?} should fail");
+        // A mistake that went unnoticed would leave the server running: bounded.
+        let out = output_within(&mut cmd, ANSWER);
+        assert!(!out.status.success(), "{args:?} {env:?} should fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        for culprit in culprits {
+            assert!(stderr.contains(culprit), "{args:?} {env:?}: {stderr}");
+        }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_clients_with_1001_and_exits_within_the_timeout() {
-    let serve = Serve::start(&["--set", "server.drain_timeout_ms=2000"]);
+type Ws = WebSocket<tokio::net::TcpStream>;
+
+/// A `/ws` client that said hello as `client` and has been answered `joined` in `room`.
+async fn member(addr: SocketAddr, client: &str, room: &str) -> Ws {
+    let (mut ws, _) = within(
+        "the /ws handshake",
+        ANSWER,
+        connect(&format!("ws://{addr}/ws")),
+    )
+    .await
+    .unwrap();
+    let hello = format!(r#"{{"type":"hello","client":"{client}","ref":1}}"#);
+    let join = format!(r#"{{"type":"join","room":"{room}","ref":2}}"#);
+    within("sending hello and join", ANSWER, async {
+        ws.send(Message::text(hello)).await.unwrap();
+        ws.send(Message::text(join)).await.unwrap();
+    })
+    .await;
+    within("the `joined` reply", ANSWER, async {
+        loop {
+            match ws.recv().await {
+                Some(Ok(Message::Text(t))) if t.as_str().contains(r#""type":"joined""#) => break,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended before `joined`: {other:?}"),
+            }
+        }
+    })
+    .await;
+    ws
+}
+
+/// Reads until the connection is over; the code of the close frame received, if any.
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    within(
+        "the close frame and the end of the connection",
+        ANSWER,
+        async {
+            let mut code = None;
+            while let Some(msg) = ws.recv().await {
+                if let Message::Close(frame) = msg.unwrap() {
+                    code = frame.map(|f| f.code);
+                }
+            }
+            code
+        },
+    )
+    .await
+}
+
+/// A WebSocket client that completed its handshake and will never answer a close frame.
+fn mute_client(addr: SocketAddr) -> TcpStream {
+    // Its 101 first: a handshake still unread when the drain starts would be refused.
+    let (mute, head) = http_head(addr, UPGRADE_WS);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    mute
+}
+
+/// The code of the close frame the server sends `mute` (read within its socket's read
+/// timeout): the sign that the drain has begun.
+fn close_frame_code(mute: &mut TcpStream) -> u16 {
+    let mut head = [0u8; 2];
+    mute.read_exact(&mut head)
+        .unwrap_or_else(|e| panic!("no close frame for the mute client within {ANSWER:?}: {e}"));
+    assert_eq!(head[0], 0x88, "a final close frame, unmasked: {head:?}");
+    let mut payload = vec![0u8; usize::from(head[1])];
+    mute.read_exact(&mut payload).unwrap();
+    assert!(payload.len() >= 2, "a close frame with a code: {payload:?}");
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+/// While a drain is under way: health is 503, and new WebSocket clients are refused with
+/// 503, `retry-after: 1`, and a body as long as its `content-length` says.
+fn assert_draining(addr: SocketAddr, sig: &str) {
+    assert_eq!(healthz(addr), 503, "{sig}: /healthz while draining");
+    let refusal = http_response(addr, UPGRADE_WS);
+    assert_eq!(status_of(&refusal), 503, "{sig}: {refusal:?}");
+    let (head, body) = refusal.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{sig}: {head}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
+        "{sig}: the length matches the body: {refusal:?}"
+    );
+}
+
+/// `sig` drains: members and the mute client are closed with 1001; while the mute client
+/// is still connected, health is 503 and new clients are refused; the process exits (0)
+/// within the drain timeout (10 s by default), bounded generously.
+async fn drains_on(sig: &str) {
+    let serve = Serve::start(&[]);
     let addr = serve.addr;
     let mut clients = Vec::new();
     for i in 0..3 {
-        let (mut ws, _) = connect(&format!("ws://{addr}/ws")).await.unwrap();
-        ws.send(Message::text(format!(
-            r#"{{"type":"hello","client":"c{i}"}}"#
-        )))
-        .await
-        .unwrap();
-        ws.send(Message::text(r#"{"type":"join","room":"drain"}"#))
-            .await
-            .unwrap();
-        clients.push(ws);
+        clients.push(member(addr, &format!("c{i}"), "drain").await);
     }
-    // A client that never answers the close keeps the drain going until its timeout.
-    let mut mute = TcpStream::connect(addr).unwrap();
-    mute.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    // Its 101 first: a handshake still unread when the drain starts would be refused.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            mute.read(&mut byte).unwrap(),
-            1,
-            "the mute client's handshake"
-        );
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    let started = Instant::now();
-    serve.signal("-TERM");
+    let mut mute = mute_client(addr);
+    serve.signal(sig);
+    // The mute client is sent its close: the drain has begun, and the mute client, which
+    // never answers, keeps the node draining (for up to 2 s, the time the server gives
+    // any close it starts) while it is checked.
+    assert_eq!(close_frame_code(&mut mute), 1001, "{sig}");
+    assert_draining(addr, sig);
     for ws in &mut clients {
-        let mut code = None;
-        while let Some(msg) = tokio::time::timeout(Duration::from_secs(5), ws.recv())
-            .await
-            .unwrap()
-        {
-            if let Message::Close(frame) = msg.unwrap() {
-                code = frame.map(|f| f.code);
-            }
-        }
         assert_eq!(
-            code,
+            close_code(ws).await,
             Some(CloseCode::GOING_AWAY),
-            "clients are told to reconnect elsewhere"
+            "{sig}: clients are told to reconnect elsewhere"
         );
     }
-    // While the mute client holds the drain open: health is 503, new clients are refused.
-    assert_eq!(healthz(addr), 503);
-    let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    assert_eq!(http_status(addr, upgrade), 503);
-    let refusal = http_response(addr, upgrade);
-    let (head, body) = refusal.split_once("\r\n\r\n").unwrap();
-    assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
-    assert!(
-        head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
-        "the length matches the body: {refusal:?}"
-    );
     let mut serve = serve;
-    let status = loop {
-        if let Some(status) = serve.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still running 5 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1500),
-        "exited before the drain timeout with a client left: {took:?}"
-    );
+    let status = serve.exit_within(Duration::from_secs(10 + 20));
+    assert!(status.success(), "{sig}: {status}");
     drop(mute);
 }
 
-fn bench(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .arg("bench")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_clients_with_1001_and_exits() {
+    drains_on("-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_like_sigterm() {
+    drains_on("-INT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_ends_as_soon_as_the_last_client_is_gone() {
+    // A drain timeout far longer than the bound below: an exit within it is the early one.
+    let serve = Serve::start(&["--set", "server.drain_timeout_ms=120000"]);
+    let addr = serve.addr;
+    let mut clients = Vec::new();
+    for i in 0..2 {
+        clients.push(member(addr, &format!("e{i}"), "early").await);
+    }
+    let mut mute = mute_client(addr);
+    serve.signal("-TERM");
+    assert_eq!(close_frame_code(&mut mute), 1001);
+    assert_draining(addr, "-TERM");
+    let mut serve = serve;
     assert!(
-        out.status.success(),
-        "bench {args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        serve.child.try_wait().unwrap().is_none(),
+        "exited while a client was left"
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    for ws in &mut clients {
+        assert_eq!(close_code(ws).await, Some(CloseCode::GOING_AWAY));
+    }
+    drop(mute);
+    let status = serve.exit_within(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn drain_without_clients_exits_at_once() {
+    let mut serve = Serve::start(&["--set", "server.drain_timeout_ms=120000"]);
+    serve.signal("-INT");
+    let status = serve.exit_within(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn the_drain_timeout_cuts_a_drain_short() {
+    // 200 ms, against a client that never answers (which the server would otherwise wait
+    // for up to 2 s): the exit well within those 2 s is the drain timeout's.
+    let mut serve = Serve::start(&["--set", "server.drain_timeout_ms=200"]);
+    let mut mute = mute_client(serve.addr);
+    serve.signal("-TERM");
+    assert_eq!(close_frame_code(&mut mute), 1001);
+    let closed = Instant::now();
+    let status = serve.exit_within(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let took = closed.elapsed();
+    assert!(
+        took < Duration::from_millis(1800),
+        "exited {took:?} after the drain began, not at its 200 ms timeout"
+    );
+}
+
+#[test]
+#[ignore = "bug: a close the server starts is given up after a fixed 2 s \
+            (worker/mod.rs Worker::close_timeout), so a drain never waits longer than 2 s \
+            for a client, whatever server.drain_timeout_ms says (10 s by default)"]
+fn a_client_that_never_answers_holds_the_drain_until_the_drain_timeout() {
+    let mut serve = Serve::start(&["--set", "server.drain_timeout_ms=6000"]);
+    let mut mute = mute_client(serve.addr);
+    serve.signal("-TERM");
+    assert_eq!(close_frame_code(&mut mute), 1001);
+    let closed = Instant::now();
+    let status = serve.exit_within(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let took = closed.elapsed();
+    assert!(
+        took >= Duration::from_millis(5900),
+        "exited {took:?} after the drain began, before its 6 s timeout, with a client left"
+    );
+}
+
+/// Runs `roomcast bench ARGS --json` (bounded); its exit status and its JSON report.
+fn bench_run(args: &[&str]) -> (ExitStatus, Option<serde_json::Value>, String) {
+    let out = output_within(
+        Command::new(BIN)
+            .arg("bench")
+            .args(args)
+            .arg("--json")
+            .args(if args.contains(&"--timeout") {
+                &[][..]
+            } else {
+                &["--timeout", "60"][..]
+            }),
+        Duration::from_secs(90),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(stdout.trim()).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status, report, format!("{stdout}\n{stderr}"))
+}
+
+/// A bench run that must pass: its report.
+fn bench(args: &[&str]) -> serde_json::Value {
+    let (status, report, out) = bench_run(args);
+    assert!(status.success(), "bench {args:?} failed: {out}");
+    let r = report.unwrap_or_else(|| panic!("bench {args:?}: no JSON report: {out}"));
+    assert_eq!(r["ok"], true, "{r}");
+    r
 }
 
 #[test]
@@ -274,8 +538,12 @@ fn bench_connect_echo_and_fanout_against_a_real_server() {
         &pid,
     ]);
     assert_eq!(
-        (r["connections"].as_u64(), r["failed"].as_u64()),
-        (Some(200), Some(0)),
+        (
+            r["connections"].as_u64(),
+            r["failed"].as_u64(),
+            r["dropped"].as_u64()
+        ),
+        (Some(200), Some(0), Some(0)),
         "{r}"
     );
     assert!(r["handshakes_per_second"].as_f64().unwrap() > 0.0);
@@ -297,33 +565,48 @@ fn bench_connect_echo_and_fanout_against_a_real_server() {
         (
             r["deliveries"].as_u64(),
             r["lost"].as_u64(),
-            r["out_of_order"].as_u64()
+            r["out_of_order"].as_u64(),
+            r["failed_subscribers"].as_u64()
         ),
-        (Some(50 * 200), Some(0), Some(0)),
+        (Some(50 * 200), Some(0), Some(0), Some(0)),
         "{r}"
     );
     assert!(r["server_cpu_us_per_delivery"].as_f64().is_some(), "{r}");
     assert!(r["latency_us"]["p99"].as_f64().unwrap() > 0.0);
-    let r = bench(&[
-        "echo",
-        "--url",
-        &format!("ws://{}/echo", serve.addr),
-        "-c",
-        "10",
-        "-s",
-        "1000",
-        "-m",
-        "500",
-        "--window",
-        "4",
-        "--server-pid",
-        &pid,
-    ]);
-    assert_eq!(
-        (r["echoes"].as_u64(), r["wrong"].as_u64()),
-        (Some(500), Some(0)),
-        "{r}"
-    );
+    for text in [false, true] {
+        let mut args = vec![
+            "echo",
+            "--url",
+            &format!("ws://{}/echo", serve.addr),
+            "-c",
+            "10",
+            "-s",
+            "1000",
+            "-m",
+            "500",
+            "--window",
+            "4",
+            "--server-pid",
+            &pid,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        if text {
+            args.push("--text".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = bench(&args);
+        assert_eq!(
+            (
+                r["echoes"].as_u64(),
+                r["wrong"].as_u64(),
+                r["out_of_order"].as_u64()
+            ),
+            (Some(500), Some(0), Some(0)),
+            "text {text}: {r}"
+        );
+    }
     let r = bench(&[
         "fanout",
         "--raw",
@@ -341,6 +624,67 @@ fn bench_connect_echo_and_fanout_against_a_real_server() {
         (Some(20 * 100), Some(0)),
         "{r}"
     );
+}
+
+#[test]
+fn bench_fails_on_lost_messages_and_failed_connections() {
+    let serve = Serve::start(&["--echo"]);
+    let addr = serve.addr;
+    // Subscribers on the echo socket never receive the raw room's messages: all lost.
+    let (status, r, out) = bench_run(&[
+        "fanout",
+        "--raw",
+        "--url",
+        &format!("ws://{addr}/echo"),
+        "--publisher-url",
+        &format!("ws://{addr}/rooms/lossy?echo=1"),
+        "-n",
+        "3",
+        "-m",
+        "20",
+        "--timeout",
+        "3",
+    ]);
+    assert!(!status.success(), "lost deliveries pass: {out}");
+    let r = r.unwrap_or_else(|| panic!("no JSON report: {out}"));
+    assert_eq!(
+        (r["ok"].as_bool(), r["lost"].as_u64()),
+        (Some(false), Some(60)),
+        "{r}"
+    );
+    assert!(r["failure"].as_str().unwrap().contains("lost"), "{r}");
+    // A raw room echoes nothing back to its only member: every echo is missing.
+    let (status, r, out) = bench_run(&[
+        "echo",
+        "--url",
+        &format!("ws://{addr}/rooms/no-echo"),
+        "-c",
+        "1",
+        "-m",
+        "10",
+        "--timeout",
+        "3",
+    ]);
+    assert!(!status.success(), "missing echoes pass: {out}");
+    let r = r.unwrap_or_else(|| panic!("no JSON report: {out}"));
+    assert_eq!(
+        (r["ok"].as_bool(), r["echoes"].as_u64()),
+        (Some(false), Some(0)),
+        "{r}"
+    );
+    // Every join refused (an invalid room name): the run fails.
+    let (status, _, out) = bench_run(&[
+        "connect",
+        "--url",
+        &format!("ws://{addr}/ws"),
+        "-n",
+        "3",
+        "--room",
+        "no spaces",
+        "--hold",
+        "0",
+    ]);
+    assert!(!status.success(), "refused joins pass: {out}");
 }
 
 #[test]
@@ -378,17 +722,19 @@ fn bench_fanout_over_sse_and_long_polling() {
 
 #[test]
 fn bench_refuses_targets_outside_loopback() {
-    let out = Command::new(BIN)
-        .args([
+    // Bounded: a bench that did not refuse would try to reach the address.
+    let out = output_within(
+        Command::new(BIN).args([
             "bench",
             "connect",
             "--url",
             "ws://192.0.2.1:80/ws",
             "-n",
             "1",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        ANSWER,
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
 }
