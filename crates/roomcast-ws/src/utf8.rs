@@ -136,4 +136,13 @@ mod tests {
         assert_eq!(v.feed(b"\xe2\x82\xac"), Ok(()));
         assert_eq!(v.finish(), Ok(()));
     }
+
+    #[test]
+    fn reset_forgets_an_incomplete_code_point() {
+        let mut v = Utf8Validator::new();
+        assert_eq!(v.feed(b"ok\xe2\x82"), Ok(()));
+        v.reset();
+        assert_eq!(v.feed(b"a"), Ok(()), "a new stream, not the end of U+20AC");
+        assert_eq!(v.finish(), Ok(()));
+    }
 }

@@ -334,3 +334,150 @@ fn no_pong_after_our_close() {
     );
     assert!(server.outbox().is_empty());
 }
+
+#[test]
+fn a_frame_and_a_message_of_exactly_the_limit_pass() {
+    // server_gets: frames up to 800 bytes, messages up to 1000; one byte more fails
+    // (protocol_errors_fail_with_the_right_close_code).
+    let (got, _) = server_gets(&client_frame(0x82, &[7; 800]));
+    assert_eq!(got.unwrap(), [Message::binary(vec![7u8; 800])]);
+    let (got, _) = server_gets(&client_frame(0x89, &[9; 125]));
+    assert_eq!(got.unwrap(), [Message::Ping(Bytes::from(vec![9u8; 125]))]);
+    let wire = [
+        client_frame(0x01, &[b'a'; 600]),
+        client_frame(0x80, &[b'b'; 400]),
+    ]
+    .concat();
+    let (got, _) = server_gets(&wire);
+    let text = format!("{}{}", "a".repeat(600), "b".repeat(400));
+    assert_eq!(got.unwrap(), [Message::text(text)]);
+}
+
+#[test]
+fn a_single_frame_message_is_held_to_the_message_limit() {
+    let config = Config::default()
+        .max_message_size(1000)
+        .max_frame_size(2000);
+    for (len, ok) in [(1000, true), (1001, false)] {
+        let mut server = Connection::new(Role::Server, config);
+        let mut buf = BytesMut::from(&client_frame(0x81, &vec![b'x'; len])[..]);
+        let got = server.receive(&mut buf);
+        if ok {
+            assert_eq!(got, Ok(Some(Message::text("x".repeat(len)))), "{len} bytes");
+        } else {
+            assert_eq!(
+                got,
+                Err(ProtocolError::MessageTooLarge {
+                    size: 1001,
+                    limit: 1000
+                })
+            );
+        }
+    }
+}
+
+#[test]
+fn read_hint_is_what_the_frame_in_progress_still_needs() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    assert_eq!(server.read_hint(), 0, "between frames");
+    // 300 bytes: a 2 + 2 byte header and a 4-byte key.
+    let wire = client_frame(0x82, &[5; 300]);
+    let mut buf = BytesMut::from(&wire[..8 + 100]);
+    assert_eq!(server.receive(&mut buf), Ok(None));
+    assert_eq!(server.read_hint(), 200);
+    buf.extend_from_slice(&wire[8 + 100..]);
+    assert_eq!(
+        server.receive(&mut buf),
+        Ok(Some(Message::binary(vec![5u8; 300])))
+    );
+    assert_eq!(server.read_hint(), 0, "between frames again");
+}
+
+#[test]
+fn the_receiver_reports_a_close_once_received() {
+    let (mut rx, _, _) = Connection::new(Role::Server, Config::default()).into_parts();
+    let mut buf = BytesMut::from(&client_frame(0x81, b"before")[..]);
+    assert_eq!(rx.receive(&mut buf), Ok(Some(Message::text("before"))));
+    assert!(!rx.is_close_received());
+    buf.extend_from_slice(&client_frame(0x88, &[0x03, 0xe8]));
+    assert!(matches!(rx.receive(&mut buf), Ok(Some(Message::Close(_)))));
+    assert!(rx.is_close_received());
+}
+
+#[test]
+fn abort_queues_its_close_frame_unless_one_was_sent() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.abort(CloseFrame::new(CloseCode(4008), "slow consumer"));
+    assert_eq!(server.state(), State::Failed);
+    assert!(server.should_close_transport());
+    let close = queued_close(&mut server).expect("a close body");
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (CloseCode(4008), "slow consumer")
+    );
+
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.close(None).unwrap();
+    server.outbox().clear();
+    server.abort(CloseFrame::new(CloseCode::GOING_AWAY, "late"));
+    assert!(
+        server.outbox().is_empty(),
+        "a second close frame was queued"
+    );
+    assert_eq!(server.state(), State::Failed);
+}
+
+#[test]
+fn nothing_is_sent_after_an_abort_even_without_a_close_frame() {
+    // 1006 may not go on the wire: no close frame is queued, but the connection is failed.
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.abort(CloseFrame::new(CloseCode::ABNORMAL, ""));
+    assert_eq!(server.state(), State::Failed);
+    assert!(server.outbox().is_empty());
+    assert_eq!(server.send(Message::text("late")), Err(SendError::Closed));
+    assert_eq!(
+        server.send_frame(OpCode::Binary, Bytes::from_static(b"late"), true),
+        Err(SendError::Closed)
+    );
+    assert_eq!(server.close(None), Err(SendError::Closed));
+    assert!(server.outbox().is_empty());
+}
+
+#[test]
+fn reply_sends_no_pong_once_not_open() {
+    // `open` is the caller's word that its own close went out; a driver that tracks it
+    // apart from the sender (split halves) relies on it.
+    let ping = Ok(Some(Message::Ping(Bytes::from_static(b"p"))));
+    let mut tx = Sender::new(Role::Server);
+    let mut out = Outbox::new();
+    reply(&ping, &mut tx, &mut out, false);
+    assert!(out.is_empty());
+    reply(&ping, &mut tx, &mut out, true);
+    let mut wire = BytesMut::new();
+    Pair::drain(&mut out, &mut wire);
+    assert_eq!(&wire[..], [0x8a, 0x01, b'p']);
+}
+
+#[test]
+fn the_sender_refuses_what_may_not_go_on_the_wire() {
+    let mut tx = Sender::new(Role::Server);
+    let mut out = Outbox::new();
+    // The largest control payload goes; one byte more does not (sender_keeps_fragments_in_order).
+    tx.send(Message::Ping(Bytes::from(vec![1u8; 125])), &mut out)
+        .unwrap();
+    assert_eq!(out.iter().map(|b| b.len()).sum::<usize>(), 2 + 125);
+    out.clear();
+    // Codes that may not be sent (1005, 1006) are refused and the close is not marked sent.
+    for code in [CloseCode::NO_STATUS, CloseCode::ABNORMAL] {
+        assert_eq!(
+            tx.close(Some(CloseFrame::new(code, "")), &mut out),
+            Err(SendError::InvalidCloseCode(code.0))
+        );
+        assert!(out.is_empty());
+        assert!(!tx.is_close_sent());
+    }
+    tx.close(Some(CloseFrame::new(CloseCode::NORMAL, "bye")), &mut out)
+        .unwrap();
+    assert!(tx.is_close_sent());
+    assert!(!out.is_empty());
+}

@@ -232,4 +232,33 @@ mod tests {
         }
         assert_eq!(&got.unwrap().payload[..], &payload[..]);
     }
+
+    #[test]
+    fn only_the_allowed_reserved_bits_pass() {
+        let mut d = FrameDecoder::new(Role::Client, 100);
+        d.set_allowed_rsv(0b100);
+        // RSV2 and RSV3 are still refused when only RSV1 is negotiated.
+        for (b0, rsv) in [(0xa1u8, 0b010), (0x91, 0b001), (0xf1, 0b111)] {
+            assert_eq!(
+                d.decode(&mut BytesMut::from(&[b0, 0x00][..])),
+                Err(ProtocolError::NonZeroReservedBits(rsv)),
+                "{b0:#x}"
+            );
+        }
+        // Bits above the three reserved ones are ignored.
+        d.set_allowed_rsv(0xf8);
+        assert_eq!(
+            d.decode(&mut BytesMut::from(&[0xc1u8, 0x00][..])),
+            Err(ProtocolError::NonZeroReservedBits(0b100))
+        );
+    }
+
+    #[test]
+    fn a_frame_of_exactly_the_size_limit_passes() {
+        let mut d = FrameDecoder::new(Role::Client, 1000);
+        let mut buf = BytesMut::from(&[0x82u8, 0x7e, 0x03, 0xe8][..]);
+        buf.extend_from_slice(&[3; 1000]);
+        let f = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(&f.payload[..], &[3; 1000][..]);
+    }
 }

@@ -121,4 +121,37 @@ mod tests {
             &encode_shared(FrameHeader::new(OpCode::Binary, 0), &payload)[..]
         );
     }
+
+    #[test]
+    fn small_payloads_share_one_buffer_with_their_header() {
+        for (len, buffers) in [(0, 1), (5, 1), (COPY_THRESHOLD, 1), (COPY_THRESHOLD + 1, 2)] {
+            let mut out = Outbox::default();
+            let payload = Bytes::from(vec![9u8; len]);
+            encode_frame(&mut out, FrameHeader::new(OpCode::Binary, 0), payload, None);
+            assert_eq!(out.len(), buffers, "{len} bytes");
+            let wire = flat(&out);
+            let head = FrameHeader::new(OpCode::Binary, len as u64).encoded_len();
+            assert_eq!(wire.len(), head + len);
+            assert!(wire[head..].iter().all(|&b| b == 9));
+        }
+        // A masked payload is copied (to be masked) whatever its size.
+        let mut out = Outbox::default();
+        let payload = Bytes::from(vec![0u8; COPY_THRESHOLD + 1]);
+        encode_frame(
+            &mut out,
+            FrameHeader::new(OpCode::Binary, 0),
+            payload,
+            Some([1, 2, 3, 4]),
+        );
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn shared_frames_are_never_masked() {
+        let header = FrameHeader {
+            mask: Some([1, 2, 3, 4]),
+            ..FrameHeader::new(OpCode::Text, 99)
+        };
+        assert_eq!(&encode_shared(header, b"hi")[..], [0x81, 0x02, b'h', b'i']);
+    }
 }

@@ -275,4 +275,21 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn lengths_at_each_boundary_parse() {
+        // The largest control frame, the smallest 16-bit and 64-bit lengths.
+        let (h, n) = parse_all(&[0x89, 125]).unwrap().unwrap();
+        assert_eq!((h.opcode, h.payload_len, n), (OpCode::Ping, 125, 2));
+        let (h, n) = parse_all(&[0x82, 126, 0, 126]).unwrap().unwrap();
+        assert_eq!((h.payload_len, n), (126, 4));
+        let (h, n) = parse_all(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.payload_len, n), (65536, 10));
+        let (h, _) = parse_all(&[0x82, 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.payload_len, u64::MAX >> 1, "the largest length allowed");
+    }
 }

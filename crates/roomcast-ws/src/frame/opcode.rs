@@ -60,3 +60,29 @@ impl fmt::Display for OpCode {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_kinds_and_names() {
+        let all = [
+            (OpCode::Continuation, 0x0, false, "continuation"),
+            (OpCode::Text, 0x1, false, "text"),
+            (OpCode::Binary, 0x2, false, "binary"),
+            (OpCode::Close, 0x8, true, "close"),
+            (OpCode::Ping, 0x9, true, "ping"),
+            (OpCode::Pong, 0xA, true, "pong"),
+        ];
+        for (op, bits, control, name) in all {
+            assert_eq!(OpCode::from_bits(bits), Some(op));
+            assert_eq!(op as u8, bits);
+            assert_eq!((op.is_control(), op.is_data()), (control, !control), "{op}");
+            assert_eq!(op.to_string(), name);
+        }
+        for reserved in (0x3..=0x7).chain(0xB..=0xF) {
+            assert_eq!(OpCode::from_bits(reserved), None, "{reserved:#x}");
+        }
+    }
+}

@@ -293,4 +293,40 @@ mod tests {
             );
         }
     }
+
+    fn good_answer(client: &ClientHandshake, version: &str) -> String {
+        format!(
+            "HTTP/{version} 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            client.expected_accept
+        )
+    }
+
+    #[test]
+    fn the_answer_keeps_its_http_version() {
+        let (client, _) = ClientHandshake::new("h", "/", &options());
+        for (version, want) in [("1.1", Version::HTTP_11), ("1.0", Version::HTTP_10)] {
+            let raw = good_answer(&client, version);
+            let (answer, len) = client.parse_response(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!((answer.response.version(), len), (want, raw.len()));
+            assert_eq!(answer.response.status(), StatusCode::SWITCHING_PROTOCOLS);
+            assert_eq!(answer.protocol, None);
+        }
+    }
+
+    #[test]
+    fn an_unfinished_head_is_refused_at_the_size_limit() {
+        let (client, _) = ClientHandshake::new("h", "/", &options());
+        let limit = super::super::server::DEFAULT_MAX_HEAD;
+        let mut head = b"HTTP/1.1 101 Switching Protocols\r\nx-pad: ".to_vec();
+        head.resize(limit - 1, b'a');
+        assert!(
+            client.parse_response(&head).unwrap().is_none(),
+            "one byte under"
+        );
+        head.push(b'a');
+        assert_eq!(
+            client.parse_response(&head).unwrap_err(),
+            ResponseError::HeadTooLarge(limit)
+        );
+    }
 }

@@ -450,4 +450,145 @@ mod tests {
             .replace("Connection: Upgrade", "Connection: keep-alive, upgrade");
         assert!(check(&raw).is_ok());
     }
+
+    #[test]
+    fn heads_over_16_kib_or_64_fields_get_431() {
+        // A head still unfinished at 16 KiB is refused; one byte less may still end.
+        let mut head = b"GET /chat HTTP/1.1\r\nx-pad: ".to_vec();
+        head.resize(16 * 1024 - 1, b'a');
+        assert_eq!(
+            parse_request(&head, DEFAULT_MAX_HEAD).unwrap().map(|r| r.1),
+            None
+        );
+        head.push(b'a');
+        let err = parse_request(&head, DEFAULT_MAX_HEAD).unwrap_err();
+        assert_eq!(err, RequestError::HeadTooLarge(16 * 1024));
+        assert_eq!(err.status().as_u16(), 431);
+        // 64 fields pass, 65 do not.
+        let with_fields = |n: usize| {
+            let mut raw = String::from("GET /chat HTTP/1.1\r\n");
+            for i in 0..n {
+                raw.push_str(&format!("x-f{i}: v\r\n"));
+            }
+            raw.push_str("\r\n");
+            parse_request(raw.as_bytes(), DEFAULT_MAX_HEAD)
+        };
+        assert_eq!(
+            with_fields(MAX_HEADERS).unwrap().unwrap().0.headers().len(),
+            64
+        );
+        let err = with_fields(MAX_HEADERS + 1).unwrap_err();
+        assert_eq!(err, RequestError::TooManyHeaders);
+        assert_eq!(err.status().as_u16(), 431);
+        assert!(err.headers().is_empty());
+    }
+
+    #[test]
+    fn refusals_carry_the_headers_http_requires() {
+        let post = check(&RFC_REQUEST.replace("GET /chat", "POST /chat")).unwrap_err();
+        assert_eq!(post, RequestError::MethodNotAllowed(Method::POST));
+        let text = String::from_utf8(post.to_http1().to_vec()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nallow: GET\r\n"), "{text}");
+        assert_eq!(post.to_response().headers()[header::ALLOW], "GET");
+        let bad_key =
+            check(&RFC_REQUEST.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")).unwrap_err();
+        assert_eq!(
+            (bad_key.status().as_u16(), bad_key.headers()),
+            (400, Vec::new())
+        );
+    }
+
+    #[test]
+    fn encode_response_writes_its_own_length_and_connection_fields() {
+        let mut resp = Response::new("body".to_owned());
+        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let text = String::from_utf8(encode_response(&resp).to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbody"
+        );
+    }
+
+    #[test]
+    fn host_and_key_must_each_be_there_once() {
+        let host = "Host: server.example.com\r\n";
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let cases = [
+            (RFC_REQUEST.replace(host, ""), RequestError::InvalidHost),
+            (
+                RFC_REQUEST.replace(host, "Host: \r\n"),
+                RequestError::InvalidHost,
+            ),
+            (
+                RFC_REQUEST.replace(host, &format!("{host}Host: other.example.com\r\n")),
+                RequestError::InvalidHost,
+            ),
+            (RFC_REQUEST.replace(key, ""), RequestError::MissingKey),
+            (
+                RFC_REQUEST.replace(
+                    key,
+                    &format!("{key}Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"),
+                ),
+                RequestError::InvalidKey,
+            ),
+        ];
+        for (raw, want) in cases {
+            let err = check(&raw).expect_err(&raw);
+            assert_eq!(err, want, "{raw}");
+            assert_eq!(err.status().as_u16(), 400);
+        }
+    }
+
+    #[test]
+    fn the_101_in_both_forms_carries_what_was_chosen() {
+        let offer = check(RFC_REQUEST).unwrap();
+        let none = std::str::from_utf8(&offer.accept(&Accept::default()))
+            .unwrap()
+            .to_owned();
+        assert!(!none.contains("sec-websocket-extensions"), "{none}");
+        assert!(!none.contains("sec-websocket-protocol"), "{none}");
+        let deflate = ExtensionOffer {
+            name: "permessage-deflate".into(),
+            params: vec![("client_max_window_bits".into(), Some("10".into()))],
+        };
+        let mut extra = HeaderMap::new();
+        extra.insert("x-node", HeaderValue::from_static("n1"));
+        let accept = Accept {
+            protocol: Some("chat".into()),
+            extensions: vec![deflate],
+            headers: extra,
+        };
+        let head = offer.accept(&accept);
+        let head = std::str::from_utf8(&head).unwrap();
+        for line in [
+            "sec-websocket-extensions: permessage-deflate; client_max_window_bits=10\r\n",
+            "sec-websocket-protocol: chat\r\n",
+            "x-node: n1\r\n",
+        ] {
+            assert!(head.contains(line), "{line} missing in {head}");
+        }
+        let resp = offer.accept_response(&accept);
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let h = resp.headers();
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "Upgrade");
+        assert_eq!(
+            h[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(h[header::SEC_WEBSOCKET_PROTOCOL], "chat");
+        assert_eq!(
+            h[header::SEC_WEBSOCKET_EXTENSIONS],
+            "permessage-deflate; client_max_window_bits=10"
+        );
+        assert_eq!(h["x-node"], "n1");
+    }
 }
