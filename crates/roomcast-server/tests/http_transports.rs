@@ -5,18 +5,63 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Client, Sse, api, api_publish, start};
+use common::{
+    Client, EVENT_TIMEOUT, Sse, api, api_publish, exchange, get_json_status, http, start,
+};
 use serde_json::{Value, json};
 
-/// `GET url`, answered 200 with JSON.
-async fn get_json(url: impl reqwest::IntoUrl) -> Value {
-    let resp = reqwest::get(url).await.unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
+/// `GET url` (bounded), answered 200 with JSON.
+async fn get_json(url: impl AsRef<str>) -> Value {
+    let (status, body) = get_json_status(url).await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+/// Waits (bounded) until `/api/rooms` says `room` has `n` members.
+async fn wait_for_members(addr: std::net::SocketAddr, room: &str, n: u64) {
+    let started = Instant::now();
+    loop {
+        let (status, v) = api(addr, "GET", "/api/rooms", None).await;
+        assert_eq!(status, 200, "{v}");
+        let members = v["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room"] == room)
+            .map(|r| r["members"].as_u64().unwrap());
+        if members == Some(n) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{room} still has {members:?} members after 10 s, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls a new session (`first_query`) until its own `joined` events are through; returns
+/// the cursor after them.
+async fn poll_past_joined(addr: std::net::SocketAddr, first_query: &str, rooms: usize) -> String {
+    let mut url = format!("http://{addr}/poll?{first_query}&timeout_ms=1000");
+    let mut joined = 0;
+    for _ in 0..20 {
+        let v = get_json(&url).await;
+        let cursor = v["cursor"].as_str().unwrap().to_owned();
+        joined += v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "joined")
+            .count();
+        if joined >= rooms {
+            return cursor;
+        }
+        url = format!("http://{addr}/poll?cursor={cursor}&timeout_ms=1000");
+    }
+    panic!("the session's joined events did not come in 20 polls");
 }
 
 /// Long-polls `path` until `n` messages arrived; returns them and the last cursor.
@@ -25,7 +70,6 @@ async fn poll_messages(
     first_query: &str,
     n: usize,
 ) -> (Vec<Value>, String, u32) {
-    let client = reqwest::Client::new();
     let mut messages = Vec::new();
     let mut url = format!("http://{addr}/poll?{first_query}&timeout_ms=2000");
     let mut cursor = String::new();
@@ -33,7 +77,7 @@ async fn poll_messages(
     while messages.len() < n {
         polls += 1;
         assert!(polls < 200, "too many polls");
-        let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        let v = get_json(&url).await;
         for e in v["events"].as_array().unwrap() {
             if e["type"] == "message" {
                 messages.push(e.clone());
@@ -224,15 +268,17 @@ async fn an_expired_poll_session_recovers_from_its_cursor() {
         .await
     };
     assert_eq!(messages.len(), 1);
-    tokio::time::sleep(Duration::from_millis(1500)).await; // the session expires
+    // Nobody polls: the session expires, and leaves the room (a command would count as
+    // a sign of life, so the room's member count is watched instead).
+    wait_for_members(s.addr, "exp", 0).await;
     let session = first["session"].as_str().unwrap();
-    let gone = reqwest::Client::new()
-        .post(format!("http://{}/cmd?session={session}", s.addr))
-        .body(r#"{"type":"ping"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404, "the session expired");
+    let (status, _, body) = exchange(
+        http()
+            .post(format!("http://{}/cmd?session={session}", s.addr))
+            .body(r#"{"type":"ping"}"#),
+    )
+    .await;
+    assert_eq!(status, 404, "the session expired: {body}");
     for i in 2..=5 {
         api_publish(s.addr, "exp", json!(i)).await;
     }
@@ -256,13 +302,9 @@ async fn commands_over_post() {
     let post = |body: Value| {
         let url = format!("http://{}/cmd?session={session}", s.addr);
         async move {
-            let resp = reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            let (status, _, text) = exchange(http().post(url).json(&body)).await;
+            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            (status, v)
         }
     };
     let (status, r) = post(json!({"type": "publish", "room": "cmd", "data": 1, "ref": 1})).await;
@@ -289,16 +331,36 @@ async fn commands_over_post() {
     assert_eq!(replies[1]["offset"], 1, "the same id is published once");
     assert_eq!(replies[2]["members"][0]["client"], "poster");
     assert_eq!(replies[3]["code"], "unknown_type");
-    assert_eq!(sse.next_of("message").await["data"], "a");
+    // A retry in a request of its own is acked with the first offset too.
+    let (status, r) =
+        post(json!({"type": "publish", "room": "cmd", "data": "a", "id": "x", "ref": 7})).await;
+    assert_eq!(
+        (status, r["type"].as_str(), r["offset"].as_u64()),
+        (200, Some("ack"), Some(1))
+    );
+    // The sentinel comes right after the one copy: no retry was delivered again.
+    let (status, r) = post(json!({"type": "publish", "room": "cmd", "data": "b", "ref": 8})).await;
+    assert_eq!((status, r["offset"].as_u64()), (200, Some(2)), "{r}");
+    let first = sse.next_of("message").await;
+    assert_eq!(
+        (first["data"].clone(), first["offset"].clone()),
+        (json!("a"), json!(1))
+    );
+    let next = sse.next_of("message").await;
+    assert_eq!(
+        (next["data"].clone(), next["offset"].clone()),
+        (json!("b"), json!(2)),
+        "exactly one copy of the message with id x"
+    );
     let (status, r) = post(json!({"type": "leave", "room": "cmd"})).await;
     assert_eq!((status, r["type"].as_str()), (200, Some("left")));
-    let unknown = reqwest::Client::new()
-        .post(format!("http://{}/cmd?session=nope", s.addr))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
+    let (status, _, _) = exchange(
+        http()
+            .post(format!("http://{}/cmd?session=nope", s.addr))
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(status, 404);
     let (status, r) = post(json!("not an object")).await;
     assert_eq!((status, r["code"].as_str()), (400, Some("bad_request")));
 }
@@ -354,16 +416,17 @@ async fn presence_of_sse_and_poll_members_appears_and_expires() {
     while !names(&watcher.next_of("presence_diff").await, "left")
         .contains(&"poll-member".to_owned())
     {}
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a 300 ms time to live took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sse_and_poll_requests_say_why() {
     let s = start(|_| {}).await;
-    let get = |path: String| async move {
-        let r = reqwest::get(path).await.unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
+    let get = |path: String| async move { get_json_status(path).await };
     for path in [
         "/sse?room=bad%20name",
         "/poll?room=bad%20name",
@@ -375,87 +438,76 @@ async fn bad_sse_and_poll_requests_say_why() {
         assert_eq!(status, 400, "{path}: {v}");
         assert_eq!(v["error"]["code"], "bad_request");
     }
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/sse", s.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 405);
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/sse", "GET"),
+        (reqwest::Method::PUT, "/poll", "GET"),
+        (reqwest::Method::GET, "/cmd?session=x", "POST"),
+        (reqwest::Method::POST, "/healthz", "GET, HEAD"),
+    ] {
+        let (status, headers, body) =
+            exchange(http().request(method.clone(), format!("http://{}{path}", s.addr))).await;
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_is_held_until_a_message_or_its_timeout() {
     let s = start(|_| {}).await;
-    // Poll until the session's own events (welcome, joined) are through.
-    let mut url = format!("http://{}/poll?room=held&timeout_ms=1000", s.addr);
-    let mut cursor = String::new();
-    for _ in 0..5 {
-        let v = get_json(&url).await;
-        cursor = v["cursor"].as_str().unwrap().to_owned();
-        url = format!("http://{}/poll?cursor={cursor}&timeout_ms=1000", s.addr);
-        if v["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["type"] == "joined")
-        {
-            break;
-        }
-    }
-    // Nothing arrives: the answer comes empty once the timeout passed.
-    let started = std::time::Instant::now();
-    let empty = get_json(format!(
-        "http://{}/poll?cursor={cursor}&timeout_ms=400",
-        s.addr
-    ))
-    .await;
+    let cursor = poll_past_joined(s.addr, "room=held", 1).await;
+    let url = |cursor: &str, timeout_ms: u64| {
+        format!(
+            "http://{}/poll?cursor={cursor}&timeout_ms={timeout_ms}",
+            s.addr
+        )
+    };
+    // Nothing is published: the answer comes empty, and not before its timeout.
+    let started = Instant::now();
+    let empty = get_json(url(&cursor, 400)).await;
+    let waited = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(400),
-        "held for its timeout"
+        waited >= Duration::from_millis(400),
+        "answered after {waited:?}, before timeout_ms=400"
     );
     assert_eq!(empty["events"], json!([]));
+    assert_eq!(empty.get("closed"), None, "{empty}");
     let cursor = empty["cursor"].as_str().unwrap().to_owned();
-    // A message published while the poll waits answers it at once.
-    let addr = s.addr;
-    let started = std::time::Instant::now();
-    let poll = tokio::spawn(async move {
-        reqwest::get(format!(
-            "http://{addr}/poll?cursor={cursor}&timeout_ms=10000"
-        ))
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A poll with a long timeout is held: still unanswered after a second...
+    let mut poll = tokio::spawn(get_json(url(&cursor, 20_000)));
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut poll).await;
+    assert!(early.is_err(), "answered with nothing to say: {early:?}");
+    // ...until a message comes: that answers it, long before its timeout.
+    let published = Instant::now();
     api_publish(s.addr, "held", json!("now")).await;
-    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+    let answer = tokio::time::timeout(EVENT_TIMEOUT, poll)
         .await
-        .expect("the held poll answered when the message came")
+        .expect("the held poll was not answered when the message came")
         .unwrap();
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300), "held: {waited:?}");
-    let data: Vec<&Value> = answer["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "message")
-        .map(|e| &e["data"])
-        .collect();
-    assert_eq!(data, vec![&json!("now")]);
+    assert!(published.elapsed() < EVENT_TIMEOUT);
+    let events = answer["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{answer}");
+    assert_eq!(
+        (events[0]["type"].clone(), events[0]["data"].clone()),
+        (json!("message"), json!("now"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_sse_stream_gets_comment_heartbeats() {
     use futures_util::StreamExt;
     let s = start(|c| c.http.sse_heartbeat_ms = 100).await;
-    let resp = reqwest::get(format!("http://{}/sse?room=quiet", s.addr))
-        .await
-        .unwrap();
+    let resp = tokio::time::timeout(
+        common::HTTP_TIMEOUT,
+        common::http_streaming()
+            .get(format!("http://{}/sse?room=quiet", s.addr))
+            .send(),
+    )
+    .await
+    .expect("no SSE answer")
+    .unwrap();
     let mut body = resp.bytes_stream();
     let mut seen = Vec::new();
-    let found = tokio::time::timeout(Duration::from_secs(3), async {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(chunk) = body.next().await {
             seen.extend_from_slice(&chunk.unwrap());
             let text = String::from_utf8_lossy(&seen);
@@ -515,5 +567,252 @@ async fn sse_resumes_every_room_of_a_stream() {
     assert_eq!(
         (next["data"].clone(), next["offset"].clone()),
         (json!("after"), json!(6))
+    );
+}
+
+/// An SSE response body read as raw blocks (the text between blank lines), each read
+/// bounded: for what a parser hides (which lines an event has).
+struct RawSse {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    text: String,
+}
+
+impl RawSse {
+    async fn open(addr: std::net::SocketAddr, query: &str) -> Self {
+        let resp = tokio::time::timeout(
+            common::HTTP_TIMEOUT,
+            common::http_streaming()
+                .get(format!("http://{addr}/sse?{query}"))
+                .send(),
+        )
+        .await
+        .expect("no SSE answer")
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+        Self {
+            body: Box::pin(resp.bytes_stream()),
+            text: String::new(),
+        }
+    }
+
+    /// The next block, without its blank line.
+    async fn block(&mut self) -> String {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(i) = self.text.find("\n\n") {
+                let block = self.text[..i].to_owned();
+                self.text.drain(..i + 2);
+                return block;
+            }
+            let chunk = tokio::time::timeout(EVENT_TIMEOUT, self.body.next())
+                .await
+                .expect("no SSE bytes within 10 s")
+                .expect("the stream ended")
+                .unwrap();
+            self.text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next block whose `event:` is `name`.
+    async fn block_of(&mut self, name: &str) -> String {
+        loop {
+            let b = self.block().await;
+            if b.lines().any(|l| l == format!("event: {name}")) {
+                return b;
+            }
+        }
+    }
+}
+
+/// The `id:` line of a raw SSE block.
+fn id_line(block: &str) -> Option<&str> {
+    block.lines().find_map(|l| l.strip_prefix("id: "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_starts_with_retry_and_presence_events_carry_no_id() {
+    let s = start(|_| {}).await;
+    let mut raw = RawSse::open(s.addr, "room=pid&client=watcher&presence=%7B%7D").await;
+    assert_eq!(raw.block().await, "retry: 1000", "the stream's first lines");
+    let joined = raw.block_of("joined").await;
+    assert!(id_line(&joined).is_some(), "{joined}");
+    api_publish(s.addr, "pid", json!(1)).await;
+    let first = raw.block_of("message").await;
+    let first_id = id_line(&first).unwrap().to_owned();
+    // Someone joins visibly: a presence_diff, with no id line, so the last id stays.
+    let mut bob = Client::hello(s.addr, "bob").await;
+    bob.request(json!({"type": "join", "room": "pid", "presence": {"n": 1}}))
+        .await;
+    // (The watcher's own join may come first, in a diff of its own.)
+    loop {
+        let b = raw.block().await;
+        assert!(
+            !b.contains("event: message"),
+            "a message came before the diff: {b}"
+        );
+        if b.contains("event: presence_diff") {
+            assert_eq!(id_line(&b), None, "a presence event carries no id: {b}");
+            if b.contains(r#""client":"bob""#) {
+                break;
+            }
+        }
+    }
+    // The next message's id moves on from the last message's.
+    api_publish(s.addr, "pid", json!(2)).await;
+    let second = raw.block_of("message").await;
+    let (room, rest) = first_id.split_once('!').unwrap();
+    let (epoch, offset) = rest.split_once('!').unwrap();
+    assert_eq!((room, offset), ("pid", "1"), "{first_id}");
+    assert_eq!(id_line(&second), Some(format!("pid!{epoch}!2").as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumes_from_a_last_event_id_parameter_like_the_header() {
+    let s = start(|_| {}).await;
+    let mut sse = Sse::open(s.addr, "room=lp1&client=param", None).await;
+    sse.next_of("joined").await;
+    for i in 1..=3 {
+        api_publish(s.addr, "lp1", json!(i)).await;
+    }
+    for _ in 0..3 {
+        sse.next_of("message").await;
+    }
+    let last_id = sse.last_id.clone();
+    drop(sse);
+    for i in 4..=6 {
+        api_publish(s.addr, "lp1", json!(i)).await;
+    }
+    // No header: the id comes as a query parameter.
+    let encoded: String = form_urlencoded::byte_serialize(last_id.as_bytes()).collect();
+    let mut again = Sse::open(
+        s.addr,
+        &format!("room=lp1&client=param&last_event_id={encoded}"),
+        None,
+    )
+    .await;
+    let joined = again.next_of("joined").await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        missed.push(again.next_of("message").await["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        missed,
+        vec![4, 5, 6],
+        "exactly the missed messages, in order"
+    );
+    api_publish(s.addr, "lp1", json!(7)).await;
+    assert_eq!(
+        again.next_of("message").await["offset"],
+        7,
+        "then live ones"
+    );
+    // Without it, a stream does not recover: no `recovered`, nothing replayed.
+    let mut fresh = Sse::open(s.addr, "room=lp1&client=param", None).await;
+    let joined = fresh.next_of("joined").await;
+    assert_eq!(joined.get("recovered"), None, "{joined}");
+    api_publish(s.addr, "lp1", json!(8)).await;
+    assert_eq!(fresh.next_of("message").await["offset"], 8);
+}
+
+const FLOOD: u64 = 400;
+
+/// A server whose sessions may queue 64 KiB, and an SSE reader of room `flood` with a tiny
+/// receive buffer that reads its `joined`, then nothing while 400 messages of 32 KiB
+/// (12.5 MiB, more than every buffer on the way) are published, then reads what it was
+/// sent. Returns the offsets it got and its last event id.
+async fn flood_a_slow_sse_reader() -> (common::TestServer, Vec<u64>, String) {
+    let s = start(|c| c.websocket.max_queued_bytes = 64 * 1024).await;
+    let mut slow =
+        Sse::open_with_receive_buffer(s.addr, "room=flood&client=slow", None, 4096).await;
+    slow.next_of("joined").await;
+    let filler = "x".repeat(32 * 1024);
+    for i in 1..=FLOOD {
+        api_publish(s.addr, "flood", json!({"i": i, "pad": filler})).await;
+    }
+    let mut got = Vec::new();
+    while let Some((name, v)) = slow.next_or_end().await {
+        if name == "message" {
+            got.push(v["offset"].as_u64().unwrap());
+        }
+    }
+    (s, got, slow.last_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_session_that_falls_behind_is_closed() {
+    let (s, got, last_id) = flood_a_slow_sse_reader().await;
+    // The stream ended (next_or_end saw its end) before the last message: it was cut.
+    assert!(
+        (got.len() as u64) < FLOOD,
+        "the stream was not cut: all {FLOOD} messages came"
+    );
+    assert_eq!(
+        got,
+        (1..=got.len() as u64).collect::<Vec<_>>(),
+        "no gap before the cut"
+    );
+    assert!(last_id.ends_with(&format!("!{}", got.len())), "{last_id}");
+    // The session is gone: it left the room.
+    wait_for_members(s.addr, "flood", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: an HTTP member's recovery backlog counts against websocket.max_queued_bytes \
+            (worker/local.rs, the pushes after an HTTP joined), so a resume that misses more \
+            than the bound is cut again at once, with nothing delivered, every time"]
+async fn an_sse_session_cut_as_too_slow_resumes_from_its_last_id_without_loss() {
+    let (s, mut got, last_id) = flood_a_slow_sse_reader().await;
+    assert!((got.len() as u64) < FLOOD, "the stream was not cut");
+    let mut again = Sse::open(s.addr, "room=flood&client=slow", Some(&last_id)).await;
+    let joined = again.next_of("joined").await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    while got.len() < FLOOD as usize {
+        got.push(again.next_of("message").await["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        got,
+        (1..=FLOOD).collect::<Vec<_>>(),
+        "nothing lost, nothing twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_limit_bounds_each_answer_and_the_rest_follows() {
+    let s = start(|_| {}).await;
+    let mut cursor = poll_past_joined(s.addr, "room=lim", 1).await;
+    for i in 1..=25 {
+        api_publish(s.addr, "lim", json!(i)).await;
+    }
+    let mut offsets = Vec::new();
+    let mut polls = 0;
+    while offsets.len() < 25 {
+        polls += 1;
+        assert!(
+            polls <= 50,
+            "25 messages not through in 50 polls: {offsets:?}"
+        );
+        let v = get_json(format!(
+            "http://{}/poll?cursor={cursor}&limit=10&timeout_ms=2000",
+            s.addr
+        ))
+        .await;
+        let events = v["events"].as_array().unwrap();
+        assert!(
+            events.len() <= 10,
+            "limit=10 answered {} events",
+            events.len()
+        );
+        offsets.extend(events.iter().filter_map(|e| e["offset"].as_u64()));
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+    }
+    assert!(
+        polls >= 3,
+        "25 messages at most 10 per answer took {polls} polls"
+    );
+    assert_eq!(
+        offsets,
+        (1..=25).collect::<Vec<u64>>(),
+        "none lost, none twice"
     );
 }
