@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, api, start};
+use common::{Client, api, exchange, http, start};
 use serde_json::{Value, json};
 
 const KEY: &str = "s3cret-key";
@@ -18,19 +18,16 @@ async fn call(
     body: Option<&str>,
     key: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let client = reqwest::Client::new();
     let url = format!("http://{addr}{path}");
-    let mut req = match method {
-        "POST" => client.post(url).body(body.unwrap_or("").to_owned()),
-        "DELETE" => client.delete(url),
-        _ => client.get(url),
-    };
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = http().request(method, url);
+    if let Some(b) = body {
+        req = req.body(b.to_owned());
+    }
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
-    let resp = req.send().await.unwrap();
-    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-    let text = resp.text().await.unwrap();
+    let (status, headers, text) = exchange(req).await;
     (
         status,
         headers,
@@ -42,6 +39,24 @@ async fn call(
 fn schema(doc: &Value, name: &str) -> jsonschema::Validator {
     let root =
         json!({"$ref": format!("#/components/schemas/{name}"), "components": doc["components"]});
+    jsonschema::validator_for(&root).unwrap()
+}
+
+/// The schema the document gives the JSON answer of `method path` with `status`
+/// (`$ref`s to shared responses followed), as a validator.
+fn response_schema(doc: &Value, path: &str, method: &str, status: u16) -> jsonschema::Validator {
+    let mut response = &doc["paths"][path][method]["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path}: {status} is not a documented answer"
+    );
+    if let Some(r) = response["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/responses/").unwrap();
+        response = &doc["components"]["responses"][name];
+    }
+    let mut root = response["content"]["application/json"]["schema"].clone();
+    assert!(root.is_object(), "{method} {path} {status}: no JSON schema");
+    root["components"] = doc["components"].clone();
     jsonschema::validator_for(&root).unwrap()
 }
 
@@ -63,10 +78,6 @@ async fn every_answer_matches_the_openapi_document() {
     // The schemas are strict: a missing or an unknown field fails them.
     assert!(!schema(&doc, "RoomList").is_valid(&json!({"rooms": [{"room": "x"}]})));
     assert!(!schema(&doc, "DisconnectResult").is_valid(&json!({"disconnected": 1, "extra": 2})));
-    // Each documented path is served.
-    for path in doc["paths"].as_object().unwrap().keys() {
-        assert!(path.starts_with("/api/"), "{path}");
-    }
     let mut member = Client::hello(s.addr, "alice").await;
     member
         .request(json!({"type": "join", "room": "doc", "presence": {"name": "Alice"}}))
@@ -137,6 +148,70 @@ async fn every_answer_matches_the_openapi_document() {
     .await;
     assert_eq!(status, 200);
     check(&doc, "DisconnectResult", &v);
+
+    // Each documented operation is served: a 200 whose body matches that operation's
+    // documented answer. (A new operation without a line here fails the test.)
+    let concrete: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+        (
+            "publish",
+            "/api/publish",
+            Some(r#"{"room":"doc","data":[2]}"#),
+            Some(KEY),
+        ),
+        ("listRooms", "/api/rooms", None, Some(KEY)),
+        ("presence", "/api/rooms/doc/presence", None, Some(KEY)),
+        (
+            "history",
+            "/api/rooms/doc/history?limit=10",
+            None,
+            Some(KEY),
+        ),
+        (
+            "disconnect",
+            "/api/disconnect",
+            Some(r#"{"client":"nobody"}"#),
+            Some(KEY),
+        ),
+        // Documented without security: served without the key.
+        ("openapi", "/api/openapi.json", None, None),
+    ];
+    let mut served = Vec::new();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            let (_, path, body, key) = concrete
+                .iter()
+                .find(|c| c.0 == id)
+                .unwrap_or_else(|| panic!("no request for the documented {method} {template}"));
+            let want_path = template.replace("{room}", "doc");
+            assert!(
+                path.starts_with(&want_path),
+                "{id}: {path} is not {template}"
+            );
+            let (status, _, v) = call(s.addr, &method.to_uppercase(), path, *body, *key).await;
+            assert_eq!(status, 200, "{method} {path}: {v}");
+            let validator = response_schema(&doc, template, method, 200);
+            let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+            assert!(
+                errors.is_empty(),
+                "{method} {path}: {v} does not match: {errors:?}"
+            );
+            served.push(id);
+        }
+    }
+    served.sort_unstable();
+    let mut all: Vec<&str> = concrete.iter().map(|c| c.0).collect();
+    all.sort_unstable();
+    assert_eq!(served, all, "every operation documented, every one served");
+    // The answers are what they say: the publish above is in the history.
+    let (_, _, h) = call(s.addr, "GET", "/api/rooms/doc/history", None, Some(KEY)).await;
+    let data: Vec<&Value> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(data, vec![&json!({"x": 1}), &json!([2])], "{h}");
 
     // And every refusal has the error shape.
     for (method, path, body, key, want) in [
@@ -227,13 +302,221 @@ async fn an_oversized_body_is_413() {
     );
 }
 
+/// An IPv4 address of this machine that is not loopback (eth0's): from `ip`, else the
+/// source address the kernel would pick for a remote destination. Fails, rather than
+/// letting a test pass without it.
+fn non_loopback_address() -> std::net::IpAddr {
+    let from_ip = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .and_then(|a| a.split('/').next()?.parse::<std::net::IpAddr>().ok())
+        });
+    let from_route = || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        socket.connect("192.0.2.254:9").ok()?; // no packet is sent
+        Some(socket.local_addr().ok()?.ip())
+    };
+    let ip = from_ip
+        .or_else(from_route)
+        .expect("this test needs a non-loopback IPv4 address (none in `ip -4 addr`)");
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+    ip
+}
+
+/// `GET path` on `ip:port` from that same address: status, headers, JSON.
+async fn get_from(
+    ip: std::net::IpAddr,
+    port: u16,
+    path: &str,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let addr = std::net::SocketAddr::new(ip, port);
+    call(addr, "GET", path, None, key).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_key_only_loopback_is_served() {
-    // The test client is on loopback: served. (A remote peer is refused with 401, which
-    // needs a non-loopback address to show; see `authorize`.)
+    let ip = non_loopback_address();
+    let s = start(|c| c.server.listen = "0.0.0.0:0".parse().unwrap()).await;
+    let port = s.addr.port();
+    // From loopback: served.
+    let (status, _, v) = get_from("127.0.0.1".parse().unwrap(), port, "/api/rooms", None).await;
+    assert_eq!(status, 200, "{v}");
+    // From eth0's address (the peer the server sees is that address): refused.
+    let (status, headers, v) = get_from(ip, port, "/api/rooms", None).await;
+    assert_eq!(status, 401, "from {ip}: {v}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert_eq!(v["error"]["code"], "unauthorized", "{v}");
+    // Every API request, not only this one; a publish leaves no trace.
+    let (status, _, _) = call(
+        std::net::SocketAddr::new(ip, port),
+        "POST",
+        "/api/publish",
+        Some(r#"{"room":"remote","data":1}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (_, _, v) = get_from("127.0.0.1".parse().unwrap(), port, "/api/rooms", None).await;
+    assert_eq!(v["rooms"], json!([]), "the refused publish created nothing");
+    // The address itself is reachable: it is the API that refuses it.
+    let (status, _, body) = exchange(http().get(format!("http://{ip}:{port}/healthz"))).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_any_address_is_served_with_it() {
+    let ip = non_loopback_address();
+    let s = start(|c| {
+        c.server.listen = "0.0.0.0:0".parse().unwrap();
+        c.api.key = KEY.into();
+    })
+    .await;
+    let port = s.addr.port();
+    let (status, _, v) = get_from(ip, port, "/api/rooms", Some(KEY)).await;
+    assert_eq!(status, 200, "from {ip} with the key: {v}");
+    for (from, key) in [
+        (ip, None),
+        (ip, Some("wrong")),
+        ("127.0.0.1".parse().unwrap(), None),
+    ] {
+        let (status, headers, v) = get_from(from, port, "/api/rooms", key).await;
+        assert_eq!(status, 401, "from {from} with {key:?}: {v}");
+        assert_eq!(headers["www-authenticate"], "Bearer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_defaults_to_api() {
     let s = start(|_| {}).await;
-    let (status, _) = api(s.addr, "GET", "/api/rooms", None).await;
-    assert_eq!(status, 200);
+    let mut member = Client::hello(s.addr, "reader").await;
+    member.join("fromless").await;
+    let (status, v) = api(
+        s.addr,
+        "POST",
+        "/api/publish",
+        Some(json!({"room": "fromless", "data": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let m = member.next_of("message").await;
+    assert_eq!(
+        (m["from"].clone(), m["data"].clone()),
+        (json!("api"), json!("hi"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_names_1_to_100_rooms() {
+    let s = start(|_| {}).await;
+    let names = |n: usize| (0..n).map(|i| format!("r{i}")).collect::<Vec<_>>();
+    for rooms in [names(0), names(101)] {
+        let (status, v) = api(
+            s.addr,
+            "POST",
+            "/api/publish",
+            Some(json!({"rooms": rooms, "data": 1})),
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{} rooms: {v}",
+            rooms.len()
+        );
+    }
+    let (_, v) = api(s.addr, "GET", "/api/rooms", None).await;
+    assert_eq!(v["rooms"], json!([]), "a refused publish creates no room");
+    let (status, v) = api(
+        s.addr,
+        "POST",
+        "/api/publish",
+        Some(json!({"rooms": names(100), "data": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let results = v["results"].as_array().unwrap();
+    let mut got: Vec<(String, u64)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["room"].as_str().unwrap().to_owned(),
+                r["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, u64)> = names(100).into_iter().map(|r| (r, 1)).collect();
+    want.sort();
+    assert_eq!(got, want, "each of the 100 rooms has it, at offset 1");
+}
+
+/// The methods `/api/openapi.json` documents for a path, uppercased and sorted.
+fn documented_methods(doc: &Value, path: &str) -> Vec<String> {
+    let mut m: Vec<String> = doc["paths"][path]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.to_uppercase())
+        .collect();
+    m.sort();
+    m
+}
+
+/// The methods an `allow` header names, sorted.
+fn allowed(headers: &reqwest::header::HeaderMap) -> Vec<String> {
+    let mut m: Vec<String> = headers
+        .get("allow")
+        .expect("a 405 names the allowed methods")
+        .to_str()
+        .unwrap()
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .collect();
+    m.sort();
+    m
+}
+
+/// Every other method on `template` (with `{room}` filled in) is a 405 naming the
+/// documented methods in `allow`.
+async fn check_wrong_methods(s: &common::TestServer, doc: &Value, template: &str) {
+    let want = documented_methods(doc, template);
+    let path = template.replace("{room}", "doc");
+    for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+        if want.iter().any(|m| m == method) {
+            continue;
+        }
+        let (status, headers, v) = call(s.addr, method, &path, Some("{}"), Some(KEY)).await;
+        assert_eq!(status, 405, "{method} {path}: {v}");
+        assert_eq!(allowed(&headers), want, "{method} {path}");
+        check(doc, "Error", &v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_is_405_with_the_allowed_ones() {
+    let s = start(|c| c.api.key = KEY.into()).await;
+    let (_, _, doc) = call(s.addr, "GET", "/api/openapi.json", None, None).await;
+    for template in doc["paths"].as_object().unwrap().keys() {
+        if template != "/api/openapi.json" {
+            check_wrong_methods(&s, &doc, template).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: POST /api/openapi.json is a 404 (http/api.rs: only GET is matched for it), \
+            not the 405 with `allow: GET` docs/protocol.md promises for a wrong method"]
+async fn a_wrong_method_on_the_openapi_document_is_405() {
+    let s = start(|c| c.api.key = KEY.into()).await;
+    let (_, _, doc) = call(s.addr, "GET", "/api/openapi.json", None, None).await;
+    check_wrong_methods(&s, &doc, "/api/openapi.json").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +577,6 @@ async fn idempotent_api_publish_and_disconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_mistake_is_a_500() {
     let s = start(|c| c.api.key = KEY.into()).await;
-    let client = reqwest::Client::new();
     let bodies = [
         "",
         "null",
@@ -322,18 +604,14 @@ async fn no_client_mistake_is_a_500() {
                 reqwest::Method::POST,
                 reqwest::Method::PUT,
             ] {
-                let resp = client
-                    .request(method.clone(), format!("http://{}{path}", s.addr))
-                    .bearer_auth(KEY)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(
-                    resp.status().as_u16() < 500,
-                    "{method} {path} {body:?}: {}",
-                    resp.status()
-                );
+                let (status, _, text) = exchange(
+                    http()
+                        .request(method.clone(), format!("http://{}{path}", s.addr))
+                        .bearer_auth(KEY)
+                        .body(body),
+                )
+                .await;
+                assert!(status < 500, "{method} {path} {body:?}: {status} {text}");
             }
         }
     }
