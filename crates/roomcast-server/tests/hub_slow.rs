@@ -4,11 +4,36 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Client, RawClient, start};
 use roomcast_server::Stats;
 use roomcast_ws::{Message, OpCode};
 use serde_json::json;
 use tokio::sync::watch;
+
+/// How long one wait may take before the test fails instead of hanging.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Awaits `fut` for at most [`WAIT`]; past that the test fails, saying what it waited for.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {WAIT:?}"))
+}
+
+/// Reads a raw client until the server closes the connection; returns the close code.
+async fn close_code_at_end(c: &mut RawClient) -> Option<u16> {
+    let mut close = None;
+    // Each frame is bounded by `next_frame`; the loop ends at EOF.
+    while let Some((op, payload)) = c.next_frame().await {
+        if op == OpCode::Close {
+            assert!(payload.len() >= 2, "a close without a code");
+            close = Some(u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+    close
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_closed_with_4008_while_a_fast_member_gets_everything() {
@@ -60,14 +85,28 @@ async fn slow_consumer_is_closed_with_4008_while_a_fast_member_gets_everything()
     });
     for n in 1..=total {
         let req = json!({"type": "publish", "room": "firehose", "data": {"n": n, "body": body}, "ref": n});
-        writer.send(Message::text(req.to_string())).await.unwrap();
+        within("publishing", writer.send(Message::text(req.to_string())))
+            .await
+            .unwrap();
         if n % 50 == 0 {
-            progress.wait_for(|&read| read + 100 >= n).await.unwrap();
-            drained.wait_for(|&read| read + 100 >= n).await.unwrap();
+            within(
+                "the fast member",
+                progress.wait_for(|&read| read + 100 >= n),
+            )
+            .await
+            .expect("the fast member's reader ended");
+            within(
+                "the publisher's own copies",
+                drained.wait_for(|&read| read + 100 >= n),
+            )
+            .await
+            .expect("the publisher's reader ended");
         }
     }
     assert_eq!(
-        fast_reader.await.unwrap(),
+        within("the fast member's last message", fast_reader)
+            .await
+            .unwrap(),
         total,
         "the fast member got every message"
     );
@@ -77,11 +116,79 @@ async fn slow_consumer_is_closed_with_4008_while_a_fast_member_gets_everything()
         "only the slow member was closed"
     );
     // The slow member finds, after what it had been sent, a close frame with 4008.
-    let mut close = None;
-    while let Some((op, payload)) = slow.next_frame().await {
-        if op == OpCode::Close {
-            close = Some(u16::from_be_bytes([payload[0], payload[1]]));
+    assert_eq!(close_code_at_end(&mut slow).await, Some(4008));
+}
+
+/// The same bound on a raw room (`/rooms/...`): a member that never reads is closed with
+/// 4008, while a member that keeps up gets every message, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_room_member_that_never_reads_is_closed_with_4008() {
+    // The fast member is at most 150 messages (300 KB) behind: under the bound, even when
+    // all of them are queued in one batch.
+    let s = start(|c| c.websocket.max_queued_bytes = 512 * 1024).await;
+    let url = format!("ws://{}/rooms/flood", s.addr);
+    // Bounded by the driver's handshake timeout; members are in before their 101.
+    let (mut fast, _) = roomcast_ws::tokio::connect(&url).await.unwrap();
+    let mut slow = RawClient::connect_with_receive_buffer(s.addr, "/rooms/flood", Some(4096)).await;
+    let (mut sender, _) = roomcast_ws::tokio::connect(&url).await.unwrap();
+    let total = 4000u64;
+    let body = "x".repeat(2000);
+    let (progress_tx, mut progress) = watch::channel(0u64);
+    let fast_reader = tokio::spawn(async move {
+        for expected in 1..=total {
+            let m = loop {
+                match within("a message for the fast member", fast.recv()).await {
+                    Some(Ok(m)) if m.is_data() => break m,
+                    Some(Ok(Message::Close(frame))) => {
+                        panic!("the fast member was closed at {expected}: {frame:?}")
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("the fast member's connection ended: {other:?}"),
+                }
+            };
+            let Message::Text(t) = m else {
+                panic!("text expected")
+            };
+            let (n, _) = t.as_str().split_once(':').unwrap();
+            assert_eq!(
+                n.parse::<u64>().unwrap(),
+                expected,
+                "in order, nothing lost"
+            );
+            progress_tx.send_replace(expected);
+        }
+        total
+    });
+    for n in 1..=total {
+        within("sending", sender.send(Message::text(format!("{n}:{body}"))))
+            .await
+            .unwrap();
+        if n % 50 == 0 {
+            within(
+                "the fast member",
+                progress.wait_for(|&read| read + 100 >= n),
+            )
+            .await
+            .expect("the fast member's reader ended");
         }
     }
-    assert_eq!(close, Some(4008));
+    assert_eq!(
+        within("the fast member's last message", fast_reader)
+            .await
+            .unwrap(),
+        total
+    );
+    assert_eq!(
+        Stats::get(&s.stats.slow_consumer_closes),
+        1,
+        "only the slow member was closed"
+    );
+    assert_eq!(close_code_at_end(&mut slow).await, Some(4008));
+    // The sender was never slowed down or closed: it can still talk to the room.
+    let (mut late, _) = roomcast_ws::tokio::connect(&url).await.unwrap();
+    within("sending", sender.send(Message::text("after")))
+        .await
+        .unwrap();
+    let m = within("the late member's message", late.recv()).await;
+    assert_eq!(m.unwrap().unwrap(), Message::text("after"));
 }
