@@ -221,4 +221,45 @@ mod tests {
         assert_eq!(log.last_offset(), 3);
         check_invariants(&log);
     }
+
+    #[test]
+    fn a_message_exactly_max_age_old_is_kept() {
+        let mut log = RoomLog::new(100, 1000);
+        let mut evicted = Vec::new();
+        log.append(entry(&log, 500, Some("k")), &mut evicted);
+        log.expire(1500, &mut evicted);
+        assert_eq!(log.len(), 1, "1000 ms old: not older than the bound");
+        assert!(evicted.is_empty());
+        log.expire(1501, &mut evicted);
+        assert!(log.is_empty());
+        assert_eq!(evicted, vec![Box::from("k")]);
+        // A clock going backwards expires nothing.
+        log.append(entry(&log, 5000, None), &mut evicted);
+        log.expire(10, &mut evicted);
+        assert_eq!(log.len(), 1);
+    }
+
+    #[test]
+    fn exactly_max_messages_are_kept() {
+        let mut log = RoomLog::new(3, 1_000_000);
+        let mut evicted = Vec::new();
+        for _ in 0..3 {
+            log.append(entry(&log, 1, None), &mut evicted);
+        }
+        assert_eq!(
+            (log.len(), log.first_offset(), log.next_offset()),
+            (3, 1, 4)
+        );
+        assert_eq!(offsets(log.since(0)), Some(vec![1, 2, 3]));
+        assert_eq!(
+            log.range(Some(1), 1).map(|e| e.offset).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_eq!(log.range(Some(3), 10).count(), 0);
+        assert_eq!(
+            log.range(Some(99), 10).count(),
+            0,
+            "after the newest: nothing"
+        );
+    }
 }

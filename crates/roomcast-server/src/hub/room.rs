@@ -384,4 +384,63 @@ mod tests {
         r.expire(100_000);
         assert!(r.is_idle());
     }
+
+    #[test]
+    fn counts_follow_joins_and_leaves_on_every_worker() {
+        let mut r = room();
+        assert_eq!(
+            (r.name().as_str(), r.epoch(), &**r.epoch_arc()),
+            ("lobby", "e1", "e1")
+        );
+        assert!(r.is_idle());
+        let (ann, bob): (Arc<str>, Arc<str>) = (Arc::from("ann"), Arc::from("bob"));
+        r.join(0, &ann, Some(Bytes::from_static(b"{}")), None);
+        assert!(!r.is_idle(), "a member");
+        r.join(1, &ann, Some(Bytes::from_static(b"{}")), None);
+        r.join(1, &bob, None, None);
+        assert_eq!((r.member_count(), r.visible_count()), (3, 1));
+        assert!(r.presence_dirty());
+        assert!(r.take_presence_diff().is_some());
+        assert!(!r.presence_dirty());
+        assert_eq!(r.take_presence_diff(), None);
+        assert_eq!(
+            r.subscribers().collect::<Vec<_>>(),
+            vec![
+                (
+                    0,
+                    Subs {
+                        members: 1,
+                        presence: 1
+                    }
+                ),
+                (
+                    1,
+                    Subs {
+                        members: 2,
+                        presence: 1
+                    }
+                )
+            ]
+        );
+        r.leave(0, &ann, true);
+        assert_eq!(r.subscribers().map(|(w, _)| w).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            r.take_presence_diff(),
+            None,
+            "ann is still there from worker 1"
+        );
+        assert_eq!((r.member_count(), r.visible_count()), (2, 1));
+        r.leave(1, &bob, false);
+        r.leave(1, &ann, true);
+        assert_eq!((r.member_count(), r.visible_count()), (0, 0));
+        assert!(r.presence_dirty());
+        assert!(!r.is_idle(), "a presence change is pending");
+        let diff = json(&r.take_presence_diff().unwrap());
+        assert_eq!(diff["left"], serde_json::json!([{"client": "ann"}]));
+        assert!(r.is_idle());
+        // A leave too many does not wrap around.
+        r.leave(1, &bob, true);
+        assert_eq!(r.member_count(), 0);
+        assert_eq!(r.subscribers().count(), 0);
+    }
 }

@@ -99,3 +99,35 @@ impl ProtoError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_names_and_statuses_are_the_documented_ones() {
+        // docs/protocol.md, `POST /cmd`: the HTTP status of each code.
+        let documented = [
+            ("bad_request", 400),
+            ("unknown_type", 400),
+            ("unauthorized", 401),
+            ("forbidden", 403),
+            ("not_joined", 409),
+            ("not_found", 404),
+            ("too_large", 413),
+            ("rate_limited", 429),
+            ("unavailable", 503),
+        ];
+        assert_eq!(ErrorCode::ALL.len(), documented.len());
+        for (code, (name, status)) in ErrorCode::ALL.into_iter().zip(documented) {
+            assert_eq!(code.as_str(), name);
+            assert_eq!(code.to_string(), name);
+            assert_eq!(ErrorCode::parse(name), Some(code));
+            assert_eq!(code.http_status(), status, "{name}");
+        }
+        assert_eq!(ErrorCode::parse("Bad_Request"), None);
+        assert_eq!(ErrorCode::parse(""), None);
+        let e = ProtoError::new(ErrorCode::NotJoined, "join first");
+        assert_eq!(e.to_string(), "not_joined: join first");
+    }
+}

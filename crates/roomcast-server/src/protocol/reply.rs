@@ -275,4 +275,18 @@ mod tests {
             2
         );
     }
+
+    #[test]
+    fn only_error_replies_read_as_errors() {
+        let room = RoomName::new("lobby").unwrap();
+        let at = |f: &Bytes| f.slice(2..);
+        assert!(is_error(&at(&error(None, ErrorCode::TooLarge, "big"))));
+        assert!(is_error(&at(&error(Some(9), ErrorCode::BadRequest, ""))));
+        for f in [pong(Some(1)), ack(None, &room, 1), left(None, &room)] {
+            assert!(!is_error(&at(&f)), "{f:?}");
+        }
+        // A message whose data mentions an error is still a message.
+        let (m, json_at) = message(&room, "e", 1, "a", br#"{"type":"error"}"#, 0);
+        assert!(!is_error(&m[usize::from(json_at)..]));
+    }
 }

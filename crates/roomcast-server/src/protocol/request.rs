@@ -325,4 +325,26 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn id_and_client_length_bounds() {
+        assert!(check_id(&"k".repeat(MAX_ID_LEN)).is_ok());
+        for bad in [String::new(), "k".repeat(MAX_ID_LEN + 1)] {
+            assert_eq!(check_id(&bad).unwrap_err().code, ErrorCode::BadRequest);
+        }
+        let longest = "c".repeat(MAX_CLIENT_LEN);
+        assert_eq!(client_id(Some(&longest)).unwrap(), longest);
+        assert_eq!(client_id(Some("alice")).unwrap(), "alice");
+        for bad in [String::new(), "c".repeat(MAX_CLIENT_LEN + 1), "a\nb".into()] {
+            assert_eq!(
+                client_id(Some(&bad)).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad:?}"
+            );
+        }
+        let anon = client_id(None).unwrap();
+        assert!(anon.starts_with("anon-") && anon.len() > 5, "{anon}");
+        assert_ne!(anon, client_id(None).unwrap());
+        assert_eq!(history_limit(None).unwrap(), DEFAULT_HISTORY_LIMIT);
+    }
 }
