@@ -306,13 +306,13 @@ async fn websocket_on_a_keep_alive_connection_after_plain_http() {
         .await
         .unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.unwrap();
+    let n = read_some(&mut stream, &mut buf).await;
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     stream
         .write_all(upgrade_request("GET", "HTTP/1.1", "", "").as_bytes())
         .await
         .unwrap();
-    let n = stream.read(&mut buf).await.unwrap();
+    let n = read_some(&mut stream, &mut buf).await;
     let resp = String::from_utf8_lossy(&buf[..n]).to_lowercase();
     assert!(resp.starts_with("http/1.1 101"), "{resp}");
     assert!(
@@ -323,6 +323,14 @@ async fn websocket_on_a_keep_alive_connection_after_plain_http() {
         .write_all(&common::masked_frame(0x81, b"over hyper"))
         .await
         .unwrap();
-    let n = stream.read(&mut buf).await.unwrap();
+    let n = read_some(&mut stream, &mut buf).await;
     assert_eq!(&buf[..n], b"\x81\x0aover hyper");
+}
+
+/// One read, bounded: fails when nothing arrives within 10 s.
+async fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> usize {
+    tokio::time::timeout(common::EVENT_TIMEOUT, stream.read(buf))
+        .await
+        .expect("nothing to read within 10 s")
+        .unwrap()
 }
