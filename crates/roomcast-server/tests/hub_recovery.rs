@@ -106,6 +106,16 @@ async fn recovered_false_when_history_is_shorter_than_the_gap() {
         )
         .await;
     assert_eq!(r["recovered"], false);
+    // Nothing was replayed to either: the first message each gets is a live one.
+    let live = p.publish("short", json!("live-2")).await["offset"].clone();
+    for (name, c) in [("e", &mut e), ("f", &mut f)] {
+        let m = c.next_of("message").await;
+        assert_eq!(
+            (&m["offset"], &m["data"]),
+            (&live, &json!("live-2")),
+            "{name}: {m}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,8 +208,23 @@ async fn a_dropped_idle_room_comes_back_with_a_new_epoch() {
     assert_eq!(offset, 1);
     let left = a.request(json!({"type": "leave", "room": "brief"})).await;
     assert_eq!(left["type"], "left");
+    // Its own push of "gone soon" came before the ack: forget it.
+    a.backlog.retain(|m| m["type"] != "message");
     // History expires after 200 ms; the sweep that drops idle rooms runs every second.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Wait (bounded) until the room is gone: its history is then `not_found`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let h = a.request(json!({"type": "history", "room": "brief"})).await;
+        if h["code"] == "not_found" {
+            break;
+        }
+        assert_eq!(h["type"], "history", "{h}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle room was not dropped within 10 s: {h}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let r = a
         .request(json!({"type": "join", "room": "brief", "since": {"epoch": epoch, "offset": 1}}))
         .await;
@@ -209,5 +234,72 @@ async fn a_dropped_idle_room_comes_back_with_a_new_epoch() {
         (r["recovered"].as_bool(), r["offset"].as_u64()),
         (Some(false), Some(0)),
         "{r}"
+    );
+    // Offsets start again at 1, and that live message is the first one delivered.
+    let mut b = Client::hello(s.addr, "b").await;
+    b.join("brief").await;
+    assert_eq!(b.publish("brief", json!("new")).await["offset"], 1);
+    let m = a.next_of("message").await;
+    assert_eq!((&m["offset"], &m["epoch"]), (&json!(1), &r["epoch"]), "{m}");
+}
+
+/// A node that restarts (here: one server stopped, a new one started in the process)
+/// gives its rooms new epochs, with offsets from 1. A client coming back with its old
+/// position learns that it cannot be recovered, and nothing of the new epoch is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_starts_a_new_epoch() {
+    let first = start(|_| {}).await;
+    let mut c = Client::hello(first.addr, "c").await;
+    let old = c.join("keep").await["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=3 {
+        assert_eq!(c.publish("keep", json!(i)).await["offset"], i);
+    }
+    first.stop.shutdown();
+    // The draining node closes its clients with 1001.
+    let code = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(m) = c.ws.recv().await {
+            if let roomcast_ws::Message::Close(frame) = m.unwrap() {
+                return frame.map(|f| f.code.0);
+            }
+        }
+        None
+    })
+    .await
+    .expect("no close within 10 s of the drain");
+    assert_eq!(code, Some(1001));
+
+    let second = start(|_| {}).await;
+    let mut p = Client::hello(second.addr, "p").await;
+    let joined = p.join("keep").await;
+    let new = joined["epoch"].as_str().unwrap().to_owned();
+    assert_ne!(new, old, "a new epoch");
+    assert_eq!(joined["offset"], 0);
+    for i in 1..=2 {
+        assert_eq!(
+            p.publish("keep", json!(format!("new-{i}"))).await["offset"],
+            i
+        );
+    }
+    let mut back = Client::hello(second.addr, "c").await;
+    let r = back
+        .request(json!({"type": "join", "room": "keep", "since": {"epoch": old, "offset": 3}}))
+        .await;
+    assert_eq!(
+        (
+            r["type"].as_str(),
+            r["recovered"].as_bool(),
+            r["offset"].as_u64()
+        ),
+        (Some("joined"), Some(false), Some(2)),
+        "{r}"
+    );
+    assert_eq!(r["epoch"], new.as_str());
+    // Nothing replayed: the first message is the live one published after the join.
+    p.publish("keep", json!("live")).await;
+    let m = back.next_of("message").await;
+    assert_eq!(
+        (&m["offset"], &m["data"], &m["epoch"]),
+        (&json!(3), &json!("live"), &json!(new)),
+        "{m}"
     );
 }
