@@ -207,12 +207,16 @@ async fn bad_input_gets_an_error_and_the_connection_stays_open() {
         assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // Not JSON at all: the error has no ref to carry.
-    c.send_text("{not json").await;
-    assert_eq!(c.recv().await["code"], "bad_request");
+    c.send_text(r#"{not json, "ref": 9"#).await;
+    let e = c.recv().await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert!(e.get("ref").is_none(), "{e}");
     c.ws.send(roomcast_ws::Message::binary(vec![1u8, 2, 3]))
         .await
         .unwrap();
-    assert_eq!(c.recv().await["code"], "bad_request");
+    let e = c.recv().await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert!(e.get("ref").is_none(), "{e}");
     // Still usable.
     assert_eq!(c.publish("x", json!("still here")).await["offset"], 1);
 }
@@ -236,4 +240,54 @@ async fn leave_stops_delivery() {
         .request(json!({"type": "publish", "room": "l", "data": 1}))
         .await;
     assert_eq!(again["code"], "not_joined");
+}
+
+/// An idempotency key is per room: the same `id` in two rooms is two messages, each
+/// delivered; a retry in either room is still deduplicated there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_per_room() {
+    let s = start(|_| {}).await;
+    let mut watcher = Client::hello(s.addr, "w").await;
+    let mut p = Client::hello(s.addr, "p").await;
+    for room in ["one", "two"] {
+        watcher.join(room).await;
+        p.join(room).await;
+    }
+    let publish = |room: &str, data: Value| json!({"type": "publish", "room": room, "data": data, "id": "same-key"});
+    let a = p.request(publish("one", json!("in one"))).await;
+    let b = p.request(publish("two", json!("in two"))).await;
+    assert_eq!(
+        (a["type"].as_str(), a["offset"].as_u64()),
+        (Some("ack"), Some(1)),
+        "{a}"
+    );
+    assert_eq!(
+        (b["type"].as_str(), b["offset"].as_u64()),
+        (Some("ack"), Some(1)),
+        "{b}"
+    );
+    // Retries in each room: acked with the first offsets, delivered nowhere.
+    let a2 = p.request(publish("one", json!("in one"))).await;
+    let b2 = p.request(publish("two", json!("in two"))).await;
+    assert_eq!(
+        (a2["offset"].as_u64(), b2["offset"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // A later message per room: the watcher sees exactly the first copy, then it.
+    for room in ["one", "two"] {
+        assert_eq!(p.publish(room, json!("after")).await["offset"], 2);
+    }
+    let mut got: HashMap<String, Vec<(u64, Value)>> = HashMap::new();
+    for _ in 0..4 {
+        let m = watcher.next_of("message").await;
+        got.entry(m["room"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((m["offset"].as_u64().unwrap(), m["data"].clone()));
+    }
+    assert_eq!(got["one"], vec![(1, json!("in one")), (2, json!("after"))]);
+    assert_eq!(got["two"], vec![(1, json!("in two")), (2, json!("after"))]);
+    let h = watcher
+        .request(json!({"type": "history", "room": "two"}))
+        .await;
+    assert_eq!(h["messages"].as_array().map(Vec::len), Some(2), "{h}");
 }
