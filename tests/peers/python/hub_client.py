@@ -63,27 +63,32 @@ async def main(url):
     ack = await alice.request({"type": "publish", "room": "py", "data": {"text": "héllo"}, "id": "py-1"})
     assert ack["type"] == "ack" and ack["offset"] == 1, ack
     retry = await alice.request({"type": "publish", "room": "py", "data": {"text": "héllo"}, "id": "py-1"})
-    assert retry["offset"] == 1, retry
+    assert (retry["type"], retry["offset"]) == ("ack", 1), retry
+    # A later message: each member sees the first copy, then it; no second copy between.
+    after = await alice.request({"type": "publish", "room": "py", "data": "after", "id": "py-2"})
+    assert (after["type"], after["offset"]) == ("ack", 2), after
     for c in (alice, bob):
         m = await c.next("message")
         assert (m["offset"], m["from"], m["data"], m["epoch"]) == (1, "alice", {"text": "héllo"}, epoch), m
+        m = await c.next("message")
+        assert (m["offset"], m["data"]) == (2, "after"), m
 
     members = await bob.request({"type": "presence", "room": "py"})
     assert sorted(m["client"] for m in members["members"]) == ["alice", "bob"], members
 
     # bob drops; 50 messages go by; bob comes back with `since` and gets exactly those.
-    last = 1
+    last = 2
     await bob.ws.close()
     for i in range(50):
         last = (await alice.request({"type": "publish", "room": "py", "data": i}))["offset"]
     bob = await Client.open(url, "bob")
-    back = await bob.request({"type": "join", "room": "py", "since": {"epoch": epoch, "offset": 1}})
+    back = await bob.request({"type": "join", "room": "py", "since": {"epoch": epoch, "offset": 2}})
     assert back["recovered"] is True and back["offset"] == last, back
     got = [(await bob.next("message"))["data"] for _ in range(50)]
     assert got == list(range(50)), got
 
-    history = await bob.request({"type": "history", "room": "py", "since": {"epoch": epoch, "offset": 48}, "limit": 2})
-    assert [m["offset"] for m in history["messages"]] == [49, 50], history
+    history = await bob.request({"type": "history", "room": "py", "since": {"epoch": epoch, "offset": 49}, "limit": 2})
+    assert [m["offset"] for m in history["messages"]] == [50, 51], history
 
     err = await bob.request({"type": "publish", "room": "elsewhere", "data": 1})
     assert (err["type"], err["code"]) == ("error", "not_joined"), err
@@ -91,6 +96,13 @@ async def main(url):
     assert err["code"] == "unknown_type", err
     pong = await bob.request({"type": "ping"})
     assert pong["type"] == "pong"
+    # Without a ref, replies carry none (success and error alike).
+    await bob.ws.send(json.dumps({"type": "ping"}))
+    pong = await bob.recv()
+    assert pong["type"] == "pong" and "ref" not in pong, pong
+    await bob.ws.send(json.dumps({"type": "leave", "room": "elsewhere"}))
+    err = await bob.recv()
+    assert err.get("code") == "not_joined" and "ref" not in err, err
     await alice.ws.close()
     await bob.ws.close()
     print("python hub client: all scenarios passed", flush=True)
