@@ -511,8 +511,6 @@ async fn a_wrong_method_is_405_with_the_allowed_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: POST /api/openapi.json is a 404 (http/api.rs: only GET is matched for it), \
-            not the 405 with `allow: GET` docs/protocol.md promises for a wrong method"]
 async fn a_wrong_method_on_the_openapi_document_is_405() {
     let s = start(|c| c.api.key = KEY.into()).await;
     let (_, _, doc) = call(s.addr, "GET", "/api/openapi.json", None, None).await;

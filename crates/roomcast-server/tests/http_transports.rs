@@ -758,9 +758,6 @@ async fn an_sse_session_that_falls_behind_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an HTTP member's recovery backlog counts against websocket.max_queued_bytes \
-            (worker/local.rs, the pushes after an HTTP joined), so a resume that misses more \
-            than the bound is cut again at once, with nothing delivered, every time"]
 async fn an_sse_session_cut_as_too_slow_resumes_from_its_last_id_without_loss() {
     let (s, mut got, last_id) = flood_a_slow_sse_reader().await;
     assert!((got.len() as u64) < FLOOD, "the stream was not cut");

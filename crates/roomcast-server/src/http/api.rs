@@ -44,8 +44,12 @@ pub(super) async fn handle(
 ) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let method = req.method().clone();
-    if path == "/api/openapi.json" && method == Method::GET {
-        return json_response(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()));
+    if path == "/api/openapi.json" {
+        return if method == Method::GET {
+            json_response(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()))
+        } else {
+            method_not_allowed("GET")
+        };
     }
     if let Err(e) = authorize(&req, &worker, peer) {
         return e.into_response();

@@ -54,6 +54,9 @@ pub(crate) struct Event {
     pub kind: EventKind,
     /// The JSON object.
     pub json: Bytes,
+    /// Whether its bytes count against the slow-consumer bound: a recovery backlog does
+    /// not (it is history the node holds anyway, and the reader is catching up).
+    pub counted: bool,
 }
 
 impl Event {
@@ -94,6 +97,17 @@ pub(crate) struct MemberState {
     pub waker: Option<Waker>,
     /// The member is gone (stream closed, session expired, dropped as too slow, drain).
     pub closed: bool,
+}
+
+impl MemberState {
+    /// Takes the oldest queued event, keeping the byte count of the bound true.
+    pub(crate) fn pop_front(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        if event.counted {
+            self.bytes -= event.json.len();
+        }
+        Some(event)
+    }
 }
 
 /// Epoch and offset per room.
@@ -247,11 +261,29 @@ impl HttpMember {
     /// Queues an event and wakes the reader. Returns false (and closes the member) when the
     /// queue would pass its bound: the client rejoins later from its last position.
     pub(crate) fn push(&self, room: Option<&RoomName>, kind: EventKind, json: Bytes) -> bool {
+        self.push_event(room, kind, json, true)
+    }
+
+    /// Queues one message of a recovery backlog (what a join with `since` missed): like
+    /// [`push`](Self::push), but exempt from the slow-consumer bound until read, as on
+    /// `/ws`. Without the exemption a session cut as too slow could never resume: what it
+    /// missed is by then more than the bound.
+    pub(crate) fn push_recovered(&self, room: &RoomName, kind: EventKind, json: Bytes) -> bool {
+        self.push_event(Some(room), kind, json, false)
+    }
+
+    fn push_event(
+        &self,
+        room: Option<&RoomName>,
+        kind: EventKind,
+        json: Bytes,
+        counted: bool,
+    ) -> bool {
         let mut st = self.state();
         if st.closed {
             return false;
         }
-        if !st.events.is_empty() && st.bytes + json.len() > self.max_bytes {
+        if counted && st.bytes > 0 && st.bytes + json.len() > self.max_bytes {
             st.closed = true;
             st.events.clear();
             st.bytes = 0;
@@ -260,12 +292,15 @@ impl HttpMember {
         }
         st.next_seq += 1;
         let seq = st.next_seq;
-        st.bytes += json.len();
+        if counted {
+            st.bytes += json.len();
+        }
         st.events.push_back(Event {
             seq,
             room: room.cloned(),
             kind,
             json,
+            counted,
         });
         Self::wake(&mut st);
         true

@@ -68,8 +68,7 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
     if let Some(c) = cursor.as_ref().filter(|c| *c.session == *member.session) {
         let mut st = member.state();
         while st.events.front().is_some_and(|e| e.seq <= c.seq) {
-            if let Some(e) = st.events.pop_front() {
-                st.bytes -= e.json.len();
+            if let Some(e) = st.pop_front() {
                 st.positions.apply(&e);
             }
         }

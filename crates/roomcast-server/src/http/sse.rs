@@ -127,10 +127,9 @@ impl HttpBody for SseBody {
             let mut st = self.member.state();
             let mut size = 0;
             while size < BATCH_BYTES {
-                let Some(event) = st.events.pop_front() else {
+                let Some(event) = st.pop_front() else {
                     break;
                 };
-                st.bytes -= event.json.len();
                 size += event.json.len();
                 taken.push(event);
             }

@@ -201,8 +201,8 @@ impl Worker {
             frame_json(reply),
         );
         for (i, frame) in missed.iter().enumerate() {
-            member.push(
-                Some(&room),
+            member.push_recovered(
+                &room,
                 EventKind::Message {
                     epoch: epoch.clone(),
                     offset: first + i as u64,
