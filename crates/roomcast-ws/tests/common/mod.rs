@@ -123,9 +123,8 @@ pub async fn next_any(ws: &mut WebSocket<TcpStream>) -> Message {
 /// The next data message, skipping control frames, within [`WAIT`] each.
 pub async fn next_data(ws: &mut WebSocket<TcpStream>) -> Message {
     loop {
-        match next_any(ws).await {
-            m @ (Message::Text(_) | Message::Binary(_)) => return m,
-            _ => {}
+        if let m @ (Message::Text(_) | Message::Binary(_)) = next_any(ws).await {
+            return m;
         }
     }
 }
