@@ -180,9 +180,6 @@ async fn a_reply_carries_the_request_ref_and_none_without_one() {
 /// refused with `bad_request`; its reply must still carry the `ref` (docs/protocol.md: only
 /// an unparseable request cannot have its ref read), or a client waiting on that ref hangs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: protocol::parse returns no ref when the envelope fails to deserialize \
-            (a mistyped field such as \"limit\":-1 or \"client\":42), so the error reply \
-            loses the request's ref"]
 async fn a_mistyped_field_does_not_lose_the_ref() {
     let s = start(|_| {}).await;
     let mut c = Client::connect(s.addr).await;

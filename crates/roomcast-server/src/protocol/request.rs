@@ -140,14 +140,26 @@ pub fn client_id(given: Option<&str>) -> Result<String, ProtoError> {
     }
 }
 
+/// Only the `ref` of a request: read again when the whole envelope was refused.
+#[derive(Deserialize)]
+struct RefOnly {
+    #[serde(rename = "ref")]
+    reference: Option<u64>,
+}
+
 /// Parses one text message. The `ref` is returned even when the request is refused, so
-/// the error reply can carry it (unless the JSON itself was unreadable).
+/// the error reply can carry it: a field of the wrong type (`"room":5`) loses nothing, only
+/// JSON that is not an object or a `ref` that is not a u64 leaves the reply without one.
 pub fn parse(text: &[u8]) -> (Option<u64>, Result<Request<'_>, ProtoError>) {
     let env: Envelope<'_> = match serde_json::from_slice(text) {
         Ok(env) => env,
         Err(e) => {
+            // The error path only: a second, lenient read for the `ref`.
+            let reference = serde_json::from_slice::<RefOnly>(text)
+                .ok()
+                .and_then(|r| r.reference);
             return (
-                None,
+                reference,
                 Err(ProtoError::new(
                     ErrorCode::BadRequest,
                     format!("invalid request: {e}"),
@@ -314,6 +326,19 @@ mod tests {
             (None, Some(ErrorCode::BadRequest))
         );
         assert_eq!(code(r#"[1,2]"#), (None, Some(ErrorCode::BadRequest)));
+        // A field of the wrong type keeps the ref; a ref of the wrong type cannot be read.
+        for text in [
+            r#"{"type":"join","room":5,"ref":8}"#,
+            r#"{"type":"history","room":"a","limit":"10","ref":8}"#,
+            r#"{"type":"hello","client":42,"ref":8}"#,
+            r#"{"ref":8,"type":"publish","room":"a","data":1,"id":3}"#,
+        ] {
+            assert_eq!(code(text), (Some(8), Some(ErrorCode::BadRequest)), "{text}");
+        }
+        assert_eq!(
+            code(r#"{"type":"join","room":5,"ref":"8"}"#),
+            (None, Some(ErrorCode::BadRequest))
+        );
         // One rule for `limit` on every transport: 1 to 1000, refused outside, never clamped.
         for limit in ["0", "1001", "5000"] {
             assert_eq!(
