@@ -11,7 +11,8 @@
 # fastwebsockets 0.10 (echo, through hyper), Node ws 8.23 (echo and broadcast); sources in
 # bench/peers/. Each run starts a fresh server pinned to CPU 0 (taskset), the load generator
 # (`roomcast bench`, one thread) pinned to CPU 1, and reads the server's CPU time and memory
-# from /proc. Results: target/bench/<time>/results.jsonl and summary.md.
+# from /proc. Results: target/bench/<time>/results.jsonl and summary.md, each server's and
+# bench's output in logs/. Exits 1, naming the scenario and server, when any run fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,14 +22,14 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --only) ONLY="$2"; shift ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
 ROUNDS="${ROUNDS:-3}"
 [ "$QUICK" = 1 ] && ROUNDS=1
 OUT="$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT"
+mkdir -p "$OUT/logs"
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 
@@ -44,61 +45,103 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1)
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1" 2>/dev/null && return 0
+# Every run must pass: a server that does not start, a bench that fails (any lost,
+# repeated or reordered message, failed connection, missing echo: `roomcast bench` exits
+# non-zero and says why), or a run without a result is a failure. Each is named on stderr
+# as it happens and again at the end, and the script exits 1.
+FAILURES=()
+fail() { FAILURES+=("$1"); echo "  FAILED: $1" >&2; }
+PID=""
+trap '[ -z "$PID" ] || kill "$PID" 2>/dev/null || true' EXIT
+
+# listening_port LOG PID: the port of the first "listening on HOST:PORT" line a server
+# wrote to LOG (every server here is started on port 0 and reports what the kernel picked),
+# waiting up to 20 s, and not once the process is gone.
+listening_port() {
+  local log="$1" pid="$2" line
+  for _ in $(seq 400); do
+    if line=$(grep -m1 -o 'listening on [^ ]*:[0-9][0-9]*' "$log" 2>/dev/null); then
+      echo "${line##*:}"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || return 1
     sleep 0.05
   done
   return 1
 }
 
-# start SERVER PORT: starts a server, sets PID and the endpoint paths it serves.
+# start SERVER LOG: starts a server on a port of the kernel's choice; sets PID, PORT and
+# the endpoint paths it serves.
 start() {
-  local server="$1" port="$2"
+  local server="$1" log="$2"
   case "$server" in
     roomcast|roomcast-ws|roomcast-raw)
-      "${PIN_SERVER[@]}" "$ROOMCAST" serve --listen "127.0.0.1:$port" --echo --log warn &
+      "${PIN_SERVER[@]}" "$ROOMCAST" serve --listen 127.0.0.1:0 --echo --log warn > "$log" 2>&1 &
       ECHO_PATH=/echo; BROADCAST_PATH=/rooms/bench; PUBLISHER_PATH="/rooms/bench?echo=1"; CONNECT_PATH=/ws ;;
     tungstenite)
-      "${PIN_SERVER[@]}" "$PEERS/tungstenite-echo" "127.0.0.1:$port" 2>/dev/null &
+      "${PIN_SERVER[@]}" "$PEERS/tungstenite-echo" 127.0.0.1:0 > "$log" 2>&1 &
       ECHO_PATH=/; CONNECT_PATH=/ ;;
     tungstenite-broadcast)
-      "${PIN_SERVER[@]}" "$PEERS/tungstenite-broadcast" "127.0.0.1:$port" 2>/dev/null &
+      "${PIN_SERVER[@]}" "$PEERS/tungstenite-broadcast" 127.0.0.1:0 > "$log" 2>&1 &
       BROADCAST_PATH=/; PUBLISHER_PATH=/ ;;
     fastwebsockets)
-      "${PIN_SERVER[@]}" "$PEERS/fastwebsockets-echo" "127.0.0.1:$port" 2>/dev/null &
+      "${PIN_SERVER[@]}" "$PEERS/fastwebsockets-echo" 127.0.0.1:0 > "$log" 2>&1 &
       ECHO_PATH=/; CONNECT_PATH=/ ;;
     node-ws)
-      "${PIN_SERVER[@]}" node bench/peers/node/server.js echo "$port" 2>/dev/null &
+      "${PIN_SERVER[@]}" node bench/peers/node/server.js echo 0 > "$log" 2>&1 &
       ECHO_PATH=/; CONNECT_PATH=/ ;;
     node-ws-broadcast)
-      "${PIN_SERVER[@]}" node bench/peers/node/server.js broadcast "$port" 2>/dev/null &
+      "${PIN_SERVER[@]}" node bench/peers/node/server.js broadcast 0 > "$log" 2>&1 &
       BROADCAST_PATH=/; PUBLISHER_PATH=/ ;;
+    *) echo "unknown server $server" >&2; return 1 ;;
   esac
   PID=$!
-  wait_port "$port" || { echo "$server did not start" >&2; return 1; }
+  PORT=$(listening_port "$log" "$PID")
+}
+
+# stop: stops the server started last.
+stop() {
+  [ -n "$PID" ] || return 0
+  kill "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  PID=""
+}
+
+# record SCENARIO SERVER ROUND JSON: one line of results.jsonl.
+record() {
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(case=sys.argv[2], server=sys.argv[3], round=int(sys.argv[4])); print(json.dumps(r))' \
+    "$4" "$1" "$2" "$3" >> "$RESULTS"
 }
 
 # measure SCENARIO SERVER ROUND BENCH_ARGS...: one run, one JSON line.
 measure() {
   local scenario="$1" server="$2" round="$3"; shift 3
-  local port; port=$(free_port)
-  start "$server" "$port"
+  local what="$scenario $server round $round" log="$OUT/logs/$scenario-$server-$round"
+  if ! start "$server" "$log.server"; then
+    fail "$what: the server did not start or report its port (log: $log.server)"
+    stop
+    record "$scenario" "$server" "$round" '{"error": "the server did not start"}'
+    return 0
+  fi
   local args=("$@")
-  args=("${args[@]//PORT/$port}")
+  args=("${args[@]//PORT/$PORT}")
   args=("${args[@]//ECHO_PATH/${ECHO_PATH:-}}")
   args=("${args[@]//PUBLISHER_PATH/${PUBLISHER_PATH:-}}")
   args=("${args[@]//BROADCAST_PATH/${BROADCAST_PATH:-}}")
   args=("${args[@]//CONNECT_PATH/${CONNECT_PATH:-}}")
-  local line
-  if line=$("${PIN_LOAD[@]}" "$ROOMCAST" bench "${args[@]}" --threads 1 --json --server-pid "$PID" 2>>"$OUT/bench.log"); then :; else
-    echo "  $scenario $server round $round: the bench reported a failure (see $OUT/bench.log)" >&2
+  local line="" rc=0
+  line=$("${PIN_LOAD[@]}" "$ROOMCAST" bench "${args[@]}" --threads 1 --json --server-pid "$PID" 2> "$log.bench") || rc=$?
+  stop
+  if [ "$rc" -ne 0 ]; then
+    fail "$what: roomcast bench exited with status $rc: $(tail -n 1 "$log.bench") (log: $log.bench)"
   fi
-  kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
-  [ -n "$line" ] || line='{}'
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(case=sys.argv[2], server=sys.argv[3], round=int(sys.argv[4])); print(json.dumps(r))' \
-    "$line" "$scenario" "$server" "$round" >> "$RESULTS"
+  # The bench prints one JSON object; anything else is a run without a result.
+  if ! python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if isinstance(r, dict) else 1)' "$line" 2>/dev/null; then
+    fail "$what: no result from roomcast bench (log: $log.bench)"
+    line='{"error": "no result"}'
+  fi
+  [ "$rc" -eq 0 ] || line=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["bench_exit"]=int(sys.argv[2]); print(json.dumps(r))' "$line" "$rc")
+  record "$scenario" "$server" "$round" "$line"
   echo "  $scenario  $server  round $round done" >&2
 }
 
@@ -137,4 +180,14 @@ for round in $(seq "$ROUNDS"); do
     measure connect19k roomcast-ws "$round" connect --url "ws://127.0.0.1:PORT/ws" -n "$BIG_CONNS" --room idle --hold 2 --concurrency 64 --sources 8
   fi
 done
-python3 "$ROOT/bench/summarize.py" "$RESULTS" | tee "$OUT/summary.md"
+# The summary checks every result again (losses, errors, missing figures): belt and braces.
+summary_rc=0
+python3 "$ROOT/bench/summarize.py" "$RESULTS" | tee "$OUT/summary.md" || summary_rc=$?
+if [ "${#FAILURES[@]}" -gt 0 ] || [ "$summary_rc" -ne 0 ]; then
+  {
+    echo "==> bench/compare.sh FAILED (results: $OUT):"
+    for f in "${FAILURES[@]}"; do echo "  $f"; done
+    [ "$summary_rc" -eq 0 ] || echo "  the summary found failed runs (above)"
+  } >&2
+  exit 1
+fi

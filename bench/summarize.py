@@ -2,6 +2,11 @@
 """Summarize bench/compare.sh results: per scenario and server, the median and range of
 each figure over the rounds, and roomcast's ratio to each peer.
 
+Every run is checked too: a run with an error or without a result, a bench that did not
+pass (`ok` false), or any loss the bench reports (lost, out of order or repeated, wrong or
+missing echoes, failed or dropped connections, failed subscribers) is named on stderr,
+and the exit status is 1.
+
 usage: summarize.py results.jsonl
 """
 import json
@@ -44,8 +49,35 @@ def fmt(v, unit):
     return f"{v:g}"
 
 
+# What must be zero in every result that has it.
+MUST_BE_ZERO = ["lost", "out_of_order", "wrong", "failed", "dropped", "failed_subscribers"]
+
+
+def problems(r):
+    """Why result `r` is not a pass (empty when it is)."""
+    found = []
+    if "error" in r:
+        return [r["error"]] + ([f"the bench exited with status {r['bench_exit']}"] if r.get("bench_exit") else [])
+    if r.get("bench_exit"):
+        found.append(f"the bench exited with status {r['bench_exit']}")
+    if r.get("ok") is not True:
+        found.append(r.get("failure") or "the bench did not report ok")
+    for key in MUST_BE_ZERO:
+        if r.get(key):
+            found.append(f"{key}: {r[key]}")
+    if "echoes" in r and r.get("echoes") != r.get("expected"):
+        found.append(f"{r.get('echoes')} of {r.get('expected')} echoes")
+    found += [f"no {key}" for _, key, _, _ in FIGURES.get(r["case"], []) if r.get(key) is None]
+    return found
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
+    failed = [(r, p) for r in rows if (p := problems(r))]
+    for r, p in failed:
+        print(f"FAILED: {r['case']} {r['server']} round {r['round']}: {'; '.join(p)}", file=sys.stderr)
+    if not rows:
+        print(f"FAILED: no results in {path}", file=sys.stderr)
     cases = []
     for r in rows:
         if r["case"] not in cases:
@@ -91,7 +123,10 @@ def main(path):
         print()
 
 
+    return 1 if failed or not rows else 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    sys.exit(main(sys.argv[1]))

@@ -3,16 +3,19 @@
 //
 //   node server.js echo PORT        every text or binary message comes back
 //   node server.js broadcast PORT   every message goes to every client, the sender too
+//
+// PORT 0 lets the kernel pick a free port; the `listening on 127.0.0.1:PORT` line on
+// stderr says which.
 'use strict';
 const WebSocket = require('ws');
 
 const [mode, port] = process.argv.slice(2);
-if (!['echo', 'broadcast'].includes(mode) || !port) {
+if (!['echo', 'broadcast'].includes(mode) || port === undefined) {
   console.error('usage: node server.js echo|broadcast PORT');
   process.exit(2);
 }
 const wss = new WebSocket.Server({ host: '127.0.0.1', port: Number(port), perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
-wss.on('listening', () => console.error(`ws ${mode}: listening on 127.0.0.1:${port}`));
+wss.on('listening', () => console.error(`ws ${mode}: listening on 127.0.0.1:${wss.address().port}`));
 wss.on('connection', (ws) => {
   ws.on('message', (data, isBinary) => {
     if (mode === 'echo') {
