@@ -20,7 +20,23 @@ OUT="$ROOT/target/autobahn"
 export AUTOBAHN_EXCLUDE="${AUTOBAHN_EXCLUDE:-12.* 13.*}"
 export AUTOBAHN_PREFIX="${AUTOBAHN_PREFIX:-/opt/autobahn-testsuite}"
 
+# Servers we start listen on port 0 and report the port the kernel gave them (roomcast
+# and tungstenite-echo print `listening on HOST:PORT`), so no port is guessed for them.
+# wstest's fuzzingserver cannot: it gets a free port, and another one when that port was
+# taken before it could bind it (fuzzingserver.sh exits 75), at most 5 times.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+listening_port() {  # the port of the first "listening on HOST:PORT" line in $1, while $2 lives (20 s at most)
+  local line
+  for _ in $(seq 200); do
+    if line=$(grep -m1 -o 'listening on [^ ]*:[0-9][0-9]*' "$1" 2>/dev/null); then
+      echo "${line##*:}"
+      return 0
+    fi
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
 wait_http() {  # wait until http://127.0.0.1:$1/healthz answers, or the process $2 died
   for _ in $(seq 100); do
     python3 - "$1" <<'PY' 2>/dev/null && return 0
@@ -32,24 +48,18 @@ PY
   done
   return 1
 }
-wait_tcp() {
-  for _ in $(seq 100); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 "$HERE/autobahn/install.sh" >/dev/null
 cd "$ROOT"
 cargo build --release --quiet -p roomcast --bin roomcast -p roomcast-ws --example autobahn-client
 
 run_server() {
-  local port pid rc=0
-  port=$(free_port)
-  "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn --set websocket.max_message_size=16777216 --set websocket.max_frame_size=16777216 &
+  local port="" pid rc=0
+  "$ROOT/target/release/roomcast" serve --echo --listen 127.0.0.1:0 --log warn --set websocket.max_message_size=16777216 --set websocket.max_frame_size=16777216 > "$OUT/roomcast.stdout" &
   pid=$!
-  wait_http "$port" "$pid" || { echo "roomcast did not start" >&2; kill "$pid" 2>/dev/null; return 1; }
+  if ! port=$(listening_port "$OUT/roomcast.stdout" "$pid") || ! wait_http "$port" "$pid"; then
+    echo "roomcast did not start" >&2; kill "$pid" 2>/dev/null; return 1
+  fi
   AUTOBAHN_URL_PATH=/echo AUTOBAHN_AGENT=roomcast AUTOBAHN_REPORT_DIR="$OUT/server" \
     "$HERE/autobahn/fuzzingclient.sh" 127.0.0.1 "$port" || rc=$?
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
@@ -58,10 +68,15 @@ run_server() {
 }
 
 run_client() {
-  local port rc=0
-  port=$(free_port)
-  AUTOBAHN_AGENT=roomcast-ws AUTOBAHN_REPORT_DIR="$OUT/client" \
-    "$HERE/autobahn/fuzzingserver.sh" "$port" -- "$ROOT/target/release/examples/autobahn-client" 2> "$OUT/client-stderr.log" || rc=$?
+  local port rc attempt
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    rc=0
+    AUTOBAHN_AGENT=roomcast-ws AUTOBAHN_REPORT_DIR="$OUT/client" \
+      "$HERE/autobahn/fuzzingserver.sh" "$port" -- "$ROOT/target/release/examples/autobahn-client" 2> "$OUT/client-stderr.log" || rc=$?
+    [ "$rc" -eq 75 ] || break
+    echo "port $port was taken before wstest could bind it; another port ($attempt of 5)" >&2
+  done
   [ $rc -eq 0 ] || tail -n 20 "$OUT/client-stderr.log" >&2
   python3 "$HERE/compare.py" "$OUT/client" roomcast-ws "$HERE/expected/client.json" $UPDATE || rc=1
   return $rc
@@ -73,19 +88,18 @@ cpu_ms() {  # user+system CPU time of process $1 in ms, from /proc
 
 run_timings() {
   cargo build --release --quiet --manifest-path "$ROOT/bench/peers/rust/Cargo.toml" --bin tungstenite-echo
-  local port pid round rounds="${ROUNDS:-3}"
+  local port pid round rounds="${ROUNDS:-3}" log="$OUT/timings-server.log"
   : > "$OUT/timings-cpu.txt"
   for round in $(seq "$rounds"); do
     for who in roomcast tungstenite; do
-      port=$(free_port)
       if [ "$who" = roomcast ]; then
-        "$ROOT/target/release/roomcast" serve --echo --listen "127.0.0.1:$port" --log warn --set websocket.max_message_size=16777216 --set websocket.max_frame_size=16777216 & pid=$!
+        "$ROOT/target/release/roomcast" serve --echo --listen 127.0.0.1:0 --log warn --set websocket.max_message_size=16777216 --set websocket.max_frame_size=16777216 > "$log" 2>&1 & pid=$!
         export AUTOBAHN_URL_PATH=/echo
       else
-        "$ROOT/bench/peers/rust/target/release/tungstenite-echo" "127.0.0.1:$port" 2>/dev/null & pid=$!
+        "$ROOT/bench/peers/rust/target/release/tungstenite-echo" 127.0.0.1:0 > "$log" 2>&1 & pid=$!
         export AUTOBAHN_URL_PATH=
       fi
-      wait_tcp "$port"
+      port=$(listening_port "$log" "$pid") || { echo "$who did not start (log: $log)" >&2; kill "$pid" 2>/dev/null; return 1; }
       AUTOBAHN_AGENT="$who" AUTOBAHN_REPORT_DIR="$OUT/timings-$who-$round" \
         "$HERE/autobahn/fuzzingclient.sh" 127.0.0.1 "$port" "9.*" >/dev/null || true
       echo "$round $who $(cpu_ms "$pid")" >> "$OUT/timings-cpu.txt"
