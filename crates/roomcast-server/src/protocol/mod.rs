@@ -8,4 +8,7 @@ mod request;
 
 pub use error::{ErrorCode, ProtoError};
 pub use json::JsonFrame;
-pub use request::{Request, SincePos, check_id, client_id, history_limit, parse};
+pub use request::{
+    DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, Request, SincePos, check_id, client_id,
+    history_limit, parse,
+};
