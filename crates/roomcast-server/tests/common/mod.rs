@@ -223,10 +223,13 @@ impl RawClient {
 
     /// Sends one masked frame; `b0` is the first header byte (FIN, RSV, opcode).
     pub async fn send_frame(&mut self, b0: u8, payload: &[u8]) {
-        self.stream
-            .write_all(&masked_frame(b0, payload))
-            .await
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.stream.write_all(&masked_frame(b0, payload)),
+        )
+        .await
+        .expect("the server took no frame within 10 s")
+        .unwrap();
     }
 
     /// The next frame from the server: opcode and payload; `None` at EOF.
@@ -323,10 +326,13 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(roomcast_ws::Message::text(text))
-            .await
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.ws.send(roomcast_ws::Message::text(text)),
+        )
+        .await
+        .expect("the server took no message within 10 s")
+        .unwrap();
     }
 
     /// The next JSON message from the server (skipping control frames); `None` once the
