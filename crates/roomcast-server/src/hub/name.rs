@@ -92,4 +92,12 @@ mod tests {
             assert_eq!(RoomName::new(bad), Err(RoomNameError::BadChar(c)));
         }
     }
+
+    #[test]
+    fn shown_as_the_name() {
+        let name = RoomName::new("chat:eu").unwrap();
+        assert_eq!(name.to_string(), "chat:eu");
+        assert_eq!(format!("{name:?}"), "\"chat:eu\"");
+        assert_eq!(name.as_str(), "chat:eu");
+    }
 }

@@ -137,4 +137,33 @@ mod tests {
         assert!(!d.joined.iter().any(|(n, _)| &**n == "flicker"));
         assert_eq!(p.take_diff(), None);
     }
+
+    #[test]
+    fn members_are_listed_with_their_first_info() {
+        let mut p = Presence::default();
+        assert!(p.is_empty() && !p.is_dirty());
+        p.join(&c("bob"), Bytes::from_static(b"{\"n\":2}"));
+        p.join(&c("ann"), Bytes::from_static(b"{\"n\":1}"));
+        p.join(&c("ann"), Bytes::from_static(b"{\"n\":3}"));
+        assert!(!p.is_empty() && p.is_dirty());
+        let mut members: Vec<(String, Bytes)> = p
+            .members()
+            .map(|(c, i)| (c.to_string(), i.clone()))
+            .collect();
+        members.sort();
+        assert_eq!(
+            members,
+            vec![
+                ("ann".to_owned(), Bytes::from_static(b"{\"n\":1}")),
+                ("bob".to_owned(), Bytes::from_static(b"{\"n\":2}"))
+            ]
+        );
+        assert_eq!(p.len(), 2);
+        p.take_diff();
+        assert!(!p.is_dirty());
+        // Leaving a room one never joined changes nothing.
+        p.leave(&c("carol"));
+        assert!(!p.is_dirty());
+        assert_eq!(p.len(), 2);
+    }
 }

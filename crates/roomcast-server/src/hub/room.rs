@@ -443,4 +443,22 @@ mod tests {
         assert_eq!(r.member_count(), 0);
         assert_eq!(r.subscribers().count(), 0);
     }
+
+    #[test]
+    fn presence_reply_lists_the_visible_members() {
+        let mut r = room();
+        let (ann, bob): (Arc<str>, Arc<str>) = (Arc::from("ann"), Arc::from("bob"));
+        r.join(0, &ann, Some(Bytes::from_static(b"{\"n\":1}")), None);
+        r.join(1, &bob, None, None);
+        let p = json(&r.presence_reply(Some(3)));
+        assert_eq!(
+            p,
+            serde_json::json!({"type":"presence","ref":3,"room":"lobby","members":[{"client":"ann","info":{"n":1}}]})
+        );
+        for t in 1..=3 {
+            r.publish("ann", b"1", None, t);
+        }
+        assert_eq!(r.last_offset(), 3);
+        assert_eq!(r.join(1, &bob, None, None).offset, 3);
+    }
 }

@@ -289,4 +289,28 @@ mod tests {
         let (m, json_at) = message(&room, "e", 1, "a", br#"{"type":"error"}"#, 0);
         assert!(!is_error(&m[usize::from(json_at)..]));
     }
+
+    #[test]
+    fn lists_of_several_are_comma_separated() {
+        let room = RoomName::new("lobby").unwrap();
+        let (ann, bob): (Arc<str>, Arc<str>) = (Arc::from("ann"), Arc::from("bob"));
+        let info = Bytes::from_static(b"{}");
+        let joined = [(ann.clone(), info.clone()), (bob.clone(), info.clone())];
+        let left: [Arc<str>; 3] = [Arc::from("c1"), Arc::from("c2"), Arc::from("c3")];
+        assert_eq!(
+            parse(&presence_diff(&room, &joined, &left)),
+            json!({"type":"presence_diff","room":"lobby",
+                "joined":[{"client":"ann","info":{}},{"client":"bob","info":{}}],
+                "left":[{"client":"c1"},{"client":"c2"},{"client":"c3"}]})
+        );
+        assert_eq!(
+            parse(&presence(
+                None,
+                &room,
+                [(&ann, &info), (&bob, &info)].into_iter()
+            ))["members"],
+            json!([{"client":"ann","info":{}},{"client":"bob","info":{}}])
+        );
+        assert_eq!(parse(&presence_diff(&room, &[], &[]))["left"], json!([]));
+    }
 }
