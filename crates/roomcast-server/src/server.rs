@@ -44,6 +44,12 @@ impl Shared {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Marks the node draining (idempotent). Each worker does it before it closes its
+    /// connections, so no close it starts can miss the flag.
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<HttpMember>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -156,7 +162,7 @@ impl Server {
                     let _ = stopped.wait_for(|s| *s).await;
                 });
             }
-            draining.draining.store(true, Ordering::Relaxed);
+            draining.set_draining();
         });
         let mut threads = Vec::new();
         for (i, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {

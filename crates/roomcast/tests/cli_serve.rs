@@ -472,9 +472,6 @@ fn the_drain_timeout_cuts_a_drain_short() {
 }
 
 #[test]
-#[ignore = "bug: a close the server starts is given up after a fixed 2 s \
-            (worker/mod.rs Worker::close_timeout), so a drain never waits longer than 2 s \
-            for a client, whatever server.drain_timeout_ms says (10 s by default)"]
 fn a_client_that_never_answers_holds_the_drain_until_the_drain_timeout() {
     let mut serve = Serve::start(&["--set", "server.drain_timeout_ms=6000"]);
     let mut mute = mute_client(serve.addr);

@@ -401,9 +401,15 @@ impl Worker {
         }
     }
 
-    /// How long a close we start may take.
+    /// How long a close we start may take: 2 s, or while the node drains the whole
+    /// `server.drain_timeout_ms`, which the drain itself bounds (it drops what is left when
+    /// its deadline passes).
     pub(crate) fn close_timeout(&self) -> Duration {
-        Duration::from_secs(2)
+        if self.shared.is_draining() {
+            Duration::from_millis(self.shared.config.server.drain_timeout_ms)
+        } else {
+            Duration::from_secs(2)
+        }
     }
 
     /// Heartbeats, idle connections, history expiry.
@@ -503,6 +509,8 @@ impl Worker {
     /// Stops the worker's connections: each is closed with 1001 and gets until the drain
     /// timeout to finish its closing handshake.
     async fn drain(self: &Rc<Self>) {
+        // Before the closes: they take the drain's timeout, not the usual 2 s.
+        self.shared.set_draining();
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         tracing::info!(worker = self.index, connections = conns.len(), "draining");
         for conn in &conns {
