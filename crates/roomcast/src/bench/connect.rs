@@ -187,7 +187,9 @@ pub(super) async fn run(args: ConnectArgs) -> Result<(), BenchError> {
     }
     let dropped = dropped.load(Ordering::Relaxed);
     if dropped > 0 {
-        problems.push(format!("{dropped} held connections were closed by the server"));
+        problems.push(format!(
+            "{dropped} held connections were closed by the server"
+        ));
     }
     if n + fail < args.connections {
         problems.push(format!(
