@@ -17,9 +17,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Awaits `fut` for at most [`WAIT`]; past that the test fails, saying what it waited for.
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {WAIT:?}"))
+    common::within(what, WAIT, fut).await
 }
 
 /// The next message (pings, pongs and closes included), within [`WAIT`].

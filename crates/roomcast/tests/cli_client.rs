@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{BIN, LISTENING, listening_addr, within};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,17 +20,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStderr, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
-
 /// How long any single answer may take: generous, for a busy 2-core machine.
 const ANSWER: Duration = Duration::from_secs(15);
-
-/// Awaits `fut` at most `bound`; panics naming `what` did not happen.
-async fn within<T>(what: &str, bound: Duration, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(bound, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {bound:?}"))
-}
 
 /// `roomcast serve --echo` on a port the kernel picks, which it reports on stdout;
 /// killed on drop.
@@ -49,18 +43,11 @@ impl Serve {
             .spawn()
             .unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = within(
-            "`listening on ADDR` from roomcast serve",
-            ANSWER,
-            stdout.next_line(),
-        )
-        .await
-        .unwrap()
-        .expect("roomcast serve ended before saying where it listens");
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("not `listening on ADDR`: {line:?}"));
+        let line = within(LISTENING, ANSWER, stdout.next_line())
+            .await
+            .unwrap()
+            .expect("roomcast serve ended before saying where it listens");
+        let addr = listening_addr(&line);
         Self(child, addr)
     }
 }

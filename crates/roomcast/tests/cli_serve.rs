@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{BIN, LISTENING, listening_addr, within};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -14,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use roomcast_ws::tokio::{WebSocket, connect};
 use roomcast_ws::{CloseCode, Message};
-
-const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
 
 /// How long any single answer may take: generous, for a busy 2-core machine.
 const ANSWER: Duration = Duration::from_secs(10);
@@ -174,13 +175,6 @@ fn healthz(addr: SocketAddr) -> u16 {
     http_status(addr, HEALTHZ)
 }
 
-/// Awaits `fut` at most `bound`; panics naming `what` did not happen.
-async fn within<T>(what: &str, bound: Duration, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(bound, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {bound:?}"))
-}
-
 /// `roomcast serve` on a port the kernel picks, which it reports on stdout; killed on drop.
 struct Serve {
     child: Child,
@@ -198,11 +192,8 @@ impl Serve {
             .spawn()
             .unwrap();
         let stdout = Lines::spawn(child.stdout.take().unwrap());
-        let line = stdout.next_within(ANSWER, "`listening on ADDR` from roomcast serve");
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("not `listening on ADDR`: {line:?}"));
+        let line = stdout.next_within(ANSWER, LISTENING);
+        let addr = listening_addr(&line);
         let serve = Self {
             child,
             addr,

@@ -82,6 +82,18 @@ pub async fn get_json_status(url: impl AsRef<str>) -> (u16, serde_json::Value) {
     (status, v)
 }
 
+/// Awaits `fut` for at most `bound`; past that the test fails, saying what it waited for.
+/// The one bounded wait for anything the other helpers here do not already bound.
+pub async fn within<T>(
+    what: &str,
+    bound: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::time::timeout(bound, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {bound:?}"))
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub stop: ShutdownHandle,
