@@ -195,7 +195,17 @@ async fn sse_signals_when_it_cannot_recover() {
         api_publish(s.addr, "short", json!(i)).await;
     }
     let mut again = Sse::open(s.addr, "room=short", Some(&last_id)).await;
-    assert_eq!(again.next_of("joined").await["recovered"], false);
+    let joined = again.next_of("joined").await;
+    assert_eq!(joined["recovered"], false, "{joined}");
+    assert_eq!(joined["offset"], 31, "{joined}");
+    // Nothing is replayed: the first message after the `joined` is a live one.
+    let live = api_publish(s.addr, "short", json!("live")).await;
+    let next = again.next_of("message").await;
+    assert_eq!(
+        (next["offset"].as_u64(), &next["data"]),
+        (Some(live), &json!("live")),
+        "{next}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
