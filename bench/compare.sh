@@ -54,21 +54,8 @@ fail() { FAILURES+=("$1"); echo "  FAILED: $1" >&2; }
 PID=""
 trap '[ -z "$PID" ] || kill "$PID" 2>/dev/null || true' EXIT
 
-# listening_port LOG PID: the port of the first "listening on HOST:PORT" line a server
-# wrote to LOG (every server here is started on port 0 and reports what the kernel picked),
-# waiting up to 20 s, and not once the process is gone.
-listening_port() {
-  local log="$1" pid="$2" line
-  for _ in $(seq 400); do
-    if line=$(grep -m1 -o 'listening on [^ ]*:[0-9][0-9]*' "$log" 2>/dev/null); then
-      echo "${line##*:}"
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
+# shellcheck source=scripts/lib/listening.sh
+. "$ROOT/scripts/lib/listening.sh"
 
 # start SERVER LOG: starts a server on a port of the kernel's choice; sets PID, PORT and
 # the endpoint paths it serves.

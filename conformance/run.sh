@@ -25,18 +25,8 @@ export AUTOBAHN_PREFIX="${AUTOBAHN_PREFIX:-/opt/autobahn-testsuite}"
 # wstest's fuzzingserver cannot: it gets a free port, and another one when that port was
 # taken before it could bind it (fuzzingserver.sh exits 75), at most 5 times.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-listening_port() {  # the port of the first "listening on HOST:PORT" line in $1, while $2 lives (20 s at most)
-  local line
-  for _ in $(seq 200); do
-    if line=$(grep -m1 -o 'listening on [^ ]*:[0-9][0-9]*' "$1" 2>/dev/null); then
-      echo "${line##*:}"
-      return 0
-    fi
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=scripts/lib/listening.sh
+. "$ROOT/scripts/lib/listening.sh"
 wait_http() {  # wait until http://127.0.0.1:$1/healthz answers, or the process $2 died
   for _ in $(seq 100); do
     python3 - "$1" <<'PY' 2>/dev/null && return 0
