@@ -191,6 +191,17 @@ async fn refused_handshakes_say_why() {
             431,
             &[],
         ),
+        // A malformed subprotocol or extension list.
+        (
+            upgrade_request("GET", "HTTP/1.1", "Sec-WebSocket-Protocol: a b\r\n", ""),
+            400,
+            &[],
+        ),
+        (
+            upgrade_request("GET", "HTTP/1.1", "Sec-WebSocket-Extensions: ;\r\n", ""),
+            400,
+            &[],
+        ),
         // More than 64 header fields (5 of the handshake + 60), each small.
         (
             upgrade_request("GET", "HTTP/1.1", &extra_fields(60), ""),
@@ -333,4 +344,93 @@ async fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> usize {
         .await
         .expect("nothing to read within 10 s")
         .unwrap()
+}
+
+/// Reads everything the server sends until it closes, bounded by [`common::EVENT_TIMEOUT`].
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(common::EVENT_TIMEOUT, stream.read_to_end(&mut out))
+        .await
+        .expect("the server did not close within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn healthz_answers_head_and_refuses_other_methods() {
+    let s = start(|_| {}).await;
+    // HEAD: the status and headers of GET, and no body.
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_to_close(&mut stream).await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    let (_, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body, "", "HEAD has no body: {resp:?}");
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let req = format!(
+            "{method} /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let resp = raw_exchange(s.addr, req.as_bytes()).await;
+        assert_eq!(status(&resp), 405, "{method}: {resp}");
+        let head = resp.to_ascii_lowercase();
+        assert!(
+            head.contains("\r\nallow: get, head\r\n"),
+            "{method}: {resp}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_101_carries_no_subprotocol_and_no_extension_even_when_offered() {
+    let s = start(|_| {}).await;
+    let offer = "Sec-WebSocket-Protocol: chat, superchat\r\n\
+                 Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, x-webkit-deflate-frame\r\n";
+    for path in ["/echo", "/ws", "/rooms/offered"] {
+        let req = upgrade_request("GET", "HTTP/1.1", offer, "").replacen("/echo", path, 1);
+        let mut stream = TcpStream::connect(s.addr).await.unwrap();
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = read_some(&mut stream, &mut buf).await;
+            assert!(n > 0, "{path}: closed before the 101: {head:?}");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{path}: {head}");
+        assert!(
+            !head.contains("sec-websocket-protocol"),
+            "{path}: a subprotocol was chosen: {head}"
+        );
+        assert!(
+            !head.contains("sec-websocket-extensions"),
+            "{path}: an extension was chosen: {head}"
+        );
+    }
+    // And the echo socket then speaks plain frames: RSV bits zero both ways.
+    let req = upgrade_request("GET", "HTTP/1.1", offer, "");
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = read_some(&mut stream, &mut buf).await;
+        assert!(n > 0, "closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let start_of_frames = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut frames = got.split_off(start_of_frames);
+    stream
+        .write_all(&common::masked_frame(0x81, b"plain"))
+        .await
+        .unwrap();
+    while frames.len() < 7 {
+        let n = read_some(&mut stream, &mut buf).await;
+        assert!(n > 0, "closed before the echo");
+        frames.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&frames[..7], b"\x81\x05plain");
 }
