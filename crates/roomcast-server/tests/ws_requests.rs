@@ -339,3 +339,248 @@ async fn history_limit_is_1_to_1000_and_defaults_to_100() {
         .await;
     assert_eq!(offsets(&h), vec![1, 2]);
 }
+
+/// The exact set of field names of a JSON object.
+fn fields(v: &Value) -> Vec<&str> {
+    let mut f: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    f.sort_unstable();
+    f
+}
+
+/// The next text message on the wire, as written by the server.
+async fn next_text(c: &mut Client) -> String {
+    loop {
+        let msg = common::within("a text message", common::EVENT_TIMEOUT, c.ws.recv())
+            .await
+            .expect("the connection closed")
+            .unwrap();
+        if let roomcast_ws::Message::Text(t) = msg {
+            return t.as_str().to_owned();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_ack_and_message_carry_exactly_the_documented_fields() {
+    let s = start(|_| {}).await;
+    let mut alice = Client::hello(s.addr, "alice").await;
+    let mut bob = Client::hello(s.addr, "bob").await;
+    // A room with nothing yet: offset 0, and no `recovered` without `since`.
+    let joined = alice.join("fields").await;
+    assert_eq!(
+        fields(&joined),
+        ["epoch", "offset", "ref", "room", "type"],
+        "{joined}"
+    );
+    assert_eq!(
+        (joined["room"].as_str(), joined["offset"].as_u64()),
+        (Some("fields"), Some(0))
+    );
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    assert!(!epoch.is_empty());
+    let joined = bob.join("fields").await;
+    assert_eq!(joined["offset"], 0);
+    assert_eq!(joined["epoch"], epoch.as_str(), "one room, one epoch");
+
+    // `data` is passed on as written: key order and spacing kept, byte for byte.
+    let data = r#"{"z": 1,  "a":[1.50, "x"]}"#;
+    let before = now_ms();
+    alice
+        .send_text(&format!(
+            r#"{{"type":"publish","room":"fields","data":{data},"ref":1}}"#
+        ))
+        .await;
+    let wire = next_text(&mut bob).await;
+    let after = now_ms();
+    assert!(wire.contains(data), "data not as written: {wire}");
+    let m: Value = serde_json::from_str(&wire).unwrap();
+    assert_eq!(
+        fields(&m),
+        ["data", "epoch", "from", "offset", "room", "ts", "type"],
+        "{m}"
+    );
+    assert_eq!(
+        (
+            m["type"].as_str(),
+            m["room"].as_str(),
+            m["epoch"].as_str(),
+            m["offset"].as_u64(),
+            m["from"].as_str()
+        ),
+        (
+            Some("message"),
+            Some("fields"),
+            Some(epoch.as_str()),
+            Some(1),
+            Some("alice")
+        ),
+        "{m}"
+    );
+    // The server's clock in ms: within a generous minute of the test's own clock.
+    let ts = m["ts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("ts is not a u64: {m}"));
+    assert!(
+        ts + 60_000 >= before && ts <= after + 60_000,
+        "ts {ts} is not the clock in ms ({before}..{after})"
+    );
+    // The publisher gets the same push, then its ack.
+    let own: Value = serde_json::from_str(&next_text(&mut alice).await).unwrap();
+    assert_eq!(own, m);
+    let ack: Value = serde_json::from_str(&next_text(&mut alice).await).unwrap();
+    assert_eq!(fields(&ack), ["offset", "ref", "room", "type"], "{ack}");
+    assert_eq!(
+        (
+            ack["type"].as_str(),
+            ack["ref"].as_u64(),
+            ack["room"].as_str(),
+            ack["offset"].as_u64()
+        ),
+        (Some("ack"), Some(1), Some("fields"), Some(1))
+    );
+    // A later member's joined carries the room's last offset.
+    alice.publish("fields", json!(2)).await;
+    let mut carol = Client::hello(s.addr, "carol").await;
+    let joined = carol.join("fields").await;
+    assert_eq!(
+        (joined["offset"].as_u64(), joined["epoch"].as_str()),
+        (Some(2), Some(epoch.as_str()))
+    );
+    let left = carol
+        .request(json!({"type": "leave", "room": "fields"}))
+        .await;
+    assert_eq!(fields(&left), ["ref", "room", "type"], "{left}");
+    let pong = carol.request(json!({"type": "ping"})).await;
+    assert_eq!(fields(&pong), ["ref", "type"], "{pong}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_ignored() {
+    let s = start(|_| {}).await;
+    let mut a = Client::connect(s.addr).await;
+    // `token` is ignored while auth is off, like any field the server does not know.
+    let w = a
+        .request(json!({"type": "hello", "client": "a", "token": "t", "color": "red"}))
+        .await;
+    assert_eq!(
+        (w["type"].as_str(), w["client"].as_str()),
+        (Some("welcome"), Some("a")),
+        "{w}"
+    );
+    let j = a
+        .request(json!({"type": "join", "room": "extra", "future": {"x": 1}}))
+        .await;
+    assert_eq!(j["type"], "joined", "{j}");
+    let ack = a
+        .request(json!({"type": "publish", "room": "extra", "data": "d", "priority": 9}))
+        .await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["offset"].as_u64()),
+        (Some("ack"), Some(1)),
+        "{ack}"
+    );
+    let m = a.next_of("message").await;
+    assert_eq!(m["data"], "d");
+    assert!(m.get("priority").is_none(), "{m}");
+    for req in [
+        json!({"type": "ping", "also": [1, 2]}),
+        json!({"type": "presence", "room": "extra", "x": null}),
+        json!({"type": "history", "room": "extra", "x": true}),
+        json!({"type": "leave", "room": "extra", "x": "y"}),
+    ] {
+        let r = a.request(req.clone()).await;
+        assert_ne!(r["type"], "error", "{req} -> {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_of_exactly_max_data_size_is_accepted() {
+    let s = start(|c| c.rooms.max_data_size = 100).await;
+    let mut c = Client::hello(s.addr, "sizes").await;
+    c.join("size").await;
+    // A JSON string of 98 characters is 100 bytes of JSON.
+    let exactly = json!("x".repeat(98));
+    assert_eq!(exactly.to_string().len(), 100);
+    let ack = c.publish("size", exactly.clone()).await;
+    assert_eq!(ack["offset"], 1);
+    assert_eq!(c.next_of("message").await["data"], exactly);
+    let over = json!("x".repeat(99));
+    let r = c
+        .request(json!({"type": "publish", "room": "size", "data": over}))
+        .await;
+    assert_error(&r, "too_large");
+    // Counted in bytes of JSON as written, not characters: 50 two-byte characters
+    // and the quotes are 102 bytes.
+    let r = c
+        .request(json!({"type": "publish", "room": "size", "data": "é".repeat(50)}))
+        .await;
+    assert_error(&r, "too_large");
+    // Nothing refused reached the room.
+    assert_eq!(c.publish("size", json!(2)).await["offset"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_1_to_256_bytes() {
+    let s = start(|_| {}).await;
+    let mut c = Client::hello(s.addr, "keys").await;
+    c.join("keys").await;
+    for id in [String::new(), "k".repeat(257)] {
+        let r = c
+            .request(json!({"type": "publish", "room": "keys", "data": 1, "id": id}))
+            .await;
+        assert_error(&r, "bad_request");
+    }
+    for (n, id) in ["k".to_owned(), "k".repeat(256)].into_iter().enumerate() {
+        let r = c
+            .request(json!({"type": "publish", "room": "keys", "data": n, "id": id}))
+            .await;
+        assert_eq!(
+            (r["type"].as_str(), r["offset"].as_u64()),
+            (Some("ack"), Some(n as u64 + 1)),
+            "{r}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_of_a_room_with_history_and_no_member_is_empty_not_not_found() {
+    let s = start(|_| {}).await;
+    let mut p = Client::hello(s.addr, "p").await;
+    p.request(json!({"type": "join", "room": "kept", "presence": {"n": 1}}))
+        .await;
+    p.publish("kept", json!("kept")).await;
+    let left = p.request(json!({"type": "leave", "room": "kept"})).await;
+    assert_eq!(left["type"], "left", "{left}");
+    let mut q = Client::hello(s.addr, "q").await;
+    let r = q.request(json!({"type": "presence", "room": "kept"})).await;
+    assert_eq!(
+        (r["type"].as_str(), r["room"].as_str(), r["members"].clone()),
+        (Some("presence"), Some("kept"), json!([])),
+        "{r}"
+    );
+    let h = q.request(json!({"type": "history", "room": "kept"})).await;
+    assert_eq!(h["messages"][0]["data"], "kept", "{h}");
+    // A room nobody ever used is neither.
+    assert_error(
+        &q.request(json!({"type": "presence", "room": "unused"}))
+            .await,
+        "not_found",
+    );
+    assert_error(
+        &q.request(json!({"type": "history", "room": "unused"}))
+            .await,
+        "not_found",
+    );
+}
