@@ -614,3 +614,183 @@ async fn no_client_mistake_is_a_500() {
         }
     }
 }
+
+/// The close code and reason `c` gets, reading until the connection ends (bounded).
+async fn close_of(c: &mut Client, who: &str) -> Option<(u16, String)> {
+    let mut code = None;
+    common::within(
+        &format!("{who}'s connection to close"),
+        common::EVENT_TIMEOUT,
+        async {
+            while let Some(msg) = c.ws.recv().await {
+                if let Ok(roomcast_ws::Message::Close(f)) = msg {
+                    code = f.map(|f| (f.code.0, f.reason.to_string()));
+                }
+            }
+        },
+    )
+    .await;
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_closes_with_the_given_code_and_ends_every_session() {
+    let s = start(|_| {}).await;
+    let mut watcher = Client::hello(s.addr, "watcher").await;
+    watcher
+        .request(json!({"type": "join", "room": "dc", "presence": {}}))
+        .await;
+    // Client v: two sockets (the server has two workers), an SSE stream, a poll session,
+    // all visible in the room.
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::hello(s.addr, "v").await;
+        let j = c
+            .request(json!({"type": "join", "room": "dc", "presence": {}}))
+            .await;
+        assert_eq!(j["type"], "joined", "{j}");
+        sockets.push(c);
+    }
+    let mut sse = common::Sse::open(s.addr, "room=dc&client=v&presence=%7B%7D", None).await;
+    sse.next_of("joined").await;
+    let (status, poll) = common::get_json_status(format!(
+        "http://{}/poll?room=dc&client=v&presence=%7B%7D&timeout_ms=100",
+        s.addr
+    ))
+    .await;
+    assert_eq!(status, 200, "{poll}");
+    // v is seen (a diff in a batch of its own: a disconnect within the batch of the
+    // joins would cancel them out, and no `left` would come).
+    loop {
+        let d = watcher.next_of("presence_diff").await;
+        if d["joined"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["client"] == "v")
+        {
+            break;
+        }
+    }
+    let (_, p) = api(s.addr, "GET", "/api/rooms/dc/presence", None).await;
+    assert!(
+        p["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["client"] == "v"),
+        "{p}"
+    );
+
+    // Codes outside 1000 and 4000-4999 are refused, and disconnect nobody.
+    for code in [0, 999, 1001, 1006, 1011, 2999, 3000, 3999, 5000] {
+        let (status, v) = api(
+            s.addr,
+            "POST",
+            "/api/disconnect",
+            Some(json!({"client": "v", "code": code})),
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{code}: {v}"
+        );
+    }
+    for c in &mut sockets {
+        assert_eq!(c.request(json!({"type": "ping"})).await["type"], "pong");
+    }
+
+    let (status, v) = api(
+        s.addr,
+        "POST",
+        "/api/disconnect",
+        Some(json!({"client": "v", "code": 4100, "reason": "moved"})),
+    )
+    .await;
+    assert_eq!((status, v["disconnected"].as_u64()), (200, Some(4)), "{v}");
+    for (i, c) in sockets.iter_mut().enumerate() {
+        assert_eq!(
+            close_of(c, &format!("socket {i}")).await,
+            Some((4100, "moved".to_owned()))
+        );
+    }
+    assert!(sse.ended().await, "the SSE stream ends");
+    // Every session of v is gone: its presence ends, the poll session's too.
+    loop {
+        let d = watcher.next_of("presence_diff").await;
+        if d["left"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["client"] == "v")
+        {
+            break;
+        }
+    }
+    let (_, p) = api(s.addr, "GET", "/api/rooms/dc/presence", None).await;
+    assert_eq!(
+        p["members"],
+        json!([{"client": "watcher", "info": {}}]),
+        "{p}"
+    );
+    // Nobody left to disconnect.
+    let (_, v) = api(
+        s.addr,
+        "POST",
+        "/api/disconnect",
+        Some(json!({"client": "v"})),
+    )
+    .await;
+    assert_eq!(v["disconnected"], 0, "{v}");
+
+    // 1000 is allowed too; another client is not touched.
+    let mut normal = Client::hello(s.addr, "normal").await;
+    let (status, v) = api(
+        s.addr,
+        "POST",
+        "/api/disconnect",
+        Some(json!({"client": "normal", "code": 1000})),
+    )
+    .await;
+    assert_eq!((status, v["disconnected"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(
+        close_of(&mut normal, "normal").await.map(|c| c.0),
+        Some(1000)
+    );
+    assert_eq!(
+        watcher.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_lists_every_room_with_members_or_history_sorted_by_name() {
+    let s = start(|_| {}).await;
+    // Created in an order that is not the names' order.
+    let mut m1 = Client::hello(s.addr, "m1").await;
+    let both = m1
+        .request(json!({"type": "join", "room": "c-both", "presence": {}}))
+        .await;
+    m1.publish("c-both", json!(1)).await;
+    m1.publish("c-both", json!(2)).await;
+    let mut m2 = Client::hello(s.addr, "m2").await;
+    m2.join("c-both").await;
+    for n in 0..3 {
+        common::api_publish(s.addr, "a-history", json!(n)).await;
+    }
+    let mut m3 = Client::hello(s.addr, "m3").await;
+    let members_only = m3.join("b-members").await;
+    let (status, v) = api(s.addr, "GET", "/api/rooms", None).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, h) = api(s.addr, "GET", "/api/rooms/a-history/history", None).await;
+    let row = |room: &str, epoch: &Value, last: u64, members: u64, visible: u64| json!({"room": room, "epoch": epoch, "last_offset": last, "members": members, "visible": visible});
+    assert_eq!(
+        v,
+        json!({"rooms": [
+            row("a-history", &h["epoch"], 3, 0, 0),
+            row("b-members", &members_only["epoch"], 0, 1, 0),
+            row("c-both", &both["epoch"], 2, 2, 1),
+        ]}),
+    );
+}
