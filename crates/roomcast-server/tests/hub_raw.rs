@@ -13,7 +13,21 @@ use roomcast_ws::tokio::{WebSocket, connect};
 use tokio::net::TcpStream;
 
 async fn join(addr: std::net::SocketAddr, path: &str) -> WebSocket<TcpStream> {
-    connect(&format!("ws://{addr}{path}")).await.unwrap().0
+    common::within(
+        &format!("the handshake to {path}"),
+        common::EVENT_TIMEOUT,
+        connect(&format!("ws://{addr}{path}")),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+/// Sends one message, bounded.
+async fn send(ws: &mut WebSocket<TcpStream>, m: Message) {
+    common::within("a send", common::EVENT_TIMEOUT, ws.send(m))
+        .await
+        .unwrap();
 }
 
 async fn next(ws: &mut WebSocket<TcpStream>) -> Message {
@@ -144,4 +158,68 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         "connections were not freed: {}",
         s.stats.connections.load(Ordering::Relaxed)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_rooms_and_raw_rooms_are_separate_namespaces() {
+    use serde_json::json;
+    let s = start(|_| {}).await;
+    let mut r1 = join(s.addr, "/rooms/shared").await;
+    let mut r2 = join(s.addr, "/rooms/shared").await;
+    let mut w = common::Client::hello(s.addr, "w").await;
+    w.join("shared").await;
+    // A /ws publish, acked, then a raw message: the raw member's next message is the raw
+    // one, so the publish did not reach the raw room.
+    w.publish("shared", json!("from-ws")).await;
+    send(&mut r1, Message::text("from-raw")).await;
+    assert_eq!(
+        next(&mut r2).await,
+        Message::text("from-raw"),
+        "a /ws publish reached the raw room of the same name"
+    );
+    // The raw message, delivered there, did not reach the /ws room: the /ws member's
+    // messages are its own two publishes, and the room's history holds only them.
+    w.publish("shared", json!("marker")).await;
+    assert_eq!(w.next_of("message").await["data"], "from-ws");
+    assert_eq!(
+        w.next_of("message").await["data"],
+        "marker",
+        "a raw message reached the /ws room of the same name"
+    );
+    let h = w
+        .request(json!({"type": "history", "room": "shared"}))
+        .await;
+    let data: Vec<&serde_json::Value> = h["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{h}"))
+        .iter()
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(data, [&json!("from-ws"), &json!("marker")], "{h}");
+    // A raw room alone makes no /ws room.
+    let _lonely = join(s.addr, "/rooms/raw-only").await;
+    let r = w
+        .request(json!({"type": "presence", "room": "raw-only"}))
+        .await;
+    assert_eq!(r["code"], "not_found", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_limits_of_ws_apply_to_raw_rooms() {
+    let s = start(|c| {
+        c.websocket.max_message_size = 1024;
+        c.websocket.max_frame_size = 1024;
+    })
+    .await;
+    let mut listener = join(s.addr, "/rooms/sized").await;
+    let mut big = common::RawClient::connect(s.addr, "/rooms/sized").await;
+    // Exactly the limit goes through.
+    big.send_frame(0x82, &[7; 1024]).await;
+    assert_eq!(next(&mut listener).await, Message::binary(vec![7u8; 1024]));
+    // One byte more closes with 1009, and reaches nobody.
+    big.send_frame(0x82, &[8; 1025]).await;
+    big.expect_close(1009).await;
+    let mut other = join(s.addr, "/rooms/sized").await;
+    send(&mut other, Message::text("after")).await;
+    assert_eq!(next(&mut listener).await, Message::text("after"));
 }
