@@ -823,3 +823,66 @@ async fn a_poll_limit_bounds_each_answer_and_the_rest_follows() {
         "none lost, none twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_limit_and_timeout_are_capped_by_their_settings() {
+    let s = start(|c| {
+        c.http.poll_max_events = 5;
+        c.http.poll_timeout_ms = 300;
+    })
+    .await;
+    let mut cursor = poll_past_joined(s.addr, "room=capped", 1).await;
+    for i in 1..=12 {
+        api_publish(s.addr, "capped", json!(i)).await;
+    }
+    // A limit above the maximum, or none, gets at most http.poll_max_events per answer.
+    let mut offsets = Vec::new();
+    let mut polls = 0;
+    while offsets.len() < 12 {
+        let limit = if polls % 2 == 0 { "&limit=1000" } else { "" };
+        polls += 1;
+        assert!(
+            polls <= 12,
+            "12 messages not through in 12 polls: {offsets:?}"
+        );
+        let v = get_json(format!(
+            "http://{}/poll?cursor={cursor}{limit}&timeout_ms=300",
+            s.addr
+        ))
+        .await;
+        let events = v["events"].as_array().unwrap();
+        assert!(
+            events.len() <= 5,
+            "{limit:?}: {} events with a maximum of 5",
+            events.len()
+        );
+        offsets.extend(events.iter().filter_map(|e| e["offset"].as_u64()));
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+    }
+    assert!(
+        polls >= 3,
+        "12 messages at most 5 per answer took {polls} polls"
+    );
+    assert_eq!(
+        offsets,
+        (1..=12).collect::<Vec<u64>>(),
+        "none lost, none twice"
+    );
+    // A timeout above the maximum waits http.poll_timeout_ms (300 ms), not 60 s.
+    let started = std::time::Instant::now();
+    let v = get_json(format!(
+        "http://{}/poll?cursor={cursor}&timeout_ms=60000",
+        s.addr
+    ))
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(v["events"], json!([]), "{v}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered before its timeout: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "timeout_ms=60000 was not capped at 300 ms: {waited:?}"
+    );
+}
