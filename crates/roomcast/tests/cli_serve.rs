@@ -326,18 +326,30 @@ fn listening_lines(logs: &str) -> Vec<&str> {
 
 #[test]
 fn log_format_json_writes_json_lines_and_the_log_filter_applies() {
-    let logs = serve_logs(&["--log", "info", "--log-format", "json"], &[]);
+    let logs = serve_logs(
+        &["--log", "info", "--log-format", "json", "--workers", "3"],
+        &[],
+    );
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(
         !listening_lines(&logs).is_empty(),
         "no `listening` at info: {logs}"
     );
+    let mut workers_seen = false;
     for line in &lines {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
         assert!(v.is_object(), "{line}");
         assert_eq!(v["level"], "INFO", "{line}");
+        if v["fields"]["message"] == "listening" {
+            assert_eq!(v["fields"]["workers"], 3, "--workers 3: {line}");
+            workers_seen = true;
+        }
     }
+    assert!(
+        workers_seen,
+        "no JSON `listening` line with its fields: {logs}"
+    );
     // The text format is not JSON.
     let logs = serve_logs(&["--log", "info"], &[]);
     let listening = listening_lines(&logs);
