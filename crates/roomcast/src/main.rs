@@ -152,6 +152,37 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     overrides.extend(args.set);
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
     let server = Server::bind(config)?;
+    // SIGINT and SIGTERM are handled from here on: installed before the address is
+    // printed, so a script that signals as soon as it reads the line gets a drain, not
+    // the signal's default (the end of the process).
+    let stop = server.shutdown_handle();
+    let (ready, installed) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("roomcast-signals".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            rt.block_on(async {
+                match install_signals() {
+                    Ok(signal) => {
+                        let _ = ready.send(Ok(()));
+                        signal.await;
+                        tracing::info!("signal received: draining");
+                        stop.shutdown();
+                    }
+                    Err(e) => drop(ready.send(Err(e))),
+                }
+            });
+        })?;
+    installed
+        .recv()
+        .map_err(|_| "the signal thread ended before installing its handlers")?
+        .map_err(|e| format!("cannot handle SIGINT and SIGTERM: {e}"))?;
     // The address bound, on a line of its own on stdout: with `--listen 127.0.0.1:0` the
     // kernel picks a free port, and scripts and tests read it here instead of guessing one.
     // The socket already listens, so connecting as soon as this line is read is safe.
@@ -161,45 +192,31 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = writeln!(out, "listening on {}", server.local_addr()?);
         let _ = out.flush();
     }
-    let stop = server.shutdown_handle();
-    std::thread::Builder::new()
-        .name("roomcast-signals".into())
-        .spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(shutdown_signal());
-                tracing::info!("signal received: draining");
-                stop.shutdown();
-            }
-        })?;
     server.run_blocking()?;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// Registers SIGINT and SIGTERM handlers now (inside a runtime); the future resolves on
+/// the first of them.
+#[cfg(unix)]
+fn install_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
+}
+
+/// Ctrl-C where there are no Unix signals.
+#[cfg(not(unix))]
+fn install_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn init_logging(filter: &str, format: LogFormat) {

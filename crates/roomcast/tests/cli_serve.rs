@@ -380,7 +380,6 @@ fn log_format_json_writes_json_lines_and_the_log_filter_applies() {
 
 /// README: "On SIGTERM or SIGINT the node drains" once it has printed `listening on`.
 #[test]
-#[ignore = "bug: crates/roomcast/src/main.rs installs the SIGTERM handler on a thread spawned after `listening on` is printed: a SIGTERM sent at once kills the process instead of draining"]
 fn sigterm_right_after_the_listening_line_drains() {
     for round in 0..20 {
         let mut child = Command::new(BIN)
