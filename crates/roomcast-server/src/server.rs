@@ -22,6 +22,10 @@ pub(crate) struct Shared {
     /// The name sent in `welcome`.
     pub node_id: String,
     draining: AtomicBool,
+    /// Workers whose drain has not ended. A worker whose own connections are gone keeps
+    /// accepting (and refusing with 503) until this is 0: closing its listener sooner
+    /// would reset the connections the kernel had already queued on it.
+    still_draining: watch::Sender<usize>,
     /// HTTP members by session id, for requests that land on another worker.
     sessions: Mutex<HashMap<Arc<str>, Arc<HttpMember>>>,
 }
@@ -34,6 +38,7 @@ impl Shared {
             stats: Arc::default(),
             node_id: "test".into(),
             draining: AtomicBool::new(false),
+            still_draining: watch::Sender::new(1),
             sessions: Mutex::default(),
         }
     }
@@ -42,6 +47,15 @@ impl Shared {
     /// handshakes are refused.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Tells the other workers this one's drain has ended, then waits until every
+    /// worker's has.
+    pub(crate) async fn drained(&self) {
+        let mut all = self.still_draining.subscribe();
+        self.still_draining
+            .send_modify(|n| *n = n.saturating_sub(1));
+        let _ = all.wait_for(|n| *n == 0).await;
     }
 
     /// Marks the node draining (idempotent). Each worker does it before it closes its
@@ -112,6 +126,7 @@ impl Server {
             stats: Arc::default(),
             node_id,
             draining: AtomicBool::new(false),
+            still_draining: watch::Sender::new(workers),
             sessions: Mutex::default(),
         });
         Ok(Self {

@@ -148,6 +148,10 @@ impl Worker {
         let acceptor = tokio::task::spawn_local(self.clone().accept(listener));
         let _ = stop.wait_for(|s| *s).await;
         self.drain().await;
+        // Newcomers still get their 503 until the whole node has drained (bounded, in case
+        // a worker never started and so never counts itself out).
+        let drain = Duration::from_millis(self.shared.config.server.drain_timeout_ms);
+        let _ = tokio::time::timeout(drain, self.shared.drained()).await;
         acceptor.abort();
     }
 
