@@ -538,8 +538,7 @@ async fn drains_on(sig: &str) {
     let mut mute = mute_client(addr);
     serve.signal(sig);
     // The mute client is sent its close: the drain has begun, and the mute client, which
-    // never answers, keeps the node draining (for up to 2 s, the time the server gives
-    // any close it starts) while it is checked.
+    // never answers, keeps the node draining (up to the drain timeout) while it is checked.
     assert_eq!(close_frame_code(&mut mute), 1001, "{sig}");
     assert_draining(addr, sig);
     for ws in &mut clients {
