@@ -22,6 +22,7 @@ pub mod hub;
 mod prefixed;
 pub mod protocol;
 mod server;
+mod shared;
 mod stats;
 mod worker;
 

@@ -1,87 +1,16 @@
 //! The node: its listeners and worker threads.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::http::member::HttpMember;
+use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::worker::{self, Mesh};
-
-/// What every worker shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: Config,
-    pub stats: Arc<Stats>,
-    /// The name sent in `welcome`.
-    pub node_id: String,
-    draining: AtomicBool,
-    /// Workers whose drain has not ended. A worker whose own connections are gone keeps
-    /// accepting (and refusing with 503) until this is 0: closing its listener sooner
-    /// would reset the connections the kernel had already queued on it.
-    still_draining: watch::Sender<usize>,
-    /// HTTP members by session id, for requests that land on another worker.
-    sessions: Mutex<HashMap<Arc<str>, Arc<HttpMember>>>,
-}
-
-impl Shared {
-    #[cfg(test)]
-    pub(crate) fn for_tests(config: Config) -> Self {
-        Self {
-            config,
-            stats: Arc::default(),
-            node_id: "test".into(),
-            draining: AtomicBool::new(false),
-            still_draining: watch::Sender::new(1),
-            sessions: Mutex::default(),
-        }
-    }
-
-    /// Whether the node is stopping: `/healthz` answers 503 and new WebSocket
-    /// handshakes are refused.
-    pub(crate) fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Tells the other workers this one's drain has ended, then waits until every
-    /// worker's has.
-    pub(crate) async fn drained(&self) {
-        let mut all = self.still_draining.subscribe();
-        self.still_draining
-            .send_modify(|n| *n = n.saturating_sub(1));
-        let _ = all.wait_for(|n| *n == 0).await;
-    }
-
-    /// Marks the node draining (idempotent). Each worker does it before it closes its
-    /// connections, so no close it starts can miss the flag.
-    pub(crate) fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<HttpMember>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn sessions_insert(&self, member: &Arc<HttpMember>) {
-        self.sessions()
-            .insert(member.session.clone(), member.clone());
-    }
-
-    pub(crate) fn sessions_remove(&self, session: &str) {
-        self.sessions().remove(session);
-    }
-
-    /// The HTTP member of a session, on whichever worker it lives.
-    pub(crate) fn session(&self, session: &str) -> Option<Arc<HttpMember>> {
-        self.sessions().get(session).cloned()
-    }
-}
 
 /// A bound node, ready to run.
 #[derive(Debug)]
@@ -121,14 +50,7 @@ impl Server {
             "" => format!("node-{}", crate::random_id(4)),
             id => id.to_owned(),
         };
-        let shared = Arc::new(Shared {
-            config,
-            stats: Arc::default(),
-            node_id,
-            draining: AtomicBool::new(false),
-            still_draining: watch::Sender::new(workers),
-            sessions: Mutex::default(),
-        });
+        let shared = Arc::new(Shared::new(config, node_id, workers));
         Ok(Self {
             listeners,
             shared,

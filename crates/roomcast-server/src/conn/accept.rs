@@ -17,8 +17,8 @@ use tracing::debug;
 
 use super::run::{self, Endpoint};
 use crate::http;
-use crate::hub::RoomName;
 use crate::prefixed::Prefixed;
+use crate::protocol::RoomName;
 use crate::worker::Worker;
 
 /// Sent, best effort, to a client that did not finish its request head in time.

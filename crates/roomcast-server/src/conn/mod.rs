@@ -17,7 +17,7 @@ use roomcast_ws::{CloseCode, CloseFrame, Connection, State};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::stats::Stats;
 use crate::worker::{ConnKey, Worker};
 

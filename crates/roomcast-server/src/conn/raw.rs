@@ -6,7 +6,7 @@ use roomcast_ws::frame::encode_shared;
 use roomcast_ws::{FrameHeader, Message, OpCode};
 
 use super::Conn;
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::worker::Worker;
 
 pub(super) fn handle(

@@ -10,7 +10,7 @@ use tokio::io::Interest;
 use tokio::time::Instant;
 
 use super::{Conn, raw, ws};
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::worker::{SCRATCH_SIZE, Worker};
 
 /// Reads of at least this many bytes that start a frame are handed to the connection

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use super::member::frame_json;
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::protocol::{self, ErrorCode, SincePos, reply};
 use crate::worker::{HomeMsg, LocalMsg, Worker};
 

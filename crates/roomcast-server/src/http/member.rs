@@ -19,7 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::protocol::SincePos;
 use crate::worker::ConnKey;
 

@@ -39,7 +39,7 @@ use tracing::debug;
 
 use self::member::{EventKind, HttpKind, HttpMember, Positions};
 use crate::echo;
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, reply};
 use crate::worker::Worker;
 

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::RoomName;
 use super::log::{Entry, RoomLog, Since};
 use super::presence::Presence;
-use crate::protocol::{SincePos, reply};
+use crate::protocol::{RoomName, SincePos, reply};
 
 /// Members of a room on one worker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

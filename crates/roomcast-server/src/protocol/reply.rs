@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::RoomName;
 use super::{ErrorCode, JsonFrame};
-use crate::hub::RoomName;
 
 /// `{"type":"welcome",...}`.
 pub fn welcome(

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::RoomName;
 use super::{ErrorCode, ProtoError};
-use crate::hub::RoomName;
 
 /// A position in a room's stream: "everything after this".
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

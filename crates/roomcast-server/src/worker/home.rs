@@ -4,7 +4,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::{HomeMsg, LocalMsg, Worker};
-use crate::hub::{Room, RoomName};
+use crate::hub::Room;
+use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, reply};
 use crate::stats::Stats;
 

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, oneshot};
 use super::{Addr, ConnKey, HomeMsg, LocalMsg, Worker};
 use crate::conn::{Conn, Kind, Membership};
 use crate::http::member::{EventKind, HttpMember, HttpRoom, frame_json};
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, Request, SincePos, parse, reply};
 use crate::stats::Stats;
 

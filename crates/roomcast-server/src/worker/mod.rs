@@ -37,8 +37,9 @@ pub(crate) use msg::{Addr, ConnKey, HomeMsg, LocalMsg, RoomInfo, WorkerMsg};
 use self::local::LocalRoom;
 use crate::conn::{self, Conn, Kind};
 use crate::http::member::{HttpKind, HttpMember};
-use crate::hub::{Room, RoomName};
-use crate::server::Shared;
+use crate::hub::Room;
+use crate::protocol::RoomName;
+use crate::shared::Shared;
 use crate::stats::Stats;
 
 /// The per-worker read buffer's size: reads go into it, then to the connection.

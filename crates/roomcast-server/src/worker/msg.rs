@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::hub::RoomName;
+use crate::protocol::RoomName;
 use crate::protocol::SincePos;
 
 /// Where a reply or a delivery goes, anywhere on the node: a WebSocket connection, an

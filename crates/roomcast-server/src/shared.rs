@@ -1,0 +1,86 @@
+//! What every worker of a node shares: the configuration, the counters, the drain state
+//! and the HTTP sessions by id. The node (`crate::server`) creates it; the workers hold it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::member::HttpMember;
+use crate::stats::Stats;
+
+/// What every worker shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub stats: Arc<Stats>,
+    /// The name sent in `welcome`.
+    pub node_id: String,
+    draining: AtomicBool,
+    /// Workers whose drain has not ended. A worker whose own connections are gone keeps
+    /// accepting (and refusing with 503) until this is 0: closing its listener sooner
+    /// would reset the connections the kernel had already queued on it.
+    still_draining: watch::Sender<usize>,
+    /// HTTP members by session id, for requests that land on another worker.
+    sessions: Mutex<HashMap<Arc<str>, Arc<HttpMember>>>,
+}
+
+impl Shared {
+    /// The state of a node of `workers` workers.
+    pub(crate) fn new(config: Config, node_id: String, workers: usize) -> Self {
+        Self {
+            config,
+            stats: Arc::default(),
+            node_id,
+            draining: AtomicBool::new(false),
+            still_draining: watch::Sender::new(workers),
+            sessions: Mutex::default(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: Config) -> Self {
+        Self::new(config, "test".into(), 1)
+    }
+
+    /// Whether the node is stopping: `/healthz` answers 503 and new WebSocket
+    /// handshakes are refused.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Tells the other workers this one's drain has ended, then waits until every
+    /// worker's has.
+    pub(crate) async fn drained(&self) {
+        let mut all = self.still_draining.subscribe();
+        self.still_draining
+            .send_modify(|n| *n = n.saturating_sub(1));
+        let _ = all.wait_for(|n| *n == 0).await;
+    }
+
+    /// Marks the node draining (idempotent). Each worker does it before it closes its
+    /// connections, so no close it starts can miss the flag.
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<HttpMember>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn sessions_insert(&self, member: &Arc<HttpMember>) {
+        self.sessions()
+            .insert(member.session.clone(), member.clone());
+    }
+
+    pub(crate) fn sessions_remove(&self, session: &str) {
+        self.sessions().remove(session);
+    }
+
+    /// The HTTP member of a session, on whichever worker it lives.
+    pub(crate) fn session(&self, session: &str) -> Option<Arc<HttpMember>> {
+        self.sessions().get(session).cloned()
+    }
+}
