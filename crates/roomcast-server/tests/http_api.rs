@@ -69,6 +69,13 @@ fn check(doc: &Value, name: &str, value: &Value) {
     );
 }
 
+/// Whether a member list (a presence reply's `members`, a diff's `joined` or `left`)
+/// names `client`.
+fn names(list: &Value, client: &str) -> bool {
+    list.as_array()
+        .is_some_and(|l| l.iter().any(|m| m["client"] == client))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_openapi_document() {
     let s = start(|c| c.api.key = KEY.into()).await;
@@ -661,26 +668,9 @@ async fn disconnect_closes_with_the_given_code_and_ends_every_session() {
     assert_eq!(status, 200, "{poll}");
     // v is seen (a diff in a batch of its own: a disconnect within the batch of the
     // joins would cancel them out, and no `left` would come).
-    loop {
-        let d = watcher.next_of("presence_diff").await;
-        if d["joined"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["client"] == "v")
-        {
-            break;
-        }
-    }
+    while !names(&watcher.next_of("presence_diff").await["joined"], "v") {}
     let (_, p) = api(s.addr, "GET", "/api/rooms/dc/presence", None).await;
-    assert!(
-        p["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["client"] == "v"),
-        "{p}"
-    );
+    assert!(names(&p["members"], "v"), "{p}");
 
     // Codes outside 1000 and 4000-4999 are refused, and disconnect nobody.
     for code in [0, 999, 1001, 1006, 1011, 2999, 3000, 3999, 5000] {
@@ -717,17 +707,7 @@ async fn disconnect_closes_with_the_given_code_and_ends_every_session() {
     }
     assert!(sse.ended().await, "the SSE stream ends");
     // Every session of v is gone: its presence ends, the poll session's too.
-    loop {
-        let d = watcher.next_of("presence_diff").await;
-        if d["left"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["client"] == "v")
-        {
-            break;
-        }
-    }
+    while !names(&watcher.next_of("presence_diff").await["left"], "v") {}
     let (_, p) = api(s.addr, "GET", "/api/rooms/dc/presence", None).await;
     assert_eq!(
         p["members"],

@@ -20,6 +20,16 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     common::within(what, WAIT, fut).await
 }
 
+/// Every 50 messages sent, waits until the reader counting into `read` is at most 100
+/// behind message `n`: the fast members keep up, so only the slow one falls behind.
+async fn keep_pace(reader: &str, read: &mut watch::Receiver<u64>, n: u64) {
+    if n % 50 == 0 {
+        within(reader, read.wait_for(|&r| r + 100 >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{reader}: the reader ended"));
+    }
+}
+
 /// Reads a raw client until the server closes the connection; returns the close code.
 async fn close_code_at_end(c: &mut RawClient) -> Option<u16> {
     let mut close = None;
@@ -86,20 +96,8 @@ async fn slow_consumer_is_closed_with_4008_while_a_fast_member_gets_everything()
         within("publishing", writer.send(Message::text(req.to_string())))
             .await
             .unwrap();
-        if n % 50 == 0 {
-            within(
-                "the fast member",
-                progress.wait_for(|&read| read + 100 >= n),
-            )
-            .await
-            .expect("the fast member's reader ended");
-            within(
-                "the publisher's own copies",
-                drained.wait_for(|&read| read + 100 >= n),
-            )
-            .await
-            .expect("the publisher's reader ended");
-        }
+        keep_pace("the fast member", &mut progress, n).await;
+        keep_pace("the publisher's own copies", &mut drained, n).await;
     }
     assert_eq!(
         within("the fast member's last message", fast_reader)
@@ -161,14 +159,7 @@ async fn a_raw_room_member_that_never_reads_is_closed_with_4008() {
         within("sending", sender.send(Message::text(format!("{n}:{body}"))))
             .await
             .unwrap();
-        if n % 50 == 0 {
-            within(
-                "the fast member",
-                progress.wait_for(|&read| read + 100 >= n),
-            )
-            .await
-            .expect("the fast member's reader ended");
-        }
+        keep_pace("the fast member", &mut progress, n).await;
     }
     assert_eq!(
         within("the fast member's last message", fast_reader)
