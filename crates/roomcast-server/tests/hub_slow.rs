@@ -23,7 +23,7 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 /// Every 50 messages sent, waits until the reader counting into `read` is at most 100
 /// behind message `n`: the fast members keep up, so only the slow one falls behind.
 async fn keep_pace(reader: &str, read: &mut watch::Receiver<u64>, n: u64) {
-    if n % 50 == 0 {
+    if n.is_multiple_of(50) {
         within(reader, read.wait_for(|&r| r + 100 >= n))
             .await
             .unwrap_or_else(|_| panic!("{reader}: the reader ended"));
