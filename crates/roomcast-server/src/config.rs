@@ -68,6 +68,19 @@ pub struct Config {
     pub http: HttpSettings,
     /// `[api]`.
     pub api: ApiSettings,
+    /// `[broker]`.
+    pub broker: BrokerSettings,
+}
+
+/// `[broker]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct BrokerSettings {
+    pub url: String,
+    pub presence_ttl_ms: u64,
+    pub node_ttl_ms: u64,
 }
 
 /// `[http]`: see `default.toml` for each key.
@@ -225,6 +238,19 @@ impl Config {
                 "http.sse_heartbeat_ms",
                 "heartbeats and poll sizes must be positive",
             );
+        }
+        let broker = &self.broker;
+        if !(broker.url.is_empty()
+            || broker.url.starts_with("redis://")
+            || broker.url.starts_with("redis+unix://"))
+        {
+            return bad("broker.url", "expected redis://HOST:PORT[/DB] or nothing");
+        }
+        if !(1000..=30_000).contains(&broker.presence_ttl_ms) {
+            return bad("broker.presence_ttl_ms", "must be 1000 to 30000");
+        }
+        if !(1000..=60_000).contains(&broker.node_ttl_ms) {
+            return bad("broker.node_ttl_ms", "must be 1000 to 60000");
         }
         if self.server.workers > 256 {
             return bad("server.workers", "at most 256");

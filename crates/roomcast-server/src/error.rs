@@ -14,6 +14,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The broker URL cannot be used.
+    #[error("broker: {0}")]
+    Broker(String),
     /// Another I/O failure of the listener.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),

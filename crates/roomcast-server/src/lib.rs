@@ -16,6 +16,7 @@
 pub mod config;
 mod conn;
 mod echo;
+mod engine;
 mod error;
 mod http;
 pub mod hub;

@@ -7,10 +7,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::engine::{Engine, Mesh};
 use crate::error::ServerError;
 use crate::shared::Shared;
 use crate::stats::Stats;
-use crate::worker::{self, Mesh};
+use crate::worker;
 
 /// A bound node, ready to run.
 #[derive(Debug)]
@@ -37,6 +38,10 @@ impl Server {
     /// Binds one listening socket per worker on the configured address (with
     /// `SO_REUSEPORT`, so the kernel spreads new connections over the workers).
     pub fn bind(config: Config) -> Result<Self, ServerError> {
+        if !config.broker.url.is_empty() {
+            redis::Client::open(config.broker.url.as_str())
+                .map_err(|e| ServerError::Broker(format!("{}: {e}", config.broker.url)))?;
+        }
         let workers = config.worker_count();
         let mut addr = config.server.listen;
         let mut listeners = Vec::with_capacity(workers);
@@ -88,6 +93,24 @@ impl Server {
             .map(|_| mpsc::unbounded_channel())
             .unzip();
         let mesh: Mesh = senders.into();
+        let (engine, broker) = match shared.config.broker.url.as_str() {
+            "" => (Engine::Memory, None),
+            url => {
+                let settings = crate::engine::redis::Settings {
+                    url: url.to_owned(),
+                    node: Arc::from(shared.node_id.as_str()),
+                    workers: listeners.len(),
+                    history: shared.config.history(),
+                    presence_ttl_ms: shared.config.broker.presence_ttl_ms,
+                    presence_batch_ms: shared.config.rooms.presence_batch_ms,
+                    node_ttl_ms: shared.config.broker.node_ttl_ms,
+                };
+                let (handle, thread) =
+                    crate::engine::redis::start(settings, mesh.clone(), shared.stats.clone())
+                        .map_err(|e| ServerError::Broker(e.to_string()))?;
+                (Engine::Redis(handle), Some(thread))
+            }
+        };
         tracing::info!(addr = %listeners[0].local_addr()?, workers = listeners.len(), node = %shared.node_id, "listening");
         // Mark draining as soon as the stop is asked, before the workers start closing.
         let mut stopped = stop.subscribe();
@@ -108,13 +131,19 @@ impl Server {
                 listener,
                 shared.clone(),
                 mesh.clone(),
+                engine.clone(),
                 inbox,
                 stop.subscribe(),
             )?);
         }
-        drop(mesh);
+        drop((mesh, engine));
         for t in threads {
             let _ = t.join();
+        }
+        // The broker engine stops once the workers' handles are gone, after sending what
+        // they left queued (their members' leaves).
+        if let Some(broker) = broker {
+            let _ = broker.join();
         }
         // Every worker returned: either drained, or failed to start. Let the watcher go.
         stop.send_replace(true);

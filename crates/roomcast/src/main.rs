@@ -68,6 +68,13 @@ struct ServeArgs {
     /// Worker threads, 0 for one per CPU (server.workers).
     #[arg(long)]
     workers: Option<usize>,
+    /// Share rooms with other nodes through this broker: redis://HOST:PORT[/DB]
+    /// (broker.url; ROOMCAST_BROKER_URL also sets it). Without it rooms live in memory.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// This node's name, sent in `welcome` and listed by /api/nodes (server.node_id).
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
     /// Serve an echo socket at /echo, for conformance tests (server.echo).
     #[arg(long)]
     echo: bool,
@@ -145,6 +152,12 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(workers) = args.workers {
         overrides.push(format!("server.workers={workers}"));
+    }
+    if let Some(url) = args.broker {
+        overrides.push(format!("broker.url={url}"));
+    }
+    if let Some(name) = args.node_id {
+        overrides.push(format!("server.node_id={name}"));
     }
     if args.echo {
         overrides.push("server.echo=true".to_owned());

@@ -17,9 +17,10 @@ use roomcast_ws::{CloseCode, CloseFrame, Connection, State};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::engine::ConnKey;
 use crate::protocol::RoomName;
 use crate::stats::Stats;
-use crate::worker::{ConnKey, Worker};
+use crate::worker::Worker;
 
 /// A ping with no payload, queued as is to every connection due one.
 const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use roomcast_ws::Message;
 
 use super::{Conn, Kind};
+use crate::engine::HomeMsg;
 use crate::protocol::{ErrorCode, Request, parse, reply};
-use crate::worker::{HomeMsg, Worker};
+use crate::worker::Worker;
 
 pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
     let text = match msg {

@@ -28,9 +28,10 @@ use serde_json::{Value, json};
 
 use super::member::frame_json;
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
+use crate::engine::{ConnKey, HomeMsg, LocalMsg};
 use crate::protocol::RoomName;
 use crate::protocol::{self, ErrorCode, SincePos, reply};
-use crate::worker::{HomeMsg, LocalMsg, Worker};
+use crate::worker::Worker;
 
 /// The OpenAPI description served at `/api/openapi.json`.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -151,7 +152,7 @@ fn parse_since(text: &str) -> Option<SincePos> {
 async fn ask(
     worker: &Rc<Worker>,
     room: &RoomName,
-    make: impl FnOnce(crate::worker::ConnKey) -> HomeMsg,
+    make: impl FnOnce(ConnKey) -> HomeMsg,
 ) -> Option<Bytes> {
     let (key, reply) = worker.pending();
     worker.to_home(room, make(key));
@@ -184,7 +185,7 @@ fn answer(frame: &Bytes) -> Response<Body> {
 async fn read_room(
     worker: &Rc<Worker>,
     room: &str,
-    make: impl FnOnce(RoomName, crate::worker::ConnKey) -> HomeMsg,
+    make: impl FnOnce(RoomName, ConnKey) -> HomeMsg,
 ) -> Response<Body> {
     let room = match RoomName::new(room) {
         Ok(r) => r,

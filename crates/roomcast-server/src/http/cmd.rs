@@ -17,8 +17,9 @@ use serde_json::value::RawValue;
 
 use super::member::frame_json;
 use super::{Body, error, json_response, param, query, read_body, status};
+use crate::engine::LocalMsg;
 use crate::protocol::{ErrorCode, reply};
-use crate::worker::{LocalMsg, Worker};
+use crate::worker::Worker;
 
 /// How long a command may wait for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -19,9 +19,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 
+use crate::engine::ConnKey;
 use crate::protocol::RoomName;
 use crate::protocol::SincePos;
-use crate::worker::ConnKey;
 
 /// How the member is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded() {
-        let key = ConnKey::new(0, crate::worker::Addr::Http(0), 0);
+        let key = ConnKey::new(0, crate::engine::Addr::Http(0), 0);
         let m = HttpMember::new(Arc::from("s"), Arc::from("c"), HttpKind::Sse, key, 100);
         assert!(
             m.push(None, EventKind::Presence, Bytes::from(vec![b' '; 150])),

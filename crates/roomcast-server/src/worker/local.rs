@@ -9,8 +9,9 @@ use roomcast_ws::CloseCode;
 use slab::Slab;
 use tokio::sync::{Notify, oneshot};
 
-use super::{Addr, ConnKey, HomeMsg, LocalMsg, Worker};
+use super::Worker;
 use crate::conn::{Conn, Kind, Membership};
+use crate::engine::{Addr, ConnKey, HomeMsg, LocalMsg};
 use crate::http::member::{EventKind, HttpMember, HttpRoom, frame_json};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, Request, SincePos, parse, reply};
@@ -74,6 +75,22 @@ impl Worker {
                 let kind = EventKind::Message { epoch, offset };
                 self.fan_out(Kind::Ws, &room, &frame, None, false, Some(kind))
             }
+            LocalMsg::Reset {
+                room,
+                frame,
+                epoch,
+                offset,
+            } => {
+                let kind = EventKind::Joined { epoch, offset };
+                self.fan_out(Kind::Ws, &room, &frame, None, false, Some(kind))
+            }
+            LocalMsg::JoinFailed {
+                room,
+                conn: key,
+                seq,
+                reply,
+                notify,
+            } => self.join_failed(key, &room, seq, reply, notify),
             LocalMsg::PresenceDiff { room, frame } => self.fan_out(
                 Kind::Ws,
                 &room,
@@ -117,6 +134,51 @@ impl Worker {
             } => {
                 let _ = reply.send(self.disconnect(&client, code, &reason));
             }
+        }
+    }
+
+    /// A join the engine could not do: the membership it had recorded goes, and the
+    /// member gets the error.
+    fn join_failed(
+        self: &Rc<Self>,
+        key: ConnKey,
+        room: &RoomName,
+        seq: u32,
+        reply: Bytes,
+        notify: Option<ConnKey>,
+    ) {
+        if let Some(to) = notify {
+            self.reply_to(to, reply.clone());
+        }
+        match key.addr() {
+            Addr::Socket(_) => {
+                let Some(conn) = self.conn(key) else { return };
+                conn.answered();
+                let mut session = conn.session.borrow_mut();
+                if let Some(i) = session
+                    .rooms
+                    .iter()
+                    .position(|m| m.kind == Kind::Ws && m.room == *room && m.seq == seq)
+                {
+                    session.rooms.swap_remove(i);
+                }
+                drop(session);
+                conn.push(self, reply);
+            }
+            Addr::Http(_) => {
+                let Some(member) = self.http_member(key) else {
+                    return;
+                };
+                let mut st = member.state();
+                if let Some(i) = st
+                    .rooms
+                    .iter()
+                    .position(|r| r.room == *room && r.seq == seq)
+                {
+                    st.rooms.swap_remove(i);
+                }
+            }
+            Addr::Pending(_) => {}
         }
     }
 

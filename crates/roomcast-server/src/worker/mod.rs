@@ -13,13 +13,10 @@
 //! connection once, with one vectored write for everything queued since its last write,
 //! so messages published close together leave together.
 
-mod home;
 mod local;
-mod msg;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,12 +29,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-pub(crate) use msg::{Addr, ConnKey, HomeMsg, LocalMsg, RoomInfo, WorkerMsg};
-
 use self::local::LocalRoom;
 use crate::conn::{self, Conn, Kind};
+use crate::engine::memory::Homes;
+use crate::engine::{Addr, ConnKey, Engine, HomeMsg, LocalMsg, Mesh, WorkerMsg};
 use crate::http::member::{HttpKind, HttpMember};
-use crate::hub::Room;
 use crate::protocol::RoomName;
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -47,14 +43,13 @@ pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
 /// Requests one connection may have waiting at home workers before its reads pause.
 pub(crate) const MAX_INFLIGHT: u32 = 1024;
 
-/// Every worker's inbox.
-pub(crate) type Mesh = Arc<[mpsc::UnboundedSender<WorkerMsg>]>;
-
 /// One worker's state. Lives in an `Rc` on its thread.
 pub(crate) struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
     mesh: Mesh,
+    /// Where room requests go.
+    pub engine: Engine,
     conns: RefCell<Slab<Rc<Conn>>>,
     generation: Cell<u32>,
     /// The HTTP members (SSE streams, poll sessions) this worker owns.
@@ -64,13 +59,8 @@ pub(crate) struct Worker {
     pending: RefCell<Slab<(u32, oneshot::Sender<Bytes>)>>,
     /// The members this worker holds, per room.
     local: RefCell<HashMap<(Kind, RoomName), LocalRoom>>,
-    /// The rooms whose home this worker is.
-    homes: RefCell<HashMap<RoomName, Room>>,
-    /// Raw rooms whose home this worker is: members per worker.
-    raw_homes: RefCell<HashMap<RoomName, Vec<u32>>>,
-    /// Home rooms with a presence diff waiting, each once (a room is listed when its
-    /// diff goes from empty to not, and taken off when the batcher sends it).
-    presence_dirty: RefCell<Vec<RoomName>>,
+    /// The rooms whose home this worker is (memory engine; raw rooms always).
+    homes: RefCell<Homes>,
     /// Connections with frames queued since the flusher last ran.
     dirty: RefCell<Vec<Rc<Conn>>>,
     flush_now: Notify,
@@ -95,6 +85,7 @@ pub(crate) fn spawn(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     mesh: Mesh,
+    engine: Engine,
     inbox: mpsc::UnboundedReceiver<WorkerMsg>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -109,26 +100,26 @@ pub(crate) fn spawn(
                 Ok(l) => l,
                 Err(e) => return tracing::error!(worker = index, error = %e, "cannot register the listener"),
             };
-            let worker = Rc::new(Worker::new(index, shared, mesh));
+            let worker = Rc::new(Worker::new(index, shared, mesh, engine));
             worker.run(listener, inbox, stop).await;
         });
     })
 }
 
 impl Worker {
-    pub(crate) fn new(index: usize, shared: Arc<Shared>, mesh: Mesh) -> Self {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>, mesh: Mesh, engine: Engine) -> Self {
+        let homes = Homes::new(mesh.len(), shared.config.history());
         Worker {
             index,
             shared,
             mesh,
+            engine,
             conns: RefCell::new(Slab::new()),
             generation: Cell::new(0),
             http: RefCell::new(Slab::new()),
             pending: RefCell::new(Slab::new()),
             local: RefCell::new(HashMap::new()),
-            homes: RefCell::new(HashMap::new()),
-            raw_homes: RefCell::new(HashMap::new()),
-            presence_dirty: RefCell::new(Vec::new()),
+            homes: RefCell::new(homes),
             dirty: RefCell::new(Vec::new()),
             flush_now: Notify::new(),
             empty: Notify::new(),
@@ -189,19 +180,35 @@ impl Worker {
         }
     }
 
-    /// The worker whose home `room` is.
-    fn home_of(&self, room: &RoomName) -> usize {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room.as_str());
-        (hash % self.mesh.len() as u64) as usize
+    /// Sends a room request to the engine: the room's home worker (handled here if that
+    /// is us), or the node's broker engine. Raw rooms always have a home worker: they
+    /// keep no state worth sharing.
+    pub(crate) fn to_home(self: &Rc<Self>, room: &RoomName, msg: HomeMsg) {
+        if let (Engine::Redis(redis), false) = (&self.engine, msg.is_raw()) {
+            return redis.send(msg);
+        }
+        let home = Engine::home_of(room, self.mesh.len());
+        self.send_home(home, msg);
     }
 
-    /// Sends a request to the room's home, or handles it here if that is us.
-    pub(crate) fn to_home(self: &Rc<Self>, room: &RoomName, msg: HomeMsg) {
-        let home = self.home_of(room);
-        if home == self.index {
-            self.handle_home(msg);
-        } else {
-            let _ = self.mesh[home].send(WorkerMsg::Home(msg));
+    /// Handles a request as the home of its room (memory engine).
+    fn handle_home(self: &Rc<Self>, msg: HomeMsg) {
+        // Decide under the borrow, send after it: sending to ourselves re-enters.
+        let mut out = Vec::new();
+        self.homes
+            .borrow_mut()
+            .handle(msg, &self.shared.stats, &mut out);
+        for (worker, msg) in out {
+            self.to_local(worker, msg);
+        }
+    }
+
+    /// Sends each pending presence diff (memory engine).
+    fn push_presence_diffs(self: &Rc<Self>) {
+        let mut out = Vec::new();
+        self.homes.borrow_mut().presence_diffs(&mut out);
+        for (worker, msg) in out {
+            self.to_local(worker, msg);
         }
     }
 
@@ -488,14 +495,7 @@ impl Worker {
     }
 
     fn expire_rooms(&self) {
-        let now = crate::now_ms();
-        self.homes.borrow_mut().retain(|_, room| {
-            room.expire(now);
-            !room.is_idle()
-        });
-        self.raw_homes
-            .borrow_mut()
-            .retain(|_, subs| subs.iter().any(|&n| n > 0));
+        self.homes.borrow_mut().expire(crate::now_ms());
     }
 
     async fn presence_batcher(self: Rc<Self>) {
@@ -505,7 +505,7 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if !self.presence_dirty.borrow().is_empty() {
+            if self.homes.borrow().presence_pending() {
                 self.push_presence_diffs();
             }
         }
@@ -555,7 +555,7 @@ mod tests {
     async fn a_stale_pending_key_reaches_nothing() {
         let shared = Arc::new(Shared::for_tests(crate::Config::default()));
         let (tx, _rx) = mpsc::unbounded_channel();
-        let worker = Worker::new(0, shared, vec![tx].into());
+        let worker = Worker::new(0, shared, vec![tx].into(), Engine::Memory);
         let (old, _old_rx) = worker.pending();
         worker.cancel_pending(old);
         let (new, mut new_rx) = worker.pending();
@@ -577,7 +577,7 @@ mod tests {
     async fn idle_connection_footprint() {
         let shared = Arc::new(Shared::for_tests(crate::Config::default()));
         let (tx, _rx) = mpsc::unbounded_channel();
-        let worker = Rc::new(Worker::new(0, shared, vec![tx].into()));
+        let worker = Rc::new(Worker::new(0, shared, vec![tx].into(), Engine::Memory));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

@@ -1,18 +1,47 @@
-//! What a worker does as the home of rooms.
+//! The in-memory engine: the rooms whose home a worker is, without I/O.
+//!
+//! Each worker owns one [`Homes`]. It takes the [`HomeMsg`] requests for its rooms and
+//! answers with [`LocalMsg`] events addressed to workers; the worker sends them.
 
-use std::rc::Rc;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{HomeMsg, LocalMsg, Worker};
-use crate::hub::Room;
+use super::{HomeMsg, LocalMsg, RoomInfo};
+use crate::hub::{HistoryLimits, Room};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, reply};
 use crate::stats::Stats;
 
-impl Worker {
-    pub(super) fn handle_home(self: &Rc<Self>, msg: HomeMsg) {
-        // Decide under the borrow, send after it: sending to ourselves re-enters.
-        let mut out: Vec<(usize, LocalMsg)> = Vec::new();
+/// Events for workers: `(worker index, event)`.
+pub(crate) type Out = Vec<(usize, LocalMsg)>;
+
+/// The rooms whose home one worker is.
+#[derive(Debug)]
+pub(crate) struct Homes {
+    workers: usize,
+    limits: HistoryLimits,
+    rooms: HashMap<RoomName, Room>,
+    /// Raw rooms: members per worker.
+    raw: HashMap<RoomName, Vec<u32>>,
+    /// Rooms with a presence diff waiting, each once (a room is listed when its diff goes
+    /// from empty to not, and taken off when the batcher sends it).
+    presence_dirty: Vec<RoomName>,
+}
+
+impl Homes {
+    /// The homes of a node of `workers` workers.
+    pub(crate) fn new(workers: usize, limits: HistoryLimits) -> Self {
+        Self {
+            workers,
+            limits,
+            rooms: HashMap::new(),
+            raw: HashMap::new(),
+            presence_dirty: Vec::new(),
+        }
+    }
+
+    /// Handles one request; what it decides for workers goes to `out`.
+    pub(crate) fn handle(&mut self, msg: HomeMsg, stats: &Stats, out: &mut Out) {
         match msg {
             HomeMsg::Join {
                 room,
@@ -24,10 +53,11 @@ impl Worker {
                 reference,
                 notify,
             } => {
-                let mut homes = self.homes.borrow_mut();
-                let state = homes
+                let (workers, limits) = (self.workers, self.limits);
+                let state = self
+                    .rooms
                     .entry(room.clone())
-                    .or_insert_with(|| self.new_room(room.clone()));
+                    .or_insert_with(|| new_room(room.clone(), workers, limits));
                 let was_dirty = state.presence_dirty();
                 let joined =
                     state.join(usize::from(conn.worker), &client, presence, since.as_ref());
@@ -39,7 +69,7 @@ impl Worker {
                     joined.recovered,
                 );
                 if !was_dirty && state.presence_dirty() {
-                    self.presence_dirty.borrow_mut().push(room.clone());
+                    self.presence_dirty.push(room.clone());
                 }
                 out.push((
                     usize::from(conn.worker),
@@ -61,11 +91,11 @@ impl Worker {
                 client,
                 presence,
             } => {
-                if let Some(state) = self.homes.borrow_mut().get_mut(&room) {
+                if let Some(state) = self.rooms.get_mut(&room) {
                     let was_dirty = state.presence_dirty();
                     state.leave(usize::from(worker), &client, presence);
                     if !was_dirty && state.presence_dirty() {
-                        self.presence_dirty.borrow_mut().push(room);
+                        self.presence_dirty.push(room);
                     }
                 }
             }
@@ -78,22 +108,22 @@ impl Worker {
                 reference,
                 create,
             } => {
-                let mut homes = self.homes.borrow_mut();
                 let target = usize::from(conn.worker);
-                if create && !homes.contains_key(&room) {
-                    homes.insert(room.clone(), self.new_room(room.clone()));
+                if create && !self.rooms.contains_key(&room) {
+                    let state = new_room(room.clone(), self.workers, self.limits);
+                    self.rooms.insert(room.clone(), state);
                 }
-                let Some(state) = homes.get_mut(&room) else {
+                let Some(state) = self.rooms.get_mut(&room) else {
                     let frame = reply::error(
                         reference,
                         ErrorCode::NotJoined,
                         "join the room before publishing to it",
                     );
-                    return self.to_local(target, LocalMsg::Reply { conn, frame });
+                    return out.push((target, LocalMsg::Reply { conn, frame }));
                 };
                 let published = state.publish(&from, &data, id.as_deref(), crate::now_ms());
                 if let Some(frame) = published.frame {
-                    Stats::add(&self.shared.stats.published, 1);
+                    Stats::add(&stats.published, 1);
                     for (worker, _) in state.subscribers() {
                         out.push((
                             worker,
@@ -116,7 +146,7 @@ impl Worker {
                 conn,
                 reference,
             } => {
-                let frame = match self.homes.borrow().get(&room) {
+                let frame = match self.rooms.get(&room) {
                     Some(state) => state.presence_reply(reference),
                     None => not_found(reference, &room),
                 };
@@ -129,7 +159,7 @@ impl Worker {
                 since,
                 limit,
             } => {
-                let frame = match self.homes.borrow().get(&room) {
+                let frame = match self.rooms.get(&room) {
                     Some(state) => state.history_reply(reference, since.as_ref(), limit),
                     None => not_found(reference, &room),
                 };
@@ -137,10 +167,9 @@ impl Worker {
             }
             HomeMsg::Rooms { reply } => {
                 let rooms = self
-                    .homes
-                    .borrow()
+                    .rooms
                     .values()
-                    .map(|r| super::RoomInfo {
+                    .map(|r| RoomInfo {
                         room: r.name().clone(),
                         epoch: r.epoch_arc().clone(),
                         last_offset: r.last_offset(),
@@ -151,15 +180,12 @@ impl Worker {
                 let _ = reply.send(rooms);
             }
             HomeMsg::RawSubscribe { room, worker, done } => {
-                let workers = self.mesh.len();
-                self.raw_homes
-                    .borrow_mut()
-                    .entry(room)
-                    .or_insert_with(|| vec![0; workers])[usize::from(worker)] += 1;
+                let workers = self.workers;
+                self.raw.entry(room).or_insert_with(|| vec![0; workers])[usize::from(worker)] += 1;
                 let _ = done.send(());
             }
             HomeMsg::RawUnsubscribe { room, worker } => {
-                if let Some(subs) = self.raw_homes.borrow_mut().get_mut(&room) {
+                if let Some(subs) = self.raw.get_mut(&room) {
                     let n = &mut subs[usize::from(worker)];
                     *n = n.saturating_sub(1);
                 }
@@ -169,7 +195,7 @@ impl Worker {
                 frame,
                 origin,
             } => {
-                if let Some(subs) = self.raw_homes.borrow().get(&room) {
+                if let Some(subs) = self.raw.get(&room) {
                     for (worker, &n) in subs.iter().enumerate() {
                         if n > 0 && worker != usize::from(origin) {
                             out.push((
@@ -184,24 +210,19 @@ impl Worker {
                 }
             }
         }
-        for (worker, msg) in out {
-            self.to_local(worker, msg);
-        }
     }
 
-    fn new_room(&self, name: RoomName) -> Room {
-        let epoch: Arc<str> = Arc::from(crate::random_id(8));
-        Room::new(name, epoch, self.mesh.len(), self.shared.config.history())
+    /// Whether a presence diff waits to be sent.
+    pub(crate) fn presence_pending(&self) -> bool {
+        !self.presence_dirty.is_empty()
     }
 
-    /// Sends each pending presence diff to the workers with members that asked for it.
-    pub(super) fn push_presence_diffs(self: &Rc<Self>) {
-        let rooms = std::mem::take(&mut *self.presence_dirty.borrow_mut());
-        let mut out = Vec::new();
+    /// Each pending presence diff, for the workers with members that asked for it.
+    pub(crate) fn presence_diffs(&mut self, out: &mut Out) {
+        let rooms = std::mem::take(&mut self.presence_dirty);
         {
-            let mut homes = self.homes.borrow_mut();
             for name in rooms {
-                let Some(room) = homes.get_mut(&name) else {
+                let Some(room) = self.rooms.get_mut(&name) else {
                     continue;
                 };
                 let Some(frame) = room.take_presence_diff() else {
@@ -220,10 +241,21 @@ impl Worker {
                 }
             }
         }
-        for (worker, msg) in out {
-            self.to_local(worker, msg);
-        }
     }
+
+    /// Drops messages past their age, and rooms that hold nothing.
+    pub(crate) fn expire(&mut self, now_ms: u64) {
+        self.rooms.retain(|_, room| {
+            room.expire(now_ms);
+            !room.is_idle()
+        });
+        self.raw.retain(|_, subs| subs.iter().any(|&n| n > 0));
+    }
+}
+
+fn new_room(name: RoomName, workers: usize, limits: HistoryLimits) -> Room {
+    let epoch: Arc<str> = Arc::from(crate::random_id(8));
+    Room::new(name, epoch, workers, limits)
 }
 
 fn not_found(reference: Option<u64>, room: &RoomName) -> bytes::Bytes {

@@ -139,6 +139,18 @@ pub(crate) enum HomeMsg {
     },
 }
 
+impl HomeMsg {
+    /// Whether the request is about a raw room (always kept by a home worker).
+    pub(crate) fn is_raw(&self) -> bool {
+        matches!(
+            self,
+            HomeMsg::RawSubscribe { .. }
+                | HomeMsg::RawUnsubscribe { .. }
+                | HomeMsg::RawPublish { .. }
+        )
+    }
+}
+
 /// What a home worker sends back to the workers holding the connections.
 #[derive(Debug)]
 pub(crate) enum LocalMsg {
@@ -156,6 +168,24 @@ pub(crate) enum LocalMsg {
     },
     /// A room's message for every local member, with its position.
     Deliver {
+        room: RoomName,
+        frame: Bytes,
+        epoch: Arc<str>,
+        offset: u64,
+    },
+    /// The join could not be done (the broker is unreachable): forget the membership
+    /// and send `reply` (and to `notify`).
+    JoinFailed {
+        room: RoomName,
+        conn: ConnKey,
+        seq: u32,
+        reply: Bytes,
+        notify: Option<ConnKey>,
+    },
+    /// A room's history broke off (the broker lost messages, or the room's epoch
+    /// changed): `frame` is an unsolicited `joined` with `recovered:false` for every
+    /// local member, who go on from `(epoch, offset)`.
+    Reset {
         room: RoomName,
         frame: Bytes,
         epoch: Arc<str>,

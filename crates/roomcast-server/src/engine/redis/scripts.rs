@@ -1,0 +1,217 @@
+//! What the Redis engine keeps in Redis, and the scripts that change it.
+//!
+//! Every key of room `R` starts with `rc:{R}:`, so the hash tag `{R}` puts all of them in
+//! one slot (the same layout works on Redis Cluster):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `rc:{R}:meta` | hash | `epoch`, `top` (the last offset given) |
+//! | `rc:{R}:log` | stream | the history: entry id `OFFSET-0`, fields `t` (ms) and `j` (the `message` JSON) |
+//! | `rc:{R}:id:ID` | string | an idempotency key: the offset its first publish got |
+//! | `rc:{R}:pc` | hash | presence: `client\nnode` to how many memberships that node holds |
+//! | `rc:{R}:pe` | sorted set | presence: `client\nnode` scored by when it expires (ms) |
+//! | `rc:{R}:pt` | hash | presence: client to its memberships over every node |
+//! | `rc:{R}:pi` | hash | presence: client to its info (the first one given) |
+//! | `rc:{R}:mc` | hash | node to its members in the room (for `/api/rooms`) |
+//!
+//! The room's channel is `rc:{R}`. What goes on it is `m OFFSET EPOCH JSON` for a
+//! message, `p+CLIENT\nINFO` and `p-CLIENT` for presence.
+//!
+//! Times come from Redis (`TIME`), so every node's messages share one clock.
+
+/// The keys of one room.
+#[derive(Debug)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(room: &str) -> Self {
+        Self {
+            prefix: format!("rc:{{{room}}}:"),
+        }
+    }
+    pub(super) fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+    /// The room's pub/sub channel.
+    pub(super) fn channel(&self) -> String {
+        self.prefix.trim_end_matches(':').to_owned()
+    }
+}
+
+/// The room of a channel name (`rc:{R}`).
+pub(super) fn room_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("rc:{")?.strip_suffix('}')
+}
+
+/// Lua shared by the scripts: the time, the epoch (read or set), and the presence sweep.
+const COMMON: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The room's epoch; a room without one (new, or whose state expired) gets `fresh` and
+-- starts again at offset 0.
+local function epoch_of(meta, log, fresh)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = fresh
+    redis.call('DEL', log)
+    redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+  end
+  return epoch
+end
+-- Removes the presence entries whose node stopped refreshing them; a client whose last
+-- membership goes is told to the room as left.
+local function sweep(pc, pe, pt, pi, channel, now)
+  local gone = redis.call('ZRANGEBYSCORE', pe, '-inf', now)
+  for _, f in ipairs(gone) do
+    local n = tonumber(redis.call('HGET', pc, f) or '0')
+    redis.call('HDEL', pc, f)
+    redis.call('ZREM', pe, f)
+    local client = string.match(f, '^(.*)\n')
+    if client and redis.call('HINCRBY', pt, client, -n) <= 0 then
+      redis.call('HDEL', pt, client)
+      redis.call('HDEL', pi, client)
+      redis.call('PUBLISH', channel, 'p-' .. client)
+    end
+  end
+end
+"#;
+
+/// Publish. KEYS: meta, log, idempotency key (or meta when there is no id).
+/// ARGV: fresh epoch, JSON head (up to the epoch), JSON middle (after the offset, up to
+/// the ts), max messages, max age ms, id ttl ms, channel, has id (1/0), keep ms.
+/// Returns `{offset, epoch, duplicate}`.
+pub(super) const PUBLISH: &str = r#"
+local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[8] == '1' then
+  local seen = redis.call('GET', idem)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if seen and epoch then
+    return {tonumber(seen), epoch, 1}
+  end
+end
+local now = now_ms()
+local epoch = epoch_of(meta, log, ARGV[1])
+local offset = redis.call('HINCRBY', meta, 'top', 1)
+local json = ARGV[2] .. epoch .. '","offset":' .. offset .. ARGV[3] .. now .. '}'
+redis.call('XADD', log, 'MAXLEN', ARGV[4], offset .. '-0', 't', now, 'j', json)
+local age = tonumber(ARGV[5])
+if age > 0 then
+  local cutoff = now - age
+  local old = redis.call('XRANGE', log, '-', '+', 'COUNT', 64)
+  for _, e in ipairs(old) do
+    if tonumber(e[2][2]) < cutoff then redis.call('XDEL', log, e[1]) else break end
+  end
+end
+local keep = tonumber(ARGV[9])
+if keep > 0 then
+  redis.call('PEXPIRE', meta, keep)
+  redis.call('PEXPIRE', log, keep)
+end
+if ARGV[8] == '1' then
+  redis.call('SET', idem, offset, 'PX', ARGV[6])
+end
+redis.call('PUBLISH', ARGV[7], 'm' .. offset .. ' ' .. epoch .. ' ' .. json)
+return {offset, epoch, 0}
+"#;
+
+/// Join. KEYS: meta, log, pc, pe, pt, pi, mc.
+/// ARGV: fresh epoch, since epoch ('' for none), since offset, max entries, presence
+/// (1/0), client, node, info, presence ttl ms, channel.
+/// Returns `{epoch, top, entries}` (entries after `since`, when its epoch is the room's).
+pub(super) const JOIN: &str = r#"
+local meta, log, pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local epoch = epoch_of(meta, log, ARGV[1])
+local top = tonumber(redis.call('HGET', meta, 'top') or '0')
+local entries = {}
+local since = tonumber(ARGV[3])
+if ARGV[2] == epoch and since < top then
+  entries = redis.call('XRANGE', log, (since + 1) .. '-0', '+', 'COUNT', ARGV[4])
+end
+redis.call('HINCRBY', mc, ARGV[7], 1)
+if ARGV[5] == '1' then
+  local now = now_ms()
+  local f = ARGV[6] .. '\n' .. ARGV[7]
+  redis.call('HINCRBY', pc, f, 1)
+  redis.call('ZADD', pe, now + tonumber(ARGV[9]), f)
+  if redis.call('HINCRBY', pt, ARGV[6], 1) == 1 then
+    redis.call('HSET', pi, ARGV[6], ARGV[8])
+    redis.call('PUBLISH', ARGV[10], 'p+' .. ARGV[6] .. '\n' .. ARGV[8])
+  end
+end
+return {epoch, top, entries}
+"#;
+
+/// Leave. KEYS: pc, pe, pt, pi, mc. ARGV: client, node, presence (1/0), channel.
+pub(super) const LEAVE: &str = r#"
+local pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('HINCRBY', mc, ARGV[2], -1) <= 0 then redis.call('HDEL', mc, ARGV[2]) end
+if ARGV[3] == '1' then
+  local f = ARGV[1] .. '\n' .. ARGV[2]
+  if redis.call('HINCRBY', pc, f, -1) <= 0 then
+    redis.call('HDEL', pc, f)
+    redis.call('ZREM', pe, f)
+  end
+  if redis.call('HINCRBY', pt, ARGV[1], -1) <= 0 then
+    redis.call('HDEL', pt, ARGV[1])
+    redis.call('HDEL', pi, ARGV[1])
+    redis.call('PUBLISH', ARGV[4], 'p-' .. ARGV[1])
+  end
+end
+return 1
+"#;
+
+/// A room's periodic check by a node that has members there: refresh this node's
+/// presence, sweep what expired, keep the room's state alive, and read its top.
+/// KEYS: meta, log, pc, pe, pt, pi, mc. ARGV: node, presence ttl ms, channel, keep ms,
+/// this node's members in the room, then this node's visible clients.
+/// Returns `{epoch or '', top}`.
+pub(super) const TICK: &str = r#"
+local meta, log, pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local now = now_ms()
+local expiry = now + tonumber(ARGV[2])
+for i = 6, #ARGV do
+  redis.call('ZADD', pe, 'XX', expiry, ARGV[i] .. '\n' .. ARGV[1])
+end
+sweep(pc, pe, pt, pi, ARGV[3], now)
+redis.call('HSET', mc, ARGV[1], ARGV[5])
+local keep = tonumber(ARGV[4])
+if keep > 0 then
+  redis.call('PEXPIRE', meta, keep)
+  redis.call('PEXPIRE', log, keep)
+  redis.call('PEXPIRE', mc, keep)
+end
+local epoch = redis.call('HGET', meta, 'epoch') or ''
+return {epoch, tonumber(redis.call('HGET', meta, 'top') or '0')}
+"#;
+
+/// Read the history. KEYS: meta, log. ARGV: since epoch ('' for none), since offset,
+/// limit. Returns `{epoch or '', top, entries}`: after `since` in its epoch, else from the
+/// oldest retained.
+pub(super) const HISTORY: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {'', 0, {}} end
+local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
+local from = '-'
+if ARGV[1] == epoch then from = (tonumber(ARGV[2]) + 1) .. '-0' end
+return {epoch, top, redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', ARGV[3])}
+"#;
+
+/// Presence list. KEYS: pc, pe, pt, pi. ARGV: channel. Returns `[client, info, ...]`.
+pub(super) const PRESENCE: &str = r#"
+sweep(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], now_ms())
+return redis.call('HGETALL', KEYS[4])
+"#;
+
+/// A script's whole source: the common functions, then its body.
+pub(super) fn full(body: &str) -> String {
+    format!("{COMMON}{body}")
+}
+
+/// A script with the common functions in front.
+pub(super) fn script(body: &str) -> redis::Script {
+    redis::Script::new(&full(body))
+}

@@ -1,0 +1,449 @@
+//! Many nodes, one set of rooms: nodes sharing a real Redis (Debian's `redis-server`,
+//! started here on a free loopback port and stopped by its process id).
+//!
+//! Each test runs its own Redis and three in-process nodes; the members are real `/ws`
+//! clients and SSE streams. Counts are checked exactly: every acked message arrives once,
+//! in offset order, on every node.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, Sse, TestServer, within};
+use serde_json::{Value, json};
+
+/// A `redis-server` of our own, killed (by pid) when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    aof: bool,
+}
+
+impl Redis {
+    fn start(aof: bool) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("roomcast-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Self {
+            child: None,
+            port,
+            dir,
+            aof,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&self.dir);
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn node(redis: &Redis, name: &str) -> TestServer {
+    let url = redis.url();
+    let name = name.to_owned();
+    let server = common::start(move |c| {
+        c.broker.url = url;
+        c.server.node_id = name;
+        c.broker.presence_ttl_ms = 1500;
+    })
+    .await;
+    // Connected to Redis before the test goes on.
+    within("the node reaching Redis", Duration::from_secs(10), async {
+        loop {
+            let (_, _, body) =
+                common::exchange(common::http().get(format!("http://{}/healthz", server.addr)))
+                    .await;
+            if body == "ok\n" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    server
+}
+
+/// Reads `message` pushes until `n` arrived; returns `(offset, data)` in arrival order.
+async fn messages(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = c.next_of("message").await;
+        got.push((m["offset"].as_u64().unwrap(), m["data"].clone()));
+    }
+    got
+}
+
+/// Every offset from `first` on, once, in order; and each publisher's messages in the
+/// order it sent them, each once.
+fn check_exact(got: &[(u64, Value)], first: u64, publishers: usize, per: usize, who: &str) {
+    let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+    let want: Vec<u64> = (first..first + (publishers * per) as u64).collect();
+    assert_eq!(offsets, want, "{who}: offsets");
+    let mut next: HashMap<u64, u64> = HashMap::new();
+    for (_, d) in got {
+        let p = d["p"].as_u64().unwrap();
+        let i = d["i"].as_u64().unwrap();
+        let n = next.entry(p).or_default();
+        assert_eq!(i, *n, "{who}: publisher {p} out of order or repeated");
+        *n += 1;
+    }
+    assert!(next.values().all(|&n| n == per as u64), "{who}: {next:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_and_exactly_once_across_three_nodes() {
+    let redis = Redis::start(false);
+    let nodes = [
+        node(&redis, "n1").await,
+        node(&redis, "n2").await,
+        node(&redis, "n3").await,
+    ];
+    let mut members = Vec::new();
+    let mut epochs = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut c = Client::hello(n.addr, &format!("m{i}")).await;
+        let j = c.join("feed").await;
+        epochs.push(j["epoch"].clone());
+        members.push(c);
+    }
+    assert!(
+        epochs.iter().all(|e| *e == epochs[0]),
+        "one epoch on every node before the first message: {epochs:?}"
+    );
+    let mut sse = Sse::open(nodes[1].addr, "client=s&room=feed", None).await;
+    assert_eq!(sse.next_of("joined").await["epoch"], epochs[0]);
+
+    const PER: usize = 60;
+    let mut tasks = Vec::new();
+    for (p, n) in nodes.iter().enumerate() {
+        let addr: SocketAddr = n.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::hello(addr, &format!("pub{p}")).await;
+            c.join("feed").await;
+            let mut acked = Vec::new();
+            for i in 0..PER {
+                let a = c
+                    .request(json!({"type":"publish","room":"feed","data":{"p":p,"i":i},"id":format!("{p}-{i}")}))
+                    .await;
+                assert_eq!(a["type"], "ack", "{a}");
+                acked.push(a["offset"].as_u64().unwrap());
+            }
+            acked
+        }));
+    }
+    let mut all_acked = Vec::new();
+    for t in tasks {
+        all_acked.extend(
+            within("publishers", Duration::from_secs(60), t)
+                .await
+                .unwrap(),
+        );
+    }
+    all_acked.sort();
+    assert_eq!(
+        all_acked,
+        (1..=(3 * PER) as u64).collect::<Vec<_>>(),
+        "acks"
+    );
+    for (i, c) in members.iter_mut().enumerate() {
+        let got = messages(c, 3 * PER).await;
+        check_exact(&got, 1, 3, PER, &format!("member on node {i}"));
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 * PER {
+        let m = sse.next_of("message").await;
+        got.push((m["offset"].as_u64().unwrap(), m["data"].clone()));
+    }
+    check_exact(&got, 1, 3, PER, "SSE member");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_another_node_gets_the_first_offset_and_is_not_delivered_again() {
+    let redis = Redis::start(false);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut watcher = Client::hello(b.addr, "w").await;
+    watcher.join("r").await;
+    let mut p1 = Client::hello(a.addr, "p").await;
+    p1.join("r").await;
+    let first = p1
+        .request(json!({"type":"publish","room":"r","data":1,"id":"once"}))
+        .await;
+    let mut p2 = Client::hello(b.addr, "p").await;
+    p2.join("r").await;
+    let retry = p2
+        .request(json!({"type":"publish","room":"r","data":1,"id":"once"}))
+        .await;
+    assert_eq!(first["offset"], retry["offset"], "{first} {retry}");
+    let next = p2.publish("r", json!(2)).await;
+    assert_eq!(
+        next["offset"].as_u64(),
+        first["offset"].as_u64().map(|o| o + 1)
+    );
+    let got = messages(&mut watcher, 2).await;
+    assert_eq!(
+        got,
+        vec![(1, json!(1)), (2, json!(2))],
+        "delivered once each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_recovers_on_another_node_with_exactly_what_it_missed() {
+    let redis = Redis::start(false);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut p = Client::hello(a.addr, "p").await;
+    p.join("room").await;
+    let mut m = Client::hello(a.addr, "m").await;
+    let joined = m.join("room").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        p.publish("room", json!(i)).await;
+    }
+    let seen = messages(&mut m, 5).await;
+    drop(m);
+    for i in 5..12 {
+        p.publish("room", json!(i)).await;
+    }
+    let mut m = Client::hello(b.addr, "m").await;
+    let last = seen.last().unwrap().0;
+    let j = m
+        .request(json!({"type":"join","room":"room","since":{"epoch":epoch,"offset":last}}))
+        .await;
+    assert_eq!(j["recovered"], true, "{j}");
+    assert_eq!(j["offset"], 12, "{j}");
+    let missed = messages(&mut m, 7).await;
+    assert_eq!(
+        missed,
+        (6..=12).map(|o| (o, json!(o - 1))).collect::<Vec<_>>()
+    );
+    // Live ones follow, once.
+    p.publish("room", json!(12)).await;
+    assert_eq!(messages(&mut m, 1).await, vec![(13, json!(12))]);
+    // A position of another epoch cannot be recovered.
+    let mut other = Client::hello(b.addr, "o").await;
+    let j = other
+        .request(json!({"type":"join","room":"room","since":{"epoch":"nope","offset":3}}))
+        .await;
+    assert_eq!(j["recovered"], false, "{j}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_presence_are_the_clusters() {
+    let redis = Redis::start(false);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut ann = Client::hello(a.addr, "ann").await;
+    ann.request(json!({"type":"join","room":"h","presence":{"n":1}}))
+        .await;
+    let mut bob = Client::hello(b.addr, "bob").await;
+    bob.request(json!({"type":"join","room":"h","presence":{"n":2}}))
+        .await;
+    // The same client on two nodes is one member.
+    let mut ann2 = Client::hello(b.addr, "ann").await;
+    ann2.request(json!({"type":"join","room":"h","presence":{"n":1}}))
+        .await;
+    for i in 0..3 {
+        ann.publish("h", json!(i)).await;
+    }
+    let h = bob.request(json!({"type":"history","room":"h"})).await;
+    let offsets: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![1, 2, 3], "{h}");
+    let p = bob.request(json!({"type":"presence","room":"h"})).await;
+    let clients: Vec<&str> = p["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients, vec!["ann", "bob"], "{p}");
+    // ann leaves one node but is still on the other: still listed.
+    drop(ann);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = bob.request(json!({"type":"presence","room":"h"})).await;
+    assert_eq!(p["members"].as_array().unwrap().len(), 2, "{p}");
+    drop(ann2);
+    let diff = within("ann's left diff", Duration::from_secs(5), async {
+        loop {
+            let d = bob.next_of("presence_diff").await;
+            if d["left"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["client"] == "ann")
+            {
+                return d;
+            }
+        }
+    })
+    .await;
+    assert!(diff["left"].as_array().unwrap().len() == 1, "{diff}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanwhile() {
+    let mut redis = Redis::start(true);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut p = Client::hello(a.addr, "p").await;
+    let epoch = p.join("d").await["epoch"].as_str().unwrap().to_owned();
+    let mut m = Client::hello(b.addr, "m").await;
+    m.join("d").await;
+    for i in 0..10 {
+        p.publish("d", json!(i)).await;
+    }
+    assert_eq!(messages(&mut m, 10).await.last().unwrap().0, 10);
+    redis.kill();
+    // While Redis is down: a publish answers `unavailable`, never an ack (Redis cannot
+    // have stored it).
+    let r = p
+        .request(json!({"type":"publish","room":"d","data":"x","id":"during"}))
+        .await;
+    assert_eq!(r["type"], "error", "an ack while Redis was down: {r}");
+    assert_eq!(r["code"], "unavailable", "{r}");
+    let j = Client::hello(b.addr, "late")
+        .await
+        .request(json!({"type":"join","room":"d"}))
+        .await;
+    assert_eq!(j["code"], "unavailable", "{j}");
+    redis.spawn();
+    // Back within a few seconds; the room's epoch and messages are there.
+    let ack = within(
+        "publishing again after the restart",
+        Duration::from_secs(10),
+        async {
+            loop {
+                let r = p
+                    .request(json!({"type":"publish","room":"d","data":10,"id":"after"}))
+                    .await;
+                if r["type"] == "ack" {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+    assert_eq!(ack["offset"], 11, "{ack}");
+    // The member that stayed connected gets it, once, in order.
+    assert_eq!(messages(&mut m, 1).await, vec![(11, json!(10))]);
+    let mut r = Client::hello(b.addr, "r").await;
+    let j = r
+        .request(json!({"type":"join","room":"d","since":{"epoch":epoch,"offset":0}}))
+        .await;
+    assert_eq!(j["recovered"], true, "same epoch after an AOF restart: {j}");
+    assert_eq!(messages(&mut r, 11).await.len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_persistence_gives_a_new_epoch_never_a_silent_hole() {
+    let mut redis = Redis::start(false);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut p = Client::hello(a.addr, "p").await;
+    let epoch = p.join("e").await["epoch"].as_str().unwrap().to_owned();
+    let mut m = Client::hello(b.addr, "m").await;
+    m.join("e").await;
+    for i in 0..3 {
+        p.publish("e", json!(i)).await;
+    }
+    messages(&mut m, 3).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.spawn();
+    within(
+        "publishing again after the restart",
+        Duration::from_secs(10),
+        async {
+            loop {
+                let r = p
+                    .request(json!({"type":"publish","room":"e","data":"new"}))
+                    .await;
+                if r["type"] == "ack" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+    // The member is told its history broke off before it gets anything of the new epoch.
+    let reset = m.next_of("joined").await;
+    assert_eq!(reset["recovered"], false, "{reset}");
+    assert_ne!(reset["epoch"], epoch, "{reset}");
+    let next = m.next_of("message").await;
+    assert_eq!(next["epoch"], reset["epoch"], "{next}");
+    // A recovery from the old epoch says so.
+    let mut r = Client::hello(b.addr, "r").await;
+    let j = r
+        .request(json!({"type":"join","room":"e","since":{"epoch":epoch,"offset":3}}))
+        .await;
+    assert_eq!(j["recovered"], false, "{j}");
+}
