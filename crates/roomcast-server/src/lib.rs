@@ -5,8 +5,10 @@
 //!
 //! - [`hub`]: rooms without I/O (names, bounded history, presence, a room's state);
 //! - [`protocol`]: the `/ws` JSON protocol, parsing and serialization;
-//! - `worker`: one thread per core, each owning its connections and the rooms whose home
-//!   it is, talking to the others through FIFO inboxes;
+//! - `engine`: where rooms live (in memory, or in Redis shared by many nodes), behind
+//!   one seam;
+//! - `worker`: one thread per core, each owning its connections, HTTP members and local
+//!   rooms, talking to the engine and the other workers through FIFO inboxes;
 //! - `conn`: a connection from its first request head to its close;
 //! - `http`: what hyper serves: health, Server-Sent Events, long-polling, commands over
 //!   POST, and the server HTTP API under `/api`.
@@ -20,6 +22,7 @@ mod engine;
 mod error;
 mod http;
 pub mod hub;
+mod member;
 mod prefixed;
 pub mod protocol;
 mod server;

@@ -124,19 +124,24 @@ impl Server {
             }
             draining.set_draining();
         });
+        let node = worker::Node {
+            shared: shared.clone(),
+            mesh,
+            engine,
+            serve: crate::conn::accept::serve,
+        };
         let mut threads = Vec::new();
         for (i, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
             threads.push(worker::spawn(
                 i,
                 listener,
-                shared.clone(),
-                mesh.clone(),
-                engine.clone(),
+                node.clone(),
                 inbox,
                 stop.subscribe(),
             )?);
         }
-        drop((mesh, engine));
+        // The workers hold the only handles to the engine and the inboxes now.
+        drop(node);
         for t in threads {
             let _ = t.join();
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::http::member::HttpMember;
+use crate::member::HttpMember;
 use crate::stats::Stats;
 
 /// What every worker shares.

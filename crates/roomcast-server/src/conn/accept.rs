@@ -12,7 +12,7 @@ use roomcast_ws::handshake::{
     Accept, RequestError, encode_response, parse_request, validate_request,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use super::run::{self, Endpoint};
@@ -54,7 +54,29 @@ enum Route {
     Http,
 }
 
-pub(crate) async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
+/// Accepts on a worker's listener until the worker stops, each connection on a task of its
+/// own.
+pub(crate) fn serve(
+    worker: Rc<Worker>,
+    listener: TcpListener,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    tokio::task::spawn_local(handle(worker.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors or memory: back off instead of spinning.
+                    tracing::warn!(worker = worker.index, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+}
+
+async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let config = &worker.shared.config;
     let mut buf = BytesMut::with_capacity(1024);

@@ -5,8 +5,8 @@ use std::rc::Rc;
 use roomcast_ws::frame::encode_shared;
 use roomcast_ws::{FrameHeader, Message, OpCode};
 
-use super::Conn;
 use crate::protocol::RoomName;
+use crate::worker::Conn;
 use crate::worker::Worker;
 
 pub(super) fn handle(

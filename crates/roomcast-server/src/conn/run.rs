@@ -9,8 +9,9 @@ use roomcast_ws::{Message, State};
 use tokio::io::Interest;
 use tokio::time::Instant;
 
-use super::{Conn, raw, ws};
+use super::{raw, ws};
 use crate::protocol::RoomName;
+use crate::worker::Conn;
 use crate::worker::{SCRATCH_SIZE, Worker};
 
 /// Reads of at least this many bytes that start a frame are handed to the connection
@@ -214,4 +215,46 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one idle connection costs in memory, beyond the kernel: its shared state and
+    /// its task's future. Printed with `--nocapture`. The promise is the documented ~1.5 KiB
+    /// per idle member (docs/performance.md, measured by `roomcast bench connect`); the exact
+    /// sizes move with the compiler, so the test holds their sum to a budget under it, not
+    /// to today's byte counts.
+    #[tokio::test]
+    async fn idle_connection_footprint() {
+        let shared =
+            std::sync::Arc::new(crate::shared::Shared::for_tests(crate::Config::default()));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let worker = std::rc::Rc::new(Worker::new(
+            0,
+            shared,
+            vec![tx].into(),
+            crate::engine::Engine::Memory,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let conn = worker.register(server, bytes::BytesMut::new());
+        let conn_size = std::mem::size_of::<Conn>();
+        let fut = run(worker.clone(), conn.clone(), Endpoint::Ws);
+        let fut_size = std::mem::size_of_val(&fut);
+        println!(
+            "Conn: {conn_size} bytes, run future: {fut_size} bytes, Connection: {} bytes",
+            std::mem::size_of::<roomcast_ws::Connection>()
+        );
+        assert!(
+            conn_size + fut_size <= 1024,
+            "an idle connection's state grew to {conn_size} + {fut_size} bytes, \
+             most of the documented ~1.5 KiB per idle member"
+        );
+        drop((fut, client));
+    }
 }

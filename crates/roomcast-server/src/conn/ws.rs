@@ -6,10 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use roomcast_ws::Message;
 
-use super::{Conn, Kind};
 use crate::engine::HomeMsg;
 use crate::protocol::{ErrorCode, Request, parse, reply};
 use crate::worker::Worker;
+use crate::worker::{Conn, Kind};
 
 pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
     let text = match msg {

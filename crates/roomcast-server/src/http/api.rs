@@ -26,9 +26,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::member::frame_json;
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
 use crate::engine::{ConnKey, HomeMsg, LocalMsg};
+use crate::member::frame_json;
 use crate::protocol::RoomName;
 use crate::protocol::{self, ErrorCode, SincePos, reply};
 use crate::worker::Worker;

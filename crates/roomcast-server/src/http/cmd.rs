@@ -15,9 +15,9 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::member::frame_json;
 use super::{Body, error, json_response, param, query, read_body, status};
 use crate::engine::LocalMsg;
+use crate::member::frame_json;
 use crate::protocol::{ErrorCode, reply};
 use crate::worker::Worker;
 

@@ -12,7 +12,6 @@
 
 mod api;
 mod cmd;
-pub(crate) mod member;
 mod poll;
 mod sse;
 
@@ -37,8 +36,8 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use self::member::{EventKind, HttpKind, HttpMember, Positions};
 use crate::echo;
+use crate::member::{self, EventKind, HttpKind, HttpMember, Positions};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, reply};
 use crate::worker::Worker;

@@ -16,8 +16,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 
-use super::member::{Cursor, HttpKind, HttpMember};
 use super::{Body, error, json_response, open_session, param, query};
+use crate::member::{Cursor, HttpKind, HttpMember};
 use crate::protocol::ErrorCode;
 use crate::worker::Worker;
 

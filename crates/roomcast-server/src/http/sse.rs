@@ -22,8 +22,8 @@ use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
 use tokio::time::Interval;
 
-use super::member::{Event, EventKind, HttpKind, HttpMember, Positions};
 use super::{Body, HttpError, open_session, param, query};
+use crate::member::{Event, EventKind, HttpKind, HttpMember, Positions};
 use crate::worker::Worker;
 
 /// Events put in one chunk of the response, at most.

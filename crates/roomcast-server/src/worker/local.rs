@@ -10,9 +10,9 @@ use slab::Slab;
 use tokio::sync::{Notify, oneshot};
 
 use super::Worker;
-use crate::conn::{Conn, Kind, Membership};
+use super::{Conn, Kind, Membership};
 use crate::engine::{Addr, ConnKey, HomeMsg, LocalMsg};
-use crate::http::member::{EventKind, HttpMember, HttpRoom, frame_json};
+use crate::member::{EventKind, HttpMember, HttpRoom, frame_json};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, Request, SincePos, parse, reply};
 use crate::stats::Stats;

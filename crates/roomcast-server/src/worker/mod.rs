@@ -14,6 +14,7 @@
 //! so messages published close together leave together.
 
 mod local;
+mod socket;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -30,10 +31,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use self::local::LocalRoom;
-use crate::conn::{self, Conn, Kind};
+pub(crate) use self::socket::{Conn, Kind, Membership};
 use crate::engine::memory::Homes;
 use crate::engine::{Addr, ConnKey, Engine, HomeMsg, LocalMsg, Mesh, WorkerMsg};
-use crate::http::member::{HttpKind, HttpMember};
+use crate::member::{HttpKind, HttpMember};
 use crate::protocol::RoomName;
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -42,6 +43,11 @@ use crate::stats::Stats;
 pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
 /// Requests one connection may have waiting at home workers before its reads pause.
 pub(crate) const MAX_INFLIGHT: u32 = 1024;
+
+/// What serves a worker's listener: accepts, and runs each connection (the node passes
+/// `crate::conn::accept::serve`, so the worker never names the connection drivers).
+pub(crate) type Serve =
+    fn(Rc<Worker>, TcpListener) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// One worker's state. Lives in an `Rc` on its thread.
 pub(crate) struct Worker {
@@ -79,16 +85,29 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// What the node gives every worker.
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub shared: Arc<Shared>,
+    pub mesh: Mesh,
+    pub engine: Engine,
+    pub serve: Serve,
+}
+
 /// Starts worker `index` on its own thread.
 pub(crate) fn spawn(
     index: usize,
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
-    mesh: Mesh,
-    engine: Engine,
+    node: Node,
     inbox: mpsc::UnboundedReceiver<WorkerMsg>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let Node {
+        shared,
+        mesh,
+        engine,
+        serve,
+    } = node;
     std::thread::Builder::new().name(format!("roomcast-w{index}")).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -101,7 +120,7 @@ pub(crate) fn spawn(
                 Err(e) => return tracing::error!(worker = index, error = %e, "cannot register the listener"),
             };
             let worker = Rc::new(Worker::new(index, shared, mesh, engine));
-            worker.run(listener, inbox, stop).await;
+            worker.run(listener, serve, inbox, stop).await;
         });
     })
 }
@@ -130,6 +149,7 @@ impl Worker {
     async fn run(
         self: &Rc<Self>,
         listener: TcpListener,
+        serve: Serve,
         inbox: mpsc::UnboundedReceiver<WorkerMsg>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -137,7 +157,7 @@ impl Worker {
         tokio::task::spawn_local(self.clone().flusher());
         tokio::task::spawn_local(self.clone().sweeper());
         tokio::task::spawn_local(self.clone().presence_batcher());
-        let acceptor = tokio::task::spawn_local(self.clone().accept(listener));
+        let acceptor = tokio::task::spawn_local(serve(self.clone(), listener));
         let _ = stop.wait_for(|s| *s).await;
         self.drain().await;
         // Newcomers still get their 503 until the whole node has drained (bounded, in case
@@ -145,21 +165,6 @@ impl Worker {
         let drain = Duration::from_millis(self.shared.config.server.drain_timeout_ms);
         let _ = tokio::time::timeout(drain, self.shared.drained()).await;
         acceptor.abort();
-    }
-
-    async fn accept(self: Rc<Self>, listener: TcpListener) {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    tokio::task::spawn_local(conn::accept::handle(self.clone(), stream, peer));
-                }
-                Err(e) => {
-                    // Out of file descriptors or memory: back off instead of spinning.
-                    tracing::warn!(worker = self.index, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
     }
 
     async fn inbox(self: Rc<Self>, mut inbox: mpsc::UnboundedReceiver<WorkerMsg>) {
@@ -545,10 +550,7 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use std::rc::Rc;
-
     use super::*;
-    use crate::conn::run::{Endpoint, run};
 
     /// A pending HTTP request's key names it only until it is answered or cancelled.
     #[tokio::test]
@@ -566,36 +568,5 @@ mod tests {
         let waiting = worker.take_pending(new).expect("the new request waits");
         waiting.send(Bytes::from_static(b"r")).unwrap();
         assert_eq!(&new_rx.try_recv().unwrap()[..], b"r");
-    }
-
-    /// What one idle connection costs in memory, beyond the kernel: its shared state and
-    /// its task's future. Printed with `--nocapture`. The promise is the documented ~1.5 KiB
-    /// per idle member (docs/performance.md, measured by `roomcast bench connect`); the exact
-    /// sizes move with the compiler, so the test holds their sum to a budget under it, not
-    /// to today's byte counts.
-    #[tokio::test]
-    async fn idle_connection_footprint() {
-        let shared = Arc::new(Shared::for_tests(crate::Config::default()));
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let worker = Rc::new(Worker::new(0, shared, vec![tx].into(), Engine::Memory));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let conn = worker.register(server, bytes::BytesMut::new());
-        let conn_size = std::mem::size_of::<Conn>();
-        let fut = run(worker.clone(), conn.clone(), Endpoint::Ws);
-        let fut_size = std::mem::size_of_val(&fut);
-        println!(
-            "Conn: {conn_size} bytes, run future: {fut_size} bytes, Connection: {} bytes",
-            std::mem::size_of::<roomcast_ws::Connection>()
-        );
-        assert!(
-            conn_size + fut_size <= 1024,
-            "an idle connection's state grew to {conn_size} + {fut_size} bytes, \
-             most of the documented ~1.5 KiB per idle member"
-        );
-        drop((fut, client));
     }
 }

@@ -1,0 +1,388 @@
+//! A room connection as its worker holds it: the socket, the protocol state whose outbox
+//! is the send queue, the session, and the writes. The worker's fan-out queues frames
+//! here and its flusher writes them; the connection's task (`crate::conn`) reads.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::{Bytes, BytesMut};
+use roomcast_ws::{CloseCode, CloseFrame, Connection, State};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{MAX_INFLIGHT, Worker};
+use crate::engine::ConnKey;
+use crate::protocol::RoomName;
+use crate::stats::Stats;
+
+/// A ping with no payload, queued as is to every connection due one.
+const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
+/// Buffers per vectored write.
+const MAX_IOV: usize = 64;
+/// Outbox slots a connection keeps between writes (see `flush` and `release_idle`).
+const BUSY_SLOTS: usize = 64;
+/// Queued frames totalling at most this many bytes are copied into one buffer for a
+/// plain write rather than handed to `writev` (see `flush`).
+const GATHER_MAX: usize = 16 * 1024;
+
+thread_local! {
+    /// Each worker thread's buffer for gathering small frames before a write.
+    static GATHER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(GATHER_MAX));
+}
+
+/// The total length of `slices` when it is small enough to gather into one buffer.
+fn gather_len(slices: &[IoSlice<'_>]) -> Option<usize> {
+    let len = slices.iter().map(|s| s.len()).sum();
+    (len <= GATHER_MAX).then_some(len)
+}
+
+/// Which room namespace a membership is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    /// `/ws` rooms: history, offsets, presence.
+    Ws,
+    /// `/rooms/{room}` raw rooms: bytes in, bytes out.
+    Raw,
+}
+
+/// One room a connection is in (or is joining).
+#[derive(Debug)]
+pub(crate) struct Membership {
+    pub room: RoomName,
+    pub kind: Kind,
+    /// Which join this is (a reply to an older one is ignored).
+    pub seq: u32,
+    /// The member's slot in the worker's local room; `None` while the join is pending.
+    pub slot: Option<usize>,
+    /// Visible and receiving presence diffs.
+    pub presence: bool,
+}
+
+/// What the connection's own task needs beyond the socket.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    /// The client id, once `hello` was received.
+    pub client: Option<Arc<str>>,
+    pub rooms: Vec<Membership>,
+    pub next_seq: u32,
+}
+
+/// A room connection (`/ws` or `/rooms/...`), shared by its task and its worker: the task
+/// reads and answers; the worker's fan-out queues frames into the same outbox and its
+/// flusher writes them. Everything is single-threaded (`Rc`, `Cell`, `RefCell`), and no
+/// borrow is held across an `.await`.
+pub(crate) struct Conn {
+    pub key: ConnKey,
+    pub io: TcpStream,
+    /// The protocol state, whose outbox is the connection's send queue.
+    pub ws: RefCell<Connection>,
+    /// Received bytes not yet decoded (empty, and without capacity, when idle).
+    pub rbuf: RefCell<BytesMut>,
+    pub session: RefCell<Session>,
+    /// Queued in the worker's dirty list, waiting for the flusher.
+    pub dirty: Cell<bool>,
+    /// Its task is handling input and writes what is queued right after: nothing queued
+    /// meanwhile needs the flusher.
+    pub busy: Cell<bool>,
+    /// The last write would have blocked: the task waits for the socket to drain.
+    pub want_write: Cell<bool>,
+    /// The socket failed or was closed; nothing more is written.
+    pub dead: Cell<bool>,
+    /// Requests sent to home workers and not yet answered.
+    inflight: Cell<u32>,
+    /// Bytes of a recovery backlog still queued: history the node holds anyway, not
+    /// counted against `max_queued_bytes` until written.
+    exempt: Cell<usize>,
+    pub last_rx: Cell<Instant>,
+    pub last_message: Cell<Instant>,
+    pub ping_sent: Cell<Option<Instant>>,
+    /// When a close we started must be over (enforced by the worker's sweeper).
+    pub close_deadline: Cell<Option<Instant>>,
+    /// The worker changed something the task must act on.
+    signalled: Cell<bool>,
+    /// The task's waker while it waits (no future or timer is kept per connection).
+    waker: Cell<Option<Waker>>,
+}
+
+/// Whether queueing `len` more bytes behind `queued` passes `max_queued_bytes`. A frame
+/// larger than the bound is let through when nothing waits: the bound is on a backlog,
+/// and a message the limits accept must be deliverable.
+fn over_bound(queued: usize, len: usize, worker: &Worker) -> bool {
+    queued > 0 && queued + len > worker.shared.config.websocket.max_queued_bytes
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("key", &self.key)
+            .field("state", &self.ws.borrow().state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(key: ConnKey, io: TcpStream, ws: Connection, rbuf: BytesMut) -> Self {
+        let now = Instant::now();
+        Self {
+            key,
+            io,
+            ws: RefCell::new(ws),
+            rbuf: RefCell::new(rbuf),
+            session: RefCell::new(Session::default()),
+            dirty: Cell::new(false),
+            busy: Cell::new(false),
+            want_write: Cell::new(false),
+            dead: Cell::new(false),
+            inflight: Cell::new(0),
+            exempt: Cell::new(0),
+            last_rx: Cell::new(now),
+            last_message: Cell::new(now),
+            ping_sent: Cell::new(None),
+            close_deadline: Cell::new(None),
+            signalled: Cell::new(false),
+            waker: Cell::new(None),
+        }
+    }
+
+    /// Has the connection's task look at its state again.
+    pub(crate) fn wake(&self) {
+        self.signalled.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// A request went to a home worker; at `MAX_INFLIGHT` the task stops reading.
+    pub(crate) fn asked(&self) {
+        self.inflight.set(self.inflight.get() + 1);
+    }
+
+    /// Whether fewer than `MAX_INFLIGHT` requests wait, so the task may read more.
+    pub(crate) fn may_read(&self) -> bool {
+        self.inflight.get() < MAX_INFLIGHT
+    }
+
+    /// A home worker answered a request. Whatever the answer, a task that stopped
+    /// reading at `MAX_INFLIGHT` is woken to read again.
+    pub(crate) fn answered(&self) {
+        let before = self.inflight.get();
+        self.inflight.set(before.saturating_sub(1));
+        if before >= MAX_INFLIGHT {
+            self.wake();
+        }
+    }
+
+    /// For the task: whether it was signalled since it last looked (and clears it).
+    pub(crate) fn take_signal(&self) -> bool {
+        self.signalled.replace(false)
+    }
+
+    /// For the task: remembers how to wake it.
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        match self.waker.take() {
+            Some(w) if w.will_wake(waker) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(waker.clone())),
+        }
+    }
+
+    /// Whether frames may still be queued.
+    pub(crate) fn is_open(&self) -> bool {
+        !self.dead.get() && self.ws.borrow().state() == State::Open
+    }
+
+    /// Queues a frame for this connection and has it written soon. A connection whose
+    /// queue would pass `max_queued_bytes` is closed with 4008 instead: it cannot keep up,
+    /// and nobody else waits for it.
+    pub(crate) fn push(self: &Rc<Self>, worker: &Worker, frame: Bytes) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open || self.dead.get() {
+                return;
+            }
+            let out = ws.outbox();
+            if over_bound(
+                out.len_bytes().saturating_sub(self.exempt.get()),
+                frame.len(),
+                worker,
+            ) {
+                drop(ws);
+                return self.slow_consumer(worker);
+            }
+            out.push(frame);
+        }
+        worker.mark_dirty(self);
+    }
+
+    /// Sends a message of our own (the echo endpoint), within the same bound as `push`.
+    pub(crate) fn reply(self: &Rc<Self>, worker: &Worker, msg: roomcast_ws::Message) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open || self.dead.get() {
+                return;
+            }
+            let queued = ws.outbox().len_bytes().saturating_sub(self.exempt.get());
+            if over_bound(queued, msg.payload().len(), worker) {
+                drop(ws);
+                return self.slow_consumer(worker);
+            }
+            let _ = ws.send(msg);
+        }
+        worker.mark_dirty(self);
+    }
+
+    /// Queues missed messages for a recovering member: they do not count against the
+    /// slow-consumer bound until written (the client is catching up, not falling behind).
+    pub(crate) fn push_backlog(self: &Rc<Self>, worker: &Worker, frames: Vec<Bytes>) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open || self.dead.get() {
+                return;
+            }
+            let out = ws.outbox();
+            for frame in frames {
+                self.exempt.set(self.exempt.get() + frame.len());
+                out.push(frame);
+            }
+        }
+        worker.mark_dirty(self);
+    }
+
+    fn slow_consumer(self: &Rc<Self>, worker: &Worker) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            let queued = ws.outbox().len_bytes();
+            ws.outbox().clear_unstarted();
+            ws.abort(CloseFrame::new(
+                CloseCode(4008),
+                "slow consumer: the outbound queue overflowed",
+            ));
+            tracing::warn!(conn = ?self.key, queued, "closing a slow consumer (4008)");
+        }
+        Stats::add(&worker.shared.stats.slow_consumer_closes, 1);
+        self.close_deadline
+            .set(Some(Instant::now() + worker.close_timeout()));
+        worker.mark_dirty(self);
+        self.wake();
+    }
+
+    /// Starts the closing handshake from our side (drain, idle, heartbeat).
+    pub(crate) fn close(
+        self: &Rc<Self>,
+        worker: &Worker,
+        code: CloseCode,
+        reason: &str,
+        abort: bool,
+    ) {
+        {
+            let mut ws = self.ws.borrow_mut();
+            if ws.state() != State::Open {
+                return;
+            }
+            let frame = CloseFrame::new(code, reason);
+            if abort {
+                ws.abort(frame);
+            } else {
+                let _ = ws.close(Some(frame));
+            }
+        }
+        self.close_deadline
+            .set(Some(Instant::now() + worker.close_timeout()));
+        worker.mark_dirty(self);
+        self.wake();
+    }
+
+    /// Queues a ping when one is due, or reports that the last one went unanswered.
+    pub(crate) fn heartbeat(self: &Rc<Self>, worker: &Worker, now: Instant) -> bool {
+        let hb = &worker.shared.config.websocket;
+        if hb.heartbeat_interval_ms == 0 || !self.is_open() {
+            return true;
+        }
+        match self.ping_sent.get() {
+            Some(sent) if now.duration_since(sent).as_millis() as u64 > hb.heartbeat_timeout_ms => {
+                false
+            }
+            Some(_) => true,
+            None => {
+                let quiet = now.duration_since(self.last_rx.get()).as_millis() as u64;
+                if quiet >= hb.heartbeat_interval_ms {
+                    self.ws.borrow_mut().outbox().push(PING);
+                    self.ping_sent.set(Some(now));
+                    worker.mark_dirty(self);
+                }
+                true
+            }
+        }
+    }
+
+    /// Writes as much of the outbox as the socket takes now. Returns an error only when
+    /// the socket failed; a full socket sets `want_write` and wakes the task to wait.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        if self.dead.get() {
+            return Ok(());
+        }
+        let mut ws = self.ws.borrow_mut();
+        let out = ws.outbox();
+        while !out.is_empty() {
+            let written = match out.len() {
+                // One buffer: a plain write is cheaper than writev.
+                1 => out.front().map_or(Ok(0), |b| self.io.try_write(b)),
+                _ => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let n = out.io_slices(&mut slices);
+                    match gather_len(&slices[..n]) {
+                        // Small frames: one copy into a contiguous buffer and a plain
+                        // write cost less than the kernel's walk over as many iovecs.
+                        Some(len) => GATHER.with_borrow_mut(|buf| {
+                            buf.clear();
+                            buf.reserve(len);
+                            for slice in &slices[..n] {
+                                buf.extend_from_slice(slice);
+                            }
+                            self.io.try_write(buf)
+                        }),
+                        None => self.io.try_write_vectored(&slices[..n]),
+                    }
+                }
+            };
+            match written {
+                Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    out.advance(n);
+                    self.exempt.set(self.exempt.get().saturating_sub(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.want_write.replace(true) {
+                        self.wake();
+                    }
+                    return Ok(());
+                }
+                Err(e) => return self.failed(e),
+            }
+        }
+        // A connection that just took a burst will likely take another: keep the slots
+        // (growing them again costs allocations per batch); the sweeper frees them once
+        // the connection is idle.
+        out.shrink_to(BUSY_SLOTS);
+        self.want_write.set(false);
+        Ok(())
+    }
+
+    /// Frees the outbox's slots when nothing is queued (called by the sweeper, so a
+    /// connection that went quiet owns no queue memory).
+    pub(crate) fn release_idle(&self) {
+        if !self.dirty.get()
+            && let Ok(mut ws) = self.ws.try_borrow_mut()
+        {
+            ws.outbox().shrink_to(0);
+        }
+    }
+
+    fn failed(&self, e: io::Error) -> io::Result<()> {
+        self.dead.set(true);
+        self.wake();
+        Err(e)
+    }
+}
