@@ -99,7 +99,6 @@ impl Server {
                 let settings = crate::engine::redis::Settings {
                     url: url.to_owned(),
                     node: Arc::from(shared.node_id.as_str()),
-                    workers: listeners.len(),
                     history: shared.config.history(),
                     presence_ttl_ms: shared.config.broker.presence_ttl_ms,
                     presence_batch_ms: shared.config.rooms.presence_batch_ms,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use roomcast_ws::Message;
 
-use crate::engine::HomeMsg;
+use crate::engine::{HomeMsg, Publish};
 use crate::protocol::{ErrorCode, Request, parse, reply};
 use crate::worker::Worker;
 use crate::worker::{Conn, Kind};
@@ -97,7 +97,7 @@ pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
                     &format!("data is {} bytes, the limit is {max}", data.get().len()),
                 );
             }
-            let msg = HomeMsg::Publish {
+            let msg = HomeMsg::Publish(Publish {
                 room: room.clone(),
                 conn: conn.key,
                 from: client,
@@ -105,7 +105,7 @@ pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
                 id: id.map(|i| i.as_ref().into()),
                 reference,
                 create: false,
-            };
+            });
             worker.ask_home(conn, &room, msg);
         }
         Request::Presence { room } => {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{HomeMsg, LocalMsg, RoomInfo};
+use super::{HomeMsg, Join, LocalMsg, Publish, RoomInfo};
 use crate::hub::{HistoryLimits, Room};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, reply};
@@ -43,7 +43,7 @@ impl Homes {
     /// Handles one request; what it decides for workers goes to `out`.
     pub(crate) fn handle(&mut self, msg: HomeMsg, stats: &Stats, out: &mut Out) {
         match msg {
-            HomeMsg::Join {
+            HomeMsg::Join(Join {
                 room,
                 conn,
                 seq,
@@ -52,7 +52,7 @@ impl Homes {
                 since,
                 reference,
                 notify,
-            } => {
+            }) => {
                 let (workers, limits) = (self.workers, self.limits);
                 let state = self
                     .rooms
@@ -99,7 +99,7 @@ impl Homes {
                     }
                 }
             }
-            HomeMsg::Publish {
+            HomeMsg::Publish(Publish {
                 room,
                 conn,
                 from,
@@ -107,7 +107,7 @@ impl Homes {
                 id,
                 reference,
                 create,
-            } => {
+            }) => {
                 let target = usize::from(conn.worker);
                 if create && !self.rooms.contains_key(&room) {
                     let state = new_room(room.clone(), self.workers, self.limits);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-pub(crate) use msg::{Addr, ConnKey, HomeMsg, LocalMsg, RoomInfo, WorkerMsg};
+pub(crate) use msg::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Publish, RoomInfo, WorkerMsg};
 
 use crate::protocol::RoomName;
 

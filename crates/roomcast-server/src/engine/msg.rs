@@ -77,36 +77,48 @@ pub(crate) struct RoomInfo {
     pub visible: usize,
 }
 
-/// A request to a room's home worker.
+/// A member joins a room.
+#[derive(Debug)]
+pub(crate) struct Join {
+    pub room: RoomName,
+    pub conn: ConnKey,
+    /// Which of the member's joins this is (the worker ignores answers to older ones).
+    pub seq: u32,
+    pub client: Arc<str>,
+    /// Visible with this info, and receiving presence diffs.
+    pub presence: Option<Bytes>,
+    pub since: Option<SincePos>,
+    pub reference: Option<u64>,
+    /// Also send the `joined` reply here (an HTTP request that asked for the join).
+    pub notify: Option<ConnKey>,
+}
+
+/// A message for a room.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub room: RoomName,
+    /// Where the ack goes.
+    pub conn: ConnKey,
+    pub from: Arc<str>,
+    pub data: Bytes,
+    /// The idempotency key.
+    pub id: Option<Box<str>>,
+    pub reference: Option<u64>,
+    /// Create the room if it has no state (the HTTP API publishes without joining).
+    pub create: bool,
+}
+
+/// A request to a room's engine.
 #[derive(Debug)]
 pub(crate) enum HomeMsg {
-    Join {
-        room: RoomName,
-        conn: ConnKey,
-        seq: u32,
-        client: Arc<str>,
-        presence: Option<Bytes>,
-        since: Option<SincePos>,
-        reference: Option<u64>,
-        /// Also send the `joined` reply here (an HTTP request that asked for the join).
-        notify: Option<ConnKey>,
-    },
+    Join(Join),
     Leave {
         room: RoomName,
         worker: u16,
         client: Arc<str>,
         presence: bool,
     },
-    Publish {
-        room: RoomName,
-        conn: ConnKey,
-        from: Arc<str>,
-        data: Bytes,
-        id: Option<Box<str>>,
-        reference: Option<u64>,
-        /// Create the room if it has no state (the HTTP API publishes without joining).
-        create: bool,
-    },
+    Publish(Publish),
     Presence {
         room: RoomName,
         conn: ConnKey,
@@ -126,7 +138,10 @@ pub(crate) enum HomeMsg {
         done: oneshot::Sender<()>,
     },
     /// A worker's last member of a raw room left.
-    RawUnsubscribe { room: RoomName, worker: u16 },
+    RawUnsubscribe {
+        room: RoomName,
+        worker: u16,
+    },
     /// A raw message, already delivered on `origin`, for the other workers.
     RawPublish {
         room: RoomName,

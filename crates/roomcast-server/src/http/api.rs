@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
-use crate::engine::{ConnKey, HomeMsg, LocalMsg};
+use crate::engine::{ConnKey, HomeMsg, LocalMsg, Publish};
 use crate::member::frame_json;
 use crate::protocol::RoomName;
 use crate::protocol::{self, ErrorCode, SincePos, reply};
@@ -260,14 +260,16 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
             from.clone(),
             data.clone(),
         );
-        let reply = ask(&worker, &room, |conn| HomeMsg::Publish {
-            room: room.clone(),
-            conn,
-            from,
-            data,
-            id,
-            reference: None,
-            create: true,
+        let reply = ask(&worker, &room, |conn| {
+            HomeMsg::Publish(Publish {
+                room: room.clone(),
+                conn,
+                from,
+                data,
+                id,
+                reference: None,
+                create: true,
+            })
         })
         .await;
         let Some(frame) = reply else {

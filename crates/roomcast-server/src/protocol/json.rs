@@ -34,6 +34,11 @@ impl JsonFrame {
         self
     }
 
+    /// The JSON written so far, to append to.
+    pub fn json_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
     /// Appends a number.
     pub fn number(&mut self, n: u64) -> &mut Self {
         let mut b = itoa::Buffer::new();

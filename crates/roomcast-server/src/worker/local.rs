@@ -11,7 +11,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::Worker;
 use super::{Conn, Kind, Membership};
-use crate::engine::{Addr, ConnKey, HomeMsg, LocalMsg};
+use crate::engine::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Publish};
 use crate::member::{EventKind, HttpMember, HttpRoom, frame_json};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, Request, SincePos, parse, reply};
@@ -338,7 +338,7 @@ impl Worker {
             seq
         };
         conn.asked();
-        let msg = HomeMsg::Join {
+        let msg = HomeMsg::Join(Join {
             room: room.clone(),
             conn: conn.key,
             seq,
@@ -347,7 +347,7 @@ impl Worker {
             since,
             reference,
             notify: None,
-        };
+        });
         self.to_home(&room, msg);
     }
 
@@ -519,7 +519,7 @@ impl Worker {
             seq
         };
         let client = member.client.clone();
-        let msg = HomeMsg::Join {
+        let msg = HomeMsg::Join(Join {
             room: room.clone(),
             conn: member.key,
             seq,
@@ -528,7 +528,7 @@ impl Worker {
             since,
             reference,
             notify,
-        };
+        });
         self.to_home(&room, msg);
     }
 
@@ -615,7 +615,7 @@ impl Worker {
                     );
                 }
                 let data = Bytes::copy_from_slice(data.get().as_bytes());
-                let msg = HomeMsg::Publish {
+                let msg = HomeMsg::Publish(Publish {
                     room: room.clone(),
                     conn: notify,
                     from: member.client.clone(),
@@ -623,7 +623,7 @@ impl Worker {
                     id: id.map(|i| i.as_ref().into()),
                     reference,
                     create: false,
-                };
+                });
                 self.to_home(&room, msg);
             }
             Request::Presence { room } => self.to_home(

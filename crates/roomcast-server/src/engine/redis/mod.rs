@@ -29,7 +29,7 @@
 
 mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use self::scripts::Keys;
-use super::{ConnKey, HomeMsg, LocalMsg, Mesh, WorkerMsg};
+use super::{ConnKey, HomeMsg, Join, LocalMsg, Mesh, Publish, WorkerMsg};
 use crate::hub::{HistoryLimits, Subs};
 use crate::protocol::{ErrorCode, JsonFrame, RoomName, SincePos, reply};
 use crate::stats::Stats;
@@ -52,7 +52,6 @@ use crate::stats::Stats;
 pub(crate) struct Settings {
     pub url: String,
     pub node: Arc<str>,
-    pub workers: usize,
     pub history: HistoryLimits,
     pub presence_ttl_ms: u64,
     pub presence_batch_ms: u64,
@@ -111,6 +110,7 @@ pub(crate) fn start(
                     incarnations: 0,
                     scripts: Scripts::new(),
                     started_ms: crate::now_ms(),
+                    presence_dirty: Vec::new(),
                     settings,
                     mesh,
                     stats,
@@ -125,6 +125,7 @@ pub(crate) fn start(
     Ok((handle, thread))
 }
 
+/// The scripts, by their hashes, and their sources (loaded on every new connection).
 struct Scripts {
     publish: redis::Script,
     join: redis::Script,
@@ -132,17 +133,30 @@ struct Scripts {
     tick: redis::Script,
     history: redis::Script,
     presence: redis::Script,
+    sources: std::rc::Rc<[String]>,
 }
 
 impl Scripts {
     fn new() -> Self {
+        let bodies = [
+            scripts::PUBLISH,
+            scripts::JOIN,
+            scripts::LEAVE,
+            scripts::TICK,
+            scripts::HISTORY,
+            scripts::PRESENCE,
+        ];
+        let sources = bodies.map(scripts::full);
+        let [publish, join, leave, tick, history, presence] =
+            sources.each_ref().map(|s| redis::Script::new(s));
         Self {
-            publish: scripts::script(scripts::PUBLISH),
-            join: scripts::script(scripts::JOIN),
-            leave: scripts::script(scripts::LEAVE),
-            tick: scripts::script(scripts::TICK),
-            history: scripts::script(scripts::HISTORY),
-            presence: scripts::script(scripts::PRESENCE),
+            publish,
+            join,
+            leave,
+            tick,
+            history,
+            presence,
+            sources: sources.into(),
         }
     }
 }
@@ -170,20 +184,7 @@ enum Event {
     Down(u64),
     Done(u64, Vec<Then>, redis::RedisResult<Vec<Value>>),
     Subscribed(u64, Vec<RoomName>, bool),
-    Live(u64, String, Vec<u8>),
-}
-
-/// A join waiting for its answer.
-#[derive(Debug)]
-struct JoinReq {
-    room: RoomName,
-    conn: ConnKey,
-    seq: u32,
-    client: Arc<str>,
-    presence: Option<Bytes>,
-    since: Option<SincePos>,
-    reference: Option<u64>,
-    notify: Option<ConnKey>,
+    Live(u64, String, Bytes),
 }
 
 /// What to do with a command's reply.
@@ -193,9 +194,9 @@ enum Then {
         conn: ConnKey,
         reference: Option<u64>,
     },
-    Join(JoinReq, u64),
+    Join(Join, u64),
     /// A read for a join whose node was behind it (no side effects).
-    JoinRead(JoinReq, u64),
+    JoinRead(Join, u64),
     Fill(RoomName, u64),
     Tick(RoomName, u64),
     History {
@@ -239,9 +240,9 @@ struct RoomState {
     last: u64,
     /// Reads out for this room: live messages wait while there are any.
     busy: u32,
-    held: Vec<Live>,
+    held: VecDeque<Live>,
     /// Joins waiting for the subscription.
-    joins: Vec<JoinReq>,
+    joins: Vec<Join>,
     /// Acks waiting for their message to be delivered here: (offset, worker, conn,
     /// frame, deadline).
     acks: Vec<(u64, ConnKey, Bytes, Instant)>,
@@ -252,6 +253,24 @@ struct RoomState {
 }
 
 impl RoomState {
+    fn new(incarnation: u64, workers: usize) -> Self {
+        Self {
+            incarnation,
+            subs: vec![Subs::default(); workers],
+            clients: HashMap::new(),
+            sub: Sub::No,
+            epoch: None,
+            last: 0,
+            busy: 0,
+            held: VecDeque::new(),
+            joins: Vec::new(),
+            acks: Vec::new(),
+            diff_joined: Vec::new(),
+            diff_left: Vec::new(),
+            want_fill: false,
+        }
+    }
+
     fn members(&self) -> u32 {
         self.subs.iter().map(|s| s.members).sum()
     }
@@ -274,6 +293,8 @@ struct Broker {
     incarnations: u64,
     scripts: Scripts,
     started_ms: u64,
+    /// Rooms with a presence diff gathering, each once.
+    presence_dirty: Vec<RoomName>,
 }
 
 const RECONNECT_EVERY: Duration = Duration::from_millis(250);
@@ -371,17 +392,7 @@ impl Broker {
         let generation = self.generation;
         let client = self.client.clone();
         let events = self.events.clone();
-        let sources: Vec<String> = [
-            scripts::PUBLISH,
-            scripts::JOIN,
-            scripts::LEAVE,
-            scripts::TICK,
-            scripts::HISTORY,
-            scripts::PRESENCE,
-        ]
-        .iter()
-        .map(|b| scripts::full(b))
-        .collect();
+        let sources = self.scripts.sources.clone();
         tokio::task::spawn_local(async move {
             loop {
                 match open(&client, &sources, generation, &events).await {
@@ -524,7 +535,7 @@ impl Broker {
         let joins = std::mem::take(&mut r.joins);
         let catch_up = r.epoch.is_some();
         if catch_up {
-            self.fill(&name);
+            self.fill(&name, false);
         }
         for j in joins {
             self.send_join(j);
@@ -562,43 +573,14 @@ impl Broker {
 
     fn request(&mut self, msg: HomeMsg) {
         match msg {
-            HomeMsg::Join {
-                room,
-                conn,
-                seq,
-                client,
-                presence,
-                since,
-                reference,
-                notify,
-            } => {
-                let req = JoinReq {
-                    room,
-                    conn,
-                    seq,
-                    client,
-                    presence,
-                    since,
-                    reference,
-                    notify,
-                };
-                self.join(req);
-            }
+            HomeMsg::Join(join) => self.join(join),
             HomeMsg::Leave {
                 room,
                 worker,
                 client,
                 presence,
             } => self.leave(room, usize::from(worker), client, presence),
-            HomeMsg::Publish {
-                room,
-                conn,
-                from,
-                data,
-                id,
-                reference,
-                create: _,
-            } => self.publish(room, conn, &from, &data, id.as_deref(), reference),
+            HomeMsg::Publish(publish) => self.publish(publish),
             HomeMsg::Presence {
                 room,
                 conn,
@@ -608,9 +590,8 @@ impl Broker {
                     return self.unavailable(conn, reference);
                 }
                 let k = Keys::new(room.as_str());
-                let keys = [k.key("pc"), k.key("pe"), k.key("pt"), k.key("pi")];
                 let channel = k.channel();
-                let cmd = eval(&self.scripts.presence, &keys, &[channel.as_bytes()]);
+                let cmd = eval(&self.scripts.presence, &k.all(), &[channel.as_bytes()]);
                 self.enqueue(
                     cmd,
                     Then::Presence {
@@ -662,8 +643,7 @@ impl Broker {
     }
 
     fn history_cmd(&self, room: &RoomName, since: Option<&SincePos>, limit: usize) -> Cmd {
-        let k = Keys::new(room.as_str());
-        let keys = [k.key("meta"), k.key("log")];
+        let keys = Keys::new(room.as_str()).all();
         let (epoch, offset) = since.map_or(("", 0), |s| (s.epoch.as_str(), s.offset));
         let offset = offset.to_string();
         let limit = limit.to_string();
@@ -674,37 +654,22 @@ impl Broker {
         )
     }
 
-    fn publish(
-        &mut self,
-        room: RoomName,
-        conn: ConnKey,
-        from: &str,
-        data: &[u8],
-        id: Option<&str>,
-        reference: Option<u64>,
-    ) {
+    fn publish(&mut self, p: Publish) {
         if self.link.is_none() {
-            return self.unavailable(conn, reference);
+            return self.unavailable(p.conn, p.reference);
         }
-        let k = Keys::new(room.as_str());
-        let idem = match id {
+        let k = Keys::new(p.room.as_str());
+        let idem = match &p.id {
             Some(id) => k.key(&format!("id:{id}")),
             None => k.key("meta"),
         };
         let keys = [k.key("meta"), k.key("log"), idem];
-        let mut head = JsonFrame::with_capacity(64);
-        head.raw(b"{\"type\":\"message\",\"room\":")
-            .string(room.as_str())
-            .raw(b",\"epoch\":\"");
-        let mut mid = JsonFrame::with_capacity(64 + data.len());
-        mid.raw(b",\"from\":")
-            .string(from)
-            .raw(b",\"data\":")
-            .raw(data)
-            .raw(b",\"ts\":");
-        let (head, at) = head.finish();
-        let (mid, mid_at) = mid.finish();
+        let mut head = Vec::with_capacity(64);
+        reply::message_head(&mut head, &p.room);
+        let mut tail = Vec::with_capacity(64 + p.data.len());
+        reply::message_tail(&mut tail, &p.from, &p.data);
         let limits = self.settings.history;
+        // Used only by the publish that creates the room's state.
         let fresh = crate::random_id(8);
         let max = limits.max_messages.to_string();
         let age = limits.max_age_ms.to_string();
@@ -716,24 +681,22 @@ impl Broker {
             &keys,
             &[
                 fresh.as_bytes(),
-                &head[usize::from(at)..],
-                &mid[usize::from(mid_at)..],
+                &head,
+                &tail,
                 max.as_bytes(),
                 age.as_bytes(),
                 id_ttl.as_bytes(),
                 channel.as_bytes(),
-                if id.is_some() { b"1" } else { b"0" },
+                if p.id.is_some() { b"1" } else { b"0" },
                 keep.as_bytes(),
             ],
         );
-        self.enqueue(
-            cmd,
-            Then::Publish {
-                room,
-                conn,
-                reference,
-            },
-        );
+        let then = Then::Publish {
+            room: p.room,
+            conn: p.conn,
+            reference: p.reference,
+        };
+        self.enqueue(cmd, then);
     }
 
     /// How long a room's state outlives its last publish or check: its history's age
@@ -745,35 +708,20 @@ impl Broker {
         }
     }
 
-    fn join(&mut self, req: JoinReq) {
+    fn join(&mut self, req: Join) {
         if self.link.is_none() {
             // Not counted yet: nothing to take back.
             return self.refuse_join(req);
         }
-        let workers = self.settings.workers;
-        let incarnation = self.incarnations + 1;
-        let r = self
-            .rooms
-            .entry(req.room.clone())
-            .or_insert_with(|| RoomState {
-                incarnation,
-                subs: vec![Subs::default(); workers],
-                clients: HashMap::new(),
-                sub: Sub::No,
-                epoch: None,
-                last: 0,
-                busy: 0,
-                held: Vec::new(),
-                joins: Vec::new(),
-                acks: Vec::new(),
-                diff_joined: Vec::new(),
-                diff_left: Vec::new(),
-                want_fill: false,
-            });
-        if r.incarnation == incarnation {
-            self.incarnations = incarnation;
+        if !self.rooms.contains_key(&req.room) {
+            self.incarnations += 1;
+            let state = RoomState::new(self.incarnations, self.mesh.len());
+            self.rooms.insert(req.room.clone(), state);
         }
-        let w = usize::from(req.conn.worker).min(workers.saturating_sub(1));
+        let Some(r) = self.rooms.get_mut(&req.room) else {
+            return;
+        };
+        let w = usize::from(req.conn.worker).min(r.subs.len() - 1);
         r.subs[w].members += 1;
         if req.presence.is_some() {
             r.subs[w].presence += 1;
@@ -791,22 +739,14 @@ impl Broker {
         }
     }
 
-    fn send_join(&mut self, req: JoinReq) {
+    fn send_join(&mut self, req: Join) {
         let Some(r) = self.rooms.get_mut(&req.room) else {
             return self.refuse_join(req);
         };
         r.busy += 1;
         let incarnation = r.incarnation;
         let k = Keys::new(req.room.as_str());
-        let keys = [
-            k.key("meta"),
-            k.key("log"),
-            k.key("pc"),
-            k.key("pe"),
-            k.key("pt"),
-            k.key("pi"),
-            k.key("mc"),
-        ];
+        let keys = k.all();
         let fresh = crate::random_id(8);
         let (since_epoch, since_offset) = req
             .since
@@ -838,7 +778,7 @@ impl Broker {
 
     /// A join that cannot be done: the worker forgets the membership and the member
     /// gets `unavailable`.
-    fn join_failed(&mut self, req: JoinReq) {
+    fn join_failed(&mut self, req: Join) {
         self.forget_member(
             &req.room,
             usize::from(req.conn.worker),
@@ -849,7 +789,7 @@ impl Broker {
     }
 
     /// Tells the worker a join is refused (the member is not, or no longer, counted).
-    fn refuse_join(&mut self, req: JoinReq) {
+    fn refuse_join(&mut self, req: Join) {
         let frame = reply::error(
             req.reference,
             ErrorCode::Unavailable,
@@ -900,13 +840,7 @@ impl Broker {
             return;
         }
         let k = Keys::new(room.as_str());
-        let keys = [
-            k.key("pc"),
-            k.key("pe"),
-            k.key("pt"),
-            k.key("pi"),
-            k.key("mc"),
-        ];
+        let keys = k.all();
         let channel = k.channel();
         let cmd = eval(
             &self.scripts.leave,
@@ -921,15 +855,16 @@ impl Broker {
         self.enqueue(cmd, Then::Nothing);
     }
 
-    /// Reads a room from the node's position on, to fill a gap or catch up.
-    fn fill(&mut self, name: &RoomName) {
+    /// Reads a room from the node's position on, to fill a gap or catch up: once the
+    /// reads out for it are back, or at once with `now` (the pipeline keeps the order).
+    fn fill(&mut self, name: &RoomName, now: bool) {
         let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
         if r.sub != Sub::Yes {
             return;
         }
-        if r.busy > 0 {
+        if r.busy > 0 && !now {
             r.want_fill = true;
             return;
         }
@@ -1004,7 +939,7 @@ impl Broker {
                     None => false,
                 };
                 if behind {
-                    self.fill(&name);
+                    self.fill(&name, false);
                 }
             }
             Then::History {
@@ -1067,7 +1002,7 @@ impl Broker {
             .collect()
     }
 
-    fn joined(&mut self, req: JoinReq, incarnation: u64, read: Option<Read>) {
+    fn joined(&mut self, req: Join, incarnation: u64, read: Option<Read>) {
         let Some(r) = self
             .rooms
             .get_mut(&req.room)
@@ -1077,11 +1012,11 @@ impl Broker {
             return;
         };
         r.busy = r.busy.saturating_sub(1);
+        let name = req.room.clone();
         let Some(read) = read else {
             self.join_failed(req);
-            return self.release(incarnation);
+            return self.release(&name);
         };
-        let name = req.room.clone();
         let epoch: Arc<str> = Arc::from(read.epoch.as_str());
         match &r.epoch {
             None => {
@@ -1113,7 +1048,7 @@ impl Broker {
                 req.since.as_ref(),
                 self.settings.history.max_messages,
             );
-            self.fill_now(&name);
+            self.fill(&name, true);
             self.enqueue(cmd, Then::JoinRead(req, incarnation));
             return;
         }
@@ -1154,7 +1089,7 @@ impl Broker {
         self.to_worker(
             usize::from(req.conn.worker),
             LocalMsg::Joined {
-                room: name,
+                room: name.clone(),
                 conn: req.conn,
                 seq: req.seq,
                 reply: frame,
@@ -1164,28 +1099,13 @@ impl Broker {
                 notify: req.notify,
             },
         );
-        self.release(incarnation);
+        self.release(&name);
     }
 
     fn want_fill(&mut self, name: &RoomName) {
         if let Some(r) = self.rooms.get_mut(name) {
             r.want_fill = true;
         }
-    }
-
-    /// A fill sent even though reads are out (their order in the pipeline is kept).
-    fn fill_now(&mut self, name: &RoomName) {
-        let Some(r) = self.rooms.get_mut(name) else {
-            return;
-        };
-        r.busy += 1;
-        let incarnation = r.incarnation;
-        let since = r.epoch.as_ref().map(|e| SincePos {
-            epoch: e.to_string(),
-            offset: r.last,
-        });
-        let cmd = self.history_cmd(name, since.as_ref(), self.settings.history.max_messages);
-        self.enqueue(cmd, Then::Fill(name.clone(), incarnation));
     }
 
     fn filled(&mut self, name: &RoomName, incarnation: u64, read: Option<Read>) {
@@ -1204,7 +1124,7 @@ impl Broker {
         let epoch: Arc<str> = Arc::from(read.epoch.as_str());
         if read.epoch.is_empty() {
             // The room's state is gone from Redis (expired, or Redis lost it).
-            return self.release(incarnation);
+            return self.release(name);
         }
         let entries = self.fresh_entries(read.entries);
         let Some(r) = self.rooms.get_mut(name) else {
@@ -1238,7 +1158,7 @@ impl Broker {
         if self.rooms.get(name).is_some_and(|r| read.top > r.last) {
             self.want_fill(name);
         }
-        self.release(incarnation);
+        self.release(name);
     }
 
     /// Tells a room's members that its history broke off: an unsolicited `joined`
@@ -1249,31 +1169,18 @@ impl Broker {
         };
         tracing::warn!(room = %name, epoch = %epoch, offset, "room history broke off; members told");
         let frame = reply::joined(None, name, epoch, offset, Some(false));
-        for (w, s) in r.subs.iter().enumerate() {
-            if s.members > 0 {
-                self.to_worker(
-                    w,
-                    LocalMsg::Reset {
-                        room: name.clone(),
-                        frame: frame.clone(),
-                        epoch: epoch.clone(),
-                        offset,
-                    },
-                );
-            }
-        }
+        to_members(&self.mesh, &r.subs, false, || LocalMsg::Reset {
+            room: name.clone(),
+            frame: frame.clone(),
+            epoch: epoch.clone(),
+            offset,
+        });
     }
 
     /// Lets held live messages through once no read is out.
-    fn release(&mut self, incarnation: u64) {
-        let name = self
-            .rooms
-            .iter()
-            .find(|(_, r)| r.incarnation == incarnation)
-            .map(|(n, _)| n.clone());
-        let Some(name) = name else { return };
+    fn release(&mut self, name: &RoomName) {
         loop {
-            let Some(r) = self.rooms.get_mut(&name) else {
+            let Some(r) = self.rooms.get_mut(name) else {
                 return;
             };
             if r.busy > 0 {
@@ -1281,25 +1188,24 @@ impl Broker {
             }
             if r.want_fill {
                 r.want_fill = false;
-                self.fill(&name);
+                self.fill(name, false);
                 return;
             }
-            if r.held.is_empty() {
+            let Some(live) = r.held.pop_front() else {
                 return;
-            }
-            let live = r.held.remove(0);
-            self.message(&name, live);
+            };
+            self.message(name, live);
         }
     }
 
-    fn live(&mut self, channel: &str, payload: Vec<u8>) {
+    fn live(&mut self, channel: &str, payload: Bytes) {
         let Some(name) = scripts::room_of_channel(channel).and_then(|r| RoomName::new(r).ok())
         else {
             return;
         };
         match payload.first() {
             Some(b'm') => {
-                let Some(live) = parse_live(&payload[1..]) else {
+                let Some(live) = parse_live(payload.slice(1..)) else {
                     return;
                 };
                 self.message(&name, live);
@@ -1315,7 +1221,7 @@ impl Broker {
             return;
         };
         if r.busy > 0 || r.epoch.is_none() || r.sub != Sub::Yes {
-            r.held.push(live);
+            r.held.push_back(live);
             return;
         }
         let same_epoch = r.epoch.as_deref() == Some(&*live.epoch);
@@ -1327,8 +1233,8 @@ impl Broker {
             return self.deliver(name, live.offset, &epoch, live.json);
         }
         // A gap, or a new epoch: read the stream before anything later goes out.
-        r.held.push(live);
-        self.fill(name);
+        r.held.push_back(live);
+        self.fill(name, false);
     }
 
     fn deliver(&mut self, name: &RoomName, offset: u64, epoch: &Arc<str>, json: Bytes) {
@@ -1337,18 +1243,12 @@ impl Broker {
         };
         r.last = offset;
         let frame = frame_of(&json);
-        for (w, s) in r.subs.iter().enumerate() {
-            if s.members > 0
-                && let Some(tx) = self.mesh.get(w)
-            {
-                let _ = tx.send(WorkerMsg::Local(LocalMsg::Deliver {
-                    room: name.clone(),
-                    frame: frame.clone(),
-                    epoch: epoch.clone(),
-                    offset,
-                }));
-            }
-        }
+        to_members(&self.mesh, &r.subs, false, || LocalMsg::Deliver {
+            room: name.clone(),
+            frame: frame.clone(),
+            epoch: epoch.clone(),
+            offset,
+        });
         if r.acks.iter().any(|a| a.0 <= offset) {
             let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut r.acks)
                 .into_iter()
@@ -1364,6 +1264,9 @@ impl Broker {
         let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
+        if r.diff_joined.is_empty() && r.diff_left.is_empty() {
+            self.presence_dirty.push(name.clone());
+        }
         let text = String::from_utf8_lossy(body);
         if let Some(rest) = text.strip_prefix('+') {
             let (client, info) = rest.split_once('\n').unwrap_or((rest, "{}"));
@@ -1382,24 +1285,22 @@ impl Broker {
         }
     }
 
+    /// Sends the presence diffs gathered since the last batch.
     fn presence_diffs(&mut self) {
-        for (name, r) in self.rooms.iter_mut() {
-            if r.diff_joined.is_empty() && r.diff_left.is_empty() {
+        for name in std::mem::take(&mut self.presence_dirty) {
+            let Some(r) = self.rooms.get_mut(&name) else {
                 continue;
-            }
+            };
             let joined = std::mem::take(&mut r.diff_joined);
             let left = std::mem::take(&mut r.diff_left);
-            let frame = reply::presence_diff(name, &joined, &left);
-            for (w, s) in r.subs.iter().enumerate() {
-                if s.presence > 0
-                    && let Some(tx) = self.mesh.get(w)
-                {
-                    let _ = tx.send(WorkerMsg::Local(LocalMsg::PresenceDiff {
-                        room: name.clone(),
-                        frame: frame.clone(),
-                    }));
-                }
+            if joined.is_empty() && left.is_empty() {
+                continue; // a join and a leave in one batch cancel out
             }
+            let frame = reply::presence_diff(&name, &joined, &left);
+            to_members(&self.mesh, &r.subs, true, || LocalMsg::PresenceDiff {
+                room: name.clone(),
+                frame: frame.clone(),
+            });
         }
     }
 
@@ -1420,7 +1321,7 @@ impl Broker {
             for (_, conn, frame, _) in acks {
                 self.reply(conn, frame);
             }
-            self.fill(&name);
+            self.fill(&name, false);
         }
         if self.link.is_none() {
             return;
@@ -1436,15 +1337,7 @@ impl Broker {
                 continue;
             };
             let k = Keys::new(name.as_str());
-            let keys = [
-                k.key("meta"),
-                k.key("log"),
-                k.key("pc"),
-                k.key("pe"),
-                k.key("pt"),
-                k.key("pi"),
-                k.key("mc"),
-            ];
+            let keys = k.all();
             let ttl = self.settings.presence_ttl_ms.to_string();
             let keep = self.keep_ms().to_string();
             let members = r.members().to_string();
@@ -1486,6 +1379,19 @@ impl Broker {
     }
 }
 
+/// Sends what `make` builds to every worker with members in the room (with presence
+/// ones, when `presence_only`).
+fn to_members(mesh: &Mesh, subs: &[Subs], presence_only: bool, make: impl Fn() -> LocalMsg) {
+    for (w, s) in subs.iter().enumerate() {
+        let wanted = if presence_only { s.presence } else { s.members };
+        if wanted > 0
+            && let Some(tx) = mesh.get(w)
+        {
+            let _ = tx.send(WorkerMsg::Local(make()));
+        }
+    }
+}
+
 /// Opens both connections and loads the scripts.
 async fn open(
     client: &redis::Client,
@@ -1516,7 +1422,7 @@ async fn open(
     tokio::task::spawn_local(async move {
         while let Some(msg) = stream.next().await {
             let channel = msg.get_channel_name().to_owned();
-            let payload = msg.get_payload_bytes().to_vec();
+            let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
             if events
                 .send(Event::Live(generation, channel, payload))
                 .is_err()
@@ -1625,15 +1531,15 @@ fn parse_entry(v: Value) -> Option<(u64, u64, Bytes)> {
 }
 
 /// `OFFSET EPOCH JSON` of a live message.
-fn parse_live(body: &[u8]) -> Option<Live> {
+fn parse_live(body: Bytes) -> Option<Live> {
     let space = body.iter().position(|&b| b == b' ')?;
     let offset = std::str::from_utf8(&body[..space]).ok()?.parse().ok()?;
-    let rest = &body[space + 1..];
+    let rest = body.slice(space + 1..);
     let space = rest.iter().position(|&b| b == b' ')?;
     let epoch = std::str::from_utf8(&rest[..space]).ok()?;
     Some(Live {
         offset,
         epoch: Arc::from(epoch),
-        json: Bytes::copy_from_slice(&rest[space + 1..]),
+        json: rest.slice(space + 1..),
     })
 }

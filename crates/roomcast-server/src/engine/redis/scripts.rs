@@ -34,6 +34,10 @@ impl Keys {
     pub(super) fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
+    /// The keys every room script but publish takes, in the order [`ROOM_KEYS`] names them.
+    pub(super) fn all(&self) -> [String; 7] {
+        ["meta", "log", "pc", "pe", "pt", "pi", "mc"].map(|k| self.key(k))
+    }
     /// The room's pub/sub channel.
     pub(super) fn channel(&self) -> String {
         self.prefix.trim_end_matches(':').to_owned()
@@ -80,7 +84,13 @@ local function sweep(pc, pe, pt, pi, channel, now)
 end
 "#;
 
-/// Publish. KEYS: meta, log, idempotency key (or meta when there is no id).
+/// The names of [`Keys::all`], in front of every script that takes them.
+const ROOM_KEYS: &str = r#"
+local meta, log, pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+"#;
+
+/// Publish (the hot path: three keys only). KEYS: meta, log, idempotency key (or meta
+/// when there is no id).
 /// ARGV: fresh epoch, JSON head (up to the epoch), JSON middle (after the offset, up to
 /// the ts), max messages, max age ms, id ttl ms, channel, has id (1/0), keep ms.
 /// Returns `{offset, epoch, duplicate}`.
@@ -118,12 +128,11 @@ redis.call('PUBLISH', ARGV[7], 'm' .. offset .. ' ' .. epoch .. ' ' .. json)
 return {offset, epoch, 0}
 "#;
 
-/// Join. KEYS: meta, log, pc, pe, pt, pi, mc.
+/// Join. KEYS: [`Keys::all`].
 /// ARGV: fresh epoch, since epoch ('' for none), since offset, max entries, presence
 /// (1/0), client, node, info, presence ttl ms, channel.
 /// Returns `{epoch, top, entries}` (entries after `since`, when its epoch is the room's).
 pub(super) const JOIN: &str = r#"
-local meta, log, pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local epoch = epoch_of(meta, log, ARGV[1])
 local top = tonumber(redis.call('HGET', meta, 'top') or '0')
 local entries = {}
@@ -145,9 +154,8 @@ end
 return {epoch, top, entries}
 "#;
 
-/// Leave. KEYS: pc, pe, pt, pi, mc. ARGV: client, node, presence (1/0), channel.
+/// Leave. KEYS: [`Keys::all`]. ARGV: client, node, presence (1/0), channel.
 pub(super) const LEAVE: &str = r#"
-local pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('HINCRBY', mc, ARGV[2], -1) <= 0 then redis.call('HDEL', mc, ARGV[2]) end
 if ARGV[3] == '1' then
   local f = ARGV[1] .. '\n' .. ARGV[2]
@@ -166,11 +174,10 @@ return 1
 
 /// A room's periodic check by a node that has members there: refresh this node's
 /// presence, sweep what expired, keep the room's state alive, and read its top.
-/// KEYS: meta, log, pc, pe, pt, pi, mc. ARGV: node, presence ttl ms, channel, keep ms,
+/// KEYS: [`Keys::all`]. ARGV: node, presence ttl ms, channel, keep ms,
 /// this node's members in the room, then this node's visible clients.
 /// Returns `{epoch or '', top}`.
 pub(super) const TICK: &str = r#"
-local meta, log, pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local now = now_ms()
 local expiry = now + tonumber(ARGV[2])
 for i = 6, #ARGV do
@@ -188,30 +195,30 @@ local epoch = redis.call('HGET', meta, 'epoch') or ''
 return {epoch, tonumber(redis.call('HGET', meta, 'top') or '0')}
 "#;
 
-/// Read the history. KEYS: meta, log. ARGV: since epoch ('' for none), since offset,
+/// Read the history. KEYS: [`Keys::all`]. ARGV: since epoch ('' for none), since offset,
 /// limit. Returns `{epoch or '', top, entries}`: after `since` in its epoch, else from the
 /// oldest retained.
 pub(super) const HISTORY: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then return {'', 0, {}} end
-local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
+local top = tonumber(redis.call('HGET', meta, 'top') or '0')
 local from = '-'
 if ARGV[1] == epoch then from = (tonumber(ARGV[2]) + 1) .. '-0' end
-return {epoch, top, redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', ARGV[3])}
+return {epoch, top, redis.call('XRANGE', log, from, '+', 'COUNT', ARGV[3])}
 "#;
 
-/// Presence list. KEYS: pc, pe, pt, pi. ARGV: channel. Returns `[client, info, ...]`.
+/// Presence list. KEYS: [`Keys::all`]. ARGV: channel. Returns `[client, info, ...]`.
 pub(super) const PRESENCE: &str = r#"
-sweep(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], now_ms())
-return redis.call('HGETALL', KEYS[4])
+sweep(pc, pe, pt, pi, ARGV[1], now_ms())
+return redis.call('HGETALL', pi)
 "#;
 
-/// A script's whole source: the common functions, then its body.
+/// A script's whole source: the common functions, the key names unless it is `PUBLISH`,
+/// then its body.
 pub(super) fn full(body: &str) -> String {
-    format!("{COMMON}{body}")
-}
-
-/// A script with the common functions in front.
-pub(super) fn script(body: &str) -> redis::Script {
-    redis::Script::new(&full(body))
+    if body == PUBLISH {
+        format!("{COMMON}{body}")
+    } else {
+        format!("{COMMON}{ROOM_KEYS}{body}")
+    }
 }
