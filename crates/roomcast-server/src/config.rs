@@ -227,6 +227,9 @@ impl Config {
                 "must be positive when heartbeats are on",
             );
         }
+        if self.rooms.history_max_age_ms == 0 {
+            return bad("rooms.history_max_age_ms", "must be positive");
+        }
         if self.rooms.history_max_messages == 0 {
             return bad("rooms.history_max_messages", "must be at least 1");
         }

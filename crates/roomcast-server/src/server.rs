@@ -19,6 +19,8 @@ pub struct Server {
     listeners: Vec<std::net::TcpListener>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    /// The broker's client, when `broker.url` names one (opened, and so checked, at bind).
+    broker: Option<redis::Client>,
 }
 
 /// Stops a running [`Server`] from elsewhere (a signal handler, a test).
@@ -38,10 +40,12 @@ impl Server {
     /// Binds one listening socket per worker on the configured address (with
     /// `SO_REUSEPORT`, so the kernel spreads new connections over the workers).
     pub fn bind(config: Config) -> Result<Self, ServerError> {
-        if !config.broker.url.is_empty() {
-            redis::Client::open(config.broker.url.as_str())
-                .map_err(|e| ServerError::Broker(format!("{}: {e}", config.broker.url)))?;
-        }
+        let broker = match config.broker.url.as_str() {
+            "" => None,
+            url => Some(
+                redis::Client::open(url).map_err(|e| ServerError::Broker(format!("{url}: {e}")))?,
+            ),
+        };
         let workers = config.worker_count();
         let mut addr = config.server.listen;
         let mut listeners = Vec::with_capacity(workers);
@@ -55,11 +59,13 @@ impl Server {
             "" => format!("node-{}", crate::random_id(4)),
             id => id.to_owned(),
         };
-        let shared = Arc::new(Shared::new(config, node_id, workers));
+        let address = addr.to_string();
+        let shared = Arc::new(Shared::new(config, node_id, address, workers));
         Ok(Self {
             listeners,
             shared,
             stop: watch::Sender::new(false),
+            broker,
         })
     }
 
@@ -88,25 +94,30 @@ impl Server {
             listeners,
             shared,
             stop,
+            broker,
         } = self;
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
             .map(|_| mpsc::unbounded_channel())
             .unzip();
         let mesh: Mesh = senders.into();
-        let (engine, broker) = match shared.config.broker.url.as_str() {
-            "" => (Engine::Memory, None),
-            url => {
+        let (engine, broker) = match broker {
+            None => (Engine::Memory, None),
+            Some(client) => {
                 let settings = crate::engine::redis::Settings {
-                    url: url.to_owned(),
+                    url: shared.config.broker.url.clone(),
                     node: Arc::from(shared.node_id.as_str()),
+                    address: shared.address.clone(),
                     history: shared.config.history(),
                     presence_ttl_ms: shared.config.broker.presence_ttl_ms,
                     presence_batch_ms: shared.config.rooms.presence_batch_ms,
                     node_ttl_ms: shared.config.broker.node_ttl_ms,
                 };
-                let (handle, thread) =
-                    crate::engine::redis::start(settings, mesh.clone(), shared.stats.clone())
-                        .map_err(|e| ServerError::Broker(e.to_string()))?;
+                let (handle, thread) = crate::engine::redis::start(
+                    settings,
+                    client,
+                    mesh.clone(),
+                    shared.stats.clone(),
+                )?;
                 (Engine::Redis(handle), Some(thread))
             }
         };

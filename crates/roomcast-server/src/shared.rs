@@ -18,6 +18,10 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     /// The name sent in `welcome`.
     pub node_id: String,
+    /// The address the node listens on.
+    pub address: String,
+    /// When the node started (ms since the Unix epoch).
+    pub started_ms: u64,
     draining: AtomicBool,
     /// Workers whose drain has not ended. A worker whose own connections are gone keeps
     /// accepting (and refusing with 503) until this is 0: closing its listener sooner
@@ -29,11 +33,13 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The state of a node of `workers` workers.
-    pub(crate) fn new(config: Config, node_id: String, workers: usize) -> Self {
+    pub(crate) fn new(config: Config, node_id: String, address: String, workers: usize) -> Self {
         Self {
             config,
             stats: Arc::default(),
             node_id,
+            address,
+            started_ms: crate::now_ms(),
             draining: AtomicBool::new(false),
             still_draining: watch::Sender::new(workers),
             sessions: Mutex::default(),
@@ -42,7 +48,7 @@ impl Shared {
 
     #[cfg(test)]
     pub(crate) fn for_tests(config: Config) -> Self {
-        Self::new(config, "test".into(), 1)
+        Self::new(config, "test".into(), "127.0.0.1:0".into(), 1)
     }
 
     /// Whether the node is stopping: `/healthz` answers 503 and new WebSocket

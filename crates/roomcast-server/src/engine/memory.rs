@@ -179,6 +179,8 @@ impl Homes {
                     .collect();
                 let _ = reply.send(rooms);
             }
+            // Nodes are a cluster's: the worker answers for its own node.
+            HomeMsg::Nodes { .. } => {}
             HomeMsg::RawSubscribe { room, worker, done } => {
                 let workers = self.workers;
                 self.raw.entry(room).or_insert_with(|| vec![0; workers])[usize::from(worker)] += 1;

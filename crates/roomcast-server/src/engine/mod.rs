@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-pub(crate) use msg::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Publish, RoomInfo, WorkerMsg};
+pub(crate) use msg::{
+    Addr, ConnKey, HomeMsg, Join, LocalMsg, NodeInfo, Publish, RoomInfo, WorkerMsg,
+};
 
 use crate::protocol::RoomName;
 
@@ -39,6 +41,14 @@ pub(crate) enum Engine {
 }
 
 impl Engine {
+    /// Whether the engine can serve room requests (the memory engine always can).
+    pub(crate) fn is_up(&self) -> bool {
+        match self {
+            Engine::Memory => true,
+            Engine::Redis(redis) => redis.is_up(),
+        }
+    }
+
     /// The worker whose home `room` is, of `workers` (memory engine).
     pub(crate) fn home_of(room: &RoomName, workers: usize) -> usize {
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room.as_str());

@@ -148,10 +148,27 @@ pub(crate) enum HomeMsg {
         frame: Bytes,
         origin: u16,
     },
-    /// The rooms this worker is the home of.
+    /// The rooms this engine holds: a home worker's (memory), the cluster's (Redis).
     Rooms {
         reply: oneshot::Sender<Vec<RoomInfo>>,
     },
+    /// The live nodes of the cluster (Redis only).
+    Nodes {
+        reply: oneshot::Sender<Vec<NodeInfo>>,
+    },
+}
+
+/// A node as `GET /api/nodes` lists it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NodeInfo {
+    pub id: String,
+    /// The address it listens on.
+    pub address: String,
+    pub connections: i64,
+    /// Rooms it has members in.
+    pub rooms: usize,
+    /// When it started (ms since the Unix epoch).
+    pub since_ms: u64,
 }
 
 impl HomeMsg {

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `POST /api/publish` `{"room"\|"rooms", "data", "id"?, "from"?}` | `{"results":[{"room","offset"}]}` |
 //! | `GET /api/rooms` | `{"rooms":[{"room","epoch","last_offset","members","visible"}]}` |
+//! | `GET /api/nodes` | `{"nodes":[{"id","address","connections","rooms","since_ms"}]}` |
 //! | `GET /api/rooms/{room}/presence` | the `presence` reply of `/ws` |
 //! | `GET /api/rooms/{room}/history?since=EPOCH:OFFSET&limit=N` | the `history` reply of `/ws` |
 //! | `POST /api/disconnect` `{"client", "code"?, "reason"?}` | `{"disconnected": N}` |
@@ -63,6 +64,7 @@ pub(super) async fn handle(
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["publish"]) => publish(req, worker).await,
         ("GET", ["rooms"]) => rooms(worker).await,
+        ("GET", ["nodes"]) => nodes(worker).await,
         ("GET", ["rooms", room, "presence"]) => {
             let room = (*room).to_owned();
             read_room(&worker, &room, |room, conn| HomeMsg::Presence {
@@ -98,13 +100,18 @@ pub(super) async fn handle(
             .await
         }
         ("POST", ["disconnect"]) => disconnect(req, worker).await,
-        (_, ["publish"] | ["rooms"] | ["rooms", _, "presence" | "history"] | ["disconnect"]) => {
-            method_not_allowed(if segments[0] == "rooms" {
-                "GET"
-            } else {
-                "POST"
-            })
-        }
+        (
+            _,
+            ["publish"]
+            | ["rooms"]
+            | ["nodes"]
+            | ["rooms", _, "presence" | "history"]
+            | ["disconnect"],
+        ) => method_not_allowed(if matches!(segments[0], "rooms" | "nodes") {
+            "GET"
+        } else {
+            "POST"
+        }),
         _ => error(
             ErrorCode::NotFound,
             &format!("no API endpoint {method} {path}"),
@@ -285,21 +292,21 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
 }
 
 async fn rooms(worker: Rc<Worker>) -> Response<Body> {
-    let mut all = Vec::new();
-    for w in 0..worker.workers() {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        worker.send_home(w, HomeMsg::Rooms { reply: tx });
-        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-            Ok(Ok(rooms)) => all.extend(rooms),
-            _ => return unavailable(),
-        }
-    }
-    all.sort_by(|a, b| a.room.cmp(&b.room));
+    let Some(all) = worker.rooms().await else {
+        return unavailable();
+    };
     let rooms: Vec<Value> = all
         .iter()
         .map(|r| json!({"room": r.room.as_str(), "epoch": &*r.epoch, "last_offset": r.last_offset, "members": r.members, "visible": r.visible}))
         .collect();
     json_response(StatusCode::OK, json!({ "rooms": rooms }).to_string())
+}
+
+async fn nodes(worker: Rc<Worker>) -> Response<Body> {
+    let Some(nodes) = worker.nodes().await else {
+        return unavailable();
+    };
+    json_response(StatusCode::OK, json!({ "nodes": nodes }).to_string())
 }
 
 #[derive(Deserialize)]

@@ -154,16 +154,18 @@ impl Worker {
             Addr::Socket(_) => {
                 let Some(conn) = self.conn(key) else { return };
                 conn.answered();
-                let mut session = conn.session.borrow_mut();
-                if let Some(i) = session
-                    .rooms
-                    .iter()
-                    .position(|m| m.kind == Kind::Ws && m.room == *room && m.seq == seq)
-                {
-                    session.rooms.swap_remove(i);
+                let pending = {
+                    let mut session = conn.session.borrow_mut();
+                    let at = session
+                        .rooms
+                        .iter()
+                        .position(|m| m.kind == Kind::Ws && m.room == *room && m.seq == seq);
+                    at.map(|i| session.rooms.swap_remove(i))
+                };
+                // A member that left meanwhile asked nothing more of this join.
+                if pending.is_some() {
+                    conn.push(self, reply);
                 }
-                drop(session);
-                conn.push(self, reply);
             }
             Addr::Http(_) => {
                 let Some(member) = self.http_member(key) else {

@@ -33,7 +33,9 @@ use tokio::time::Instant;
 use self::local::LocalRoom;
 pub(crate) use self::socket::{Conn, Kind, Membership};
 use crate::engine::memory::Homes;
-use crate::engine::{Addr, ConnKey, Engine, HomeMsg, LocalMsg, Mesh, WorkerMsg};
+use crate::engine::{
+    Addr, ConnKey, Engine, HomeMsg, LocalMsg, Mesh, NodeInfo, RoomInfo, WorkerMsg,
+};
 use crate::member::{HttpKind, HttpMember};
 use crate::protocol::RoomName;
 use crate::shared::Shared;
@@ -41,6 +43,8 @@ use crate::stats::Stats;
 
 /// The per-worker read buffer's size: reads go into it, then to the connection.
 pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
+/// How long a node-wide query (rooms, nodes) may wait for the engine.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests one connection may have waiting at home workers before its reads pause.
 pub(crate) const MAX_INFLIGHT: u32 = 1024;
 
@@ -238,6 +242,43 @@ impl Worker {
         } else {
             let _ = self.mesh[worker].send(WorkerMsg::Home(msg));
         }
+    }
+
+    /// Every room the engine holds: this node's (memory), the cluster's (Redis). `None`
+    /// when the engine does not answer in time (or cannot: Redis unreachable).
+    pub(crate) async fn rooms(self: &Rc<Self>) -> Option<Vec<RoomInfo>> {
+        let mut all = Vec::new();
+        let homes = match &self.engine {
+            Engine::Redis(_) => 1,
+            Engine::Memory => self.workers(),
+        };
+        for w in 0..homes {
+            let (reply, rx) = oneshot::channel();
+            match &self.engine {
+                Engine::Redis(redis) => redis.send(HomeMsg::Rooms { reply }),
+                Engine::Memory => self.send_home(w, HomeMsg::Rooms { reply }),
+            }
+            all.extend(tokio::time::timeout(QUERY_TIMEOUT, rx).await.ok()?.ok()?);
+        }
+        all.sort_by(|a, b| a.room.cmp(&b.room));
+        Some(all)
+    }
+
+    /// The live nodes: this one alone (memory), every node heard from lately (Redis).
+    pub(crate) async fn nodes(self: &Rc<Self>) -> Option<Vec<NodeInfo>> {
+        if let Engine::Redis(redis) = &self.engine {
+            let (reply, rx) = oneshot::channel();
+            redis.send(HomeMsg::Nodes { reply });
+            return tokio::time::timeout(QUERY_TIMEOUT, rx).await.ok()?.ok();
+        }
+        let rooms = self.rooms().await?;
+        Some(vec![NodeInfo {
+            id: self.shared.node_id.clone(),
+            address: self.shared.address.clone(),
+            connections: self.shared.stats.connections.load(Ordering::Relaxed),
+            rooms: rooms.iter().filter(|r| r.members > 0).count(),
+            since_ms: self.shared.started_ms,
+        }])
     }
 
     /// The number of workers.

@@ -4,32 +4,38 @@
 //! the same [`HomeMsg`] requests the memory engine takes, and it answers with the same
 //! [`LocalMsg`] events, on the workers' inboxes. It owns two connections to Redis: a
 //! multiplexed one for commands, and one for pub/sub. What Redis holds, and the scripts,
-//! are in [`scripts`].
+//! are in [`scripts`]; what the node keeps per room is [`room::RoomState`].
 //!
 //! - **Publish** is one script call (one round trip): idempotency key, epoch, next offset,
 //!   append, trim, save the key, publish. The ack waits for the script's reply.
 //! - **Commands go in order**: every request waiting when the previous batch came back
 //!   goes out as one pipeline, so a connection's requests reach Redis in the order it
-//!   sent them, and one round trip carries many.
+//!   sent them (a join before the publish that follows it), and one round trip carries
+//!   many.
 //! - **Live messages** come on the room's channel, which the node subscribes to while it
 //!   has members there. The node remembers, per room, the epoch and the last offset it
 //!   delivered: an older offset is dropped, a skipped one is read from the stream before
-//!   anything later is delivered, a new epoch is told to the members (an unsolicited
-//!   `joined` with `recovered:false`). Each room is checked against the stream's top
-//!   every tick, so a message whose pub/sub copy was lost in a quiet room is found.
-//! - **Joins** subscribe first, then read the epoch, the top and (with `since`) the
-//!   missed entries; live messages wait while a read is out. The joiner gets `joined`
-//!   at the node's position, its backlog up to there, then live messages.
+//!   anything later is delivered, a new epoch, or messages the stream no longer holds,
+//!   are told to the members (an unsolicited `joined` with `recovered:false`). Each room
+//!   is checked against the stream's top every tick, so a message whose pub/sub copy was
+//!   lost in a quiet room is found.
+//! - **Joins** go out at once; a room new to the node is subscribed beside it and then
+//!   read from the join's position (a fill), so nothing published in between is missed.
+//!   A join with `since` holds the room's live messages until its read is back, so the
+//!   joiner's backlog ends exactly where its live messages start.
 //! - **Redis gone**: every request that needs it answers `unavailable`; the engine
 //!   reconnects every 250 ms, then resubscribes every room and catches each up from its
 //!   stream.
 //! - **Presence** is kept in Redis per client and node with an expiry that each node
-//!   refreshes; a node that dies stops refreshing, and the next node to sweep the room
-//!   removes its members and publishes their leave.
+//!   refreshes (and puts back if Redis lost it); a node that dies stops refreshing, and
+//!   the next node to sweep the room removes its members and publishes their leave.
 
+mod cluster;
+mod room;
 mod scripts;
+mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -38,13 +44,15 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink};
 use redis::{Cmd, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use self::room::{Ack, RoomState, Sub};
 use self::scripts::Keys;
-use super::{ConnKey, HomeMsg, Join, LocalMsg, Mesh, Publish, WorkerMsg};
+use self::wire::{Live, Read, frame_of};
+use super::{ConnKey, HomeMsg, Join, LocalMsg, Mesh, NodeInfo, Publish, WorkerMsg};
 use crate::hub::{HistoryLimits, Subs};
-use crate::protocol::{ErrorCode, JsonFrame, RoomName, SincePos, reply};
+use crate::protocol::{ErrorCode, RoomName, SincePos, reply};
 use crate::stats::Stats;
 
 /// What the engine needs to know of its node.
@@ -52,6 +60,8 @@ use crate::stats::Stats;
 pub(crate) struct Settings {
     pub url: String,
     pub node: Arc<str>,
+    /// The address the node listens on (for `/api/nodes`).
+    pub address: String,
     pub history: HistoryLimits,
     pub presence_ttl_ms: u64,
     pub presence_batch_ms: u64,
@@ -77,13 +87,14 @@ impl Handle {
     }
 }
 
-/// Starts the engine on its own thread. It stops once every [`Handle`] is dropped.
+/// Starts the engine on its own thread, with `client` (opened from `settings.url`). It
+/// stops once every [`Handle`] is dropped.
 pub(crate) fn start(
     settings: Settings,
+    client: redis::Client,
     mesh: Mesh,
     stats: Arc<Stats>,
-) -> Result<(Handle, std::thread::JoinHandle<()>), redis::RedisError> {
-    let client = redis::Client::open(settings.url.as_str())?;
+) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let (tx, inbox) = mpsc::unbounded_channel();
     let up = Arc::new(AtomicBool::new(false));
     let handle = Handle { tx, up: up.clone() };
@@ -111,6 +122,7 @@ pub(crate) fn start(
                     scripts: Scripts::new(),
                     started_ms: crate::now_ms(),
                     presence_dirty: Vec::new(),
+                    acks_waiting: 0,
                     settings,
                     mesh,
                     stats,
@@ -120,8 +132,7 @@ pub(crate) fn start(
                 };
                 broker.run(inbox, rx).await;
             });
-        })
-        .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?;
+        })?;
     Ok((handle, thread))
 }
 
@@ -176,6 +187,9 @@ struct Link {
     generation: u64,
     conn: MultiplexedConnection,
     sink: PubSubSink,
+    /// The task reading the pub/sub connection: stopped with the link, so a connection
+    /// given up on does not go on receiving.
+    reader: tokio::task::AbortHandle,
 }
 
 /// What the engine's own tasks tell it.
@@ -194,9 +208,13 @@ enum Then {
         conn: ConnKey,
         reference: Option<u64>,
     },
-    Join(Join, u64),
-    /// A read for a join whose node was behind it (no side effects).
-    JoinRead(Join, u64),
+    /// A join's read (the join script, or a history read for it); `held` when the room's
+    /// live messages wait for it.
+    Join {
+        join: Join,
+        incarnation: u64,
+        held: bool,
+    },
     Fill(RoomName, u64),
     Tick(RoomName, u64),
     History {
@@ -210,70 +228,6 @@ enum Then {
         reference: Option<u64>,
     },
     Nothing,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sub {
-    No,
-    Pending,
-    Yes,
-}
-
-/// A live message on a room's channel.
-#[derive(Debug)]
-struct Live {
-    offset: u64,
-    epoch: Arc<str>,
-    json: Bytes,
-}
-
-/// What the node knows of a room it has members in.
-#[derive(Debug)]
-struct RoomState {
-    incarnation: u64,
-    subs: Vec<Subs>,
-    /// This node's visible clients, and their memberships here.
-    clients: HashMap<Arc<str>, u32>,
-    sub: Sub,
-    /// The epoch and the last offset delivered to this node's members.
-    epoch: Option<Arc<str>>,
-    last: u64,
-    /// Reads out for this room: live messages wait while there are any.
-    busy: u32,
-    held: VecDeque<Live>,
-    /// Joins waiting for the subscription.
-    joins: Vec<Join>,
-    /// Acks waiting for their message to be delivered here: (offset, worker, conn,
-    /// frame, deadline).
-    acks: Vec<(u64, ConnKey, Bytes, Instant)>,
-    diff_joined: Vec<(Arc<str>, Bytes)>,
-    diff_left: Vec<Arc<str>>,
-    /// A fill is wanted once the reads out come back.
-    want_fill: bool,
-}
-
-impl RoomState {
-    fn new(incarnation: u64, workers: usize) -> Self {
-        Self {
-            incarnation,
-            subs: vec![Subs::default(); workers],
-            clients: HashMap::new(),
-            sub: Sub::No,
-            epoch: None,
-            last: 0,
-            busy: 0,
-            held: VecDeque::new(),
-            joins: Vec::new(),
-            acks: Vec::new(),
-            diff_joined: Vec::new(),
-            diff_left: Vec::new(),
-            want_fill: false,
-        }
-    }
-
-    fn members(&self) -> u32 {
-        self.subs.iter().map(|s| s.members).sum()
-    }
 }
 
 struct Broker {
@@ -295,6 +249,8 @@ struct Broker {
     started_ms: u64,
     /// Rooms with a presence diff gathering, each once.
     presence_dirty: Vec<RoomName>,
+    /// Acks waiting over every room (their deadlines are checked while there are any).
+    acks_waiting: usize,
 }
 
 const RECONNECT_EVERY: Duration = Duration::from_millis(250);
@@ -311,16 +267,15 @@ impl Broker {
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
         self.connect();
-        let tick_ms = (self.settings.presence_ttl_ms / 3).clamp(200, 5000);
-        let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut batch = tokio::time::interval(Duration::from_millis(
-            self.settings.presence_batch_ms.max(1),
-        ));
-        batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let beat_ms = (self.settings.node_ttl_ms / 3).max(200);
-        let mut beat = tokio::time::interval(Duration::from_millis(beat_ms));
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = |ms: u64| {
+            let mut t = tokio::time::interval(Duration::from_millis(ms));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        };
+        let mut tick = every((self.settings.presence_ttl_ms / 3).clamp(200, 5000));
+        // Presence diffs and late acks: both bounded by the presence batch.
+        let mut batch = every(self.settings.presence_batch_ms.max(1));
+        let mut beat = every((self.settings.node_ttl_ms / 3).max(200));
         loop {
             tokio::select! {
                 msg = inbox.recv() => match msg {
@@ -334,7 +289,10 @@ impl Broker {
                 },
                 Some(event) = events.recv() => self.event(event),
                 _ = tick.tick() => self.tick(),
-                _ = batch.tick() => self.presence_diffs(),
+                _ = batch.tick() => {
+                    self.presence_diffs();
+                    self.late_acks();
+                }
                 _ = beat.tick() => self.beat(),
             }
             self.pump();
@@ -354,8 +312,8 @@ impl Broker {
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
                 redis::pipe()
-                    .hdel("rc:nodes", &node)
-                    .zrem("rc:nodes:seen", &node)
+                    .hdel(cluster::NODES, &node)
+                    .zrem(cluster::SEEN, &node)
                     .query_async::<()>(&mut conn),
             )
             .await;
@@ -417,10 +375,8 @@ impl Broker {
                 self.up.store(true, Ordering::Relaxed);
                 self.link = Some(link);
                 let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
-                for name in &rooms {
-                    if let Some(r) = self.rooms.get_mut(name) {
-                        r.sub = Sub::Pending;
-                    }
+                for r in self.rooms.values_mut() {
+                    r.sub = Sub::Pending;
                 }
                 self.subscribe(rooms);
                 self.beat();
@@ -430,21 +386,33 @@ impl Broker {
                 if self.in_flight == Some(generation) {
                     self.in_flight = None;
                 }
-                match result {
-                    Ok(values) if values.len() == thens.len() => {
-                        for (then, value) in thens.into_iter().zip(values) {
-                            self.done(then, Ok(value));
-                        }
-                    }
-                    Ok(_) | Err(_) => {
-                        if let Err(e) = &result {
+                let values = match result {
+                    Ok(values) if values.len() == thens.len() => values,
+                    other => {
+                        if let Err(e) = &other {
                             tracing::warn!(error = %e, "broker: a batch failed");
                         }
                         for then in thens {
-                            self.done(then, Err(()));
+                            self.done(then, None);
                         }
-                        self.down(generation);
+                        return self.down(generation);
                     }
+                };
+                // Scripts flushed from Redis (SCRIPT FLUSH): reconnecting loads them again.
+                let mut flushed = false;
+                for (then, value) in thens.into_iter().zip(values) {
+                    let value = match value {
+                        Value::ServerError(e) => {
+                            flushed |= e.code() == "NOSCRIPT";
+                            tracing::warn!(error = ?e, "broker: a command failed");
+                            None
+                        }
+                        v => Some(v),
+                    };
+                    self.done(then, value);
+                }
+                if flushed {
+                    self.down(generation);
                 }
             }
             Event::Subscribed(generation, rooms, ok) => {
@@ -452,7 +420,7 @@ impl Broker {
                     return self.down(generation);
                 }
                 for name in rooms {
-                    self.subscribed(name);
+                    self.subscribed(&name);
                 }
             }
             Event::Live(generation, channel, payload) => {
@@ -476,21 +444,18 @@ impl Broker {
             return;
         }
         tracing::warn!(url = %self.settings.url, "broker connection lost; reconnecting");
-        self.link = None;
+        if let Some(link) = self.link.take() {
+            link.reader.abort();
+        }
         // A batch still out on the dead link answers (or fails) on its own; the next
         // link does not wait for it.
         self.in_flight = None;
         self.up.store(false, Ordering::Relaxed);
-        let mut failed = Vec::new();
         for r in self.rooms.values_mut() {
             r.sub = Sub::No;
-            failed.append(&mut r.joins);
-        }
-        for j in failed {
-            self.join_failed(j);
         }
         for (_, then) in std::mem::take(&mut self.queue) {
-            self.done(then, Err(()));
+            self.done(then, None);
         }
         self.connect();
     }
@@ -524,22 +489,18 @@ impl Broker {
         });
     }
 
-    fn subscribed(&mut self, name: RoomName) {
-        let Some(r) = self.rooms.get_mut(&name) else {
+    /// The room's channel is live: read the room from the node's position, so whatever
+    /// was published before the subscription took effect is delivered too.
+    fn subscribed(&mut self, name: &RoomName) {
+        let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
         if r.sub != Sub::Pending {
             return;
         }
         r.sub = Sub::Yes;
-        let joins = std::mem::take(&mut r.joins);
-        let catch_up = r.epoch.is_some();
-        if catch_up {
-            self.fill(&name, false);
-        }
-        for j in joins {
-            self.send_join(j);
-        }
+        r.want_fill = true;
+        self.release(name);
     }
 
     /// Sends what is queued, as one pipeline, if nothing is out.
@@ -549,10 +510,9 @@ impl Broker {
         }
         let Some(link) = &self.link else { return };
         let take = self.queue.len().min(MAX_BATCH);
-        let ops: Vec<(Cmd, Then)> = self.queue.drain(..take).collect();
         let mut pipe = redis::pipe();
-        let mut thens = Vec::with_capacity(ops.len());
-        for (cmd, then) in ops {
+        let mut thens = Vec::with_capacity(take);
+        for (cmd, then) in self.queue.drain(..take) {
             pipe.add_command(cmd);
             thens.push(then);
         }
@@ -592,14 +552,12 @@ impl Broker {
                 let k = Keys::new(room.as_str());
                 let channel = k.channel();
                 let cmd = eval(&self.scripts.presence, &k.all(), &[channel.as_bytes()]);
-                self.enqueue(
-                    cmd,
-                    Then::Presence {
-                        room,
-                        conn,
-                        reference,
-                    },
-                );
+                let then = Then::Presence {
+                    room,
+                    conn,
+                    reference,
+                };
+                self.enqueue(cmd, then);
             }
             HomeMsg::History {
                 room,
@@ -612,34 +570,42 @@ impl Broker {
                     return self.unavailable(conn, reference);
                 }
                 let cmd = self.history_cmd(&room, since.as_ref(), limit);
-                self.enqueue(
-                    cmd,
-                    Then::History {
-                        room,
-                        conn,
-                        reference,
-                    },
-                );
+                let then = Then::History {
+                    room,
+                    conn,
+                    reference,
+                };
+                self.enqueue(cmd, then);
             }
-            HomeMsg::Rooms { reply } => {
-                // The node's rooms, as this node sees them.
-                let rooms = self
-                    .rooms
-                    .iter()
-                    .map(|(name, r)| super::RoomInfo {
-                        room: name.clone(),
-                        epoch: r.epoch.clone().unwrap_or_else(|| Arc::from("")),
-                        last_offset: r.last,
-                        members: r.members(),
-                        visible: r.clients.len(),
-                    })
-                    .collect();
-                let _ = reply.send(rooms);
-            }
+            HomeMsg::Rooms { reply } => self.query(reply, cluster::rooms),
+            HomeMsg::Nodes { reply } => self.query(reply, cluster::nodes),
+            // Raw rooms always have a home worker (`Worker::to_home`).
             HomeMsg::RawSubscribe { .. }
             | HomeMsg::RawUnsubscribe { .. }
             | HomeMsg::RawPublish { .. } => {}
         }
+    }
+
+    /// A read of the whole cluster, on the side of the ordered pipeline. No answer (the
+    /// caller's 503) when Redis is unreachable or the read fails.
+    fn query<T: 'static, F>(
+        &self,
+        reply: oneshot::Sender<Vec<T>>,
+        read: fn(MultiplexedConnection, u64) -> F,
+    ) where
+        F: std::future::Future<Output = redis::RedisResult<Vec<T>>> + 'static,
+    {
+        let Some(link) = &self.link else { return };
+        let conn = link.conn.clone();
+        let ttl = self.settings.node_ttl_ms;
+        tokio::task::spawn_local(async move {
+            match read(conn, ttl).await {
+                Ok(found) => {
+                    let _ = reply.send(found);
+                }
+                Err(e) => tracing::warn!(error = %e, "broker: a cluster read failed"),
+            }
+        });
     }
 
     fn history_cmd(&self, room: &RoomName, since: Option<&SincePos>, limit: usize) -> Cmd {
@@ -673,7 +639,6 @@ impl Broker {
         let fresh = crate::random_id(8);
         let max = limits.max_messages.to_string();
         let age = limits.max_age_ms.to_string();
-        let id_ttl = limits.max_age_ms.max(1000).to_string();
         let keep = self.keep_ms().to_string();
         let channel = k.channel();
         let cmd = eval(
@@ -685,7 +650,8 @@ impl Broker {
                 &tail,
                 max.as_bytes(),
                 age.as_bytes(),
-                id_ttl.as_bytes(),
+                // An idempotency key lives as long as the message it names.
+                age.as_bytes(),
                 channel.as_bytes(),
                 if p.id.is_some() { b"1" } else { b"0" },
                 keep.as_bytes(),
@@ -702,107 +668,110 @@ impl Broker {
     /// How long a room's state outlives its last publish or check: its history's age
     /// and a minute.
     fn keep_ms(&self) -> u64 {
-        match self.settings.history.max_age_ms {
-            0 => 0,
-            age => age + 60_000,
-        }
+        self.settings.history.max_age_ms + 60_000
     }
 
-    fn join(&mut self, req: Join) {
+    fn join(&mut self, join: Join) {
         if self.link.is_none() {
             // Not counted yet: nothing to take back.
-            return self.refuse_join(req);
+            return self.refuse_join(join);
         }
-        if !self.rooms.contains_key(&req.room) {
+        if !self.rooms.contains_key(&join.room) {
             self.incarnations += 1;
             let state = RoomState::new(self.incarnations, self.mesh.len());
-            self.rooms.insert(req.room.clone(), state);
+            self.rooms.insert(join.room.clone(), state);
         }
-        let Some(r) = self.rooms.get_mut(&req.room) else {
+        let Some(r) = self.rooms.get_mut(&join.room) else {
             return;
         };
-        let w = usize::from(req.conn.worker).min(r.subs.len() - 1);
-        r.subs[w].members += 1;
-        if req.presence.is_some() {
-            r.subs[w].presence += 1;
-            *r.clients.entry(req.client.clone()).or_default() += 1;
+        r.count_in(
+            usize::from(join.conn.worker),
+            &join.client,
+            join.presence.as_ref(),
+        );
+        if r.sub == Sub::No {
+            r.sub = Sub::Pending;
+            self.subscribe(vec![join.room.clone()]);
         }
-        match r.sub {
-            Sub::Yes => self.send_join(req),
-            Sub::Pending => r.joins.push(req),
-            Sub::No => {
-                r.sub = Sub::Pending;
-                let room = req.room.clone();
-                r.joins.push(req);
-                self.subscribe(vec![room]);
-            }
-        }
+        self.send_join(join);
     }
 
-    fn send_join(&mut self, req: Join) {
-        let Some(r) = self.rooms.get_mut(&req.room) else {
-            return self.refuse_join(req);
+    fn send_join(&mut self, join: Join) {
+        let Some(r) = self.rooms.get_mut(&join.room) else {
+            return self.refuse_join(join);
         };
-        r.busy += 1;
+        // A join without `since` to a room whose position is known needs no backlog:
+        // live delivery goes on, and the joiner starts at the position its answer has.
+        let held = join.since.is_some() || r.epoch.is_none();
+        if held {
+            r.busy += 1;
+        }
         let incarnation = r.incarnation;
-        let k = Keys::new(req.room.as_str());
-        let keys = k.all();
+        let k = Keys::new(join.room.as_str());
         let fresh = crate::random_id(8);
-        let (since_epoch, since_offset) = req
+        let (since_epoch, since_offset) = join
             .since
             .as_ref()
             .map_or(("", 0), |s| (s.epoch.as_str(), s.offset));
         let since_offset = since_offset.to_string();
         let max = self.settings.history.max_messages.to_string();
         let ttl = self.settings.presence_ttl_ms.to_string();
+        let keep = self.keep_ms().to_string();
         let channel = k.channel();
-        let info: &[u8] = req.presence.as_deref().unwrap_or(b"");
+        let info: &[u8] = join.presence.as_deref().unwrap_or(b"");
         let cmd = eval(
             &self.scripts.join,
-            &keys,
+            &k.all(),
             &[
                 fresh.as_bytes(),
                 since_epoch.as_bytes(),
                 since_offset.as_bytes(),
                 max.as_bytes(),
-                if req.presence.is_some() { b"1" } else { b"0" },
-                req.client.as_bytes(),
+                if join.presence.is_some() { b"1" } else { b"0" },
+                join.client.as_bytes(),
                 self.settings.node.as_bytes(),
                 info,
                 ttl.as_bytes(),
                 channel.as_bytes(),
+                keep.as_bytes(),
             ],
         );
-        self.enqueue(cmd, Then::Join(req, incarnation));
+        let then = Then::Join {
+            join,
+            incarnation,
+            held,
+        };
+        self.enqueue(cmd, then);
     }
 
-    /// A join that cannot be done: the worker forgets the membership and the member
-    /// gets `unavailable`.
-    fn join_failed(&mut self, req: Join) {
+    /// A join that cannot be done: the node no longer counts the member, and the worker
+    /// forgets the membership and answers `unavailable`.
+    fn join_failed(&mut self, join: Join) {
         self.forget_member(
-            &req.room,
-            usize::from(req.conn.worker),
-            &req.client,
-            req.presence.is_some(),
+            &join.room,
+            usize::from(join.conn.worker),
+            &join.client,
+            join.presence.is_some(),
         );
-        self.refuse_join(req);
+        self.refuse_join(join);
     }
 
-    /// Tells the worker a join is refused (the member is not, or no longer, counted).
-    fn refuse_join(&mut self, req: Join) {
+    /// Tells the worker a join is refused (the member is not, or no longer, counted). A
+    /// worker whose member already left just takes it as the join's answer.
+    fn refuse_join(&mut self, join: Join) {
         let frame = reply::error(
-            req.reference,
+            join.reference,
             ErrorCode::Unavailable,
             "the broker is unreachable: join again",
         );
         self.to_worker(
-            usize::from(req.conn.worker),
+            usize::from(join.conn.worker),
             LocalMsg::JoinFailed {
-                room: req.room,
-                conn: req.conn,
-                seq: req.seq,
+                room: join.room,
+                conn: join.conn,
+                seq: join.seq,
                 reply: frame,
-                notify: req.notify,
+                notify: join.notify,
             },
         );
     }
@@ -812,22 +781,13 @@ impl Broker {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let w = worker.min(r.subs.len().saturating_sub(1));
-        r.subs[w].members = r.subs[w].members.saturating_sub(1);
-        if presence {
-            r.subs[w].presence = r.subs[w].presence.saturating_sub(1);
-            if let Some(n) = r.clients.get_mut(client) {
-                *n -= 1;
-                if *n == 0 {
-                    r.clients.remove(client);
-                }
-            }
-        }
+        r.count_out(worker, client, presence);
         if r.members() == 0 {
             let acks = std::mem::take(&mut r.acks);
             self.rooms.remove(room);
-            for (_, conn, frame, _) in acks {
-                self.reply(conn, frame);
+            self.acks_waiting -= acks.len();
+            for ack in acks {
+                self.reply(ack.conn, ack.frame);
             }
             self.unsubscribe(room);
         }
@@ -840,11 +800,10 @@ impl Broker {
             return;
         }
         let k = Keys::new(room.as_str());
-        let keys = k.all();
         let channel = k.channel();
         let cmd = eval(
             &self.scripts.leave,
-            &keys,
+            &k.all(),
             &[
                 client.as_bytes(),
                 self.settings.node.as_bytes(),
@@ -857,8 +816,13 @@ impl Broker {
 
     /// Reads a room from the node's position on, to fill a gap or catch up: once the
     /// reads out for it are back, or at once with `now` (the pipeline keeps the order).
+    /// A room whose position is not known yet waits for its first join's answer.
     fn fill(&mut self, name: &RoomName, now: bool) {
         let Some(r) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let Some(epoch) = r.epoch.as_ref() else {
+            r.want_fill = true;
             return;
         };
         if r.sub != Sub::Yes {
@@ -870,22 +834,16 @@ impl Broker {
         }
         r.busy += 1;
         let incarnation = r.incarnation;
-        let since = r.epoch.as_ref().map(|e| SincePos {
-            epoch: e.to_string(),
+        let since = SincePos {
+            epoch: epoch.to_string(),
             offset: r.last,
-        });
-        let cmd = self.history_cmd(name, since.as_ref(), self.settings.history.max_messages);
+        };
+        let cmd = self.history_cmd(name, Some(&since), self.settings.history.max_messages);
         self.enqueue(cmd, Then::Fill(name.clone(), incarnation));
     }
 
-    fn done(&mut self, then: Then, value: Result<Value, ()>) {
-        let value = match value {
-            Ok(Value::ServerError(e)) => {
-                tracing::warn!(error = ?e, "broker: a script failed");
-                Err(())
-            }
-            v => v,
-        };
+    /// A command's reply (`None`: it failed, or Redis went away).
+    fn done(&mut self, then: Then, value: Option<Value>) {
         match then {
             Then::Nothing => {}
             Then::Publish {
@@ -893,13 +851,13 @@ impl Broker {
                 conn,
                 reference,
             } => {
-                let Some((offset, epoch, duplicate)) = value.ok().and_then(parse_published) else {
+                let Some((offset, epoch, duplicate)) = value.and_then(wire::parse_published) else {
                     return self.unavailable(conn, reference);
                 };
                 if !duplicate {
                     Stats::add(&self.stats.published, 1);
                 }
-                let ack = reply::ack(reference, &room, offset);
+                let frame = reply::ack(reference, &room, offset);
                 // The publisher sees its message before the ack, as on one node: the ack
                 // waits until the message was delivered here (bounded).
                 let wait = self.rooms.get_mut(&room).filter(|r| {
@@ -911,34 +869,40 @@ impl Broker {
                             .is_some_and(|s| s.members > 0)
                 });
                 match wait {
-                    Some(r) => r.acks.push((offset, conn, ack, Instant::now() + ACK_WAIT)),
-                    None => self.reply(conn, ack),
+                    Some(r) => {
+                        r.acks.push(Ack {
+                            offset,
+                            conn,
+                            frame,
+                            deadline: Instant::now() + ACK_WAIT,
+                        });
+                        self.acks_waiting += 1;
+                    }
+                    None => self.reply(conn, frame),
                 }
             }
-            Then::Join(req, incarnation) | Then::JoinRead(req, incarnation) => {
-                let read = value.ok().and_then(parse_read);
-                self.joined(req, incarnation, read);
+            Then::Join {
+                join,
+                incarnation,
+                held,
+            } => {
+                let read = value.and_then(wire::parse_read);
+                self.joined(join, incarnation, held, read);
             }
             Then::Fill(name, incarnation) => {
-                let read = value.ok().and_then(parse_read);
+                let read = value.and_then(wire::parse_read);
                 self.filled(&name, incarnation, read);
             }
             Then::Tick(name, incarnation) => {
-                let Some((epoch, top)) = value.ok().and_then(parse_tick) else {
+                let Some((epoch, top)) = value.and_then(wire::parse_tick) else {
                     return;
                 };
-                let Some(r) = self
+                let behind = self
                     .rooms
                     .get(&name)
                     .filter(|r| r.incarnation == incarnation)
-                else {
-                    return;
-                };
-                let behind = match &r.epoch {
-                    Some(e) => **e != *epoch || top > r.last,
-                    None => false,
-                };
-                if behind {
+                    .and_then(|r| r.epoch.as_ref().map(|e| **e != *epoch || top > r.last));
+                if behind == Some(true) {
                     self.fill(&name, false);
                 }
             }
@@ -946,7 +910,7 @@ impl Broker {
                 room,
                 conn,
                 reference,
-            } => match value.ok().and_then(parse_read) {
+            } => match value.and_then(wire::parse_read) {
                 None => self.unavailable(conn, reference),
                 Some(read) if read.epoch.is_empty() => self.reply(
                     conn,
@@ -957,7 +921,7 @@ impl Broker {
                     ),
                 ),
                 Some(read) => {
-                    let entries = self.fresh_entries(read.entries);
+                    let entries = self.fresh(read.entries);
                     let frame = reply::history(
                         reference,
                         &room,
@@ -971,71 +935,74 @@ impl Broker {
                 room,
                 conn,
                 reference,
-            } => match value {
-                Ok(Value::Array(items)) => {
-                    let mut members: Vec<(Arc<str>, Bytes)> = Vec::new();
-                    let mut it = items.into_iter();
-                    while let (Some(c), Some(i)) = (it.next(), it.next()) {
-                        if let (Some(c), Some(i)) = (bytes_of(c), bytes_of(i)) {
-                            let c = String::from_utf8_lossy(&c).into_owned();
-                            members.push((Arc::from(c), Bytes::from(i)));
-                        }
-                    }
-                    members.sort_by(|a, b| a.0.cmp(&b.0));
+            } => match value.and_then(wire::parse_presence) {
+                Some(members) => {
                     let frame =
                         reply::presence(reference, &room, members.iter().map(|(c, i)| (c, i)));
                     self.reply(conn, frame);
                 }
-                _ => self.unavailable(conn, reference),
+                None => self.unavailable(conn, reference),
             },
         }
     }
 
     /// Drops entries older than the history's age (Redis trims them at the next publish).
-    fn fresh_entries(&self, entries: Vec<(u64, u64, Bytes)>) -> Vec<(u64, Bytes)> {
+    fn fresh(&self, entries: Vec<(u64, u64, Bytes)>) -> Vec<(u64, Bytes)> {
         let age = self.settings.history.max_age_ms;
         let now = crate::now_ms();
         entries
             .into_iter()
-            .filter(|(_, ts, _)| age == 0 || now.saturating_sub(*ts) <= age)
+            .filter(|(_, ts, _)| now.saturating_sub(*ts) <= age)
             .map(|(o, _, j)| (o, j))
             .collect()
     }
 
-    fn joined(&mut self, req: Join, incarnation: u64, read: Option<Read>) {
-        let Some(r) = self
-            .rooms
-            .get_mut(&req.room)
-            .filter(|r| r.incarnation == incarnation)
-        else {
-            // The member left before its join was done: nothing to answer.
+    /// Takes the epoch a read found. A room whose position was not known starts at the
+    /// read's `start`; one whose epoch changed has lost its history: its members are
+    /// told, live messages of the old epoch are dropped, and it goes on from `start`.
+    fn adopt_epoch(&mut self, name: &RoomName, epoch: &Arc<str>, start: u64) {
+        let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
-        r.busy = r.busy.saturating_sub(1);
-        let name = req.room.clone();
+        match &r.epoch {
+            Some(e) if e == epoch => {}
+            known => {
+                let changed = known.is_some();
+                r.epoch = Some(epoch.clone());
+                r.last = start;
+                r.held.retain(|l| l.epoch == *epoch);
+                if changed {
+                    self.reset(name, epoch, start);
+                }
+            }
+        }
+    }
+
+    fn joined(&mut self, join: Join, incarnation: u64, held: bool, read: Option<Read>) {
+        let name = join.room.clone();
+        let Some(r) = self
+            .rooms
+            .get_mut(&name)
+            .filter(|r| r.incarnation == incarnation)
+        else {
+            // The member left before its join was done; its worker still waits for the
+            // join's answer (and ignores what it says).
+            return self.refuse_join(join);
+        };
+        if held {
+            r.busy = r.busy.saturating_sub(1);
+        }
         let Some(read) = read else {
-            self.join_failed(req);
+            self.join_failed(join);
             return self.release(&name);
         };
         let epoch: Arc<str> = Arc::from(read.epoch.as_str());
-        match &r.epoch {
-            None => {
-                r.epoch = Some(epoch.clone());
-                r.last = read.top;
-            }
-            Some(e) if **e != *epoch => {
-                let top = read.top;
-                r.epoch = Some(epoch.clone());
-                r.last = top;
-                self.reset(&name, &epoch, top);
-            }
-            Some(_) => {}
-        }
-        let entries = self.fresh_entries(read.entries);
+        self.adopt_epoch(&name, &epoch, read.top);
+        let entries = self.fresh(read.entries);
         let Some(r) = self.rooms.get_mut(&name) else {
             return;
         };
-        let since = req.since.as_ref().filter(|s| *s.epoch == *epoch);
+        let since = join.since.as_ref().filter(|s| *s.epoch == *epoch);
         if let Some(s) = since
             && s.offset > r.last
             && read.top > r.last
@@ -1043,32 +1010,35 @@ impl Broker {
             // The client has seen more of the room than this node has: catch the node
             // up first, then read again for the joiner.
             r.busy += 1;
-            let cmd = self.history_cmd(
-                &name,
-                req.since.as_ref(),
-                self.settings.history.max_messages,
-            );
+            let cmd = self.history_cmd(&name, Some(s), self.settings.history.max_messages);
             self.fill(&name, true);
-            self.enqueue(cmd, Then::JoinRead(req, incarnation));
+            let then = Then::Join {
+                join,
+                incarnation,
+                held: true,
+            };
+            self.enqueue(cmd, then);
             return;
         }
-        // Messages stored but not yet delivered here: deliver them now, from this read
-        // when it holds them, so the joiner's backlog ends where live delivery starts.
-        let last = r.last;
-        let catch_up: Vec<(u64, Bytes)> =
-            entries.iter().filter(|(o, _)| *o > last).cloned().collect();
-        if catch_up.first().is_some_and(|(o, _)| *o == last + 1) {
-            for (o, j) in catch_up {
-                self.deliver(&name, o, &epoch, j);
+        if held {
+            // Stored but not delivered here yet: delivered now from this read when it
+            // holds them, so the joiner's backlog ends where live delivery starts.
+            let last = r.last;
+            let next: Vec<(u64, Bytes)> =
+                entries.iter().filter(|(o, _)| *o > last).cloned().collect();
+            if next.first().is_some_and(|(o, _)| *o == last + 1) {
+                for (o, j) in next {
+                    self.deliver(&name, o, &epoch, j);
+                }
+            } else if read.top > last {
+                r.want_fill = true;
             }
-        } else if read.top > last {
-            self.want_fill(&name);
         }
         let Some(r) = self.rooms.get(&name) else {
             return;
         };
         let last = r.last;
-        let (recovered, missed) = match &req.since {
+        let (recovered, missed) = match &join.since {
             None => (None, Vec::new()),
             Some(s) if *s.epoch != *epoch || s.offset > last => (Some(false), Vec::new()),
             Some(s) => {
@@ -1085,27 +1055,21 @@ impl Broker {
                 }
             }
         };
-        let frame = reply::joined(req.reference, &name, &epoch, last, recovered);
+        let frame = reply::joined(join.reference, &name, &epoch, last, recovered);
         self.to_worker(
-            usize::from(req.conn.worker),
+            usize::from(join.conn.worker),
             LocalMsg::Joined {
                 room: name.clone(),
-                conn: req.conn,
-                seq: req.seq,
+                conn: join.conn,
+                seq: join.seq,
                 reply: frame,
                 missed,
                 epoch,
                 offset: last,
-                notify: req.notify,
+                notify: join.notify,
             },
         );
         self.release(&name);
-    }
-
-    fn want_fill(&mut self, name: &RoomName) {
-        if let Some(r) = self.rooms.get_mut(name) {
-            r.want_fill = true;
-        }
     }
 
     fn filled(&mut self, name: &RoomName, incarnation: u64, read: Option<Read>) {
@@ -1118,29 +1082,23 @@ impl Broker {
         };
         r.busy = r.busy.saturating_sub(1);
         let Some(read) = read else {
+            // Redis went away or the read failed: the next tick (or reconnect) reads again.
             r.want_fill = true;
             return;
         };
-        let epoch: Arc<str> = Arc::from(read.epoch.as_str());
         if read.epoch.is_empty() {
-            // The room's state is gone from Redis (expired, or Redis lost it).
+            // The room's state is gone from Redis (expired, or Redis lost it): its next
+            // message starts a new epoch, which the members are told of then.
             return self.release(name);
         }
-        let entries = self.fresh_entries(read.entries);
-        let Some(r) = self.rooms.get_mut(name) else {
-            return;
-        };
-        if r.epoch.as_deref() != Some(&*epoch) {
-            // A new epoch: what this node's members had is gone. They are told, and go on
-            // from the new epoch's oldest retained message.
-            let start = entries.first().map_or(read.top, |(o, _)| o - 1);
-            r.epoch = Some(epoch.clone());
-            r.last = start;
-            r.held.retain(|l| *l.epoch == *epoch);
-            self.reset(name, &epoch, start);
-        }
-        for (o, j) in entries {
-            let Some(r) = self.rooms.get(name) else {
+        let epoch: Arc<str> = Arc::from(read.epoch.as_str());
+        let truncated = read.entries.len() >= self.settings.history.max_messages;
+        // How far the stream was read: its last entry, or its top when it had none.
+        let covered = read.entries.last().map_or(read.top, |e| e.0);
+        let start = read.entries.first().map_or(read.top, |e| e.0 - 1);
+        self.adopt_epoch(name, &epoch, start);
+        for (o, j) in self.fresh(read.entries) {
+            let Some(r) = self.rooms.get_mut(name) else {
                 return;
             };
             if o <= r.last {
@@ -1148,15 +1106,21 @@ impl Broker {
             }
             if o > r.last + 1 {
                 // The stream no longer holds what was skipped: the members are told.
+                r.last = o - 1;
                 self.reset(name, &epoch, o - 1);
-                if let Some(r) = self.rooms.get_mut(name) {
-                    r.last = o - 1;
-                }
             }
             self.deliver(name, o, &epoch, j);
         }
-        if self.rooms.get(name).is_some_and(|r| read.top > r.last) {
-            self.want_fill(name);
+        let Some(r) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if truncated {
+            r.want_fill = true;
+        } else if covered > r.last {
+            // What is left was too old to deliver (or trimmed): the members are told, and
+            // go on from what the stream has.
+            r.last = covered;
+            self.reset(name, &epoch, covered);
         }
         self.release(name);
     }
@@ -1177,7 +1141,7 @@ impl Broker {
         });
     }
 
-    /// Lets held live messages through once no read is out.
+    /// Lets held live messages through once no read is out (after a wanted fill).
     fn release(&mut self, name: &RoomName) {
         loop {
             let Some(r) = self.rooms.get_mut(name) else {
@@ -1186,7 +1150,7 @@ impl Broker {
             if r.busy > 0 {
                 return;
             }
-            if r.want_fill {
+            if r.want_fill && r.epoch.is_some() && r.sub == Sub::Yes {
                 r.want_fill = false;
                 self.fill(name, false);
                 return;
@@ -1205,10 +1169,9 @@ impl Broker {
         };
         match payload.first() {
             Some(b'm') => {
-                let Some(live) = parse_live(payload.slice(1..)) else {
-                    return;
-                };
-                self.message(&name, live);
+                if let Some(live) = wire::parse_live(payload.slice(1..)) {
+                    self.message(&name, live);
+                }
             }
             Some(b'p') => self.presence_event(&name, &payload[1..]),
             _ => {}
@@ -1249,39 +1212,33 @@ impl Broker {
             epoch: epoch.clone(),
             offset,
         });
-        if r.acks.iter().any(|a| a.0 <= offset) {
+        if r.acks.iter().any(|a| a.offset <= offset) {
             let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut r.acks)
                 .into_iter()
-                .partition(|a| a.0 <= offset);
+                .partition(|a| a.offset <= offset);
             r.acks = waiting;
-            for (_, conn, frame, _) in ready {
-                self.reply(conn, frame);
+            self.acks_waiting -= ready.len();
+            for ack in ready {
+                self.reply(ack.conn, ack.frame);
             }
         }
     }
 
+    /// `+CLIENT\nINFO` or `-CLIENT` on a room's channel.
     fn presence_event(&mut self, name: &RoomName, body: &[u8]) {
         let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
-        if r.diff_joined.is_empty() && r.diff_left.is_empty() {
+        if !r.presence_dirty() {
             self.presence_dirty.push(name.clone());
         }
         let text = String::from_utf8_lossy(body);
         if let Some(rest) = text.strip_prefix('+') {
             let (client, info) = rest.split_once('\n').unwrap_or((rest, "{}"));
-            let client: Arc<str> = Arc::from(client);
-            r.diff_left.retain(|c| *c != client);
-            r.diff_joined.retain(|(c, _)| *c != client);
-            r.diff_joined
-                .push((client, Bytes::copy_from_slice(info.as_bytes())));
+            let info = Bytes::copy_from_slice(info.as_bytes());
+            r.presence_changed(Arc::from(client), Some(info));
         } else if let Some(client) = text.strip_prefix('-') {
-            let client: Arc<str> = Arc::from(client);
-            let before = r.diff_joined.len();
-            r.diff_joined.retain(|(c, _)| *c != client);
-            if r.diff_joined.len() == before && !r.diff_left.contains(&client) {
-                r.diff_left.push(client);
-            }
+            r.presence_changed(Arc::from(client), None);
         }
     }
 
@@ -1291,12 +1248,11 @@ impl Broker {
             let Some(r) = self.rooms.get_mut(&name) else {
                 continue;
             };
-            let joined = std::mem::take(&mut r.diff_joined);
-            let left = std::mem::take(&mut r.diff_left);
-            if joined.is_empty() && left.is_empty() {
+            let diff = r.take_diff();
+            if diff.joined.is_empty() && diff.left.is_empty() {
                 continue; // a join and a leave in one batch cancel out
             }
-            let frame = reply::presence_diff(&name, &joined, &left);
+            let frame = reply::presence_diff(&name, &diff.joined, &diff.left);
             to_members(&self.mesh, &r.subs, true, || LocalMsg::PresenceDiff {
                 room: name.clone(),
                 frame: frame.clone(),
@@ -1304,44 +1260,47 @@ impl Broker {
         }
     }
 
-    /// Every room's periodic check, and acks that waited too long.
-    fn tick(&mut self) {
+    /// Acks that waited `ACK_WAIT` for their message: sent, and their room read.
+    fn late_acks(&mut self) {
+        if self.acks_waiting == 0 {
+            return;
+        }
         let now = Instant::now();
         let mut late = Vec::new();
         for (name, r) in self.rooms.iter_mut() {
-            if r.acks.iter().any(|a| a.3 <= now) {
+            if r.acks.iter().any(|a| a.deadline <= now) {
                 let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut r.acks)
                     .into_iter()
-                    .partition(|a| a.3 <= now);
+                    .partition(|a| a.deadline <= now);
                 r.acks = waiting;
                 late.push((name.clone(), ready));
             }
         }
         for (name, acks) in late {
-            for (_, conn, frame, _) in acks {
-                self.reply(conn, frame);
+            self.acks_waiting -= acks.len();
+            for ack in acks {
+                self.reply(ack.conn, ack.frame);
             }
             self.fill(&name, false);
         }
+    }
+
+    /// Every room's periodic check (see [`scripts::TICK`]).
+    fn tick(&mut self) {
         if self.link.is_none() {
             return;
         }
-        let names: Vec<RoomName> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.sub == Sub::Yes)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
-            let Some(r) = self.rooms.get(&name) else {
+        let ttl = self.settings.presence_ttl_ms.to_string();
+        let keep = self.keep_ms().to_string();
+        let mut cmds = Vec::new();
+        for (name, r) in &self.rooms {
+            if r.sub != Sub::Yes {
                 continue;
-            };
+            }
             let k = Keys::new(name.as_str());
-            let keys = k.all();
-            let ttl = self.settings.presence_ttl_ms.to_string();
-            let keep = self.keep_ms().to_string();
             let members = r.members().to_string();
             let channel = k.channel();
+            let counts: Vec<String> = r.clients.values().map(|(n, _)| n.to_string()).collect();
             let mut args: Vec<&[u8]> = vec![
                 self.settings.node.as_bytes(),
                 ttl.as_bytes(),
@@ -1349,11 +1308,13 @@ impl Broker {
                 keep.as_bytes(),
                 members.as_bytes(),
             ];
-            args.extend(r.clients.keys().map(|c| c.as_bytes()));
-            let cmd = eval(&self.scripts.tick, &keys, &args);
-            let incarnation = r.incarnation;
-            self.enqueue(cmd, Then::Tick(name, incarnation));
+            for ((client, (_, info)), n) in r.clients.iter().zip(&counts) {
+                args.extend([client.as_bytes(), n.as_bytes(), &info[..]]);
+            }
+            let cmd = eval(&self.scripts.tick, &k.all(), &args);
+            cmds.push((cmd, Then::Tick(name.clone(), r.incarnation)));
         }
+        self.queue.extend(cmds);
     }
 
     /// Tells the cluster this node is alive.
@@ -1361,21 +1322,16 @@ impl Broker {
         if self.link.is_none() {
             return;
         }
-        let now = crate::now_ms();
-        let info = serde_json::json!({
-            "id": &*self.settings.node,
-            "connections": self.stats.connections.load(Ordering::Relaxed),
-            "rooms": self.rooms.len(),
-            "since_ms": self.started_ms,
-            "seen_ms": now,
-        })
-        .to_string();
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg("rc:nodes").arg(&*self.settings.node).arg(info);
-        self.enqueue(cmd, Then::Nothing);
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg("rc:nodes:seen").arg(now).arg(&*self.settings.node);
-        self.enqueue(cmd, Then::Nothing);
+        let me = NodeInfo {
+            id: self.settings.node.to_string(),
+            address: self.settings.address.clone(),
+            connections: self.stats.connections.load(Ordering::Relaxed),
+            rooms: self.rooms.len(),
+            since_ms: self.started_ms,
+        };
+        for cmd in cluster::beat(&me, crate::now_ms()) {
+            self.enqueue(cmd, Then::Nothing);
+        }
     }
 }
 
@@ -1419,7 +1375,7 @@ async fn open(
         })??;
     let (sink, mut stream) = pubsub.split();
     let events = events.clone();
-    tokio::task::spawn_local(async move {
+    let reader = tokio::task::spawn_local(async move {
         while let Some(msg) = stream.next().await {
             let channel = msg.get_channel_name().to_owned();
             let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
@@ -1431,115 +1387,12 @@ async fn open(
             }
         }
         let _ = events.send(Event::Down(generation));
-    });
+    })
+    .abort_handle();
     Ok(Link {
         generation,
         conn,
         sink,
-    })
-}
-
-/// A WebSocket text frame of a JSON text.
-fn frame_of(json: &[u8]) -> Bytes {
-    let mut f = JsonFrame::with_capacity(json.len());
-    f.raw(json);
-    f.frame()
-}
-
-fn bytes_of(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::Int(n) => Some(n.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-fn int_of(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn string_of(v: Value) -> Option<String> {
-    bytes_of(v).and_then(|b| String::from_utf8(b).ok())
-}
-
-fn parse_published(v: Value) -> Option<(u64, Arc<str>, bool)> {
-    let Value::Array(items) = v else { return None };
-    let mut it = items.into_iter();
-    let offset = int_of(&it.next()?)?;
-    let epoch = string_of(it.next()?)?;
-    let duplicate = int_of(&it.next()?)? == 1;
-    Some((offset, Arc::from(epoch), duplicate))
-}
-
-fn parse_tick(v: Value) -> Option<(String, u64)> {
-    let Value::Array(items) = v else { return None };
-    let mut it = items.into_iter();
-    let epoch = string_of(it.next()?)?;
-    let top = int_of(&it.next()?)?;
-    Some((epoch, top))
-}
-
-/// A read of a room: its epoch ('' when it has no state), top, and entries
-/// `(offset, ts, json)`.
-struct Read {
-    epoch: String,
-    top: u64,
-    entries: Vec<(u64, u64, Bytes)>,
-}
-
-fn parse_read(v: Value) -> Option<Read> {
-    let Value::Array(items) = v else { return None };
-    let mut it = items.into_iter();
-    let epoch = string_of(it.next()?)?;
-    let top = int_of(&it.next()?)?;
-    let entries = match it.next() {
-        Some(Value::Array(entries)) => entries.into_iter().filter_map(parse_entry).collect(),
-        _ => Vec::new(),
-    };
-    Some(Read {
-        epoch,
-        top,
-        entries,
-    })
-}
-
-/// `[id, [field, value, ...]]` of a stream entry.
-fn parse_entry(v: Value) -> Option<(u64, u64, Bytes)> {
-    let Value::Array(parts) = v else { return None };
-    let mut parts = parts.into_iter();
-    let id = string_of(parts.next()?)?;
-    let offset = id.split('-').next()?.parse().ok()?;
-    let Some(Value::Array(fields)) = parts.next() else {
-        return None;
-    };
-    let (mut ts, mut json) = (0, None);
-    let mut f = fields.into_iter();
-    while let (Some(k), Some(v)) = (f.next(), f.next()) {
-        match bytes_of(k).as_deref() {
-            Some(b"t") => ts = int_of(&v).unwrap_or(0),
-            Some(b"j") => json = bytes_of(v),
-            _ => {}
-        }
-    }
-    Some((offset, ts, Bytes::from(json?)))
-}
-
-/// `OFFSET EPOCH JSON` of a live message.
-fn parse_live(body: Bytes) -> Option<Live> {
-    let space = body.iter().position(|&b| b == b' ')?;
-    let offset = std::str::from_utf8(&body[..space]).ok()?.parse().ok()?;
-    let rest = body.slice(space + 1..);
-    let space = rest.iter().position(|&b| b == b' ')?;
-    let epoch = std::str::from_utf8(&rest[..space]).ok()?;
-    Some(Live {
-        offset,
-        epoch: Arc::from(epoch),
-        json: rest.slice(space + 1..),
+        reader,
     })
 }

@@ -87,6 +87,12 @@ end
 /// The names of [`Keys::all`], in front of every script that takes them.
 const ROOM_KEYS: &str = r#"
 local meta, log, pc, pe, pt, pi, mc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- Every key of the room outlives the last write or check by `keep` ms (0: forever).
+local function keep_alive(keep)
+  if keep > 0 then
+    for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, keep) end
+  end
+end
 "#;
 
 /// Publish (the hot path: three keys only). KEYS: meta, log, idempotency key (or meta
@@ -130,7 +136,7 @@ return {offset, epoch, 0}
 
 /// Join. KEYS: [`Keys::all`].
 /// ARGV: fresh epoch, since epoch ('' for none), since offset, max entries, presence
-/// (1/0), client, node, info, presence ttl ms, channel.
+/// (1/0), client, node, info, presence ttl ms, channel, keep ms.
 /// Returns `{epoch, top, entries}` (entries after `since`, when its epoch is the room's).
 pub(super) const JOIN: &str = r#"
 local epoch = epoch_of(meta, log, ARGV[1])
@@ -151,46 +157,59 @@ if ARGV[5] == '1' then
     redis.call('PUBLISH', ARGV[10], 'p+' .. ARGV[6] .. '\n' .. ARGV[8])
   end
 end
+keep_alive(tonumber(ARGV[11]))
 return {epoch, top, entries}
 "#;
 
 /// Leave. KEYS: [`Keys::all`]. ARGV: client, node, presence (1/0), channel.
+/// Takes from the client's total only what this node still had (a sweep may have
+/// removed it already).
 pub(super) const LEAVE: &str = r#"
 if redis.call('HINCRBY', mc, ARGV[2], -1) <= 0 then redis.call('HDEL', mc, ARGV[2]) end
 if ARGV[3] == '1' then
   local f = ARGV[1] .. '\n' .. ARGV[2]
-  if redis.call('HINCRBY', pc, f, -1) <= 0 then
-    redis.call('HDEL', pc, f)
-    redis.call('ZREM', pe, f)
-  end
-  if redis.call('HINCRBY', pt, ARGV[1], -1) <= 0 then
-    redis.call('HDEL', pt, ARGV[1])
-    redis.call('HDEL', pi, ARGV[1])
-    redis.call('PUBLISH', ARGV[4], 'p-' .. ARGV[1])
+  local had = tonumber(redis.call('HGET', pc, f) or '0')
+  if had > 0 then
+    if had == 1 then
+      redis.call('HDEL', pc, f)
+      redis.call('ZREM', pe, f)
+    else
+      redis.call('HINCRBY', pc, f, -1)
+    end
+    if redis.call('HINCRBY', pt, ARGV[1], -1) <= 0 then
+      redis.call('HDEL', pt, ARGV[1])
+      redis.call('HDEL', pi, ARGV[1])
+      redis.call('PUBLISH', ARGV[4], 'p-' .. ARGV[1])
+    end
   end
 end
 return 1
 "#;
 
-/// A room's periodic check by a node that has members there: refresh this node's
-/// presence, sweep what expired, keep the room's state alive, and read its top.
-/// KEYS: [`Keys::all`]. ARGV: node, presence ttl ms, channel, keep ms,
-/// this node's members in the room, then this node's visible clients.
-/// Returns `{epoch or '', top}`.
+/// A room's periodic check by a node that has members there: put back this node's
+/// presence if Redis lost it (a restart, or a sweep while the node was cut off), refresh
+/// it, sweep what expired, keep the room's state alive, and read its top.
+/// KEYS: [`Keys::all`]. ARGV: node, presence ttl ms, channel, keep ms, this node's
+/// members in the room, then for each visible client of this node: client, memberships,
+/// info. Returns `{epoch or '', top}`.
 pub(super) const TICK: &str = r#"
 local now = now_ms()
 local expiry = now + tonumber(ARGV[2])
-for i = 6, #ARGV do
-  redis.call('ZADD', pe, 'XX', expiry, ARGV[i] .. '\n' .. ARGV[1])
+for i = 6, #ARGV, 3 do
+  local client, n, info = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local f = client .. '\n' .. ARGV[1]
+  if redis.call('HEXISTS', pc, f) == 0 then
+    redis.call('HSET', pc, f, n)
+    if redis.call('HINCRBY', pt, client, n) == n then
+      redis.call('HSET', pi, client, info)
+      redis.call('PUBLISH', ARGV[3], 'p+' .. client .. '\n' .. info)
+    end
+  end
+  redis.call('ZADD', pe, expiry, f)
 end
 sweep(pc, pe, pt, pi, ARGV[3], now)
 redis.call('HSET', mc, ARGV[1], ARGV[5])
-local keep = tonumber(ARGV[4])
-if keep > 0 then
-  redis.call('PEXPIRE', meta, keep)
-  redis.call('PEXPIRE', log, keep)
-  redis.call('PEXPIRE', mc, keep)
-end
+keep_alive(tonumber(ARGV[4]))
 local epoch = redis.call('HGET', meta, 'epoch') or ''
 return {epoch, tonumber(redis.call('HGET', meta, 'top') or '0')}
 "#;
