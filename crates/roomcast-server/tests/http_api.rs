@@ -166,6 +166,7 @@ async fn every_answer_matches_the_openapi_document() {
             Some(KEY),
         ),
         ("listRooms", "/api/rooms", None, Some(KEY)),
+        ("listNodes", "/api/nodes", None, Some(KEY)),
         ("presence", "/api/rooms/doc/presence", None, Some(KEY)),
         (
             "history",
