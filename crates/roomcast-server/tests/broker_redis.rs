@@ -178,6 +178,7 @@ async fn order_and_exactly_once_across_three_nodes() {
     );
     let mut sse = Sse::open(nodes[1].addr, "client=s&room=feed", None).await;
     assert_eq!(sse.next_of("joined").await["epoch"], epochs[0]);
+    let poll = common::poll_past_joined(nodes[2].addr, "client=q&room=feed", 1).await;
 
     const PER: usize = 60;
     let mut tasks = Vec::new();
@@ -221,6 +222,13 @@ async fn order_and_exactly_once_across_three_nodes() {
         got.push((m["offset"].as_u64().unwrap(), m["data"].clone()));
     }
     check_exact(&got, 1, 3, PER, "SSE member");
+    let (polled, _, _) =
+        common::poll_messages(nodes[2].addr, &format!("cursor={poll}"), 3 * PER).await;
+    let got: Vec<(u64, Value)> = polled
+        .iter()
+        .map(|m| (m["offset"].as_u64().unwrap(), m["data"].clone()))
+        .collect();
+    check_exact(&got, 1, 3, PER, "long-poll member");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,13 +319,7 @@ async fn history_and_presence_are_the_clusters() {
         ann.publish("h", json!(i)).await;
     }
     let h = bob.request(json!({"type":"history","room":"h"})).await;
-    let offsets: Vec<u64> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["offset"].as_u64().unwrap())
-        .collect();
-    assert_eq!(offsets, vec![1, 2, 3], "{h}");
+    assert_eq!(common::message_offsets(&h), vec![1, 2, 3], "{h}");
     let p = bob.request(json!({"type":"presence","room":"h"})).await;
     let clients: Vec<&str> = p["members"]
         .as_array()
@@ -328,12 +330,8 @@ async fn history_and_presence_are_the_clusters() {
     assert_eq!(clients, vec!["ann", "bob"], "{p}");
     // ann leaves one node but is still on the other: still listed, and no `left`.
     drop(ann);
-    within("ann's leave on node a", Duration::from_secs(5), async {
-        while room_members(b.addr, "h").await != Some(2) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    // ann's leave on node a has run once the cluster counts two members.
+    common::wait_for_members(b.addr, "h", 2).await;
     // A presence batch later, whatever the leave caused has reached bob.
     tokio::time::sleep(Duration::from_millis(200)).await;
     bob.request(json!({"type":"ping"})).await;
@@ -359,18 +357,6 @@ async fn history_and_presence_are_the_clusters() {
     })
     .await;
     assert_eq!(diff["left"], json!([{"client": "ann"}]), "{diff}");
-}
-
-/// The room's members over the cluster, as `/api/rooms` of `addr` counts them.
-async fn room_members(addr: SocketAddr, room: &str) -> Option<u64> {
-    let (status, v) = common::api(addr, "GET", "/api/rooms", None).await;
-    assert_eq!(status, 200, "{v}");
-    v["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["room"] == room)
-        .and_then(|r| r["members"].as_u64())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

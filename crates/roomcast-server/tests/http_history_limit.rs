@@ -8,16 +8,6 @@ mod common;
 use common::{Sse, api, api_publish, exchange, http, start};
 use serde_json::{Value, json};
 
-/// The offsets of a history reply's messages.
-fn offsets(v: &Value) -> Vec<u64> {
-    v["messages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no messages in {v}"))
-        .iter()
-        .map(|m| m["offset"].as_u64().unwrap())
-        .collect()
-}
-
 /// A server with 150 messages in room `hl`; returns it and the room's epoch.
 async fn with_150_messages() -> (common::TestServer, String) {
     let s = start(|_| {}).await;
@@ -50,23 +40,23 @@ async fn api_history_limit_is_1_to_1000_and_100_by_default() {
         );
     }
     let (status, v) = get("limit=1".into()).await;
-    assert_eq!((status, offsets(&v)), (200, vec![1]), "{v}");
+    assert_eq!((status, common::message_offsets(&v)), (200, vec![1]), "{v}");
     let (status, v) = get("limit=1000".into()).await;
     assert_eq!(
-        (status, offsets(&v)),
+        (status, common::message_offsets(&v)),
         (200, (1..=150).collect()),
         "limit=1000"
     );
     // Absent: the oldest 100, or the first 100 after `since`.
     let (status, v) = get(String::new()).await;
     assert_eq!(
-        (status, offsets(&v)),
+        (status, common::message_offsets(&v)),
         (200, (1..=100).collect()),
         "no limit"
     );
     let (status, v) = get(format!("since={epoch}:10")).await;
     assert_eq!(
-        (status, offsets(&v)),
+        (status, common::message_offsets(&v)),
         (200, (11..=110).collect()),
         "no limit, since 10"
     );
@@ -101,22 +91,22 @@ async fn cmd_history_limit_follows_the_same_rule() {
         );
     }
     let (status, v) = history(json!({"limit": 1})).await;
-    assert_eq!((status, offsets(&v)), (200, vec![1]), "{v}");
+    assert_eq!((status, common::message_offsets(&v)), (200, vec![1]), "{v}");
     let (status, v) = history(json!({"limit": 1000})).await;
     assert_eq!(
-        (status, offsets(&v)),
+        (status, common::message_offsets(&v)),
         (200, (1..=150).collect()),
         "limit 1000"
     );
     let (status, v) = history(json!({})).await;
     assert_eq!(
-        (status, offsets(&v)),
+        (status, common::message_offsets(&v)),
         (200, (1..=100).collect()),
         "no limit"
     );
     let (status, v) = history(json!({"since": {"epoch": epoch, "offset": 10}})).await;
     assert_eq!(
-        (status, offsets(&v)),
+        (status, common::message_offsets(&v)),
         (200, (11..=110).collect()),
         "no limit, since 10"
     );

@@ -131,13 +131,7 @@ async fn history_queries() {
         .request(json!({"type": "history", "room": "h", "limit": 5}))
         .await;
     assert_eq!(h["epoch"], epoch);
-    let offsets: Vec<u64> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["offset"].as_u64().unwrap())
-        .collect();
-    assert_eq!(offsets, vec![1, 2, 3, 4, 5]);
+    assert_eq!(common::message_offsets(&h), vec![1, 2, 3, 4, 5]);
     let h = q
         .request(json!({"type": "history", "room": "h", "since": {"epoch": epoch, "offset": 27}}))
         .await;

@@ -626,3 +626,99 @@ pub async fn api_publish(addr: SocketAddr, room: &str, data: serde_json::Value) 
     assert_eq!(status, 200, "{v}");
     v["results"][0]["offset"].as_u64().unwrap()
 }
+
+/// `GET url` (bounded), answered 200 with JSON.
+pub async fn get_json(url: impl AsRef<str>) -> serde_json::Value {
+    let (status, body) = get_json_status(url).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits (bounded) until `/api/rooms` says `room` has `n` members.
+pub async fn wait_for_members(addr: std::net::SocketAddr, room: &str, n: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, v) = api(addr, "GET", "/api/rooms", None).await;
+        assert_eq!(status, 200, "{v}");
+        let members = v["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room"] == room)
+            .map(|r| r["members"].as_u64().unwrap());
+        if members == Some(n) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{room} still has {members:?} members after 10 s, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Long-polls `path` until `n` messages arrived; returns them and the last cursor.
+pub async fn poll_messages(
+    addr: std::net::SocketAddr,
+    first_query: &str,
+    n: usize,
+) -> (Vec<serde_json::Value>, String, u32) {
+    let mut messages = Vec::new();
+    let mut url = format!("http://{addr}/poll?{first_query}&timeout_ms=2000");
+    let mut cursor = String::new();
+    let mut polls = 0;
+    let started = std::time::Instant::now();
+    while messages.len() < n {
+        polls += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {n} messages after {polls} polls in 60 s",
+            messages.len()
+        );
+        let v = get_json(&url).await;
+        for e in v["events"].as_array().unwrap() {
+            if e["type"] == "message" {
+                messages.push(e.clone());
+            }
+        }
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+        url = format!("http://{addr}/poll?cursor={cursor}&timeout_ms=2000");
+    }
+    (messages, cursor, polls)
+}
+
+/// The offsets of a `history` reply's messages, in order.
+pub fn message_offsets(v: &serde_json::Value) -> Vec<u64> {
+    v["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {v}"))
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect()
+}
+
+/// Polls a new session (`first_query`) until its own `joined` events are through; returns
+/// the cursor after them.
+pub async fn poll_past_joined(
+    addr: std::net::SocketAddr,
+    first_query: &str,
+    rooms: usize,
+) -> String {
+    let mut url = format!("http://{addr}/poll?{first_query}&timeout_ms=1000");
+    let mut joined = 0;
+    for _ in 0..20 {
+        let v = get_json(&url).await;
+        let cursor = v["cursor"].as_str().unwrap().to_owned();
+        joined += v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "joined")
+            .count();
+        if joined >= rooms {
+            return cursor;
+        }
+        url = format!("http://{addr}/poll?cursor={cursor}&timeout_ms=1000");
+    }
+    panic!("the session's joined events did not come in 20 polls");
+}
