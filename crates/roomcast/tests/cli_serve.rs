@@ -8,11 +8,10 @@
 
 mod common;
 
-use common::{BIN, LISTENING, listening_addr, within};
+use common::{BIN, LISTENING, Lines, listening_addr, within};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use roomcast_ws::tokio::{WebSocket, connect};
@@ -24,57 +23,6 @@ const ANSWER: Duration = Duration::from_secs(10);
 const UPGRADE_WS: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-
-/// The lines a child writes to a pipe, read on a thread so that a wait can be bounded.
-struct Lines(mpsc::Receiver<String>);
-
-impl Lines {
-    fn spawn(pipe: impl Read + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self(rx)
-    }
-
-    /// The next line, within `bound`; panics naming `what` was awaited.
-    fn next_within(&self, bound: Duration, what: &str) -> String {
-        match self.0.recv_timeout(bound) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no {what} within {bound:?}"),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("the output ended before {what}")
-            }
-        }
-    }
-
-    /// Everything written until the pipe closes, within `bound`.
-    fn rest_within(&self, bound: Duration, what: &str) -> String {
-        let deadline = Instant::now() + bound;
-        let mut out = String::new();
-        loop {
-            match self
-                .0
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return out,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{what} did not end within {bound:?}; so far: {out}")
-                }
-            }
-        }
-    }
-}
 
 /// Waits for `child` to exit, at most `bound` (polling its status: the exit is the event).
 fn wait_exit(child: &mut Child, bound: Duration, what: &str) -> ExitStatus {

@@ -1,11 +1,13 @@
-//! Shared by the binary's tests: the bounded async wait, and the line `roomcast serve`
-//! prints once it listens.
+//! Shared by the binary's tests: the bounded async wait, a child's output read line by
+//! line with bounded waits, and the line `roomcast serve` prints once it listens.
 
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::io::Read;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
@@ -25,4 +27,100 @@ pub fn listening_addr(line: &str) -> SocketAddr {
     line.strip_prefix("listening on ")
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("not `listening on ADDR`: {line:?}"))
+}
+
+/// The lines a child writes to a pipe, read on a thread so that a wait can be bounded.
+pub struct Lines(mpsc::Receiver<String>);
+
+impl Lines {
+    pub fn spawn(pipe: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// The next line, within `bound`; panics naming `what` was awaited.
+    pub fn next_within(&self, bound: Duration, what: &str) -> String {
+        match self.0.recv_timeout(bound) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no {what} within {bound:?}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the output ended before {what}")
+            }
+        }
+    }
+
+    /// Everything written until the pipe closes, within `bound`.
+    pub fn rest_within(&self, bound: Duration, what: &str) -> String {
+        let deadline = Instant::now() + bound;
+        let mut out = String::new();
+        loop {
+            match self
+                .0
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{what} did not end within {bound:?}; so far: {out}")
+                }
+            }
+        }
+    }
+}
+
+/// A `redis-server` of the test's own (Debian's package) on a free loopback port,
+/// without persistence; killed by its pid when dropped.
+pub struct Redis {
+    child: std::process::Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let dir = std::env::temp_dir().join(format!("roomcast-cli-redis-{port}"));
+        let _ = std::fs::create_dir_all(&dir);
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server (scripts/test installs it): {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

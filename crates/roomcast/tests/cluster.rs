@@ -1,0 +1,464 @@
+//! Three `roomcast serve` processes sharing a real Redis behind a real HAProxy (Debian's
+//! packages, with the shipped `deploy/haproxy.cfg`), and one node killed with SIGKILL
+//! mid-stream: what its clients had acked is not lost, nothing arrives twice, its members
+//! recover through HAProxy with `since`, and its presence goes within the TTL with a
+//! `left` diff on the other nodes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, LISTENING, Lines, Redis, listening_addr, within};
+use roomcast_ws::Message;
+use roomcast_ws::tokio::{WebSocket, connect};
+use serde_json::{Value, json};
+
+const ANSWER: Duration = Duration::from_secs(10);
+const PRESENCE_TTL_MS: u64 = 1500;
+
+/// A node: `roomcast serve --broker` on a port the kernel picks; killed on drop.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    _stdout: Lines,
+}
+
+impl Node {
+    fn start(redis: &Redis, name: &str) -> Self {
+        let ttl = format!("broker.presence_ttl_ms={PRESENCE_TTL_MS}");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["--broker", &redis.url(), "--node-id", name, "--set", &ttl])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Lines::spawn(child.stdout.take().unwrap());
+        let addr = listening_addr(&stdout.next_within(ANSWER, LISTENING));
+        // The node listens before it reaches Redis; until then room requests answer
+        // `unavailable` and /healthz says so.
+        let deadline = Instant::now() + ANSWER;
+        while healthz(addr) != "ok\n" {
+            assert!(Instant::now() < deadline, "{name} did not reach Redis");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            addr,
+            _stdout: stdout,
+        }
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// HAProxy with `deploy/haproxy.cfg` in front of `nodes`, on free loopback ports;
+/// killed on drop.
+struct Haproxy {
+    child: Child,
+    front: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Haproxy {
+    fn start(nodes: &[SocketAddr]) -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (front, stats) = (free(), free());
+        let dir = std::env::temp_dir().join(format!("roomcast-haproxy-{front}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy.cfg");
+        let child = Command::new("haproxy")
+            .args(["-db", "-f", cfg])
+            .env("FRONT_PORT", front.to_string())
+            .env("STATS_PORT", stats.to_string())
+            .env("STATS_SOCKET", dir.join("haproxy.sock"))
+            .env("NODE1", nodes[0].to_string())
+            .env("NODE2", nodes[1].to_string())
+            .env("NODE3", nodes[2].to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("haproxy (scripts/test installs it): {e}"));
+        // Up once its checks passed for every node (`rise 2` at `inter 500ms`).
+        let deadline = Instant::now() + ANSWER;
+        let stats: SocketAddr = ([127, 0, 0, 1], stats).into();
+        loop {
+            let csv = http_get(stats, "/;csv").unwrap_or_default();
+            let up = csv
+                .lines()
+                .filter(|l| l.starts_with("roomcast_nodes,n") && l.contains(",UP,"))
+                .count();
+            if up == nodes.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "HAProxy did not see the nodes up: {csv}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            front: ([127, 0, 0, 1], front).into(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The body of a `GET`, or `None` when nothing answers.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(ANSWER)).ok()?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// The body of `GET /healthz`.
+fn healthz(addr: SocketAddr) -> String {
+    http_get(addr, "/healthz").unwrap_or_default()
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `/ws` protocol client: requests by `ref`, pushes kept in order.
+struct Client {
+    /// The node it reached (`welcome.node`).
+    node: String,
+    ws: WebSocket<tokio::net::TcpStream>,
+    pushes: VecDeque<Value>,
+    next_ref: u64,
+}
+
+impl Client {
+    /// Connects and says hello; `None` when the node does not answer (it is dead).
+    async fn hello(addr: SocketAddr, client: &str) -> Option<Self> {
+        let (ws, _) = tokio::time::timeout(ANSWER, connect(&format!("ws://{addr}/ws")))
+            .await
+            .ok()?
+            .ok()?;
+        let mut c = Self {
+            node: String::new(),
+            ws,
+            pushes: VecDeque::new(),
+            next_ref: 0,
+        };
+        let w = c.request(json!({"type":"hello","client":client})).await?;
+        assert_eq!(w["type"], "welcome", "{w}");
+        c.node = w["node"].as_str().unwrap_or_default().to_owned();
+        Some(c)
+    }
+
+    /// The next JSON text; `None` once the connection is gone.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(ANSWER, self.ws.recv()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).ok(),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => return None,
+                Err(_) => panic!("nothing from the server within {ANSWER:?}"),
+            }
+        }
+    }
+
+    /// Sends a request and waits for its reply; pushes meanwhile are kept. `None` when
+    /// the connection is gone before the reply.
+    async fn request(&mut self, mut v: Value) -> Option<Value> {
+        self.next_ref += 1;
+        v["ref"] = self.next_ref.into();
+        self.ws.send(Message::text(v.to_string())).await.ok()?;
+        loop {
+            let m = self.next().await?;
+            if m["ref"] == self.next_ref {
+                return Some(m);
+            }
+            self.pushes.push_back(m);
+        }
+    }
+
+    /// The next push of a type (others stay queued); `None` once the connection is gone.
+    async fn next_of(&mut self, kind: &str) -> Option<Value> {
+        if let Some(i) = self.pushes.iter().position(|m| m["type"] == kind) {
+            return self.pushes.remove(i);
+        }
+        loop {
+            let m = self.next().await?;
+            if m["type"] == kind {
+                return Some(m);
+            }
+            self.pushes.push_back(m);
+        }
+    }
+}
+
+/// Publishes `per` messages `{"p":p,"i":i}` with ids, retrying each on the next node
+/// (the one after, round the list) with the same id when its connection goes. Returns
+/// the acked offsets by `i`.
+async fn publisher(nodes: Vec<SocketAddr>, p: usize, per: usize) -> Vec<u64> {
+    let mut at = p % nodes.len();
+    let mut acked = Vec::with_capacity(per);
+    let mut conn: Option<Client> = None;
+    let mut i = 0;
+    let started = Instant::now();
+    while i < per {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "publisher {p} stuck at {i}"
+        );
+        if conn.is_none() {
+            conn = match Client::hello(nodes[at], &format!("pub{p}")).await {
+                Some(mut c) => match c.request(json!({"type":"join","room":"k"})).await {
+                    Some(j) if j["type"] == "joined" => Some(c),
+                    _ => None,
+                },
+                None => None,
+            };
+            if conn.is_none() {
+                at = (at + 1) % nodes.len();
+                continue;
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let publish =
+            json!({"type":"publish","room":"k","data":{"p":p,"i":i},"id":format!("{p}-{i}")});
+        match c.request(publish).await {
+            Some(a) if a["type"] == "ack" => {
+                acked.push(a["offset"].as_u64().unwrap());
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            Some(e) => {
+                assert_eq!(e["code"], "unavailable", "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None => {
+                // The node went away: the same id on the next one.
+                conn = None;
+                at = (at + 1) % nodes.len();
+            }
+        }
+    }
+    acked
+}
+
+/// Reads `message` pushes until every offset up to `top` came, rejoining on `fallback`
+/// with `since` if the connection goes. Returns `(offset, data)` in arrival order, and
+/// when it recovered (if it had to).
+async fn read_all(
+    mut c: Client,
+    client: &'static str,
+    top: u64,
+    epoch: String,
+    fallback: SocketAddr,
+) -> (Vec<(u64, Value)>, Option<Instant>) {
+    let mut got: Vec<(u64, Value)> = Vec::new();
+    let mut recovered_at = None;
+    loop {
+        if got.last().is_some_and(|(o, _)| *o >= top) {
+            return (got, recovered_at);
+        }
+        match c.next_of("message").await {
+            Some(m) => got.push((m["offset"].as_u64().unwrap(), m["data"].clone())),
+            None => {
+                let last = got.last().map_or(0, |(o, _)| *o);
+                // Reconnect as a client would, with a short backoff.
+                let mut again = loop {
+                    if let Some(c) = Client::hello(fallback, client).await {
+                        break c;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                let j = again
+                    .request(
+                        json!({"type":"join","room":"k","since":{"epoch":epoch,"offset":last}}),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(j["recovered"], true, "a rejoin after the kill: {j}");
+                recovered_at = Some(Instant::now());
+                c = again;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes() {
+    let redis = Redis::start();
+    let mut nodes = [
+        Node::start(&redis, "n1"),
+        Node::start(&redis, "n2"),
+        Node::start(&redis, "n3"),
+    ];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let haproxy = Haproxy::start(&addrs);
+    let front = haproxy.front;
+    // The member whose node dies came through HAProxy; its node is the one killed.
+    let mut on_dead = Client::hello(front, "m1").await.unwrap();
+    let j = on_dead
+        .request(json!({"type":"join","room":"k"}))
+        .await
+        .unwrap();
+    let epoch = j["epoch"].as_str().unwrap().to_owned();
+    let victim = ["n1", "n2", "n3"]
+        .iter()
+        .position(|n| *n == on_dead.node)
+        .unwrap_or_else(|| panic!("welcome.node {:?}", on_dead.node));
+    let live = (victim + 1) % 3;
+    let mut watcher = Client::hello(addrs[live], "watcher").await.unwrap();
+    watcher
+        .request(json!({"type":"join","room":"k","presence":{}}))
+        .await
+        .unwrap();
+    // On the node that dies: a visible client that never comes back.
+    let mut ghost = Client::hello(addrs[victim], "ghost").await.unwrap();
+    ghost
+        .request(json!({"type":"join","room":"k","presence":{}}))
+        .await
+        .unwrap();
+    let mut on_live = Client::hello(addrs[live], "m2").await.unwrap();
+    on_live
+        .request(json!({"type":"join","room":"k"}))
+        .await
+        .unwrap();
+    within("the ghost's joined diff", ANSWER, async {
+        loop {
+            let d = watcher.next_of("presence_diff").await.unwrap();
+            if d["joined"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["client"] == "ghost")
+            {
+                return;
+            }
+        }
+    })
+    .await;
+
+    const PER: usize = 60;
+    let top = (3 * PER) as u64;
+    let readers = [
+        tokio::spawn(read_all(on_dead, "m1", top, epoch.clone(), front)),
+        tokio::spawn(read_all(on_live, "m2", top, epoch.clone(), front)),
+    ];
+    // Three publishers through HAProxy; leastconn spreads them over the nodes.
+    let publishers: Vec<_> = (0..3)
+        .map(|p| tokio::spawn(publisher(vec![front], p, PER)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    nodes[victim].kill_9();
+    let killed = Instant::now();
+    drop(ghost);
+
+    let mut acked: Vec<u64> = Vec::new();
+    for p in publishers {
+        acked.extend(
+            within("the publishers", Duration::from_secs(90), p)
+                .await
+                .unwrap(),
+        );
+    }
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (1..=top).collect::<Vec<_>>(),
+        "every publish acked once, at an offset of its own: a retry with the same id is \
+         not stored twice"
+    );
+    let [dead_reader, live_reader] = readers;
+    let (dead_got, recovered_at) = within(
+        "the killed node's member",
+        Duration::from_secs(60),
+        dead_reader,
+    )
+    .await
+    .unwrap();
+    let recovered_at = recovered_at.expect("the killed node's member had to rejoin");
+    let (live_got, _) = within("a live node's member", Duration::from_secs(60), live_reader)
+        .await
+        .unwrap();
+    for (who, got) in [
+        ("killed node's member", &dead_got),
+        ("live node's member", &live_got),
+    ] {
+        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (1..=top).collect::<Vec<_>>(),
+            "{who}: every offset once, in order"
+        );
+        let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
+        for (_, d) in got.iter() {
+            *seen
+                .entry((d["p"].as_u64().unwrap(), d["i"].as_u64().unwrap()))
+                .or_default() += 1;
+        }
+        assert_eq!(seen.len(), 3 * PER, "{who}: every acked message");
+        assert!(seen.values().all(|&n| n == 1), "{who}: nothing twice");
+    }
+    println!(
+        "kill -9 to its member recovered through HAProxy: {} ms",
+        recovered_at.duration_since(killed).as_millis()
+    );
+
+    // The killed node's visible client is gone within the TTL (and a sweep), and the
+    // watcher on another node is told.
+    let left = within("the ghost's left diff", Duration::from_secs(10), async {
+        loop {
+            let d = watcher.next_of("presence_diff").await.unwrap();
+            if d["left"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["client"] == "ghost")
+            {
+                return Instant::now();
+            }
+        }
+    })
+    .await;
+    let gone_ms = left.duration_since(killed).as_millis() as u64;
+    println!("kill -9 to the left diff on another node: {gone_ms} ms");
+    // The sweep runs on the live nodes every third of the TTL.
+    assert!(
+        gone_ms <= PRESENCE_TTL_MS + PRESENCE_TTL_MS / 3 + 2000,
+        "presence of a dead node went after {gone_ms} ms, the TTL is {PRESENCE_TTL_MS} ms"
+    );
+    let p = watcher
+        .request(json!({"type":"presence","room":"k"}))
+        .await
+        .unwrap();
+    assert_eq!(p["members"], json!([{"client":"watcher","info":{}}]), "{p}");
+}
