@@ -156,6 +156,8 @@ impl Drop for Node {
 struct Client {
     /// The node it reached (`welcome.node`).
     node: String,
+    /// The code of the close frame the server sent, once it did.
+    closed_with: Option<u16>,
     ws: WebSocket<tokio::net::TcpStream>,
     pushes: VecDeque<Value>,
     next_ref: u64,
@@ -170,6 +172,7 @@ impl Client {
             .ok()?;
         let mut c = Self {
             node: String::new(),
+            closed_with: None,
             ws,
             pushes: VecDeque::new(),
             next_ref: 0,
@@ -185,6 +188,9 @@ impl Client {
         loop {
             match tokio::time::timeout(ANSWER, self.ws.recv()).await {
                 Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).ok(),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.closed_with = frame.map(|f| f.code.0);
+                }
                 Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(_)) | None) => return None,
                 Err(_) => panic!("nothing from the server within {ANSWER:?}"),
@@ -273,24 +279,26 @@ async fn publisher(nodes: Vec<SocketAddr>, p: usize, per: usize) -> Vec<u64> {
 }
 
 /// Reads `message` pushes until every offset up to `top` came, rejoining on `fallback`
-/// with `since` if the connection goes. Returns `(offset, data)` in arrival order, and
-/// when it recovered (if it had to).
+/// with `since` if the connection goes. Returns `(offset, data)` in arrival order, when
+/// it recovered (if it had to), and the close code it got before (if any).
 async fn read_all(
     mut c: Client,
     client: &'static str,
     top: u64,
     epoch: String,
     fallback: SocketAddr,
-) -> (Vec<(u64, Value)>, Option<Instant>) {
+) -> (Vec<(u64, Value)>, Option<Instant>, Option<u16>) {
     let mut got: Vec<(u64, Value)> = Vec::new();
     let mut recovered_at = None;
+    let mut closed_with = None;
     loop {
         if got.last().is_some_and(|(o, _)| *o >= top) {
-            return (got, recovered_at);
+            return (got, recovered_at, closed_with);
         }
         match c.next_of("message").await {
             Some(m) => got.push((m["offset"].as_u64().unwrap(), m["data"].clone())),
             None => {
+                closed_with = closed_with.or(c.closed_with);
                 let last = got.last().map_or(0, |(o, _)| *o);
                 // Reconnect as a client would, with a short backoff.
                 let mut again = loop {
@@ -398,7 +406,7 @@ async fn a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes() {
          not stored twice"
     );
     let [dead_reader, live_reader] = readers;
-    let (dead_got, recovered_at) = within(
+    let (dead_got, recovered_at, _) = within(
         "the killed node's member",
         Duration::from_secs(60),
         dead_reader,
@@ -406,28 +414,11 @@ async fn a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes() {
     .await
     .unwrap();
     let recovered_at = recovered_at.expect("the killed node's member had to rejoin");
-    let (live_got, _) = within("a live node's member", Duration::from_secs(60), live_reader)
+    let (live_got, _, _) = within("a live node's member", Duration::from_secs(60), live_reader)
         .await
         .unwrap();
-    for (who, got) in [
-        ("killed node's member", &dead_got),
-        ("live node's member", &live_got),
-    ] {
-        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
-        assert_eq!(
-            offsets,
-            (1..=top).collect::<Vec<_>>(),
-            "{who}: every offset once, in order"
-        );
-        let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
-        for (_, d) in got.iter() {
-            *seen
-                .entry((d["p"].as_u64().unwrap(), d["i"].as_u64().unwrap()))
-                .or_default() += 1;
-        }
-        assert_eq!(seen.len(), 3 * PER, "{who}: every acked message");
-        assert!(seen.values().all(|&n| n == 1), "{who}: nothing twice");
-    }
+    check_exact(&dead_got, top, "the killed node's member");
+    check_exact(&live_got, top, "a live node's member");
     println!(
         "kill -9 to its member recovered through HAProxy: {} ms",
         recovered_at.duration_since(killed).as_millis()
@@ -461,4 +452,67 @@ async fn a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes() {
         .await
         .unwrap();
     assert_eq!(p["members"], json!([{"client":"watcher","info":{}}]), "{p}");
+}
+
+/// Every offset from 1 to `top` once, in order, and each publisher's messages once.
+fn check_exact(got: &[(u64, Value)], top: u64, who: &str) {
+    let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        offsets,
+        (1..=top).collect::<Vec<_>>(),
+        "{who}: every offset once, in order"
+    );
+    let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
+    for (_, d) in got {
+        *seen
+            .entry((d["p"].as_u64().unwrap(), d["i"].as_u64().unwrap()))
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len() as u64, top, "{who}: every acked message");
+    assert!(seen.values().all(|&n| n == 1), "{who}: nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drained_through_haproxy_hands_its_clients_to_the_others() {
+    let redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "n1"),
+        Node::start(&redis, "n2"),
+        Node::start(&redis, "n3"),
+    ];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let haproxy = Haproxy::start(&addrs);
+    let mut m = Client::hello(haproxy.front, "m").await.unwrap();
+    let j = m.request(json!({"type":"join","room":"k"})).await.unwrap();
+    let epoch = j["epoch"].as_str().unwrap().to_owned();
+    let drained = ["n1", "n2", "n3"]
+        .iter()
+        .position(|n| *n == m.node)
+        .unwrap();
+    const PER: usize = 40;
+    let reader = tokio::spawn(read_all(m, "m", PER as u64, epoch, haproxy.front));
+    // One publisher on another node, throughout the drain.
+    let other = addrs[(drained + 1) % 3];
+    let publisher = tokio::spawn(publisher(vec![other], 0, PER));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &nodes[drained].child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let acked = within("the publisher", Duration::from_secs(60), publisher)
+        .await
+        .unwrap();
+    assert_eq!(acked, (1..=PER as u64).collect::<Vec<_>>());
+    let (got, recovered, closed_with) =
+        within("the drained node's member", Duration::from_secs(60), reader)
+            .await
+            .unwrap();
+    assert_eq!(
+        closed_with,
+        Some(1001),
+        "a drain closes with 1001 (going away)"
+    );
+    assert!(recovered.is_some(), "the member came back through HAProxy");
+    check_exact(&got, PER as u64, "the drained node's member");
 }
