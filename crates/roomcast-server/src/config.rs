@@ -415,7 +415,7 @@ mod tests {
         let c = Config::default();
         let kib = 1024;
         let mib = 1024 * 1024;
-        let cases: [(&str, u64, u64, &str); 21] = [
+        let cases: [(&str, u64, u64, &str); 23] = [
             (
                 "server.listen port",
                 u64::from(c.server.listen.port()),
@@ -532,6 +532,18 @@ mod tests {
                 45_000,
                 "`http.poll_session_ttl_ms` (45 s)",
             ),
+            (
+                "broker.presence_ttl_ms",
+                c.broker.presence_ttl_ms,
+                15_000,
+                "every third of `broker.presence_ttl_ms` (15 s)",
+            ),
+            (
+                "broker.node_ttl_ms",
+                c.broker.node_ttl_ms,
+                5_000,
+                "within `broker.node_ttl_ms` (5 s)",
+            ),
         ];
         for (key, got, want, documented) in cases {
             assert_eq!(got, want, "default of {key}");
@@ -543,6 +555,8 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.http.max_body_size, mib as usize);
         assert!(docs.contains("`http.max_body_size` (1 MiB)"));
+        assert_eq!(c.broker.url, "");
+        assert!(docs.contains("Without it, rooms live in this process's memory"));
         assert_eq!(c.api.key, "");
         assert!(docs.contains("Without a key configured (the default), the API answers only requests from loopback addresses"));
     }

@@ -2,14 +2,15 @@
 //!
 //! The node runs `workers` threads, each a single-threaded tokio runtime that accepts on
 //! its own `SO_REUSEPORT` listener, so a connection lives its whole life on one thread and
-//! its state needs no lock. A room has one *home* worker, chosen by hashing its name,
-//! that owns the room's authoritative state ([`crate::hub::Room`]): epoch, offsets,
-//! history, idempotency keys, presence, and how many members each worker has. Each
-//! worker keeps its own *local* rooms: the members it holds.
+//! its state needs no lock. Each worker keeps its own *local* rooms: the members it holds
+//! (its sockets, `socket.rs`, and HTTP members). Where a room's state lives is the
+//! engine's ([`crate::engine`]): with the memory engine, a room has one *home* worker,
+//! chosen by hashing its name, whose [`crate::engine::memory::Homes`] holds it; with the
+//! Redis engine, Redis does, through the node's broker thread.
 //!
-//! A publish goes to the home (inline when it is the same worker), which appends it,
-//! frames it once, and sends the same `Bytes` to every worker with members; each queues
-//! it to its members and marks them dirty. A flusher task then writes each dirty
+//! A publish goes to the engine, which stores it, frames it once, and sends the same
+//! `Bytes` to every worker with members; each queues it to its members and marks them
+//! dirty. A flusher task then writes each dirty
 //! connection once, with one vectored write for everything queued since its last write,
 //! so messages published close together leave together.
 
