@@ -678,3 +678,55 @@ async fn redis_restarted_without_persistence_gives_a_new_epoch_never_a_silent_ho
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_keeps_its_bounds_in_redis() {
+    let redis = Redis::start(false);
+    let url = redis.url();
+    let s = common::start(move |c| {
+        c.broker.url = url;
+        c.rooms.history_max_age_ms = 300;
+        c.rooms.history_max_messages = 5;
+    })
+    .await;
+    let mut p = Client::hello(s.addr, "p").await;
+    // The node may still be connecting: the first join answers once it is.
+    within("the first join", Duration::from_secs(10), async {
+        loop {
+            let j = p.request(json!({"type":"join","room":"b"})).await;
+            if j["type"] == "joined" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for i in 0..8 {
+        p.publish("b", json!(i)).await;
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let xlen = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg("rc:{b}:log")
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(xlen(&mut conn).await, 5, "trimmed to history_max_messages");
+    let h = p.request(json!({"type":"history","room":"b"})).await;
+    assert_eq!(common::message_offsets(&h), vec![4, 5, 6, 7, 8]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the age: not served, and dropped from the stream by the next publish.
+    let h = p.request(json!({"type":"history","room":"b"})).await;
+    assert_eq!(common::message_offsets(&h), Vec::<u64>::new(), "{h}");
+    p.publish("b", json!(8)).await;
+    assert_eq!(
+        xlen(&mut conn).await,
+        1,
+        "the old entries went with the publish"
+    );
+}

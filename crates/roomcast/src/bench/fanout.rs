@@ -53,6 +53,13 @@ pub struct FanoutArgs {
     /// Events (`/sse`) or long-polling (`/poll`) on the same host.
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
+    /// More server processes whose CPU counts with `--server-pid`'s: the other nodes of
+    /// a cluster (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub node_pid: Vec<u32>,
+    /// The broker's PID (e.g. redis-server): its CPU per message is reported apart.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -386,6 +393,12 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         }
     });
     let server = args.common.server_pid.and_then(Watch::start);
+    let nodes: Vec<Watch> = args
+        .node_pid
+        .iter()
+        .filter_map(|&p| Watch::start(p))
+        .collect();
+    let broker = args.broker_pid.and_then(Watch::start);
     let pad = "x".repeat(args.size.saturating_sub(if args.raw { 40 } else { 30 }));
     let publishing = progress(args.messages, "messages", args.common.json);
     let start = Instant::now();
@@ -425,7 +438,14 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         let _ = tokio::time::timeout_at(deadline.into(), s).await;
     }
     let elapsed = start.elapsed();
-    let cpu = server.and_then(|w| w.cpu_used());
+    let cpu = server.and_then(|w| w.cpu_used()).map(|c| {
+        // Every node of a cluster (a node that died counts what it used until then).
+        nodes
+            .iter()
+            .filter_map(Watch::cpu_used)
+            .fold(c, |a, b| a + b)
+    });
+    let broker_cpu = broker.and_then(|w| w.cpu_used());
     let received = seen.received.load(Ordering::Relaxed);
     let expected = args.messages * ready as u64;
     let lost = seen.lost.load(Ordering::Relaxed) + expected.saturating_sub(received);
@@ -484,7 +504,13 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
             ),
         );
         r.field("server_cpu_seconds", json!(c.as_secs_f64()))
-            .field("server_cpu_us_per_delivery", json!(per));
+            .field("server_cpu_us_per_delivery", json!(per))
+            .field("server_processes", json!(1 + nodes.len()));
+    }
+    if let Some(c) = broker_cpu {
+        let per = c.as_secs_f64() * 1e6 / args.messages as f64;
+        r.line("broker CPU", format!("{per:.1} µs per message"));
+        r.field("broker_cpu_us_per_message", json!(per));
     }
     let mut problems = Vec::new();
     if lost > 0 || reordered > 0 {

@@ -287,7 +287,14 @@ impl Broker {
                     }
                     None => break,
                 },
-                Some(event) = events.recv() => self.event(event),
+                Some(event) = events.recv() => {
+                    // Everything already waiting (a burst of live messages) before the
+                    // workers' next flush.
+                    self.event(event);
+                    while let Ok(event) = events.try_recv() {
+                        self.event(event);
+                    }
+                }
                 _ = tick.tick() => self.tick(),
                 _ = batch.tick() => {
                     self.presence_diffs();

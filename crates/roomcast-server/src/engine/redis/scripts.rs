@@ -114,13 +114,14 @@ local epoch = epoch_of(meta, log, ARGV[1])
 local offset = redis.call('HINCRBY', meta, 'top', 1)
 local json = ARGV[2] .. epoch .. '","offset":' .. offset .. ARGV[3] .. now .. '}'
 redis.call('XADD', log, 'MAXLEN', ARGV[4], offset .. '-0', 't', now, 'j', json)
-local age = tonumber(ARGV[5])
-if age > 0 then
-  local cutoff = now - age
-  local old = redis.call('XRANGE', log, '-', '+', 'COUNT', 64)
-  for _, e in ipairs(old) do
-    if tonumber(e[2][2]) < cutoff then redis.call('XDEL', log, e[1]) else break end
-  end
+-- Entries past the age go from the front, a few per publish (timestamps grow with
+-- offsets: Redis's one clock). Reading one entry at a time keeps the common case, where
+-- nothing is old, to one small read.
+local cutoff = now - tonumber(ARGV[5])
+for _ = 1, 16 do
+  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+  if not first or tonumber(first[2][2]) >= cutoff then break end
+  redis.call('XDEL', log, first[1])
 end
 local keep = tonumber(ARGV[9])
 if keep > 0 then

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Fan-out through a three-node cluster (Redis engine, behind the shipped HAProxy config)
+# beside the same room on one node with the memory engine, in the same run.
+#
+#   bench/cluster.sh            N=1000 subscribers, M=2000 messages of SIZE=64 B
+#
+# Two loads each: closed loop (window 16) for server CPU per delivery, and a fixed rate
+# (RATE msg/s) for delivery latency. Subscribers connect through HAProxy (leastconn
+# spreads them over the nodes); the publisher connects to node 1. Server CPU is summed
+# over the three nodes (`bench fanout --server-pid --node-pid`), Redis's is reported per
+# message (`--broker-pid`); both only while publishing. Prints one JSON line per run and
+# a summary; fails on any loss.
+#
+# Environment: N, M, SIZE, RATE, ROUNDS, ROOMCAST_BIN (default target/release/roomcast).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/lib/listening.sh
+. scripts/lib/listening.sh
+N=${N:-1000} M=${M:-2000} SIZE=${SIZE:-64} RATE=${RATE:-100} ROUNDS=${ROUNDS:-2}
+BIN=${ROOMCAST_BIN:-target/release/roomcast}
+[ -x "$BIN" ] || cargo build --release -p roomcast
+for tool in redis-server haproxy; do
+  command -v "$tool" >/dev/null || { echo "bench/cluster.sh needs $tool (Debian package)" >&2; exit 1; }
+done
+STATE=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$STATE" >"$STATE/redis.log" 2>&1 &
+REDIS=$!; PIDS+=("$REDIS")
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+node() { # name [--broker URL]: starts a node, prints "pid port"
+  local log="$STATE/$1.log"
+  shift
+  "$BIN" serve --listen 127.0.0.1:0 --workers 1 --log warn "$@" >"$log" 2>&1 &
+  local pid=$!
+  local port; port=$(listening_port "$log" "$pid") || { cat "$log" >&2; exit 1; }
+  # Until it reaches the broker, room requests answer `unavailable`.
+  for _ in $(seq 200); do [ "$(curl -s "http://127.0.0.1:$port/healthz")" = ok ] && break; sleep 0.05; done
+  echo "$pid $port"
+}
+
+read -r P1 N1 < <(node n1 --broker "redis://127.0.0.1:$RPORT" --node-id n1)
+read -r P2 N2 < <(node n2 --broker "redis://127.0.0.1:$RPORT" --node-id n2)
+read -r P3 N3 < <(node n3 --broker "redis://127.0.0.1:$RPORT" --node-id n3)
+PIDS+=("$P1" "$P2" "$P3")
+FRONT=$(free_port)
+FRONT_PORT=$FRONT STATS_PORT=$(free_port) STATS_SOCKET="$STATE/haproxy.sock" \
+  NODE1=127.0.0.1:$N1 NODE2=127.0.0.1:$N2 NODE3=127.0.0.1:$N3 \
+  haproxy -db -f deploy/haproxy.cfg >"$STATE/haproxy.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do [ "$(curl -s "http://127.0.0.1:$FRONT/healthz")" = ok ] && break; sleep 0.05; done
+sleep 1.2 # HAProxy's `rise 2` at `inter 500ms`: every node up before the subscribers come
+read -r PM NM < <(node memory)
+PIDS+=("$PM")
+
+run() { # label, bench args...
+  local label=$1; shift
+  local out
+  out=$("$BIN" bench --threads 1 fanout -n "$N" -m "$M" --size "$SIZE" --json "$@")
+  echo "{\"run\":\"$label\",\"result\":$out}"
+}
+for round in $(seq "$ROUNDS"); do
+  for load in closed rate; do
+    extra=(--window 16); [ "$load" = rate ] && extra=(--rate "$RATE")
+    run "redis-3-nodes/$load/$round" --url "ws://127.0.0.1:$FRONT/ws" --publisher-url "ws://127.0.0.1:$N1/ws" \
+      --room "c$round$load" --server-pid "$P1" --node-pid "$P2" --node-pid "$P3" --broker-pid "$REDIS" "${extra[@]}"
+    run "memory-1-node/$load/$round" --url "ws://127.0.0.1:$NM/ws" --room "m$round$load" --server-pid "$PM" "${extra[@]}"
+  done
+done | tee "$STATE/results.jsonl"
+
+python3 - "$STATE/results.jsonl" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+bad = [r["run"] for r in rows if not r["result"].get("ok") or r["result"].get("lost")]
+def med(prefix, key, sub=None):
+    vals = [r["result"][key] if sub is None else r["result"][key][sub]
+            for r in rows if r["run"].startswith(prefix) and key in r["result"]]
+    return statistics.median(vals) if vals else float("nan")
+redis_cpu = med("redis-3-nodes/closed", "server_cpu_us_per_delivery")
+mem_cpu = med("memory-1-node/closed", "server_cpu_us_per_delivery")
+print(f"server CPU per delivery (closed loop, median): redis 3 nodes {redis_cpu:.3f} us, "
+      f"memory 1 node {mem_cpu:.3f} us, ratio {redis_cpu / mem_cpu:.2f}x")
+print(f"deliveries/s (closed loop): redis 3 nodes {med('redis-3-nodes/closed', 'deliveries_per_second'):.0f}, "
+      f"memory 1 node {med('memory-1-node/closed', 'deliveries_per_second'):.0f}")
+print(f"Redis CPU per message: {med('redis-3-nodes/closed', 'broker_cpu_us_per_message'):.1f} us (closed loop), "
+      f"{med('redis-3-nodes/rate', 'broker_cpu_us_per_message'):.1f} us (at the fixed rate)")
+for label in ("redis-3-nodes/rate", "memory-1-node/rate"):
+    p = [med(label, "latency_us", q) / 1000 for q in ("p50", "p99", "p999")]
+    print(f"latency at the fixed rate, {label.split('/')[0]}: p50 {p[0]:.2f} ms, p99 {p[1]:.2f} ms, p99.9 {p[2]:.2f} ms")
+if bad:
+    sys.exit(f"runs with losses or failures: {bad}")
+EOF
