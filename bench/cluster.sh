@@ -11,7 +11,11 @@
 # message (`--broker-pid`); both only while publishing. Prints one JSON line per run and
 # a summary; fails on any loss.
 #
-# Environment: N, M, SIZE, RATE, ROUNDS, ROOMCAST_BIN (default target/release/roomcast).
+# Beside them, in the same run, the peer users pick for this job: Socket.IO 4 with its
+# Redis adapter on three Node processes (bench/socketio-cluster.sh), closed loop with the
+# same window, same room size and message size (PEER=0 leaves it out).
+#
+# Environment: N, M, SIZE, RATE, ROUNDS, PEER, ROOMCAST_BIN (default target/release/roomcast).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -77,11 +81,16 @@ for round in $(seq "$ROUNDS"); do
     run "memory-1-node/$load/$round" --url "ws://127.0.0.1:$NM/ws" --room "m$round$load" --server-pid "$PM" "${extra[@]}"
   done
 done | tee "$STATE/results.jsonl"
+if [ "${PEER:-1}" = 1 ]; then
+  # Its own Redis and processes; ours are idle meanwhile.
+  peer=$(N=$N M=$M SIZE=$SIZE RATE=0 WINDOW=16 bench/socketio-cluster.sh)
+  echo "{\"run\":\"socketio-3-nodes/closed/1\",\"result\":$peer}" | tee -a "$STATE/results.jsonl"
+fi
 
 python3 - "$STATE/results.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-bad = [r["run"] for r in rows if not r["result"].get("ok") or r["result"].get("lost")]
+bad = [r["run"] for r in rows if not r["result"].get("ok", True) or r["result"].get("lost")]
 def med(prefix, key, sub=None):
     vals = [r["result"][key] if sub is None else r["result"][key][sub]
             for r in rows if r["run"].startswith(prefix) and key in r["result"]]
@@ -90,6 +99,10 @@ redis_cpu = med("redis-3-nodes/closed", "server_cpu_us_per_delivery")
 mem_cpu = med("memory-1-node/closed", "server_cpu_us_per_delivery")
 print(f"server CPU per delivery (closed loop, median): redis 3 nodes {redis_cpu:.3f} us, "
       f"memory 1 node {mem_cpu:.3f} us, ratio {redis_cpu / mem_cpu:.2f}x")
+peer = med("socketio-3-nodes/closed", "server_cpu_us_per_delivery")
+if peer == peer:
+    print(f"Socket.IO with its Redis adapter, 3 processes: {peer:.2f} us per delivery, "
+          f"{peer / redis_cpu:.1f}x roomcast's with Redis")
 print(f"deliveries/s (closed loop): redis 3 nodes {med('redis-3-nodes/closed', 'deliveries_per_second'):.0f}, "
       f"memory 1 node {med('memory-1-node/closed', 'deliveries_per_second'):.0f}")
 print(f"Redis CPU per message: {med('redis-3-nodes/closed', 'broker_cpu_us_per_message'):.1f} us (closed loop), "
