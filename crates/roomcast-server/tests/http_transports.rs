@@ -704,6 +704,39 @@ async fn an_sse_session_cut_as_too_slow_resumes_from_its_last_id_without_loss() 
     );
 }
 
+/// Polls from `cursor` (moved along) until `n` offsets came, in at most `max_polls`
+/// polls, each answer holding at most `at_most` events; `query(poll)` is what each poll
+/// adds to its cursor. Returns the offsets in order and the polls it took.
+async fn poll_offsets(
+    addr: std::net::SocketAddr,
+    cursor: &mut String,
+    n: usize,
+    max_polls: usize,
+    at_most: usize,
+    query: impl Fn(usize) -> &'static str,
+) -> (Vec<u64>, usize) {
+    let mut offsets = Vec::new();
+    let mut polls = 0;
+    while offsets.len() < n {
+        let q = query(polls);
+        polls += 1;
+        assert!(
+            polls <= max_polls,
+            "{n} messages not through in {max_polls} polls: {offsets:?}"
+        );
+        let v = get_json(format!("http://{addr}/poll?cursor={cursor}{q}")).await;
+        let events = v["events"].as_array().unwrap();
+        assert!(
+            events.len() <= at_most,
+            "{q:?}: {} events with a maximum of {at_most}",
+            events.len()
+        );
+        offsets.extend(events.iter().filter_map(|e| e["offset"].as_u64()));
+        *cursor = v["cursor"].as_str().unwrap().to_owned();
+    }
+    (offsets, polls)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_limit_bounds_each_answer_and_the_rest_follows() {
     let s = start(|_| {}).await;
@@ -711,28 +744,15 @@ async fn a_poll_limit_bounds_each_answer_and_the_rest_follows() {
     for i in 1..=25 {
         api_publish(s.addr, "lim", json!(i)).await;
     }
-    let mut offsets = Vec::new();
-    let mut polls = 0;
-    while offsets.len() < 25 {
-        polls += 1;
-        assert!(
-            polls <= 50,
-            "25 messages not through in 50 polls: {offsets:?}"
-        );
-        let v = get_json(format!(
-            "http://{}/poll?cursor={cursor}&limit=10&timeout_ms=2000",
-            s.addr
-        ))
-        .await;
-        let events = v["events"].as_array().unwrap();
-        assert!(
-            events.len() <= 10,
-            "limit=10 answered {} events",
-            events.len()
-        );
-        offsets.extend(events.iter().filter_map(|e| e["offset"].as_u64()));
-        cursor = v["cursor"].as_str().unwrap().to_owned();
-    }
+    let (offsets, polls) = poll_offsets(
+        s.addr,
+        &mut cursor,
+        25,
+        50,
+        10,
+        |_| "&limit=10&timeout_ms=2000",
+    )
+    .await;
     assert!(
         polls >= 3,
         "25 messages at most 10 per answer took {polls} polls"
@@ -756,29 +776,14 @@ async fn poll_limit_and_timeout_are_capped_by_their_settings() {
         api_publish(s.addr, "capped", json!(i)).await;
     }
     // A limit above the maximum, or none, gets at most http.poll_max_events per answer.
-    let mut offsets = Vec::new();
-    let mut polls = 0;
-    while offsets.len() < 12 {
-        let limit = if polls % 2 == 0 { "&limit=1000" } else { "" };
-        polls += 1;
-        assert!(
-            polls <= 12,
-            "12 messages not through in 12 polls: {offsets:?}"
-        );
-        let v = get_json(format!(
-            "http://{}/poll?cursor={cursor}{limit}&timeout_ms=300",
-            s.addr
-        ))
-        .await;
-        let events = v["events"].as_array().unwrap();
-        assert!(
-            events.len() <= 5,
-            "{limit:?}: {} events with a maximum of 5",
-            events.len()
-        );
-        offsets.extend(events.iter().filter_map(|e| e["offset"].as_u64()));
-        cursor = v["cursor"].as_str().unwrap().to_owned();
-    }
+    let (offsets, polls) = poll_offsets(s.addr, &mut cursor, 12, 12, 5, |poll| {
+        if poll % 2 == 0 {
+            "&limit=1000&timeout_ms=300"
+        } else {
+            "&timeout_ms=300"
+        }
+    })
+    .await;
     assert!(
         polls >= 3,
         "12 messages at most 5 per answer took {polls} polls"
