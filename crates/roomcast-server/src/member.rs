@@ -79,7 +79,8 @@ pub(crate) struct HttpRoom {
     pub seq: u32,
     /// Slot in the owner's local room; `None` while the join is pending.
     pub slot: Option<usize>,
-    pub presence: bool,
+    /// Visible with this info (and receiving presence diffs), when it joined with one.
+    pub presence: Option<Bytes>,
 }
 
 /// The mutable part.
@@ -183,27 +184,78 @@ impl Positions {
     }
 }
 
-/// A poll cursor: the session, the last event sequence the client has, and its positions.
-/// Opaque to clients (base64url).
+/// A poll cursor: the session, the last event sequence the client has, its positions,
+/// and what a new session on any node needs to go on for it: the client id, the rooms
+/// it is joining that have no position yet, and the presence info of the rooms it
+/// joined with one. Opaque to clients (base64url of a JSON
+/// object; cursors of the first format, `session|seq|positions`, are still read).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Cursor {
     pub session: String,
     pub seq: u64,
     pub positions: Positions,
+    pub client: Option<String>,
+    /// Rooms of the session with no position (their join is not done yet).
+    pub rooms: Vec<RoomName>,
+    pub presence: Vec<(RoomName, Bytes)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CursorJson {
+    s: String,
+    q: u64,
+    p: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
+    /// Rooms without a position.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    j: Vec<String>,
+    /// Room to presence info (a JSON object).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    r: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Cursor {
     pub(crate) fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{}|{}|{}",
-            self.session,
-            self.seq,
-            self.positions.encode()
-        ))
+        let r = self
+            .presence
+            .iter()
+            .filter_map(|(room, info)| {
+                let info = serde_json::from_slice(info).ok()?;
+                Some((room.as_str().to_owned(), info))
+            })
+            .collect();
+        let json = CursorJson {
+            s: self.session.clone(),
+            q: self.seq,
+            p: self.positions.encode(),
+            c: self.client.clone(),
+            j: self.rooms.iter().map(|r| r.as_str().to_owned()).collect(),
+            r,
+        };
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).unwrap_or_default())
     }
 
     pub(crate) fn decode(text: &str) -> Option<Self> {
         let raw = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+        if raw.first() == Some(&b'{') {
+            let j: CursorJson = serde_json::from_slice(&raw).ok()?;
+            let presence =
+                j.r.into_iter()
+                    .filter(|(_, info)| info.is_object())
+                    .filter_map(|(room, info)| {
+                        Some((RoomName::new(&room).ok()?, Bytes::from(info.to_string())))
+                    })
+                    .collect();
+            return Some(Self {
+                session: j.s,
+                seq: j.q,
+                positions: Positions::decode(&j.p),
+                client: j.c,
+                rooms: j.j.iter().filter_map(|r| RoomName::new(r).ok()).collect(),
+                presence,
+            });
+        }
         let raw = String::from_utf8(raw).ok()?;
         let mut f = raw.splitn(3, '|');
         let session = f.next()?.to_owned();
@@ -213,7 +265,18 @@ impl Cursor {
             session,
             seq,
             positions,
+            client: None,
+            rooms: Vec::new(),
+            presence: Vec::new(),
         })
+    }
+
+    /// The presence info `room` was joined with, if any.
+    pub(crate) fn presence_of(&self, room: &RoomName) -> Option<Bytes> {
+        self.presence
+            .iter()
+            .find(|(r, _)| r == room)
+            .map(|(_, info)| info.clone())
     }
 }
 
@@ -323,6 +386,83 @@ impl HttpMember {
         }
     }
 
+    /// A poll's answer: up to `limit` queued events (kept until the next cursor
+    /// acknowledges them) and the cursor after the last one.
+    pub(crate) fn poll_answer(&self, limit: usize) -> Bytes {
+        let member = self;
+        let st = member.state();
+        let mut positions = st.positions.clone();
+        let mut seq = st
+            .events
+            .front()
+            .map_or(st.next_seq, |e| e.seq.saturating_sub(1));
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"session\":");
+        push_json_str(&mut out, &member.session);
+        out.push_str(",\"events\":[");
+        for (i, e) in st.events.iter().take(limit).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(std::str::from_utf8(&e.json).unwrap_or("null"));
+            positions.apply(e);
+            seq = e.seq;
+        }
+        // Rooms the client has no position in yet: a new session elsewhere starts them where
+        // this one's `joined` (still queued) did, or joins them afresh if it has none yet.
+        let mut fresh = Vec::new();
+        for r in &st.rooms {
+            if positions.since(&r.room).is_some() {
+                continue;
+            }
+            let joined = st.events.iter().find_map(|e| match (&e.room, &e.kind) {
+                (Some(room), EventKind::Joined { epoch, offset }) if *room == r.room => {
+                    Some((epoch.clone(), *offset))
+                }
+                _ => None,
+            });
+            match joined {
+                Some((epoch, offset)) => positions.set(&r.room, &epoch, offset),
+                None => fresh.push(r.room.clone()),
+            }
+        }
+        let presence = st
+            .rooms
+            .iter()
+            .filter_map(|r| Some((r.room.clone(), r.presence.clone()?)))
+            .collect();
+        let cursor = Cursor {
+            session: member.session.to_string(),
+            seq,
+            positions,
+            client: Some(member.client.to_string()),
+            rooms: fresh,
+            presence,
+        };
+        out.push_str("],\"cursor\":");
+        push_json_str(&mut out, &cursor.encode());
+        if st.closed {
+            out.push_str(",\"closed\":true");
+        }
+        out.push('}');
+        drop(st);
+        debug_assert!(
+            serde_json::from_str::<&serde_json::value::RawValue>(&out).is_ok(),
+            "{out}"
+        );
+        Bytes::from(out)
+    }
+
+    /// The events up to `seq` arrived: drop them.
+    pub(crate) fn ack(&self, seq: u64) {
+        let mut st = self.state();
+        while st.events.front().is_some_and(|e| e.seq <= seq) {
+            if let Some(e) = st.pop_front() {
+                st.positions.apply(&e);
+            }
+        }
+    }
+
     /// Marks it read now (poll sessions expire when nobody reads them).
     pub(crate) fn touch(&self) {
         self.last_seen.store(crate::now_ms(), Ordering::Relaxed);
@@ -338,6 +478,10 @@ pub(crate) fn frame_json(frame: &Bytes) -> Bytes {
         None => return Bytes::new(),
     };
     frame.slice(header.min(frame.len())..)
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
 #[cfg(test)]
@@ -366,7 +510,10 @@ mod tests {
         let c = Cursor {
             session: "s1".into(),
             seq: 9,
-            positions: p,
+            positions: p.clone(),
+            client: Some("al|ice \u{e9}".into()),
+            rooms: vec![room("later")],
+            presence: vec![(room("chat:eu"), Bytes::from_static(br#"{"name":"A"}"#))],
         };
         let text = c.encode();
         assert!(
@@ -376,6 +523,11 @@ mod tests {
         );
         assert_eq!(Cursor::decode(&text), Some(c));
         assert_eq!(Cursor::decode("!!!"), None);
+        // A cursor of the first format still reads.
+        let old = URL_SAFE_NO_PAD.encode(format!("s1|9|{}", p.encode()));
+        let read = Cursor::decode(&old).unwrap();
+        assert_eq!((read.session.as_str(), read.seq), ("s1", 9));
+        assert_eq!((read.positions, read.client), (p, None));
         assert_eq!(
             Positions::decode("bad room!e!1,ok!e!x,fine!e!3").0.len(),
             1,

@@ -106,6 +106,7 @@ impl Server {
                 let settings = crate::engine::redis::Settings {
                     url: shared.config.broker.url.clone(),
                     node: Arc::from(shared.node_id.as_str()),
+                    instance: Arc::from(shared.instance.as_str()),
                     address: shared.address.clone(),
                     history: shared.config.history(),
                     presence_ttl_ms: shared.config.broker.presence_ttl_ms,

@@ -18,6 +18,9 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     /// The name sent in `welcome`.
     pub node_id: String,
+    /// This process's random id (8 hex digits), the prefix of its session ids: another
+    /// node that gets a `POST /cmd` for one of them knows where to forward it.
+    pub instance: String,
     /// The address the node listens on.
     pub address: String,
     /// When the node started (ms since the Unix epoch).
@@ -38,6 +41,7 @@ impl Shared {
             config,
             stats: Arc::default(),
             node_id,
+            instance: crate::random_id(crate::engine::redis::INSTANCE_LEN / 2),
             address,
             started_ms: crate::now_ms(),
             draining: AtomicBool::new(false),
@@ -70,6 +74,16 @@ impl Shared {
     /// connections, so no close it starts can miss the flag.
     pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// A new session id: this node's instance, then 16 random bytes (hex).
+    pub(crate) fn new_session_id(&self) -> String {
+        format!("{}{}", self.instance, crate::random_id(16))
+    }
+
+    /// Whether `session` is an id of this node's (it may have ended).
+    pub(crate) fn is_mine(&self, session: &str) -> bool {
+        session.starts_with(&self.instance)
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<HttpMember>>> {

@@ -730,3 +730,289 @@ async fn history_keeps_its_bounds_in_redis() {
         "the old entries went with the publish"
     );
 }
+
+/// `POST /cmd?session=...` on `addr`: status and JSON.
+async fn cmd(addr: SocketAddr, session: &str, body: Value) -> (u16, Value) {
+    let req = common::http()
+        .post(format!("http://{addr}/cmd?session={session}"))
+        .body(body.to_string());
+    let (status, _, text) = common::exchange(req).await;
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("/cmd: {e}: {text:?}"));
+    (status, v)
+}
+
+/// One poll of `url`: its events and its cursor.
+async fn poll_once(url: &str) -> (Vec<Value>, String) {
+    let v = common::get_json(url).await;
+    let events = v["events"].as_array().unwrap().clone();
+    (events, v["cursor"].as_str().unwrap().to_owned())
+}
+
+/// The `(room, offset)` of every `message` among `events`.
+fn positions_of(events: &[Value]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| {
+            (
+                e["room"].as_str().unwrap().to_owned(),
+                e["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_session_goes_on_at_any_node_and_takes_commands_from_any_node() {
+    let redis = Redis::start(false);
+    let (a, b, c) = (
+        node(&redis, "a").await,
+        node(&redis, "b").await,
+        node(&redis, "c").await,
+    );
+    // A session on node a, visible in room p.
+    let first = "room=p&client=carol&presence=%7B%22name%22%3A%22C%22%7D";
+    let cursor = common::poll_past_joined(a.addr, first, 1).await;
+    let v = common::get_json(format!(
+        "http://{}/poll?cursor={cursor}&timeout_ms=10",
+        a.addr
+    ))
+    .await;
+    let session = v["session"].as_str().unwrap().to_owned();
+
+    // Its commands through node b reach it on node a: a join and a publish in one request,
+    // in order, and a single command's error reply with its status.
+    let (status, v) = cmd(
+        b.addr,
+        &session,
+        json!([
+            {"type":"join","room":"q","presence":{"n":1},"ref":1},
+            {"type":"publish","room":"q","data":"q1","id":"k-q1","ref":2}
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v[0]["type"].as_str(), v[0]["ref"].as_u64()),
+        (Some("joined"), Some(1)),
+        "{v}"
+    );
+    assert_eq!(
+        (v[1]["type"].as_str(), v[1]["offset"].as_u64()),
+        (Some("ack"), Some(1)),
+        "{v}"
+    );
+    let (status, v) = cmd(
+        c.addr,
+        &session,
+        json!({"type":"publish","room":"nope","data":1,"ref":3}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str(), v["ref"].as_u64()),
+        (409, Some("not_joined"), Some(3)),
+        "{v}"
+    );
+    // A session id no node has (no node of that prefix; node a's prefix, but not one
+    // of its sessions): 404.
+    for unknown in ["ffffffff0000".to_owned(), format!("{}0000", &session[..8])] {
+        let (status, v) = cmd(c.addr, &unknown, json!({"type":"ping"})).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{unknown}: {v}"
+        );
+    }
+
+    // Five messages; the session on node a reads some of them.
+    for i in 0..5 {
+        common::api_publish(c.addr, "p", json!(i)).await;
+    }
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    let mut url = format!("http://{}/poll?cursor={cursor}&timeout_ms=2000", a.addr);
+    let started = std::time::Instant::now();
+    while seen.iter().filter(|(r, _)| r == "p").count() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "{seen:?}");
+        let (events, next) = poll_once(&url).await;
+        seen.extend(positions_of(&events));
+        url = format!(
+            "http://{}/poll?cursor={next}&timeout_ms=2000&limit=2",
+            a.addr
+        );
+    }
+    let cursor = url
+        .split("cursor=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    for i in 5..10 {
+        common::api_publish(c.addr, "p", json!(i)).await;
+    }
+
+    // The cursor on node b while node a holds the session: forwarded, the same session
+    // goes on (no new welcome), from the cursor.
+    let v = common::get_json(format!(
+        "http://{}/poll?cursor={cursor}&timeout_ms=2000&limit=3",
+        b.addr
+    ))
+    .await;
+    assert_eq!(v["session"], json!(session), "{v}");
+    let events = v["events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{v}");
+    assert!(events.iter().all(|e| e["type"] != "welcome"), "{v}");
+    seen.extend(positions_of(events));
+    let cursor = v["cursor"].as_str().unwrap().to_owned();
+
+    // Node a stopped (its engine took itself off the list of nodes as it went): the same
+    // cursor on node c opens a new session there, as carol, in both rooms, visible with
+    // the same info, with exactly the messages the cursor had not acknowledged.
+    a.stop.shutdown();
+    within(
+        "node a off the list of nodes",
+        Duration::from_secs(20),
+        async {
+            loop {
+                let (_, v) = common::api(b.addr, "GET", "/api/nodes", None).await;
+                if !v["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n["id"] == "a")
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await;
+    let (status, v) = cmd(b.addr, &session, json!({"type":"ping"})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "a session whose node is gone: {v}"
+    );
+    let mut url = format!("http://{}/poll?cursor={cursor}&timeout_ms=2000", c.addr);
+    let mut moved = None;
+    let mut joined = Vec::new();
+    for _ in 0..30 {
+        if seen.iter().filter(|(r, _)| r == "p").count() >= 10 {
+            break;
+        }
+        let v = common::get_json(&url).await;
+        let events = v["events"].as_array().unwrap();
+        for e in events {
+            match e["type"].as_str() {
+                Some("welcome") => {
+                    assert_eq!(
+                        (e["client"].as_str(), e["node"].as_str()),
+                        (Some("carol"), Some("c")),
+                        "{e}"
+                    );
+                }
+                Some("joined") => {
+                    assert_eq!(e["recovered"], true, "{e}");
+                    joined.push(e["room"].as_str().unwrap().to_owned());
+                }
+                _ => {}
+            }
+        }
+        seen.extend(positions_of(events));
+        moved = Some(v["session"].as_str().unwrap().to_owned());
+        url = format!(
+            "http://{}/poll?cursor={}&timeout_ms=2000",
+            c.addr,
+            v["cursor"].as_str().unwrap()
+        );
+    }
+    joined.sort();
+    assert_eq!(joined, ["p", "q"], "both rooms rejoined");
+    let moved = moved.unwrap();
+    assert_ne!(moved, session, "a new session on node c");
+    let mut expected: Vec<(String, u64)> = (1..=10).map(|o| ("p".to_owned(), o)).collect();
+    expected.push(("q".to_owned(), 1));
+    let mut got = seen.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "every message once, none lost, none twice: {seen:?}"
+    );
+    for (room, info) in [("p", json!({"name":"C"})), ("q", json!({"n":1}))] {
+        let (status, v) =
+            common::api(b.addr, "GET", &format!("/api/rooms/{room}/presence"), None).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["members"],
+            json!([{"client":"carol","info":info}]),
+            "{room}: {v}"
+        );
+    }
+
+    // The new session's commands from node b, and its messages on node c.
+    let (status, v) = cmd(
+        b.addr,
+        &moved,
+        json!({"type":"publish","room":"q","data":"q2","ref":4}),
+    )
+    .await;
+    assert_eq!((status, v["offset"].as_u64()), (200, Some(2)), "{v}");
+    let (events, _) = poll_once(&url).await;
+    assert_eq!(positions_of(&events), [("q".to_owned(), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_through_any_node_closes_the_client_everywhere() {
+    let redis = Redis::start(false);
+    let (a, b, c) = (
+        node(&redis, "a").await,
+        node(&redis, "b").await,
+        node(&redis, "c").await,
+    );
+    let mut on_a = Client::hello(a.addr, "victim").await;
+    let mut on_b = Client::hello(b.addr, "victim").await;
+    let mut sse = Sse::open(b.addr, "room=d&client=victim", None).await;
+    sse.next_of("joined").await;
+    let mut bystander = Client::hello(c.addr, "bystander").await;
+    bystander.join("d").await;
+    let (status, v) = common::api(
+        c.addr,
+        "POST",
+        "/api/disconnect",
+        Some(json!({"client": "victim", "code": 4010, "reason": "banned"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"disconnected": 3}),
+        "two sockets and a stream, on two other nodes"
+    );
+    for ws in [&mut on_a, &mut on_b] {
+        let mut code = None;
+        within("the socket closes", Duration::from_secs(5), async {
+            while let Some(msg) = ws.ws.recv().await {
+                if let Ok(roomcast_ws::Message::Close(f)) = msg {
+                    code = f.map(|f| (f.code.0, f.reason.to_string()));
+                }
+            }
+        })
+        .await;
+        assert_eq!(code, Some((4010, "banned".to_owned())));
+    }
+    assert!(sse.ended().await, "the stream ends");
+    // Others stay.
+    let pong = bystander.request(json!({"type":"ping"})).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    let (_, v) = common::api(
+        a.addr,
+        "POST",
+        "/api/disconnect",
+        Some(json!({"client": "victim"})),
+    )
+    .await;
+    assert_eq!(v, json!({"disconnected": 0}));
+}

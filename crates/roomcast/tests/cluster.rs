@@ -64,6 +64,7 @@ impl Node {
 struct Haproxy {
     child: Child,
     front: SocketAddr,
+    stats: SocketAddr,
     dir: std::path::PathBuf,
 }
 
@@ -113,8 +114,14 @@ impl Haproxy {
         Self {
             child,
             front: ([127, 0, 0, 1], front).into(),
+            stats,
             dir,
         }
+    }
+
+    /// Where its statistics page is (`/;csv`).
+    fn stats_addr(&self) -> SocketAddr {
+        self.stats
     }
 }
 
@@ -515,4 +522,139 @@ async fn a_node_drained_through_haproxy_hands_its_clients_to_the_others() {
     );
     assert!(recovered.is_some(), "the member came back through HAProxy");
     check_exact(&got, PER as u64, "the drained node's member");
+}
+
+/// One HTTP request through `addr` with reqwest: status and JSON body, `None` when the
+/// request failed on the way (a node killed under it).
+async fn http_json(req: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+    let resp = tokio::time::timeout(ANSWER, req.send()).await.ok()?.ok()?;
+    let status = resp.status().as_u16();
+    let text = tokio::time::timeout(ANSWER, resp.text()).await.ok()?.ok()?;
+    Some((status, serde_json::from_str(&text).ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_session_needs_no_sticky_cookie_and_outlives_its_node() {
+    let redis = Redis::start();
+    let mut nodes = [
+        Node::start(&redis, "n1"),
+        Node::start(&redis, "n2"),
+        Node::start(&redis, "n3"),
+    ];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let haproxy = Haproxy::start(&addrs);
+    let front = haproxy.front;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    // A session, through HAProxy.
+    let (status, v) = http_json(http.get(format!(
+        "http://{front}/poll?room=h&client=pat&timeout_ms=10"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let session = v["session"].as_str().unwrap().to_owned();
+    let home = v["events"][0]["node"].as_str().unwrap().to_owned();
+    let mut cursor = v["cursor"].as_str().unwrap().to_owned();
+    // Its commands, spread by leastconn over the nodes (a long poll holds a connection
+    // on the session's node meanwhile), each reaching the session wherever it landed.
+    let held = tokio::spawn({
+        let (http, cursor) = (http.clone(), cursor.clone());
+        async move {
+            http_json(http.get(format!(
+                "http://{front}/poll?cursor={cursor}&timeout_ms=3000"
+            )))
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..=5 {
+        let publish = json!({"type":"publish","room":"h","data":i,"id":format!("h-{i}")});
+        let (status, v) = http_json(
+            http.post(format!("http://{front}/cmd?session={session}"))
+                .body(publish.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!((status, v["offset"].as_u64()), (200, Some(i)), "{v}");
+    }
+    let _ = held.await;
+    let csv = http_get(haproxy.stats_addr(), "/;csv").unwrap_or_default();
+    let served = csv
+        .lines()
+        .filter(|l| l.starts_with("roomcast_nodes,n"))
+        .filter(|l| l.split(',').nth(7).is_some_and(|total| total != "0"))
+        .count();
+    assert!(
+        served >= 2,
+        "the requests went to more than one node: {csv}"
+    );
+
+    // The session's node killed: the cursor goes on at another node, as the same client,
+    // with every message once.
+    let mut got: Vec<u64> = Vec::new();
+    let mut url = format!("http://{front}/poll?cursor={cursor}&timeout_ms=2000");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 2 {
+        assert!(Instant::now() < deadline, "only {got:?}");
+        let (_, v) = http_json(http.get(&url)).await.unwrap();
+        got.extend(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "message")
+                .map(|e| e["offset"].as_u64().unwrap()),
+        );
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+        url = format!("http://{front}/poll?cursor={cursor}&timeout_ms=2000&limit=1");
+    }
+    let at = ["n1", "n2", "n3"].iter().position(|n| *n == home).unwrap();
+    nodes[at].kill_9();
+    for i in 6..=8 {
+        let body = json!({"room":"h","data":i,"id":format!("h-{i}")});
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            let answer =
+                http_json(http.post(format!("http://{front}/api/publish")).json(&body)).await;
+            if matches!(answer, Some((200, _))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no publish through HAProxy: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut welcomed = None;
+    while got.len() < 8 {
+        assert!(Instant::now() < deadline, "only {got:?}");
+        let Some((200, v)) = http_json(http.get(&url)).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        for e in v["events"].as_array().unwrap() {
+            match e["type"].as_str() {
+                Some("welcome") => welcomed = Some((e["client"].clone(), e["node"].clone())),
+                Some("joined") => assert_eq!(e["recovered"], true, "{e}"),
+                Some("message") => got.push(e["offset"].as_u64().unwrap()),
+                _ => {}
+            }
+        }
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+        url = format!("http://{front}/poll?cursor={cursor}&timeout_ms=2000");
+    }
+    let (client, node) = welcomed.expect("a new session on another node");
+    assert_eq!(client, "pat");
+    assert_ne!(node, json!(home));
+    assert_eq!(
+        got,
+        (1..=8).collect::<Vec<u64>>(),
+        "every message once, in order"
+    );
 }

@@ -179,8 +179,9 @@ impl Homes {
                     .collect();
                 let _ = reply.send(rooms);
             }
-            // Nodes are a cluster's: the worker answers for its own node.
-            HomeMsg::Nodes { .. } => {}
+            // Nodes are a cluster's: the worker answers for its own node, and a node
+            // alone has no other node to forward to or disconnect on.
+            HomeMsg::Nodes { .. } | HomeMsg::Forward { .. } | HomeMsg::Disconnect { .. } => {}
             HomeMsg::RawSubscribe { room, worker, done } => {
                 let workers = self.workers;
                 self.raw.entry(room).or_insert_with(|| vec![0; workers])[usize::from(worker)] += 1;

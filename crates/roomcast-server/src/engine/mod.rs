@@ -23,7 +23,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub(crate) use msg::{
-    Addr, ConnKey, HomeMsg, Join, LocalMsg, NodeInfo, Publish, RoomInfo, WorkerMsg,
+    Addr, CommandAnswer, ConnKey, Disconnected, HomeMsg, Join, LocalMsg, NodeInfo, Publish,
+    RoomInfo, SessionCall, WorkerMsg,
 };
 
 use crate::protocol::RoomName;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::protocol::RoomName;
 use crate::protocol::SincePos;
+use crate::protocol::{ErrorCode, RoomName};
 
 /// Where a reply or a delivery goes, anywhere on the node: a WebSocket connection, an
 /// HTTP member (an SSE stream or a long-poll session), or an HTTP request waiting for its
@@ -156,6 +156,59 @@ pub(crate) enum HomeMsg {
     Nodes {
         reply: oneshot::Sender<Vec<NodeInfo>>,
     },
+    /// A request for a session another node holds (a `POST /cmd` or a poll that reached
+    /// this one), for that node (Redis only), answered within `wait`. `None` when no node
+    /// holds it.
+    Forward {
+        session: Arc<str>,
+        call: SessionCall,
+        wait: std::time::Duration,
+        reply: oneshot::Sender<Option<CommandAnswer>>,
+    },
+    /// Close a client's connections and HTTP members on every node (Redis only).
+    Disconnect {
+        client: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+        reply: oneshot::Sender<Disconnected>,
+    },
+}
+
+/// What is asked of a session on the node that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SessionCall {
+    /// The body of a `POST /cmd`.
+    Commands(Bytes),
+    /// A poll: the events up to `seq` arrived; wait at most `timeout_ms` for more; answer
+    /// at most `limit`.
+    Poll {
+        seq: u64,
+        timeout_ms: u64,
+        limit: usize,
+    },
+}
+
+/// What the commands of a `POST /cmd`, or a poll, got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CommandAnswer {
+    /// The replies (one, or a JSON array of them), exactly as a `/ws` client would get
+    /// them; `error` is the code of a single command's error reply. For a poll, its
+    /// answer.
+    Replies {
+        error: Option<ErrorCode>,
+        body: Bytes,
+    },
+    /// The request as a whole was refused (no such session, a body that is no command).
+    Refused { code: ErrorCode, message: String },
+}
+
+/// What a cluster-wide disconnect did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Disconnected {
+    /// Connections and HTTP members closed.
+    pub closed: usize,
+    /// Nodes that did not answer in time (their connections may stay open).
+    pub unanswered: usize,
 }
 
 /// A node as `GET /api/nodes` lists it.
@@ -235,6 +288,12 @@ pub(crate) enum LocalMsg {
         member: ConnKey,
         text: Bytes,
         notify: ConnKey,
+    },
+    /// A request for a session of this node, sent from another node.
+    RemoteCall {
+        session: Arc<str>,
+        call: SessionCall,
+        reply: oneshot::Sender<CommandAnswer>,
     },
     /// Close every connection and HTTP member of a client.
     Disconnect {

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
-use crate::engine::{ConnKey, HomeMsg, LocalMsg, Publish};
+use crate::engine::{ConnKey, Engine, HomeMsg, LocalMsg, Publish};
 use crate::member::frame_json;
 use crate::protocol::RoomName;
 use crate::protocol::{self, ErrorCode, SincePos, reply};
@@ -333,6 +333,24 @@ async fn disconnect(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body
             .unwrap_or("disconnected by the server"),
     );
     let client: Arc<str> = Arc::from(parsed.client);
+    // With a broker every node closes its own, this one included, and answers its count.
+    if let Engine::Redis(redis) = &worker.engine {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        redis.send(HomeMsg::Disconnect {
+            client,
+            code,
+            reason,
+            reply,
+        });
+        let Ok(Ok(done)) = tokio::time::timeout(REPLY_TIMEOUT, rx).await else {
+            return unavailable();
+        };
+        let mut answer = json!({ "disconnected": done.closed });
+        if done.unanswered > 0 {
+            answer["unanswered"] = json!(done.unanswered);
+        }
+        return json_response(StatusCode::OK, answer.to_string());
+    }
     let mut total = 0;
     for w in 0..worker.workers() {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::echo;
-use crate::member::{self, EventKind, HttpKind, HttpMember, Positions};
+use crate::member::{self, Cursor, EventKind, HttpKind, HttpMember, Positions};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, reply};
 use crate::worker::Worker;
@@ -285,21 +285,27 @@ pub(crate) fn room_params(q: &[(String, String)]) -> Result<Vec<RoomName>, HttpE
 /// Opens the session of an SSE stream or a poll from its query: refused while the node
 /// drains; the rooms, client id and presence checked; the member registered, its
 /// `welcome` queued, and each room joined from its position in `resume` when it has one.
-/// With `resume_rooms`, the rooms `resume` names are joined too (a poll cursor whose
-/// session is gone carries them; an SSE stream's URL names its rooms again).
+/// A poll `cursor` whose session is gone (expired, or on another node) carries the rest:
+/// its rooms are joined too, as its client, with the presence info each had.
 pub(crate) fn open_session(
     worker: &Rc<Worker>,
     kind: HttpKind,
     q: &[(String, String)],
     resume: Option<&Positions>,
-    resume_rooms: bool,
+    cursor: Option<&Cursor>,
 ) -> Result<Arc<HttpMember>, HttpError> {
     if worker.shared.is_draining() {
         return Err(draining());
     }
-    let mut rooms = room_params(q)?;
-    if let Some(resume) = resume.filter(|_| resume_rooms) {
-        for (room, _, _) in &resume.0 {
+    let asked = room_params(q)?;
+    let mut rooms = asked.clone();
+    if let Some(c) = cursor {
+        for (room, _, _) in &c.positions.0 {
+            if !rooms.contains(room) {
+                rooms.push(room.clone());
+            }
+        }
+        for room in c.rooms.iter().chain(c.presence.iter().map(|(r, _)| r)) {
             if !rooms.contains(room) {
                 rooms.push(room.clone());
             }
@@ -309,7 +315,11 @@ pub(crate) fn open_session(
     if rooms.len() > max {
         return Err(HttpError::bad_request(format!("at most {max} rooms")));
     }
-    let client = client_id(q)?;
+    let client = match (param(q, "client"), cursor.and_then(|c| c.client.as_deref())) {
+        (None, Some(carried)) => crate::protocol::client_id(Some(carried))
+            .map_err(|e| HttpError::bad_request(&e.message))?,
+        _ => client_id(q)?,
+    };
     let presence = presence_info(q)?;
     let member = worker.register_http(kind, Arc::from(client));
     // The same object as `/ws`'s welcome, with the session to send commands with.
@@ -323,7 +333,10 @@ pub(crate) fn open_session(
     member.push(None, EventKind::Welcome, member::frame_json(&welcome));
     for room in rooms {
         let since = resume.and_then(|r| r.since(&room));
-        worker.http_join(&member, room, presence.clone(), since, None, None);
+        let info = cursor
+            .and_then(|c| c.presence_of(&room))
+            .or_else(|| presence.clone().filter(|_| asked.contains(&room)));
+        worker.http_join(&member, room, info, since, None, None);
     }
     Ok(member)
 }

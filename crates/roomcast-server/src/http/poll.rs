@@ -4,22 +4,26 @@
 //! `{"session":...,"cursor":...,"events":[...]}` as soon as there are events, or after the
 //! timeout with none. The next poll sends the cursor back (`/poll?cursor=...`): events up to
 //! it are then dropped, the rest (and new ones) returned. An answer lost on the way is
-//! therefore sent again, and nothing is returned twice once acknowledged. A cursor whose
-//! session has expired (or lives on another node) opens a new session that rejoins each
-//! room from the cursor's positions, with `since`.
+//! therefore sent again, and nothing is returned twice once acknowledged. A cursor of
+//! another node's session is forwarded to that node through the broker, so the session
+//! goes on there. A cursor whose session is gone (expired, or its node with it) opens a
+//! new session here that rejoins each room from the cursor's positions, with `since`, as
+//! the same client with the same presence.
 
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::value::RawValue;
 
 use super::{Body, error, json_response, open_session, param, query};
-use crate::member::{Cursor, HttpKind, HttpMember};
+use crate::engine::{CommandAnswer, SessionCall};
+use crate::member::{Cursor, HttpKind};
 use crate::protocol::ErrorCode;
-use crate::worker::Worker;
+use crate::worker::{Forwarded, Worker};
+
+/// How much longer than its own timeout a poll forwarded to another node may wait.
+const FORWARD_MARGIN: Duration = Duration::from_secs(2);
 
 pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
     let q = query(&req);
@@ -49,6 +53,28 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
         .as_ref()
         .and_then(|c| worker.shared.session(&c.session))
         .filter(|m| m.kind == HttpKind::Poll && !m.is_closed());
+    // Another node's session goes on there while that node holds it.
+    if let Some(c) = cursor.as_ref().filter(|_| existing.is_none()) {
+        let call = SessionCall::Poll {
+            seq: c.seq,
+            timeout_ms: timeout,
+            limit,
+        };
+        let wait = Duration::from_millis(timeout) + FORWARD_MARGIN;
+        match worker.forward(&c.session, call, wait).await {
+            Forwarded::Answer(CommandAnswer::Replies { body, .. }) => {
+                return json_response(StatusCode::OK, body);
+            }
+            Forwarded::Silent => {
+                return error(
+                    ErrorCode::Unavailable,
+                    "the node of this session did not answer: poll again with the cursor",
+                );
+            }
+            // Gone: a new session here, from the cursor.
+            Forwarded::No | Forwarded::Gone | Forwarded::Answer(CommandAnswer::Refused { .. }) => {}
+        }
+    }
     let member = match existing {
         Some(m) => m,
         // The rooms of a cursor whose session is gone are joined from its positions.
@@ -57,76 +83,19 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
             HttpKind::Poll,
             &q,
             cursor.as_ref().map(|c| &c.positions),
-            true,
+            cursor.as_ref(),
         ) {
             Ok(m) => m,
             Err(e) => return e.into_response(),
         },
     };
-    member.touch();
-    // Everything up to the cursor arrived: drop it.
-    if let Some(c) = cursor.as_ref().filter(|c| *c.session == *member.session) {
-        let mut st = member.state();
-        while st.events.front().is_some_and(|e| e.seq <= c.seq) {
-            if let Some(e) = st.pop_front() {
-                st.positions.apply(&e);
-            }
-        }
-    }
-    // Wait for something to return (or the timeout: then the answer has no events).
-    let _ = tokio::time::timeout(
-        Duration::from_millis(timeout),
-        std::future::poll_fn(|cx| {
-            let mut st = member.state();
-            if !st.events.is_empty() || st.closed || worker.shared.is_draining() {
-                return Poll::Ready(());
-            }
-            st.waker = Some(cx.waker().clone());
-            Poll::Pending
-        }),
+    let seq = cursor
+        .as_ref()
+        .filter(|c| *c.session == *member.session)
+        .map(|c| c.seq);
+    let timeout = Duration::from_millis(timeout);
+    json_response(
+        StatusCode::OK,
+        worker.session_poll(&member, seq, timeout, limit).await,
     )
-    .await;
-    member.touch();
-    answer(&member, limit)
-}
-
-/// The answer: up to `limit` queued events (kept until the next cursor acknowledges them)
-/// and the cursor after the last one.
-fn answer(member: &HttpMember, limit: usize) -> Response<Body> {
-    let st = member.state();
-    let mut positions = st.positions.clone();
-    let mut seq = st
-        .events
-        .front()
-        .map_or(st.next_seq, |e| e.seq.saturating_sub(1));
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"session\":");
-    push_json_str(&mut out, &member.session);
-    out.push_str(",\"events\":[");
-    for (i, e) in st.events.iter().take(limit).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(std::str::from_utf8(&e.json).unwrap_or("null"));
-        positions.apply(e);
-        seq = e.seq;
-    }
-    let cursor = Cursor {
-        session: member.session.to_string(),
-        seq,
-        positions,
-    };
-    out.push_str("],\"cursor\":");
-    push_json_str(&mut out, &cursor.encode());
-    if st.closed {
-        out.push_str(",\"closed\":true");
-    }
-    out.push('}');
-    drop(st);
-    debug_assert!(serde_json::from_str::<&RawValue>(&out).is_ok(), "{out}");
-    json_response(StatusCode::OK, out)
-}
-
-fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }

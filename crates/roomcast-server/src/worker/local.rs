@@ -126,6 +126,11 @@ impl Worker {
                     reply::error(None, ErrorCode::NotFound, "no such session on this node"),
                 ),
             },
+            LocalMsg::RemoteCall {
+                session,
+                call,
+                reply,
+            } => self.remote_call(&session, call, reply),
             LocalMsg::Disconnect {
                 client,
                 code,
@@ -243,7 +248,7 @@ impl Worker {
             };
             let entry = Member {
                 sink: Sink::Http(member.clone()),
-                presence: r.presence,
+                presence: r.presence.is_some(),
             };
             r.slot = Some(
                 self.local
@@ -516,7 +521,7 @@ impl Worker {
                 room: room.clone(),
                 seq,
                 slot: None,
-                presence: presence.is_some(),
+                presence: presence.clone(),
             });
             seq
         };
@@ -546,7 +551,7 @@ impl Worker {
             room: r.room.clone(),
             worker: self.index as u16,
             client: member.client.clone(),
-            presence: r.presence,
+            presence: r.presence.is_some(),
         };
         self.to_home(&r.room, msg);
     }

@@ -14,6 +14,7 @@
 //! connection once, with one vectored write for everything queued since its last write,
 //! so messages published close together leave together.
 
+mod cmd;
 mod local;
 mod socket;
 
@@ -31,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+pub(crate) use self::cmd::{Forwarded, no_session};
 use self::local::LocalRoom;
 pub(crate) use self::socket::{Conn, Kind, Membership};
 use crate::engine::memory::Homes;
@@ -384,7 +386,7 @@ impl Worker {
         let mut http = self.http.borrow_mut();
         let entry = http.vacant_entry();
         let key = ConnKey::new(self.index, Addr::Http(entry.key()), self.next_generation());
-        let session: Arc<str> = Arc::from(crate::random_id(16));
+        let session: Arc<str> = Arc::from(self.shared.new_session_id());
         let member = Arc::new(HttpMember::new(
             session,
             client,

@@ -31,6 +31,7 @@
 //!   the next node to sweep the room removes its members and publishes their leave.
 
 mod cluster;
+mod control;
 mod room;
 mod scripts;
 mod wire;
@@ -47,10 +48,14 @@ use redis::{Cmd, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use self::control::{Answer, Control};
 use self::room::{Ack, RoomState, Sub};
 use self::scripts::Keys;
 use self::wire::{Live, Read, frame_of};
-use super::{ConnKey, HomeMsg, Join, LocalMsg, Mesh, NodeInfo, Publish, WorkerMsg};
+use super::{
+    CommandAnswer, ConnKey, Disconnected, HomeMsg, Join, LocalMsg, Mesh, NodeInfo, Publish,
+    WorkerMsg,
+};
 use crate::hub::{HistoryLimits, Subs};
 use crate::protocol::{ErrorCode, RoomName, SincePos, reply};
 use crate::stats::Stats;
@@ -60,6 +65,8 @@ use crate::stats::Stats;
 pub(crate) struct Settings {
     pub url: String,
     pub node: Arc<str>,
+    /// The prefix of the node's session ids, which names its control channel.
+    pub instance: Arc<str>,
     /// The address the node listens on (for `/api/nodes`).
     pub address: String,
     pub history: HistoryLimits,
@@ -123,6 +130,8 @@ pub(crate) fn start(
                     started_ms: crate::now_ms(),
                     presence_dirty: Vec::new(),
                     acks_waiting: 0,
+                    calls: HashMap::new(),
+                    next_call: 0,
                     settings,
                     mesh,
                     stats,
@@ -199,6 +208,30 @@ enum Event {
     Done(u64, Vec<Then>, redis::RedisResult<Vec<Value>>),
     Subscribed(u64, Vec<RoomName>, bool),
     Live(u64, String, Bytes),
+    /// This node's answer to another node's request `id` (see [`control`]).
+    Answer {
+        to: String,
+        id: u64,
+        answer: Answer,
+    },
+}
+
+/// A request of this node's to others, waiting for their answers.
+enum Call {
+    /// A session's commands, for the one node that holds it.
+    Command {
+        reply: oneshot::Sender<Option<CommandAnswer>>,
+        deadline: Instant,
+    },
+    /// A disconnect, for every node: answers are summed.
+    Disconnect {
+        reply: oneshot::Sender<Disconnected>,
+        /// How many nodes received it, once `PUBLISH` said.
+        expected: Option<usize>,
+        answered: usize,
+        closed: usize,
+        deadline: Instant,
+    },
 }
 
 /// What to do with a command's reply.
@@ -227,6 +260,8 @@ enum Then {
         conn: ConnKey,
         reference: Option<u64>,
     },
+    /// A control request's `PUBLISH`: its reply is how many nodes received it.
+    Sent(u64),
     Nothing,
 }
 
@@ -251,6 +286,9 @@ struct Broker {
     presence_dirty: Vec<RoomName>,
     /// Acks waiting over every room (their deadlines are checked while there are any).
     acks_waiting: usize,
+    /// This node's requests to other nodes, by id.
+    calls: HashMap<u64, Call>,
+    next_call: u64,
 }
 
 const RECONNECT_EVERY: Duration = Duration::from_millis(250);
@@ -259,6 +297,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// message is stored; the room is then read from the stream).
 const ACK_WAIT: Duration = Duration::from_millis(500);
 const MAX_BATCH: usize = 512;
+/// How long a disconnect waits for every node's count.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(3);
 
 impl Broker {
     async fn run(
@@ -299,6 +339,7 @@ impl Broker {
                 _ = batch.tick() => {
                     self.presence_diffs();
                     self.late_acks();
+                    self.expire_calls(false);
                 }
                 _ = beat.tick() => self.beat(),
             }
@@ -358,9 +399,10 @@ impl Broker {
         let client = self.client.clone();
         let events = self.events.clone();
         let sources = self.scripts.sources.clone();
+        let instance = self.settings.instance.clone();
         tokio::task::spawn_local(async move {
             loop {
-                match open(&client, &sources, generation, &events).await {
+                match open(&client, &sources, &instance, generation, &events).await {
                     Ok(link) => {
                         let _ = events.send(Event::Up(link));
                         return;
@@ -439,6 +481,10 @@ impl Broker {
                     self.live(&channel, payload);
                 }
             }
+            Event::Answer { to, id, answer } => {
+                let cmd = publish_cmd(&control::channel(&to), Control::Answer { id, answer });
+                self.enqueue(cmd, Then::Nothing);
+            }
         }
     }
 
@@ -464,6 +510,7 @@ impl Broker {
         for (_, then) in std::mem::take(&mut self.queue) {
             self.done(then, None);
         }
+        self.expire_calls(true);
         self.connect();
     }
 
@@ -586,6 +633,55 @@ impl Broker {
             }
             HomeMsg::Rooms { reply } => self.query(reply, cluster::rooms),
             HomeMsg::Nodes { reply } => self.query(reply, cluster::nodes),
+            HomeMsg::Forward {
+                session,
+                call,
+                wait,
+                reply,
+            } => {
+                if self.link.is_none() {
+                    return; // the caller's 503
+                }
+                let to = control::channel(session.get(..INSTANCE_LEN).unwrap_or_default());
+                let id = self.call(Call::Command {
+                    reply,
+                    deadline: Instant::now() + wait,
+                });
+                let msg = Control::Command {
+                    from: self.settings.instance.to_string(),
+                    id,
+                    session: session.to_string(),
+                    call,
+                    // The node that holds it answers a little sooner than this one gives up.
+                    wait_ms: (wait.as_millis() as u64).saturating_sub(500),
+                };
+                self.enqueue(publish_cmd(&to, msg), Then::Sent(id));
+            }
+            HomeMsg::Disconnect {
+                client,
+                code,
+                reason,
+                reply,
+            } => {
+                if self.link.is_none() {
+                    return;
+                }
+                let id = self.call(Call::Disconnect {
+                    reply,
+                    expected: None,
+                    answered: 0,
+                    closed: 0,
+                    deadline: Instant::now() + DISCONNECT_WAIT,
+                });
+                let msg = Control::Disconnect {
+                    from: self.settings.instance.to_string(),
+                    id,
+                    client: client.to_string(),
+                    code,
+                    reason: reason.to_string(),
+                };
+                self.enqueue(publish_cmd(control::ALL, msg), Then::Sent(id));
+            }
             // Raw rooms always have a home worker (`Worker::to_home`).
             HomeMsg::RawSubscribe { .. }
             | HomeMsg::RawUnsubscribe { .. }
@@ -853,6 +949,10 @@ impl Broker {
     fn done(&mut self, then: Then, value: Option<Value>) {
         match then {
             Then::Nothing => {}
+            Then::Sent(id) => {
+                let receivers = value.as_ref().and_then(wire::int_of);
+                self.sent(id, receivers);
+            }
             Then::Publish {
                 room,
                 conn,
@@ -1170,6 +1270,12 @@ impl Broker {
     }
 
     fn live(&mut self, channel: &str, payload: Bytes) {
+        if control::is_control(channel) {
+            if let Some(msg) = Control::decode(payload) {
+                self.control(msg);
+            }
+            return;
+        }
         let Some(name) = scripts::room_of_channel(channel).and_then(|r| RoomName::new(r).ok())
         else {
             return;
@@ -1342,6 +1448,197 @@ impl Broker {
     }
 }
 
+/// The length of an instance id: the prefix of every session id of its node.
+pub(crate) const INSTANCE_LEN: usize = 8;
+
+/// `PUBLISH` of a control message.
+fn publish_cmd(channel: &str, msg: Control) -> Cmd {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(channel).arg(&msg.encode()[..]);
+    cmd
+}
+
+/// Node-to-node requests (see [`control`]).
+impl Broker {
+    fn call(&mut self, call: Call) -> u64 {
+        self.next_call += 1;
+        self.calls.insert(self.next_call, call);
+        self.next_call
+    }
+
+    /// A control request went out to `receivers` nodes (`None`: it did not go out).
+    fn sent(&mut self, id: u64, receivers: Option<u64>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match (call, receivers) {
+            // Nobody holds the session: its node is gone.
+            (Call::Command { .. }, Some(0)) => {
+                if let Some(Call::Command { reply, .. }) = self.calls.remove(&id) {
+                    let _ = reply.send(None);
+                }
+            }
+            (Call::Command { .. }, Some(_)) => {}
+            (Call::Disconnect { expected, .. }, Some(n)) => {
+                *expected = Some(n as usize);
+                self.settle(id);
+            }
+            // Not sent: the caller gets its 503.
+            (_, None) => {
+                self.calls.remove(&id);
+            }
+        }
+    }
+
+    /// Answers a disconnect once every node that received it has answered.
+    fn settle(&mut self, id: u64) {
+        let done = matches!(
+            self.calls.get(&id),
+            Some(Call::Disconnect { expected: Some(n), answered, .. }) if answered >= n
+        );
+        if done && let Some(Call::Disconnect { reply, closed, .. }) = self.calls.remove(&id) {
+            let _ = reply.send(Disconnected {
+                closed,
+                unanswered: 0,
+            });
+        }
+    }
+
+    /// Ends the calls past their deadline (or all of them, when the link went down): a
+    /// forwarded command gets no answer (the caller's 503), a disconnect answers with the
+    /// nodes that did not.
+    fn expire_calls(&mut self, all: bool) {
+        if self.calls.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                all || match c {
+                    Call::Command { deadline, .. } | Call::Disconnect { deadline, .. } => {
+                        *deadline <= now
+                    }
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(Call::Disconnect {
+                reply,
+                expected,
+                answered,
+                closed,
+                ..
+            }) = self.calls.remove(&id)
+            {
+                let unanswered = expected.map_or(1, |n| n.saturating_sub(answered).max(1));
+                let _ = reply.send(Disconnected { closed, unanswered });
+            }
+        }
+    }
+
+    /// A control message on this node's channels.
+    fn control(&mut self, msg: Control) {
+        match msg {
+            Control::Command {
+                from,
+                id,
+                session,
+                call,
+                wait_ms,
+            } => {
+                let (tx, rx) = oneshot::channel();
+                let worker = (id as usize) % self.mesh.len().max(1);
+                self.to_worker(
+                    worker,
+                    LocalMsg::RemoteCall {
+                        session: Arc::from(session),
+                        call,
+                        reply: tx,
+                    },
+                );
+                let events = self.events.clone();
+                let wait = Duration::from_millis(wait_ms);
+                tokio::task::spawn_local(async move {
+                    let answer = match tokio::time::timeout(wait, rx).await {
+                        Ok(Ok(answer)) => answer,
+                        _ => CommandAnswer::Refused {
+                            code: ErrorCode::Unavailable,
+                            message: "no reply in time".into(),
+                        },
+                    };
+                    let answer = Answer::Command(answer);
+                    let _ = events.send(Event::Answer {
+                        to: from,
+                        id,
+                        answer,
+                    });
+                });
+            }
+            Control::Disconnect {
+                from,
+                id,
+                client,
+                code,
+                reason,
+            } => {
+                let client: Arc<str> = Arc::from(client);
+                let reason: Arc<str> = Arc::from(reason);
+                let counts: Vec<_> = (0..self.mesh.len())
+                    .map(|w| {
+                        let (tx, rx) = oneshot::channel();
+                        self.to_worker(
+                            w,
+                            LocalMsg::Disconnect {
+                                client: client.clone(),
+                                code,
+                                reason: reason.clone(),
+                                reply: tx,
+                            },
+                        );
+                        rx
+                    })
+                    .collect();
+                let events = self.events.clone();
+                tokio::task::spawn_local(async move {
+                    let mut closed = 0;
+                    for rx in counts {
+                        if let Ok(Ok(n)) = tokio::time::timeout(DISCONNECT_WAIT, rx).await {
+                            closed += n;
+                        }
+                    }
+                    let answer = Answer::Closed(closed);
+                    let _ = events.send(Event::Answer {
+                        to: from,
+                        id,
+                        answer,
+                    });
+                });
+            }
+            Control::Answer { id, answer } => match (self.calls.get_mut(&id), answer) {
+                (Some(Call::Command { .. }), Answer::Command(a)) => {
+                    if let Some(Call::Command { reply, .. }) = self.calls.remove(&id) {
+                        let _ = reply.send(Some(a));
+                    }
+                }
+                (
+                    Some(Call::Disconnect {
+                        answered, closed, ..
+                    }),
+                    Answer::Closed(n),
+                ) => {
+                    *answered += 1;
+                    *closed += n;
+                    self.settle(id);
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
 /// Sends what `make` builds to every worker with members in the room (with presence
 /// ones, when `presence_only`).
 fn to_members(mesh: &Mesh, subs: &[Subs], presence_only: bool, make: impl Fn() -> LocalMsg) {
@@ -1359,6 +1656,7 @@ fn to_members(mesh: &Mesh, subs: &[Subs], presence_only: bool, make: impl Fn() -
 async fn open(
     client: &redis::Client,
     sources: &[String],
+    instance: &str,
     generation: u64,
     events: &mpsc::UnboundedSender<Event>,
 ) -> redis::RedisResult<Link> {
@@ -1380,7 +1678,11 @@ async fn open(
         .map_err(|_| {
             redis::RedisError::from(std::io::Error::other("pub/sub connect timed out"))
         })??;
-    let (sink, mut stream) = pubsub.split();
+    let (mut sink, mut stream) = pubsub.split();
+    let control = [control::channel(instance), control::ALL.to_owned()];
+    tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&control))
+        .await
+        .map_err(|_| redis::RedisError::from(std::io::Error::other("subscribe timed out")))??;
     let events = events.clone();
     let reader = tokio::task::spawn_local(async move {
         while let Some(msg) = stream.next().await {
