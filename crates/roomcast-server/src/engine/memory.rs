@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{HomeMsg, Join, LocalMsg, Publish, RoomInfo};
+use super::{HomeMsg, Join, LocalMsg, Publish, Reply, RoomInfo};
 use crate::hub::{HistoryLimits, Room};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, reply};
@@ -114,12 +114,12 @@ impl Homes {
                     self.rooms.insert(room.clone(), state);
                 }
                 let Some(state) = self.rooms.get_mut(&room) else {
-                    let frame = reply::error(
+                    let reply = Reply::error(
                         reference,
                         ErrorCode::NotJoined,
                         "join the room before publishing to it",
                     );
-                    return out.push((target, LocalMsg::Reply { conn, frame }));
+                    return out.push((target, LocalMsg::Reply { conn, reply }));
                 };
                 let published = state.publish(&from, &data, id.as_deref(), crate::now_ms());
                 if let Some(frame) = published.frame {
@@ -138,19 +138,23 @@ impl Homes {
                 }
                 // After the message is in the history, and after its delivery to the
                 // publisher's worker: the publisher sees its message, then the ack.
-                let ack = reply::ack(reference, &room, published.offset);
-                out.push((target, LocalMsg::Reply { conn, frame: ack }));
+                let reply = Reply::Ack {
+                    reference,
+                    room,
+                    offset: published.offset,
+                };
+                out.push((target, LocalMsg::Reply { conn, reply }));
             }
             HomeMsg::Presence {
                 room,
                 conn,
                 reference,
             } => {
-                let frame = match self.rooms.get(&room) {
-                    Some(state) => state.presence_reply(reference),
+                let reply = match self.rooms.get(&room) {
+                    Some(state) => Reply::Frame(state.presence_reply(reference)),
                     None => not_found(reference, &room),
                 };
-                out.push((usize::from(conn.worker), LocalMsg::Reply { conn, frame }));
+                out.push((usize::from(conn.worker), LocalMsg::Reply { conn, reply }));
             }
             HomeMsg::History {
                 room,
@@ -159,11 +163,13 @@ impl Homes {
                 since,
                 limit,
             } => {
-                let frame = match self.rooms.get(&room) {
-                    Some(state) => state.history_reply(reference, since.as_ref(), limit),
+                let reply = match self.rooms.get(&room) {
+                    Some(state) => {
+                        Reply::Frame(state.history_reply(reference, since.as_ref(), limit))
+                    }
                     None => not_found(reference, &room),
                 };
-                out.push((usize::from(conn.worker), LocalMsg::Reply { conn, frame }));
+                out.push((usize::from(conn.worker), LocalMsg::Reply { conn, reply }));
             }
             HomeMsg::Rooms { reply } => {
                 let rooms = self
@@ -261,8 +267,8 @@ fn new_room(name: RoomName, workers: usize, limits: HistoryLimits) -> Room {
     Room::new(name, epoch, workers, limits)
 }
 
-fn not_found(reference: Option<u64>, room: &RoomName) -> bytes::Bytes {
-    reply::error(
+fn not_found(reference: Option<u64>, room: &RoomName) -> Reply {
+    Reply::error(
         reference,
         ErrorCode::NotFound,
         &format!("no room {room} on this node (no members, no history)"),

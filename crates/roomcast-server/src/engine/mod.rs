@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub(crate) use msg::{
-    Addr, CommandAnswer, ConnKey, Disconnected, HomeMsg, Join, LocalMsg, NodeInfo, Publish,
+    Addr, CommandAnswer, ConnKey, Disconnected, HomeMsg, Join, LocalMsg, NodeInfo, Publish, Reply,
     RoomInfo, SessionCall, WorkerMsg,
 };
 

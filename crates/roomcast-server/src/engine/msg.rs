@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::protocol::SincePos;
-use crate::protocol::{ErrorCode, RoomName};
+use crate::protocol::{ErrorCode, RoomName, reply};
 
 /// Where a reply or a delivery goes, anywhere on the node: a WebSocket connection, an
 /// HTTP member (an SSE stream or a long-poll session), or an HTTP request waiting for its
@@ -236,6 +236,61 @@ impl HomeMsg {
     }
 }
 
+/// The answer to one request, for the address that asked: typed, so an HTTP caller reads
+/// the offset or the error code without parsing a frame, and a socket gets the frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// Stored: the `ack`, with the message's offset.
+    Ack {
+        reference: Option<u64>,
+        room: RoomName,
+        offset: u64,
+    },
+    /// Refused: an `error` reply.
+    Error {
+        reference: Option<u64>,
+        code: ErrorCode,
+        message: Arc<str>,
+    },
+    /// Any other reply (`joined`, `left`, `pong`, `presence`, `history`), as its frame.
+    Frame(Bytes),
+}
+
+impl Reply {
+    pub(crate) fn error(reference: Option<u64>, code: ErrorCode, message: &str) -> Self {
+        Reply::Error {
+            reference,
+            code,
+            message: Arc::from(message),
+        }
+    }
+
+    /// The WebSocket text frame of the reply.
+    pub(crate) fn frame(&self) -> Bytes {
+        match self {
+            Reply::Ack {
+                reference,
+                room,
+                offset,
+            } => reply::ack(*reference, room, *offset),
+            Reply::Error {
+                reference,
+                code,
+                message,
+            } => reply::error(*reference, *code, message),
+            Reply::Frame(f) => f.clone(),
+        }
+    }
+
+    /// The error code, if it is an error.
+    pub(crate) fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Reply::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
 /// What a home worker sends back to the workers holding the connections.
 #[derive(Debug)]
 pub(crate) enum LocalMsg {
@@ -264,7 +319,7 @@ pub(crate) enum LocalMsg {
         room: RoomName,
         conn: ConnKey,
         seq: u32,
-        reply: Bytes,
+        reply: Reply,
         notify: Option<ConnKey>,
     },
     /// A room's history broke off (the broker lost messages, or the room's epoch
@@ -278,8 +333,8 @@ pub(crate) enum LocalMsg {
     },
     /// A presence diff for local members that asked for presence.
     PresenceDiff { room: RoomName, frame: Bytes },
-    /// A reply (ack, error, presence, history) to one connection.
-    Reply { conn: ConnKey, frame: Bytes },
+    /// A reply (ack, error, presence, history) to one connection or waiting request.
+    Reply { conn: ConnKey, reply: Reply },
     /// A raw room's message for every local member.
     RawDeliver { room: RoomName, frame: Bytes },
     /// A command (JSON text, as on `/ws`) of an HTTP member, from a `POST /cmd`; its

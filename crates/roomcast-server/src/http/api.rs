@@ -28,10 +28,10 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
-use crate::engine::{ConnKey, Engine, HomeMsg, LocalMsg, Publish};
+use crate::engine::{ConnKey, Engine, HomeMsg, LocalMsg, Publish, Reply};
 use crate::member::frame_json;
 use crate::protocol::RoomName;
-use crate::protocol::{self, ErrorCode, SincePos, reply};
+use crate::protocol::{self, ErrorCode, SincePos};
 use crate::worker::Worker;
 
 /// The OpenAPI description served at `/api/openapi.json`.
@@ -155,16 +155,16 @@ fn parse_since(text: &str) -> Option<SincePos> {
     })
 }
 
-/// Sends a request to `room`'s home and waits for its one reply frame.
+/// Sends a request to `room`'s engine and waits for its one reply.
 async fn ask(
     worker: &Rc<Worker>,
     room: &RoomName,
     make: impl FnOnce(ConnKey) -> HomeMsg,
-) -> Option<Bytes> {
+) -> Option<Reply> {
     let (key, reply) = worker.pending();
     worker.to_home(room, make(key));
     match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
-        Ok(Ok(frame)) => Some(frame),
+        Ok(Ok(reply)) => Some(reply),
         _ => {
             worker.cancel_pending(key);
             None
@@ -176,17 +176,13 @@ fn unavailable() -> Response<Body> {
     error(ErrorCode::Unavailable, "no reply from the room in time")
 }
 
-/// A reply frame as an API answer: its JSON, with an error reply's code as the status and
-/// the API's error shape.
-fn answer(frame: &Bytes) -> Response<Body> {
-    let json = frame_json(frame);
-    if !reply::is_error(&json) {
-        return json_response(StatusCode::OK, json);
+/// A reply as an API answer: its JSON, or an error's code as the status, in the API's
+/// error shape.
+fn answer(reply: &Reply) -> Response<Body> {
+    match reply {
+        Reply::Error { code, message, .. } => error(*code, message),
+        other => json_response(StatusCode::OK, frame_json(&other.frame())),
     }
-    let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
-    let code = ErrorCode::parse(value["code"].as_str().unwrap_or_default())
-        .unwrap_or(ErrorCode::BadRequest);
-    error(code, value["message"].as_str().unwrap_or(""))
 }
 
 async fn read_room(
@@ -199,7 +195,7 @@ async fn read_room(
         Err(e) => return error(ErrorCode::BadRequest, &e.to_string()),
     };
     match ask(worker, &room, |key| make(room.clone(), key)).await {
-        Some(frame) => answer(&frame),
+        Some(reply) => answer(&reply),
         None => unavailable(),
     }
 }
@@ -279,14 +275,13 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
             })
         })
         .await;
-        let Some(frame) = reply else {
-            return unavailable();
-        };
-        let v: Value = serde_json::from_slice(&frame_json(&frame)).unwrap_or(Value::Null);
-        if v["type"] != "ack" {
-            return answer(&frame);
+        match reply {
+            Some(Reply::Ack { offset, .. }) => {
+                results.push(json!({"room": room.as_str(), "offset": offset}));
+            }
+            Some(other) => return answer(&other),
+            None => return unavailable(),
         }
-        results.push(json!({"room": room.as_str(), "offset": v["offset"]}));
     }
     json_response(StatusCode::OK, json!({ "results": results }).to_string())
 }

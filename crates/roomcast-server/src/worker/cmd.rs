@@ -19,9 +19,9 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::Worker;
-use crate::engine::{CommandAnswer, Engine, HomeMsg, LocalMsg, SessionCall};
+use crate::engine::{CommandAnswer, Engine, HomeMsg, LocalMsg, Reply, SessionCall};
 use crate::member::{HttpKind, HttpMember, frame_json};
-use crate::protocol::{ErrorCode, reply};
+use crate::protocol::ErrorCode;
 
 /// How long one command may wait for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +43,7 @@ impl Worker {
             }
         };
         member.touch();
-        let mut replies: Vec<Bytes> = Vec::with_capacity(commands.len());
+        let mut replies: Vec<(Bytes, Option<ErrorCode>)> = Vec::with_capacity(commands.len());
         for command in commands {
             let (notify, reply) = self.pending();
             let msg = LocalMsg::HttpCommand {
@@ -53,29 +53,21 @@ impl Worker {
             };
             self.send_local(usize::from(member.key.worker), msg);
             let reply = match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
-                Ok(Ok(frame)) => frame_json(&frame),
+                Ok(Ok(reply)) => reply,
                 _ => {
                     self.cancel_pending(notify);
-                    frame_json(&reply::error(
-                        None,
-                        ErrorCode::Unavailable,
-                        "no reply in time",
-                    ))
+                    Reply::error(None, ErrorCode::Unavailable, "no reply in time")
                 }
             };
-            replies.push(reply);
+            replies.push((frame_json(&reply.frame()), reply.code()));
         }
-        if single && let Some(body) = replies.pop() {
-            let error = reply::is_error(&body)
-                .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
-                .flatten()
-                .and_then(|v| v["code"].as_str().and_then(ErrorCode::parse));
+        if single && let Some((body, error)) = replies.pop() {
             return CommandAnswer::Replies { error, body };
         }
         let mut out =
-            BytesMut::with_capacity(replies.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+            BytesMut::with_capacity(replies.iter().map(|(r, _)| r.len() + 1).sum::<usize>() + 2);
         out.put_u8(b'[');
-        for (i, r) in replies.iter().enumerate() {
+        for (i, (r, _)) in replies.iter().enumerate() {
             if i > 0 {
                 out.put_u8(b',');
             }

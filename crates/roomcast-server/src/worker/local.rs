@@ -11,7 +11,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::Worker;
 use super::{Conn, Kind, Membership};
-use crate::engine::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Publish};
+use crate::engine::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Publish, Reply};
 use crate::member::{EventKind, HttpMember, HttpRoom, frame_json};
 use crate::protocol::RoomName;
 use crate::protocol::{ErrorCode, Request, SincePos, parse, reply};
@@ -57,7 +57,7 @@ impl Worker {
                 notify,
             } => {
                 if let Some(to) = notify {
-                    self.reply_to(to, reply.clone());
+                    self.reply_to(to, Reply::Frame(reply.clone()));
                 }
                 match key.addr() {
                     Addr::Http(_) => {
@@ -102,17 +102,17 @@ impl Worker {
             LocalMsg::RawDeliver { room, frame } => {
                 self.fan_out(Kind::Raw, &room, &frame, None, false, None)
             }
-            LocalMsg::Reply { conn: key, frame } => match key.addr() {
+            LocalMsg::Reply { conn: key, reply } => match key.addr() {
                 Addr::Pending(_) => {
                     if let Some(waiting) = self.take_pending(key) {
-                        let _ = waiting.send(frame);
+                        let _ = waiting.send(reply);
                     }
                 }
                 Addr::Http(_) => {}
                 Addr::Socket(_) => {
                     let Some(conn) = self.conn(key) else { return };
                     conn.answered();
-                    conn.push(self, frame);
+                    conn.push(self, reply.frame());
                 }
             },
             LocalMsg::HttpCommand {
@@ -123,7 +123,7 @@ impl Worker {
                 Some(m) => self.http_command(&m, &text, notify),
                 None => self.reply_to(
                     notify,
-                    reply::error(None, ErrorCode::NotFound, "no such session on this node"),
+                    Reply::error(None, ErrorCode::NotFound, "no such session on this node"),
                 ),
             },
             LocalMsg::RemoteCall {
@@ -149,7 +149,7 @@ impl Worker {
         key: ConnKey,
         room: &RoomName,
         seq: u32,
-        reply: Bytes,
+        reply: Reply,
         notify: Option<ConnKey>,
     ) {
         if let Some(to) = notify {
@@ -169,7 +169,7 @@ impl Worker {
                 };
                 // A member that left meanwhile asked nothing more of this join.
                 if pending.is_some() {
-                    conn.push(self, reply);
+                    conn.push(self, reply.frame());
                 }
             }
             Addr::Http(_) => {
@@ -561,7 +561,7 @@ impl Worker {
     fn http_command(self: &Rc<Self>, member: &Arc<HttpMember>, text: &[u8], notify: ConnKey) {
         let (reference, request) = parse(text);
         let error = |code: ErrorCode, message: &str| {
-            self.reply_to(notify, reply::error(reference, code, message))
+            self.reply_to(notify, Reply::error(reference, code, message))
         };
         let request = match request {
             Ok(r) => r,
@@ -572,7 +572,7 @@ impl Worker {
             Request::Hello { .. } => {
                 error(ErrorCode::BadRequest, "this session already said hello")
             }
-            Request::Ping => self.reply_to(notify, reply::pong(reference)),
+            Request::Ping => self.reply_to(notify, Reply::Frame(reply::pong(reference))),
             Request::Join {
                 room,
                 presence,
@@ -602,7 +602,7 @@ impl Worker {
                 match taken {
                     Some(r) => {
                         self.drop_http_membership(member, r);
-                        self.reply_to(notify, reply::left(reference, &room));
+                        self.reply_to(notify, Reply::Frame(reply::left(reference, &room)));
                     }
                     None => error(ErrorCode::NotJoined, &format!("not in room {room}")),
                 }

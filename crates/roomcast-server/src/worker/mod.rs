@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use roomcast_ws::{CloseCode, Connection, Role};
 use slab::Slab;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,7 +37,7 @@ use self::local::LocalRoom;
 pub(crate) use self::socket::{Conn, Kind, Membership};
 use crate::engine::memory::Homes;
 use crate::engine::{
-    Addr, ConnKey, Engine, HomeMsg, LocalMsg, Mesh, NodeInfo, RoomInfo, WorkerMsg,
+    Addr, ConnKey, Engine, HomeMsg, LocalMsg, Mesh, NodeInfo, Reply, RoomInfo, WorkerMsg,
 };
 use crate::member::{HttpKind, HttpMember};
 use crate::protocol::RoomName;
@@ -69,7 +69,7 @@ pub(crate) struct Worker {
     http: RefCell<Slab<Arc<HttpMember>>>,
     /// HTTP requests waiting here for one reply from a home worker.
     /// HTTP requests waiting for a reply, with the generation of their key.
-    pending: RefCell<Slab<(u32, oneshot::Sender<Bytes>)>>,
+    pending: RefCell<Slab<(u32, oneshot::Sender<Reply>)>>,
     /// The members this worker holds, per room.
     local: RefCell<HashMap<(Kind, RoomName), LocalRoom>>,
     /// The rooms whose home this worker is (memory engine; raw rooms always).
@@ -298,7 +298,7 @@ impl Worker {
 
     /// Takes the waiting end of a pending HTTP request, if `key` still names it (a late
     /// reply or a cancel must not reach a newer request in the same slot).
-    pub(crate) fn take_pending(&self, key: ConnKey) -> Option<oneshot::Sender<Bytes>> {
+    pub(crate) fn take_pending(&self, key: ConnKey) -> Option<oneshot::Sender<Reply>> {
         let Addr::Pending(slot) = key.addr() else {
             return None;
         };
@@ -421,7 +421,7 @@ impl Worker {
     }
 
     /// An address for one reply to an HTTP request, and where it will arrive.
-    pub(crate) fn pending(&self) -> (ConnKey, oneshot::Receiver<Bytes>) {
+    pub(crate) fn pending(&self) -> (ConnKey, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();
         let generation = self.next_generation();
         let slot = self.pending.borrow_mut().insert((generation, tx));
@@ -431,9 +431,9 @@ impl Worker {
         )
     }
 
-    /// Sends `frame` to what `to` names: a pending HTTP request or a connection.
-    pub(crate) fn reply_to(self: &Rc<Self>, to: ConnKey, frame: Bytes) {
-        self.to_local(usize::from(to.worker), LocalMsg::Reply { conn: to, frame });
+    /// Sends `reply` to what `to` names: a pending HTTP request or a connection.
+    pub(crate) fn reply_to(self: &Rc<Self>, to: ConnKey, reply: Reply) {
+        self.to_local(usize::from(to.worker), LocalMsg::Reply { conn: to, reply });
     }
 
     /// Puts a connection on the list the flusher writes.
@@ -610,7 +610,8 @@ mod tests {
         worker.cancel_pending(old);
         assert!(worker.take_pending(old).is_none());
         let waiting = worker.take_pending(new).expect("the new request waits");
-        waiting.send(Bytes::from_static(b"r")).unwrap();
-        assert_eq!(&new_rx.try_recv().unwrap()[..], b"r");
+        let r = Reply::Frame(bytes::Bytes::from_static(b"r"));
+        waiting.send(r.clone()).unwrap();
+        assert_eq!(new_rx.try_recv().unwrap(), r);
     }
 }

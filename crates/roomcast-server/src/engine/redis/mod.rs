@@ -53,7 +53,7 @@ use self::room::{Ack, RoomState, Sub};
 use self::scripts::Keys;
 use self::wire::{Live, Read, frame_of};
 use super::{
-    CommandAnswer, ConnKey, Disconnected, HomeMsg, Join, LocalMsg, Mesh, NodeInfo, Publish,
+    CommandAnswer, ConnKey, Disconnected, HomeMsg, Join, LocalMsg, Mesh, NodeInfo, Publish, Reply,
     WorkerMsg,
 };
 use crate::hub::{HistoryLimits, Subs};
@@ -374,14 +374,14 @@ impl Broker {
         }
     }
 
-    fn reply(&self, conn: ConnKey, frame: Bytes) {
-        self.to_worker(usize::from(conn.worker), LocalMsg::Reply { conn, frame });
+    fn reply(&self, conn: ConnKey, reply: Reply) {
+        self.to_worker(usize::from(conn.worker), LocalMsg::Reply { conn, reply });
     }
 
     fn unavailable(&self, conn: ConnKey, reference: Option<u64>) {
         self.reply(
             conn,
-            reply::error(
+            Reply::error(
                 reference,
                 ErrorCode::Unavailable,
                 "the broker is unreachable: retry (a publish with its id is safe to retry)",
@@ -862,7 +862,7 @@ impl Broker {
     /// Tells the worker a join is refused (the member is not, or no longer, counted). A
     /// worker whose member already left just takes it as the join's answer.
     fn refuse_join(&mut self, join: Join) {
-        let frame = reply::error(
+        let frame = Reply::error(
             join.reference,
             ErrorCode::Unavailable,
             "the broker is unreachable: join again",
@@ -890,7 +890,7 @@ impl Broker {
             self.rooms.remove(room);
             self.acks_waiting -= acks.len();
             for ack in acks {
-                self.reply(ack.conn, ack.frame);
+                self.reply(ack.conn, ack.reply);
             }
             self.unsubscribe(room);
         }
@@ -964,7 +964,11 @@ impl Broker {
                 if !duplicate {
                     Stats::add(&self.stats.published, 1);
                 }
-                let frame = reply::ack(reference, &room, offset);
+                let frame = Reply::Ack {
+                    reference,
+                    room: room.clone(),
+                    offset,
+                };
                 // The publisher sees its message before the ack, as on one node: the ack
                 // waits until the message was delivered here (bounded).
                 let wait = self.rooms.get_mut(&room).filter(|r| {
@@ -980,7 +984,7 @@ impl Broker {
                         r.acks.push(Ack {
                             offset,
                             conn,
-                            frame,
+                            reply: frame,
                             deadline: Instant::now() + ACK_WAIT,
                         });
                         self.acks_waiting += 1;
@@ -1021,7 +1025,7 @@ impl Broker {
                 None => self.unavailable(conn, reference),
                 Some(read) if read.epoch.is_empty() => self.reply(
                     conn,
-                    reply::error(
+                    Reply::error(
                         reference,
                         ErrorCode::NotFound,
                         &format!("no room {room} (no members, no history)"),
@@ -1035,7 +1039,7 @@ impl Broker {
                         &read.epoch,
                         entries.iter().map(|(_, j)| &j[..]),
                     );
-                    self.reply(conn, frame);
+                    self.reply(conn, Reply::Frame(frame));
                 }
             },
             Then::Presence {
@@ -1046,7 +1050,7 @@ impl Broker {
                 Some(members) => {
                     let frame =
                         reply::presence(reference, &room, members.iter().map(|(c, i)| (c, i)));
-                    self.reply(conn, frame);
+                    self.reply(conn, Reply::Frame(frame));
                 }
                 None => self.unavailable(conn, reference),
             },
@@ -1332,7 +1336,7 @@ impl Broker {
             r.acks = waiting;
             self.acks_waiting -= ready.len();
             for ack in ready {
-                self.reply(ack.conn, ack.frame);
+                self.reply(ack.conn, ack.reply);
             }
         }
     }
@@ -1392,7 +1396,7 @@ impl Broker {
         for (name, acks) in late {
             self.acks_waiting -= acks.len();
             for ack in acks {
-                self.reply(ack.conn, ack.frame);
+                self.reply(ack.conn, ack.reply);
             }
             self.fill(&name, false);
         }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::wire::Live;
-use crate::engine::ConnKey;
+use crate::engine::{ConnKey, Reply};
 use crate::hub::{Diff, Subs};
 
 /// Whether the node is subscribed to the room's channel.
@@ -25,7 +25,7 @@ pub(super) enum Sub {
 pub(super) struct Ack {
     pub offset: u64,
     pub conn: ConnKey,
-    pub frame: Bytes,
+    pub reply: Reply,
     pub deadline: Instant,
 }
 
