@@ -238,12 +238,9 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
             Err(e) => return error(ErrorCode::BadRequest, &format!("{n}: {e}")),
         }
     }
-    let max = worker.shared.config.rooms.max_data_size;
-    if data.get().len() > max {
-        return error(
-            ErrorCode::TooLarge,
-            &format!("data is {} bytes, the limit is {max}", data.get().len()),
-        );
+    // The same check as a publish on /ws or /cmd.
+    if let Err(e) = worker.check_data(&data) {
+        return error(e.code, &e.message);
     }
     if let Some(Err(e)) = parsed.id.as_deref().map(crate::protocol::check_id) {
         return error(ErrorCode::BadRequest, &e.message);

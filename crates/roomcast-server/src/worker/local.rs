@@ -10,11 +10,13 @@ use slab::Slab;
 use tokio::sync::{Notify, oneshot};
 
 use super::Worker;
+use super::dispatch::SessionCaller;
+use super::sink::Sink;
 use super::{Conn, Kind, Membership};
-use crate::engine::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Publish, Reply};
+use crate::engine::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Reply};
 use crate::member::{EventKind, HttpMember, HttpRoom, frame_json};
 use crate::protocol::RoomName;
-use crate::protocol::{ErrorCode, Request, SincePos, parse, reply};
+use crate::protocol::{ErrorCode, SincePos, parse};
 use crate::stats::Stats;
 
 /// The members of one room held by one worker.
@@ -25,15 +27,6 @@ pub(super) struct LocalRoom {
     subscribed: bool,
     /// Raw rooms: joiners waiting for `subscribed`.
     ready: Rc<Notify>,
-}
-
-/// Where a member's deliveries go.
-#[derive(Debug)]
-enum Sink {
-    /// A WebSocket connection's send queue.
-    Socket(Rc<Conn>),
-    /// An SSE stream's or poll session's event queue.
-    Http(Arc<HttpMember>),
 }
 
 #[derive(Debug)]
@@ -210,7 +203,7 @@ impl Worker {
                 return;
             };
             let member = Member {
-                sink: Sink::Socket(conn.clone()),
+                sink: Sink::from(conn.clone()),
                 presence: m.presence,
             };
             m.slot = Some(
@@ -247,7 +240,7 @@ impl Worker {
                 return;
             };
             let entry = Member {
-                sink: Sink::Http(member.clone()),
+                sink: Sink::from(member.clone()),
                 presence: r.presence.is_some(),
             };
             r.slot = Some(
@@ -289,7 +282,7 @@ impl Worker {
         kind: Kind,
         room: &RoomName,
         frame: &Bytes,
-        skip: Option<&Rc<Conn>>,
+        skip: Option<ConnKey>,
         presence_only: bool,
         event: Option<EventKind>,
     ) {
@@ -303,20 +296,12 @@ impl Worker {
             if presence_only && !m.presence {
                 continue;
             }
-            match &m.sink {
-                Sink::Socket(conn) => {
-                    if skip.is_some_and(|s| Rc::ptr_eq(s, conn)) {
-                        continue;
-                    }
-                    conn.push(self, frame.clone());
-                }
-                Sink::Http(member) => {
-                    let Some(event) = &event else { continue };
-                    let json = json.get_or_insert_with(|| frame_json(frame));
-                    member.push(Some(room), event.clone(), json.clone());
-                }
+            if skip.is_some_and(|k| m.sink.is(k)) {
+                continue;
             }
-            n += 1;
+            if m.sink.deliver(self, room, frame, &mut json, event.as_ref()) {
+                n += 1;
+            }
         }
         Stats::add(&self.shared.stats.deliveries, n);
     }
@@ -358,21 +343,21 @@ impl Worker {
         self.to_home(&room, msg);
     }
 
-    /// Removes `slot` of a local room if it holds `is_it`; returns whether the room is
+    /// Removes `slot` of a local room if it holds the member at `key`; returns whether the room is
     /// now empty (and was removed).
     fn remove_local(
         &self,
         kind: Kind,
         room: &RoomName,
         slot: Option<usize>,
-        is_it: impl Fn(&Sink) -> bool,
+        member: ConnKey,
     ) -> bool {
         let key = (kind, room.clone());
         let mut local = self.local.borrow_mut();
         let (Some(slot), Some(r)) = (slot, local.get_mut(&key)) else {
             return false;
         };
-        if r.members.get(slot).is_some_and(|m| is_it(&m.sink)) {
+        if r.members.get(slot).is_some_and(|m| m.sink.is(member)) {
             r.members.remove(slot);
         }
         if r.members.is_empty() {
@@ -390,12 +375,7 @@ impl Worker {
         m: Membership,
         client: Option<&Arc<str>>,
     ) {
-        let now_empty = self.remove_local(
-            m.kind,
-            &m.room,
-            m.slot,
-            |s| matches!(s, Sink::Socket(c) if Rc::ptr_eq(c, conn)),
-        );
+        let now_empty = self.remove_local(m.kind, &m.room, m.slot, conn.key);
         match m.kind {
             Kind::Ws => {
                 let client = client.cloned().unwrap_or_else(|| Arc::from(""));
@@ -420,12 +400,6 @@ impl Worker {
         }
     }
 
-    /// A request answered by the room's home (publish, presence, history).
-    pub(crate) fn ask_home(self: &Rc<Self>, conn: &Rc<Conn>, room: &RoomName, msg: HomeMsg) {
-        conn.asked();
-        self.to_home(room, msg);
-    }
-
     /// Adds a raw-room member. Returns once the home counts this worker, so that anything
     /// published after the caller's 101 reaches the member.
     pub(crate) async fn raw_join(self: &Rc<Self>, conn: &Rc<Conn>, room: RoomName) {
@@ -435,7 +409,7 @@ impl Worker {
             let r = local.entry(key.clone()).or_default();
             let first = r.members.is_empty();
             let slot = r.members.insert(Member {
-                sink: Sink::Socket(conn.clone()),
+                sink: Sink::from(conn.clone()),
                 presence: false,
             });
             (slot, first, r.ready.clone())
@@ -486,7 +460,7 @@ impl Worker {
             Kind::Raw,
             room,
             &frame,
-            (!echo).then_some(conn),
+            (!echo).then_some(conn.key),
             false,
             None,
         );
@@ -541,12 +515,7 @@ impl Worker {
 
     /// An HTTP member leaves a room (or goes away).
     pub(crate) fn drop_http_membership(self: &Rc<Self>, member: &Arc<HttpMember>, r: HttpRoom) {
-        self.remove_local(
-            Kind::Ws,
-            &r.room,
-            r.slot,
-            |s| matches!(s, Sink::Http(m) if Arc::ptr_eq(m, member)),
-        );
+        self.remove_local(Kind::Ws, &r.room, r.slot, member.key);
         let msg = HomeMsg::Leave {
             room: r.room.clone(),
             worker: self.index as u16,
@@ -560,97 +529,9 @@ impl Worker {
     /// `/ws`; every reply goes to `notify`.
     fn http_command(self: &Rc<Self>, member: &Arc<HttpMember>, text: &[u8], notify: ConnKey) {
         let (reference, request) = parse(text);
-        let error = |code: ErrorCode, message: &str| {
-            self.reply_to(notify, Reply::error(reference, code, message))
-        };
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => return error(e.code, &e.message),
-        };
-        let in_room = |room: &RoomName| member.state().rooms.iter().any(|r| r.room == *room);
         match request {
-            Request::Hello { .. } => {
-                error(ErrorCode::BadRequest, "this session already said hello")
-            }
-            Request::Ping => self.reply_to(notify, Reply::Frame(reply::pong(reference))),
-            Request::Join {
-                room,
-                presence,
-                since,
-            } => {
-                if in_room(&room) {
-                    return error(ErrorCode::BadRequest, &format!("already in room {room}"));
-                }
-                let max = self.shared.config.rooms.max_rooms_per_connection;
-                if member.state().rooms.len() >= max {
-                    return error(
-                        ErrorCode::Forbidden,
-                        &format!("a session may be in at most {max} rooms"),
-                    );
-                }
-                let presence = presence.map(|p| Bytes::copy_from_slice(p.get().as_bytes()));
-                self.http_join(member, room, presence, since, reference, Some(notify));
-            }
-            Request::Leave { room } => {
-                let taken = {
-                    let mut st = member.state();
-                    st.rooms
-                        .iter()
-                        .position(|r| r.room == room)
-                        .map(|i| st.rooms.swap_remove(i))
-                };
-                match taken {
-                    Some(r) => {
-                        self.drop_http_membership(member, r);
-                        self.reply_to(notify, Reply::Frame(reply::left(reference, &room)));
-                    }
-                    None => error(ErrorCode::NotJoined, &format!("not in room {room}")),
-                }
-            }
-            Request::Publish { room, data, id } => {
-                if !in_room(&room) {
-                    return error(
-                        ErrorCode::NotJoined,
-                        &format!("join room {room} before publishing to it"),
-                    );
-                }
-                let max = self.shared.config.rooms.max_data_size;
-                if data.get().len() > max {
-                    return error(
-                        ErrorCode::TooLarge,
-                        &format!("data is {} bytes, the limit is {max}", data.get().len()),
-                    );
-                }
-                let data = Bytes::copy_from_slice(data.get().as_bytes());
-                let msg = HomeMsg::Publish(Publish {
-                    room: room.clone(),
-                    conn: notify,
-                    from: member.client.clone(),
-                    data,
-                    id: id.map(|i| i.as_ref().into()),
-                    reference,
-                    create: false,
-                });
-                self.to_home(&room, msg);
-            }
-            Request::Presence { room } => self.to_home(
-                &room.clone(),
-                HomeMsg::Presence {
-                    room,
-                    conn: notify,
-                    reference,
-                },
-            ),
-            Request::History { room, since, limit } => self.to_home(
-                &room.clone(),
-                HomeMsg::History {
-                    room,
-                    conn: notify,
-                    reference,
-                    since,
-                    limit,
-                },
-            ),
+            Ok(request) => self.dispatch(&SessionCaller { member, notify }, reference, request),
+            Err(e) => self.reply_to(notify, Reply::error(reference, e.code, &e.message)),
         }
     }
 

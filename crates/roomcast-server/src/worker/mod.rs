@@ -15,7 +15,9 @@
 //! so messages published close together leave together.
 
 mod cmd;
+mod dispatch;
 mod local;
+mod sink;
 mod socket;
 
 use std::cell::{Cell, RefCell};
@@ -33,6 +35,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub(crate) use self::cmd::{Forwarded, no_session};
+pub(crate) use self::dispatch::SocketCaller;
 use self::local::LocalRoom;
 pub(crate) use self::socket::{Conn, Kind, Membership};
 use crate::engine::memory::Homes;

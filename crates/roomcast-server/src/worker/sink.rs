@@ -1,0 +1,74 @@
+//! Where a member's deliveries go: the one place that knows the kinds of members.
+//!
+//! A room's local members are sinks: a WebSocket connection's send queue, or an SSE
+//! stream's or poll session's event queue. The worker's rooms and fan-out
+//! (`local.rs`) only deliver to a sink and tell one from another by its address; a new
+//! kind of member (a WebSocket over HTTP/2, say) is a variant here. It is an enum, not a
+//! trait object: fan-out is the hot loop, and a closed set is matched without an
+//! indirect call or an allocation per membership.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Conn, Worker};
+use crate::engine::ConnKey;
+use crate::member::{EventKind, HttpMember, frame_json};
+use crate::protocol::RoomName;
+
+/// A member's delivery end.
+#[derive(Debug)]
+pub(super) enum Sink {
+    /// A WebSocket connection's send queue (frames as they are).
+    Socket(Rc<Conn>),
+    /// An SSE stream's or poll session's event queue (the frames' JSON, with positions).
+    Http(Arc<HttpMember>),
+}
+
+impl From<Rc<Conn>> for Sink {
+    fn from(conn: Rc<Conn>) -> Self {
+        Sink::Socket(conn)
+    }
+}
+
+impl From<Arc<HttpMember>> for Sink {
+    fn from(member: Arc<HttpMember>) -> Self {
+        Sink::Http(member)
+    }
+}
+
+impl Sink {
+    /// Queues one of `room`'s frames; `json` keeps the frame's JSON for the next HTTP
+    /// member. `event` says what it is (its position, for members that keep them); a
+    /// frame without one (a raw room's) reaches sockets only. Whether it was queued.
+    pub(super) fn deliver(
+        &self,
+        worker: &Worker,
+        room: &RoomName,
+        frame: &Bytes,
+        json: &mut Option<Bytes>,
+        event: Option<&EventKind>,
+    ) -> bool {
+        match self {
+            Sink::Socket(conn) => {
+                conn.push(worker, frame.clone());
+                true
+            }
+            Sink::Http(member) => {
+                let Some(event) = event else { return false };
+                let json = json.get_or_insert_with(|| frame_json(frame));
+                member.push(Some(room), event.clone(), json.clone());
+                true
+            }
+        }
+    }
+
+    /// Whether this is the connection or member at `key`.
+    pub(super) fn is(&self, key: ConnKey) -> bool {
+        match self {
+            Sink::Socket(conn) => conn.key == key,
+            Sink::Http(member) => member.key == key,
+        }
+    }
+}
