@@ -5,8 +5,11 @@
 #   bench/cluster.sh            N=1000 subscribers, M=2000 messages of SIZE=64 B
 #
 # Two loads each: closed loop (window 16) for server CPU per delivery, and a fixed rate
-# (RATE msg/s) for delivery latency. Subscribers connect through HAProxy (leastconn
-# spreads them over the nodes); the publisher connects to node 1. Server CPU is summed
+# (RATE msg/s) for delivery latency. Subscribers are spread over the three nodes in turn
+# (as the Socket.IO peer's are), the publisher on node 1; one more closed-loop run per
+# round goes through HAProxy (leastconn spreads them), whose own CPU is reported beside
+# it: on these 2-core machines the proxy relaying every delivery competes with the
+# nodes for the same cores. Server CPU is summed
 # over the three nodes (`bench fanout --server-pid --node-pid`), Redis's is reported per
 # message (`--broker-pid`); both only while publishing. Prints one JSON line per run and
 # a summary; fails on any loss.
@@ -61,7 +64,9 @@ FRONT=$(free_port)
 FRONT_PORT=$FRONT STATS_PORT=$(free_port) STATS_SOCKET="$STATE/haproxy.sock" \
   NODE1=127.0.0.1:$N1 NODE2=127.0.0.1:$N2 NODE3=127.0.0.1:$N3 \
   haproxy -db -f deploy/haproxy.cfg >"$STATE/haproxy.log" 2>&1 &
-PIDS+=("$!")
+HAPROXY=$!
+PIDS+=("$HAPROXY")
+proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
 for _ in $(seq 100); do [ "$(curl -s "http://127.0.0.1:$FRONT/healthz")" = ok ] && break; sleep 0.05; done
 sleep 1.2 # HAProxy's `rise 2` at `inter 500ms`: every node up before the subscribers come
 read -r PM NM < <(node memory)
@@ -76,10 +81,17 @@ run() { # label, bench args...
 for round in $(seq "$ROUNDS"); do
   for load in closed rate; do
     extra=(--window 16); [ "$load" = rate ] && extra=(--rate "$RATE")
-    run "redis-3-nodes/$load/$round" --url "ws://127.0.0.1:$FRONT/ws" --publisher-url "ws://127.0.0.1:$N1/ws" \
+    run "redis-3-nodes/$load/$round" --url "ws://127.0.0.1:$N1/ws,ws://127.0.0.1:$N2/ws,ws://127.0.0.1:$N3/ws" \
       --room "c$round$load" --server-pid "$P1" --node-pid "$P2" --node-pid "$P3" --broker-pid "$REDIS" "${extra[@]}"
     run "memory-1-node/$load/$round" --url "ws://127.0.0.1:$NM/ws" --room "m$round$load" --server-pid "$PM" "${extra[@]}"
   done
+  # HAProxy's CPU over the whole run (connecting included), in seconds.
+  hcpu0=$(proc_cpu "$HAPROXY")
+  out=$(run "redis-3-nodes-haproxy/closed/$round" --url "ws://127.0.0.1:$FRONT/ws" --publisher-url "ws://127.0.0.1:$N1/ws" \
+    --room "h$round" --server-pid "$P1" --node-pid "$P2" --node-pid "$P3" --broker-pid "$REDIS" --window 16)
+  hcpu1=$(proc_cpu "$HAPROXY")
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["haproxy_cpu_seconds"]=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4]); print(json.dumps(r))' \
+    "$out" "$hcpu0" "$hcpu1" "$(getconf CLK_TCK)"
 done | tee "$STATE/results.jsonl"
 if [ "${PEER:-1}" = 1 ]; then
   # Its own Redis and processes; ours are idle meanwhile.
@@ -103,6 +115,11 @@ peer = med("socketio-3-nodes/closed", "server_cpu_us_per_delivery")
 if peer == peer:
     print(f"Socket.IO with its Redis adapter, 3 processes: {peer:.2f} us per delivery, "
           f"{peer / redis_cpu:.1f}x roomcast's with Redis")
+hap = med("redis-3-nodes-haproxy/closed", "server_cpu_us_per_delivery")
+hap_own = [r["haproxy_cpu_seconds"] * 1e6 / r["result"]["deliveries"] for r in rows
+           if r["run"].startswith("redis-3-nodes-haproxy") and r["result"].get("deliveries")]
+print(f"through HAProxy (closed loop): nodes {hap:.3f} us per delivery ({hap / mem_cpu:.2f}x memory), "
+      f"HAProxy itself {statistics.median(hap_own) if hap_own else float('nan'):.3f} us per delivery")
 print(f"deliveries/s (closed loop): redis 3 nodes {med('redis-3-nodes/closed', 'deliveries_per_second'):.0f}, "
       f"memory 1 node {med('memory-1-node/closed', 'deliveries_per_second'):.0f}")
 print(f"Redis CPU per message: {med('redis-3-nodes/closed', 'broker_cpu_us_per_message'):.1f} us (closed loop), "

@@ -6,6 +6,8 @@
 #   bench/compare.sh --quick         one small round: checks that everything runs
 #   ROUNDS=5 bench/compare.sh        more rounds
 #   bench/compare.sh --only echo64   one scenario (fanout, echo64, echo16k, connect, connect19k)
+#   bench/compare.sh --only cluster  three nodes through Redis and HAProxy beside one node
+#                                    and Socket.IO 4 with its Redis adapter (bench/cluster.sh)
 #
 # Peers: tokio-tungstenite 0.30 (echo, and a broadcast server on tokio::sync::broadcast),
 # fastwebsockets 0.10 (echo, through hyper), Node ws 8.23 (echo and broadcast); sources in
@@ -22,10 +24,14 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --only) ONLY="$2"; shift ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,19p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
+# The cluster comparison needs Redis, HAProxy and npm: a script of its own, run when asked.
+if [ "$ONLY" = cluster ]; then
+  exec "$ROOT/bench/cluster.sh"
+fi
 ROUNDS="${ROUNDS:-3}"
 [ "$QUICK" = 1 ] && ROUNDS=1
 OUT="$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)"

@@ -22,10 +22,11 @@ use super::{BenchError, Common, Target};
 /// Options of `bench fanout`.
 #[derive(clap::Args, Debug)]
 pub struct FanoutArgs {
-    /// The roomcast protocol URL, or with `--raw` a broadcast endpoint.
+    /// The roomcast protocol URL, or with `--raw` a broadcast endpoint. Several URLs,
+    /// comma-separated (the nodes of a cluster), spread the subscribers over them in turn.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// Where the publisher connects (default: the same URL).
+    /// Where the publisher connects (default: the first URL).
     #[arg(long)]
     pub publisher_url: Option<String>,
     /// A raw broadcast endpoint: no protocol, every message goes to every client.
@@ -266,10 +267,16 @@ struct Seen {
 }
 
 pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
-    let target = Arc::new(Target::parse(&args.url, args.common.allow_remote)?);
+    let mut targets = Vec::new();
+    for url in args.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        targets.push(Arc::new(Target::parse(url, args.common.allow_remote)?));
+    }
+    let Some(first) = targets.first().cloned() else {
+        return Err(BenchError::Failed("--url names no URL".into()));
+    };
     let publisher_target = match &args.publisher_url {
         Some(u) => Target::parse(u, args.common.allow_remote)?,
-        None => (*target).clone(),
+        None => (*first).clone(),
     };
     let base = Instant::now();
     let deadline = base + args.common.timeout();
@@ -294,7 +301,7 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
             break;
         };
         let (target, room, seen, latency, ready, total) = (
-            target.clone(),
+            targets[i % targets.len()].clone(),
             room.clone(),
             seen.clone(),
             latency.clone(),
