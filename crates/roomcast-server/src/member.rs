@@ -280,6 +280,9 @@ impl Cursor {
     }
 }
 
+/// How many bytes of presence info a poll cursor carries at most (before base64).
+pub(crate) const CURSOR_PRESENCE_BYTES: usize = 2048;
+
 /// A subscriber on SSE or long-polling.
 #[derive(Debug)]
 pub(crate) struct HttpMember {
@@ -294,6 +297,8 @@ pub(crate) struct HttpMember {
     state: Mutex<MemberState>,
     /// Last time a poll read it (ms since the epoch).
     pub last_seen: AtomicU64,
+    /// A poll forwarded from another node is waiting on it (one at a time).
+    pub forwarded_poll: std::sync::atomic::AtomicBool,
 }
 
 impl HttpMember {
@@ -312,6 +317,7 @@ impl HttpMember {
             max_bytes,
             state: Mutex::new(MemberState::default()),
             last_seen: AtomicU64::new(crate::now_ms()),
+            forwarded_poll: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -388,7 +394,9 @@ impl HttpMember {
 
     /// A poll's answer: up to `limit` queued events (kept until the next cursor
     /// acknowledges them) and the cursor after the last one.
-    pub(crate) fn poll_answer(&self, limit: usize) -> Bytes {
+    /// Events stop at `max_bytes` of JSON (the first is always there), so an answer that
+    /// travels between nodes stays small; the cursor goes on from the last one.
+    pub(crate) fn poll_answer(&self, limit: usize, max_bytes: usize) -> Bytes {
         let member = self;
         let st = member.state();
         let mut positions = st.positions.clone();
@@ -400,7 +408,11 @@ impl HttpMember {
         out.push_str("{\"session\":");
         push_json_str(&mut out, &member.session);
         out.push_str(",\"events\":[");
+        let start = out.len();
         for (i, e) in st.events.iter().take(limit).enumerate() {
+            if i > 0 && out.len() - start + e.json.len() > max_bytes {
+                break;
+            }
             if i > 0 {
                 out.push(',');
             }
@@ -426,10 +438,25 @@ impl HttpMember {
                 None => fresh.push(r.room.clone()),
             }
         }
+        // Rooms it left are not resumed.
+        positions
+            .0
+            .retain(|(room, _, _)| st.rooms.iter().any(|r| r.room == *room));
+        // Presence info rides along up to a budget, so the cursor stays fit for a URL;
+        // past it, a room resumes visible with `{}`.
+        let mut budget = CURSOR_PRESENCE_BYTES;
         let presence = st
             .rooms
             .iter()
-            .filter_map(|r| Some((r.room.clone(), r.presence.clone()?)))
+            .filter_map(|r| {
+                let info = r.presence.clone()?;
+                if info.len() <= budget {
+                    budget -= info.len();
+                    Some((r.room.clone(), info))
+                } else {
+                    Some((r.room.clone(), Bytes::from_static(b"{}")))
+                }
+            })
             .collect();
         let cursor = Cursor {
             session: member.session.to_string(),

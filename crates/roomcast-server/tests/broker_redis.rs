@@ -593,6 +593,19 @@ async fn redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanw
         .request(json!({"type":"join","room":"d"}))
         .await;
     assert_eq!(j["code"], "unavailable", "{j}");
+    // A disconnect closes this node's own and says the others could not be asked.
+    let _banned = Client::hello(a.addr, "banned").await;
+    let (status, v) = common::api(
+        a.addr,
+        "POST",
+        "/api/disconnect",
+        Some(json!({"client":"banned"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v),
+        (200, json!({"disconnected": 1, "unanswered": 1}))
+    );
     redis.spawn();
     // Back within a few seconds; the room's epoch and messages are there.
     let ack = within(
@@ -1015,4 +1028,46 @@ async fn a_disconnect_through_any_node_closes_the_client_everywhere() {
     )
     .await;
     assert_eq!(v, json!({"disconnected": 0}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_forwarded_poll_per_session_waits_at_a_time() {
+    let redis = Redis::start(false);
+    let (a, b, c) = (
+        node(&redis, "a").await,
+        node(&redis, "b").await,
+        node(&redis, "c").await,
+    );
+    let cursor = common::poll_past_joined(a.addr, "room=w&client=wes", 1).await;
+    // Everything acknowledged: a forwarded poll through node b waits on node a.
+    let waiting = tokio::spawn({
+        let url = format!("http://{}/poll?cursor={cursor}&timeout_ms=3000", b.addr);
+        async move { common::get_json(url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, v) = common::get_json_status(format!(
+        "http://{}/poll?cursor={cursor}&timeout_ms=3000",
+        c.addr
+    ))
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{v}"
+    );
+    // The waiting one gets the next message, from the same session.
+    let offset = common::api_publish(c.addr, "w", json!("now")).await;
+    let v = within("the forwarded poll", Duration::from_secs(10), waiting)
+        .await
+        .unwrap();
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(positions_of(events), [("w".to_owned(), offset)], "{v}");
+    // And once it answered, the next forwarded poll is taken again.
+    let (status, _) = common::get_json_status(format!(
+        "http://{}/poll?cursor={}&timeout_ms=10",
+        c.addr,
+        v["cursor"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(status, 200);
 }

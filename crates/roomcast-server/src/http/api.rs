@@ -326,7 +326,12 @@ async fn disconnect(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body
     );
     let client: Arc<str> = Arc::from(parsed.client);
     // With a broker every node closes its own, this one included, and answers its count.
-    if let Engine::Redis(redis) = &worker.engine {
+    // While the broker is unreachable this node closes its own, and says the others were
+    // not asked.
+    let cluster = matches!(&worker.engine, Engine::Redis(_));
+    if let Engine::Redis(redis) = &worker.engine
+        && redis.is_up()
+    {
         let (reply, rx) = tokio::sync::oneshot::channel();
         redis.send(HomeMsg::Disconnect {
             client,
@@ -360,5 +365,9 @@ async fn disconnect(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body
             _ => return unavailable(),
         }
     }
-    json_response(StatusCode::OK, json!({ "disconnected": total }).to_string())
+    let mut answer = json!({ "disconnected": total });
+    if cluster {
+        answer["unanswered"] = json!(1);
+    }
+    json_response(StatusCode::OK, answer.to_string())
 }

@@ -45,7 +45,7 @@ pub(super) async fn handle(req: Request<Incoming>, worker: Rc<Worker>) -> Respon
         Forwarded::No | Forwarded::Gone => answer(no_session()),
         Forwarded::Silent => error(
             ErrorCode::Unavailable,
-            "the node of this session did not answer: retry, or poll with the cursor",
+            "the node of this session did not answer in time: the commands may have run there; retry (a publish with its id is safe to retry)",
         ),
     }
 }

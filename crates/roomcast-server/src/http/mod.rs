@@ -333,9 +333,13 @@ pub(crate) fn open_session(
     member.push(None, EventKind::Welcome, member::frame_json(&welcome));
     for room in rooms {
         let since = resume.and_then(|r| r.since(&room));
-        let info = cursor
-            .and_then(|c| c.presence_of(&room))
-            .or_else(|| presence.clone().filter(|_| asked.contains(&room)));
+        // The query's presence for the rooms it names (and for every room of a cursor of
+        // the first format, which carried none); the cursor's for the others.
+        let old_cursor = cursor.is_some_and(|c| c.client.is_none());
+        let info = presence
+            .clone()
+            .filter(|_| asked.contains(&room) || old_cursor)
+            .or_else(|| cursor.and_then(|c| c.presence_of(&room)));
         worker.http_join(&member, room, info, since, None, None);
     }
     Ok(member)

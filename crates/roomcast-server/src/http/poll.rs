@@ -71,7 +71,13 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
                     "the node of this session did not answer: poll again with the cursor",
                 );
             }
-            // Gone: a new session here, from the cursor.
+            Forwarded::Answer(CommandAnswer::Refused { code, message })
+                if code != ErrorCode::NotFound =>
+            {
+                return error(code, &message);
+            }
+            // Gone (no node holds it, or its node no longer does): a new session here,
+            // from the cursor.
             Forwarded::No | Forwarded::Gone | Forwarded::Answer(CommandAnswer::Refused { .. }) => {}
         }
     }
@@ -96,6 +102,8 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
     let timeout = Duration::from_millis(timeout);
     json_response(
         StatusCode::OK,
-        worker.session_poll(&member, seq, timeout, limit).await,
+        worker
+            .session_poll(&member, seq, timeout, limit, usize::MAX)
+            .await,
     )
 }

@@ -11,6 +11,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ use crate::protocol::ErrorCode;
 
 /// How long one command may wait for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes of events in a poll's answer that goes to another node (through Redis,
+/// whose pub/sub connections have an output limit); the cursor goes on from there.
+const FORWARDED_POLL_BYTES: usize = 256 * 1024;
 
 impl Worker {
     /// Runs the commands in `body` for `member`, and answers with their replies.
@@ -81,13 +85,15 @@ impl Worker {
     }
 
     /// A poll of `member`: the events up to `ack` arrived; waits at most `timeout` for
-    /// one (answering at once if some are queued), then answers at most `limit`.
+    /// one (answering at once if some are queued), then answers at most `limit` of them
+    /// and at most `max_bytes` of events.
     pub(crate) async fn session_poll(
         self: &Rc<Self>,
         member: &Arc<HttpMember>,
         ack: Option<u64>,
         timeout: Duration,
         limit: usize,
+        max_bytes: usize,
     ) -> Bytes {
         member.touch();
         if let Some(seq) = ack {
@@ -107,7 +113,7 @@ impl Worker {
         )
         .await;
         member.touch();
-        member.poll_answer(limit)
+        member.poll_answer(limit, max_bytes)
     }
 
     /// A request another node forwarded for a session of this one.
@@ -128,6 +134,16 @@ impl Worker {
             let _ = reply.send(no_session());
             return;
         };
+        // One forwarded poll per session at a time: each answer crosses Redis.
+        if matches!(call, SessionCall::Poll { .. })
+            && member.forwarded_poll.swap(true, Ordering::AcqRel)
+        {
+            let _ = reply.send(CommandAnswer::Refused {
+                code: ErrorCode::RateLimited,
+                message: "a poll of this session is already waiting".into(),
+            });
+            return;
+        }
         let worker = self.clone();
         tokio::task::spawn_local(async move {
             let answer = match call {
@@ -140,12 +156,11 @@ impl Worker {
                     let config = &worker.shared.config.http;
                     let timeout = Duration::from_millis(timeout_ms.min(config.poll_timeout_ms));
                     let limit = limit.clamp(1, config.poll_max_events);
-                    CommandAnswer::Replies {
-                        error: None,
-                        body: worker
-                            .session_poll(&member, Some(seq), timeout, limit)
-                            .await,
-                    }
+                    let body = worker
+                        .session_poll(&member, Some(seq), timeout, limit, FORWARDED_POLL_BYTES)
+                        .await;
+                    member.forwarded_poll.store(false, Ordering::Release);
+                    CommandAnswer::Replies { error: None, body }
                 }
             };
             let _ = reply.send(answer);

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `rc:nodes` | hash | node id to its [`NodeInfo`] (JSON), rewritten by each beat |
 //! | `rc:nodes:seen` | sorted set | node id scored by its last beat (ms) |
+//! | `rc:inst:INSTANCE` | string | the node id of a live process, expiring after `broker.node_ttl_ms` |
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +19,12 @@ use crate::engine::{NodeInfo, RoomInfo};
 use crate::protocol::RoomName;
 
 pub(super) const NODES: &str = "rc:nodes";
+
+/// The key that says a node's process (its instance, the prefix of its session ids) is
+/// alive: set by each beat, expiring after `broker.node_ttl_ms`.
+pub(super) fn instance_key(instance: &str) -> String {
+    format!("rc:inst:{instance}")
+}
 pub(super) const SEEN: &str = "rc:nodes:seen";
 
 /// Records that `node` is alive now.

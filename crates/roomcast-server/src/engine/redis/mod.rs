@@ -221,6 +221,8 @@ enum Call {
     /// A session's commands, for the one node that holds it.
     Command {
         reply: oneshot::Sender<Option<CommandAnswer>>,
+        /// The node it is for.
+        instance: String,
         deadline: Instant,
     },
     /// A disconnect, for every node: answers are summed.
@@ -262,6 +264,8 @@ enum Then {
     },
     /// A control request's `PUBLISH`: its reply is how many nodes received it.
     Sent(u64),
+    /// Whether the node of a call nobody received still beats.
+    Alive(u64),
     Nothing,
 }
 
@@ -299,6 +303,8 @@ const ACK_WAIT: Duration = Duration::from_millis(500);
 const MAX_BATCH: usize = 512;
 /// How long a disconnect waits for every node's count.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(3);
+/// Requests to other nodes waiting at once, at most.
+const MAX_CALLS: usize = 4096;
 
 impl Broker {
     async fn run(
@@ -362,6 +368,7 @@ impl Broker {
                 redis::pipe()
                     .hdel(cluster::NODES, &node)
                     .zrem(cluster::SEEN, &node)
+                    .del(cluster::instance_key(&self.settings.instance))
                     .query_async::<()>(&mut conn),
             )
             .await;
@@ -642,11 +649,15 @@ impl Broker {
                 if self.link.is_none() {
                     return; // the caller's 503
                 }
-                let to = control::channel(session.get(..INSTANCE_LEN).unwrap_or_default());
-                let id = self.call(Call::Command {
+                let instance = session.get(..INSTANCE_LEN).unwrap_or_default();
+                let to = control::channel(instance);
+                let Some(id) = self.call(Call::Command {
                     reply,
+                    instance: instance.to_owned(),
                     deadline: Instant::now() + wait,
-                });
+                }) else {
+                    return; // too many waiting: the caller's 503
+                };
                 let msg = Control::Command {
                     from: self.settings.instance.to_string(),
                     id,
@@ -666,13 +677,15 @@ impl Broker {
                 if self.link.is_none() {
                     return;
                 }
-                let id = self.call(Call::Disconnect {
+                let Some(id) = self.call(Call::Disconnect {
                     reply,
                     expected: None,
                     answered: 0,
                     closed: 0,
                     deadline: Instant::now() + DISCONNECT_WAIT,
-                });
+                }) else {
+                    return;
+                };
                 let msg = Control::Disconnect {
                     from: self.settings.instance.to_string(),
                     id,
@@ -952,6 +965,15 @@ impl Broker {
             Then::Sent(id) => {
                 let receivers = value.as_ref().and_then(wire::int_of);
                 self.sent(id, receivers);
+            }
+            Then::Alive(id) => {
+                if let Some(Call::Command { reply, .. }) = self.calls.remove(&id)
+                    && value.as_ref().and_then(wire::int_of) == Some(0)
+                {
+                    // Gone: no node holds the session.
+                    let _ = reply.send(None);
+                }
+                // Alive, or not known: dropped, the caller's 503 (retry).
             }
             Then::Publish {
                 room,
@@ -1449,6 +1471,13 @@ impl Broker {
         for cmd in cluster::beat(&me, crate::now_ms()) {
             self.enqueue(cmd, Then::Nothing);
         }
+        let mut alive = redis::cmd("SET");
+        alive
+            .arg(cluster::instance_key(&self.settings.instance))
+            .arg(&*self.settings.node)
+            .arg("PX")
+            .arg(self.settings.node_ttl_ms);
+        self.enqueue(alive, Then::Nothing);
     }
 }
 
@@ -1464,10 +1493,15 @@ fn publish_cmd(channel: &str, msg: Control) -> Cmd {
 
 /// Node-to-node requests (see [`control`]).
 impl Broker {
-    fn call(&mut self, call: Call) -> u64 {
+    /// Registers a call; `None` (the call dropped, so its caller answers 503) past
+    /// [`MAX_CALLS`] waiting.
+    fn call(&mut self, call: Call) -> Option<u64> {
+        if self.calls.len() >= MAX_CALLS {
+            return None;
+        }
         self.next_call += 1;
         self.calls.insert(self.next_call, call);
-        self.next_call
+        Some(self.next_call)
     }
 
     /// A control request went out to `receivers` nodes (`None`: it did not go out).
@@ -1476,11 +1510,12 @@ impl Broker {
             return;
         };
         match (call, receivers) {
-            // Nobody holds the session: its node is gone.
-            (Call::Command { .. }, Some(0)) => {
-                if let Some(Call::Command { reply, .. }) = self.calls.remove(&id) {
-                    let _ = reply.send(None);
-                }
+            // Nobody listens on the node's channel: gone, unless it still beats (its
+            // pub/sub connection is being reopened).
+            (Call::Command { instance, .. }, Some(0)) => {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(cluster::instance_key(instance));
+                self.enqueue(cmd, Then::Alive(id));
             }
             (Call::Command { .. }, Some(_)) => {}
             (Call::Disconnect { expected, .. }, Some(n)) => {
