@@ -365,3 +365,28 @@ pub(crate) enum WorkerMsg {
     Home(HomeMsg),
     Local(LocalMsg),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typed_reply_is_the_frame_a_socket_got_before() {
+        let room = RoomName::new("lobby").unwrap_or_else(|e| panic!("{e}"));
+        let ack = Reply::Ack {
+            reference: Some(3),
+            room: room.clone(),
+            offset: 41,
+        };
+        assert_eq!(ack.frame(), reply::ack(Some(3), &room, 41));
+        assert_eq!(ack.code(), None);
+        let refused = Reply::error(Some(4), ErrorCode::NotJoined, "not in lobby");
+        assert_eq!(
+            refused.frame(),
+            reply::error(Some(4), ErrorCode::NotJoined, "not in lobby")
+        );
+        assert_eq!(refused.code(), Some(ErrorCode::NotJoined));
+        let pong = Reply::Frame(reply::pong(Some(5)));
+        assert_eq!((pong.frame(), pong.code()), (reply::pong(Some(5)), None));
+    }
+}

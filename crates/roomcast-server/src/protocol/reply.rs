@@ -88,12 +88,6 @@ pub fn pong(r: Option<u64>) -> Bytes {
     f.frame()
 }
 
-/// Whether a reply's JSON is an `error` (every one starts as [`error`] writes it), so
-/// that only errors need parsing.
-pub fn is_error(json: &[u8]) -> bool {
-    json.starts_with(br#"{"type":"error""#)
-}
-
 /// `{"type":"error",...}`.
 pub fn error(r: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
     let mut f = JsonFrame::with_capacity(64 + message.len());
@@ -289,20 +283,6 @@ mod tests {
                 .len(),
             2
         );
-    }
-
-    #[test]
-    fn only_error_replies_read_as_errors() {
-        let room = RoomName::new("lobby").unwrap();
-        let at = |f: &Bytes| f.slice(2..);
-        assert!(is_error(&at(&error(None, ErrorCode::TooLarge, "big"))));
-        assert!(is_error(&at(&error(Some(9), ErrorCode::BadRequest, ""))));
-        for f in [pong(Some(1)), ack(None, &room, 1), left(None, &room)] {
-            assert!(!is_error(&at(&f)), "{f:?}");
-        }
-        // A message whose data mentions an error is still a message.
-        let (m, json_at) = message(&room, "e", 1, "a", br#"{"type":"error"}"#, 0);
-        assert!(!is_error(&m[usize::from(json_at)..]));
     }
 
     #[test]
