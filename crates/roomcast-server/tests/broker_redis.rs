@@ -129,6 +129,17 @@ async fn node(redis: &Redis, name: &str) -> TestServer {
     server
 }
 
+/// Nodes named `names` on `redis`, each connected to it.
+async fn nodes<const N: usize>(redis: &Redis, names: [&str; N]) -> [TestServer; N] {
+    let mut started = Vec::with_capacity(N);
+    for name in names {
+        started.push(node(redis, name).await);
+    }
+    started
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one node per name"))
+}
+
 /// Reads `message` pushes until `n` arrived; returns `(offset, data)` in arrival order.
 async fn messages(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
     let mut got = Vec::new();
@@ -234,7 +245,7 @@ async fn order_and_exactly_once_across_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_on_another_node_gets_the_first_offset_and_is_not_delivered_again() {
     let redis = Redis::start(false);
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut watcher = Client::hello(b.addr, "w").await;
     watcher.join("r").await;
     let mut p1 = Client::hello(a.addr, "p").await;
@@ -264,7 +275,7 @@ async fn a_retry_on_another_node_gets_the_first_offset_and_is_not_delivered_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_recovers_on_another_node_with_exactly_what_it_missed() {
     let redis = Redis::start(false);
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut p = Client::hello(a.addr, "p").await;
     p.join("room").await;
     let mut m = Client::hello(a.addr, "m").await;
@@ -304,7 +315,7 @@ async fn a_member_recovers_on_another_node_with_exactly_what_it_missed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_presence_are_the_clusters() {
     let redis = Redis::start(false);
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut ann = Client::hello(a.addr, "ann").await;
     ann.request(json!({"type":"join","room":"h","presence":{"n":1}}))
         .await;
@@ -362,7 +373,7 @@ async fn history_and_presence_are_the_clusters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_of_any_node_answers_for_the_cluster() {
     let redis = Redis::start(false);
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut m = Client::hello(b.addr, "m").await;
     m.request(json!({"type":"join","room":"api","presence":{}}))
         .await;
@@ -430,7 +441,7 @@ async fn the_api_of_any_node_answers_for_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_live_copy_was_lost_is_read_from_the_stream() {
     let redis = Redis::start(false);
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut m = Client::hello(b.addr, "m").await;
     m.join("lossy").await;
     let mut p = Client::hello(a.addr, "p").await;
@@ -547,7 +558,7 @@ async fn a_message_whose_live_copy_was_lost_is_read_from_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanwhile() {
     let mut redis = Redis::start(true);
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut p = Client::hello(a.addr, "p").await;
     let epoch = p.join("d").await["epoch"].as_str().unwrap().to_owned();
     let mut m = Client::hello(b.addr, "m").await;
@@ -638,7 +649,7 @@ async fn redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanw
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_without_persistence_gives_a_new_epoch_never_a_silent_hole() {
     let mut redis = Redis::start(false);
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut p = Client::hello(a.addr, "p").await;
     let epoch = p.join("e").await["epoch"].as_str().unwrap().to_owned();
     let mut m = Client::hello(b.addr, "m").await;
@@ -778,11 +789,7 @@ fn positions_of(events: &[Value]) -> Vec<(String, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_session_goes_on_at_any_node_and_takes_commands_from_any_node() {
     let redis = Redis::start(false);
-    let (a, b, c) = (
-        node(&redis, "a").await,
-        node(&redis, "b").await,
-        node(&redis, "c").await,
-    );
+    let [a, b, c] = nodes(&redis, ["a", "b", "c"]).await;
     // A session on node a, visible in room p.
     let first = "room=p&client=carol&presence=%7B%22name%22%3A%22C%22%7D";
     let cursor = common::poll_past_joined(a.addr, first, 1).await;
@@ -980,11 +987,7 @@ async fn a_poll_session_goes_on_at_any_node_and_takes_commands_from_any_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_through_any_node_closes_the_client_everywhere() {
     let redis = Redis::start(false);
-    let (a, b, c) = (
-        node(&redis, "a").await,
-        node(&redis, "b").await,
-        node(&redis, "c").await,
-    );
+    let [a, b, c] = nodes(&redis, ["a", "b", "c"]).await;
     let mut on_a = Client::hello(a.addr, "victim").await;
     let mut on_b = Client::hello(b.addr, "victim").await;
     let mut sse = Sse::open(b.addr, "room=d&client=victim", None).await;
@@ -1033,11 +1036,7 @@ async fn a_disconnect_through_any_node_closes_the_client_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_forwarded_poll_per_session_waits_at_a_time() {
     let redis = Redis::start(false);
-    let (a, b, c) = (
-        node(&redis, "a").await,
-        node(&redis, "b").await,
-        node(&redis, "c").await,
-    );
+    let [a, b, c] = nodes(&redis, ["a", "b", "c"]).await;
     let cursor = common::poll_past_joined(a.addr, "room=w&client=wes", 1).await;
     // Everything acknowledged: a forwarded poll through node b waits on node a.
     let waiting = tokio::spawn({

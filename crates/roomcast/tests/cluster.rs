@@ -59,6 +59,18 @@ impl Node {
     }
 }
 
+/// Three nodes n1, n2, n3 on `redis`, their addresses, and HAProxy in front of them.
+fn cluster(redis: &Redis) -> ([Node; 3], Vec<SocketAddr>, Haproxy) {
+    let nodes = [
+        Node::start(redis, "n1"),
+        Node::start(redis, "n2"),
+        Node::start(redis, "n3"),
+    ];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let haproxy = Haproxy::start(&addrs);
+    (nodes, addrs, haproxy)
+}
+
 /// HAProxy with `deploy/haproxy.cfg` in front of `nodes`, on free loopback ports;
 /// killed on drop.
 struct Haproxy {
@@ -331,13 +343,7 @@ async fn read_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes() {
     let redis = Redis::start();
-    let mut nodes = [
-        Node::start(&redis, "n1"),
-        Node::start(&redis, "n2"),
-        Node::start(&redis, "n3"),
-    ];
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let haproxy = Haproxy::start(&addrs);
+    let (mut nodes, addrs, haproxy) = cluster(&redis);
     let front = haproxy.front;
     // The member whose node dies came through HAProxy; its node is the one killed.
     let mut on_dead = Client::hello(front, "m1").await.unwrap();
@@ -482,13 +488,7 @@ fn check_exact(got: &[(u64, Value)], top: u64, who: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_drained_through_haproxy_hands_its_clients_to_the_others() {
     let redis = Redis::start();
-    let nodes = [
-        Node::start(&redis, "n1"),
-        Node::start(&redis, "n2"),
-        Node::start(&redis, "n3"),
-    ];
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let haproxy = Haproxy::start(&addrs);
+    let (nodes, addrs, haproxy) = cluster(&redis);
     let mut m = Client::hello(haproxy.front, "m").await.unwrap();
     let j = m.request(json!({"type":"join","room":"k"})).await.unwrap();
     let epoch = j["epoch"].as_str().unwrap().to_owned();
@@ -536,13 +536,7 @@ async fn http_json(req: reqwest::RequestBuilder) -> Option<(u16, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_session_needs_no_sticky_cookie_and_outlives_its_node() {
     let redis = Redis::start();
-    let mut nodes = [
-        Node::start(&redis, "n1"),
-        Node::start(&redis, "n2"),
-        Node::start(&redis, "n3"),
-    ];
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let haproxy = Haproxy::start(&addrs);
+    let (mut nodes, _, haproxy) = cluster(&redis);
     let front = haproxy.front;
     let http = reqwest::Client::builder()
         .no_proxy()
