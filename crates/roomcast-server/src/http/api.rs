@@ -333,7 +333,7 @@ async fn disconnect(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body
         && redis.is_up()
     {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        redis.send(HomeMsg::Disconnect {
+        worker.to_broker(HomeMsg::Disconnect {
             client,
             code,
             reason,

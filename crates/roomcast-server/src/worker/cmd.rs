@@ -190,14 +190,14 @@ impl Worker {
         call: SessionCall,
         wait: Duration,
     ) -> Forwarded {
-        let Engine::Redis(redis) = &self.engine else {
+        let Engine::Redis(_) = &self.engine else {
             return Forwarded::No;
         };
         if self.shared.is_mine(session) {
             return Forwarded::No;
         }
         let (reply, rx) = oneshot::channel();
-        redis.send(HomeMsg::Forward {
+        self.to_broker(HomeMsg::Forward {
             session: session.into(),
             call,
             wait,

@@ -79,6 +79,9 @@ pub(crate) struct Worker {
     homes: RefCell<Homes>,
     /// Connections with frames queued since the flusher last ran.
     dirty: RefCell<Vec<Rc<Conn>>>,
+    /// Room requests for the broker engine since the flusher last ran: they go to it
+    /// together, before the writes (see `to_home`).
+    home_out: RefCell<Vec<HomeMsg>>,
     flush_now: Notify,
     /// Signalled when the last connection is gone (for drain).
     empty: Notify,
@@ -150,6 +153,7 @@ impl Worker {
             local: RefCell::new(HashMap::new()),
             homes: RefCell::new(homes),
             dirty: RefCell::new(Vec::new()),
+            home_out: RefCell::new(Vec::new()),
             flush_now: Notify::new(),
             empty: Notify::new(),
             scratch: RefCell::new(BytesMut::with_capacity(SCRATCH_SIZE)),
@@ -199,11 +203,31 @@ impl Worker {
     /// is us), or the node's broker engine. Raw rooms always have a home worker: they
     /// keep no state worth sharing.
     pub(crate) fn to_home(self: &Rc<Self>, room: &RoomName, msg: HomeMsg) {
-        if let (Engine::Redis(redis), false) = (&self.engine, msg.is_raw()) {
-            return redis.send(msg);
+        if let (Engine::Redis(_), false) = (&self.engine, msg.is_raw()) {
+            return self.to_broker(msg);
         }
         let home = Engine::home_of(room, self.mesh.len());
         self.send_home(home, msg);
+    }
+
+    /// Queues a request for the broker engine (dropped with the memory engine, which has
+    /// none). A worker's requests of one turn reach the engine together when the flusher
+    /// runs, before the turn's writes, so the engine sends a burst of publishes to Redis
+    /// as one pipeline and the nodes get its messages back as one burst, one write per
+    /// member (see `docs/performance.md`).
+    pub(crate) fn to_broker(&self, msg: HomeMsg) {
+        let Engine::Redis(redis) = &self.engine else {
+            return;
+        };
+        let mut out = self.home_out.borrow_mut();
+        out.push(msg);
+        if self.shared.is_draining() {
+            // The flusher may not run again (the worker is stopping).
+            return redis.send_all(std::mem::take(&mut *out));
+        }
+        if out.len() == 1 {
+            self.flush_now.notify_one();
+        }
     }
 
     /// Handles a request as the home of its room (memory engine).
@@ -261,7 +285,7 @@ impl Worker {
         for w in 0..homes {
             let (reply, rx) = oneshot::channel();
             match &self.engine {
-                Engine::Redis(redis) => redis.send(HomeMsg::Rooms { reply }),
+                Engine::Redis(_) => self.to_broker(HomeMsg::Rooms { reply }),
                 Engine::Memory => self.send_home(w, HomeMsg::Rooms { reply }),
             }
             all.extend(tokio::time::timeout(QUERY_TIMEOUT, rx).await.ok()?.ok()?);
@@ -272,9 +296,9 @@ impl Worker {
 
     /// The live nodes: this one alone (memory), every node heard from lately (Redis).
     pub(crate) async fn nodes(self: &Rc<Self>) -> Option<Vec<NodeInfo>> {
-        if let Engine::Redis(redis) = &self.engine {
+        if let Engine::Redis(_) = &self.engine {
             let (reply, rx) = oneshot::channel();
-            redis.send(HomeMsg::Nodes { reply });
+            self.to_broker(HomeMsg::Nodes { reply });
             return tokio::time::timeout(QUERY_TIMEOUT, rx).await.ok()?.ok();
         }
         let rooms = self.rooms().await?;
@@ -457,6 +481,9 @@ impl Worker {
         let mut batch = Vec::new();
         loop {
             self.flush_now.notified().await;
+            if let Engine::Redis(redis) = &self.engine {
+                redis.send_all(std::mem::take(&mut *self.home_out.borrow_mut()));
+            }
             std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
             for conn in batch.drain(..) {
                 conn.dirty.set(false);

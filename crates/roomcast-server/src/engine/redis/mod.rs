@@ -78,14 +78,17 @@ pub(crate) struct Settings {
 /// Where workers send the Redis engine their requests.
 #[derive(Clone, Debug)]
 pub(crate) struct Handle {
-    tx: mpsc::UnboundedSender<HomeMsg>,
+    tx: mpsc::UnboundedSender<Vec<HomeMsg>>,
     up: Arc<AtomicBool>,
 }
 
 impl Handle {
-    /// Queues a request for the engine.
-    pub(crate) fn send(&self, msg: HomeMsg) {
-        let _ = self.tx.send(msg);
+    /// Queues a worker's requests of one turn, in order: the engine sends what reaches
+    /// it together as one pipeline, so a burst of publishes is one write to Redis.
+    pub(crate) fn send_all(&self, msgs: Vec<HomeMsg>) {
+        if !msgs.is_empty() {
+            let _ = self.tx.send(msgs);
+        }
     }
 
     /// Whether the engine is connected to Redis.
@@ -121,7 +124,7 @@ pub(crate) fn start(
                 let broker = Broker {
                     rooms: HashMap::new(),
                     queue: Vec::new(),
-                    in_flight: None,
+                    out: Window::default(),
                     link: None,
                     generation: 0,
                     connecting: false,
@@ -205,7 +208,8 @@ struct Link {
 enum Event {
     Up(Link),
     Down(u64),
-    Done(u64, Vec<Then>, redis::RedisResult<Vec<Value>>),
+    /// A batch's replies: its link's generation, its place in that link's order.
+    Done(u64, u64, Vec<Then>, redis::RedisResult<Vec<Value>>),
     Subscribed(u64, Vec<RoomName>, bool),
     Live(u64, String, Bytes),
     /// This node's answer to another node's request `id` (see [`control`]).
@@ -278,8 +282,8 @@ struct Broker {
     events: mpsc::UnboundedSender<Event>,
     rooms: HashMap<RoomName, RoomState>,
     queue: Vec<(Cmd, Then)>,
-    /// The generation of the link whose batch is out, if one is.
-    in_flight: Option<u64>,
+    /// The batches out on the current link.
+    out: Window,
     link: Option<Link>,
     generation: u64,
     connecting: bool,
@@ -301,6 +305,30 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// message is stored; the room is then read from the stream).
 const ACK_WAIT: Duration = Duration::from_millis(500);
 const MAX_BATCH: usize = 512;
+/// Batches out on the link at once, at most. More than one lets a burst that arrives
+/// while one is out go at once rather than one round trip later, so Redis sees (and
+/// sends the nodes) a publisher's burst whole; their replies are still handled in the
+/// order they were sent (see [`Window`]).
+const MAX_IN_FLIGHT: usize = 4;
+
+/// The batches out on one link, and replies that came before an earlier batch's: the
+/// engine handles replies strictly in the order the batches were sent, as Redis ran
+/// them, whatever order their tasks wake in.
+#[derive(Default)]
+struct Window {
+    /// The generation of the link these are on.
+    generation: u64,
+    /// The next batch's number, and the number of the next reply to handle.
+    sent: u64,
+    handled: u64,
+    early: std::collections::BTreeMap<u64, (Vec<Then>, redis::RedisResult<Vec<Value>>)>,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        (self.sent - self.handled) as usize
+    }
+}
 /// How long a disconnect waits for every node's count.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(3);
 /// Requests to other nodes waiting at once, at most.
@@ -309,7 +337,7 @@ const MAX_CALLS: usize = 4096;
 impl Broker {
     async fn run(
         mut self,
-        mut inbox: mpsc::UnboundedReceiver<HomeMsg>,
+        mut inbox: mpsc::UnboundedReceiver<Vec<HomeMsg>>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
         self.connect();
@@ -325,10 +353,10 @@ impl Broker {
         loop {
             tokio::select! {
                 msg = inbox.recv() => match msg {
-                    Some(msg) => {
-                        self.request(msg);
-                        while let Ok(msg) = inbox.try_recv() {
-                            self.request(msg);
+                    Some(msgs) => {
+                        msgs.into_iter().for_each(|m| self.request(m));
+                        while let Ok(msgs) = inbox.try_recv() {
+                            msgs.into_iter().for_each(|m| self.request(m));
                         }
                     }
                     None => break,
@@ -353,7 +381,7 @@ impl Broker {
         }
         // The node is stopping: what is queued (its members' leaves) still goes out.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while (self.in_flight.is_some() || !self.queue.is_empty()) && self.link.is_some() {
+        while (self.out.len() > 0 || !self.queue.is_empty()) && self.link.is_some() {
             self.pump();
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(event)) => self.event(event),
@@ -429,6 +457,10 @@ impl Broker {
                 self.connecting = false;
                 tracing::info!(url = %self.settings.url, "broker connected");
                 self.up.store(true, Ordering::Relaxed);
+                self.out = Window {
+                    generation: link.generation,
+                    ..Window::default()
+                };
                 self.link = Some(link);
                 let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
                 for r in self.rooms.values_mut() {
@@ -438,37 +470,18 @@ impl Broker {
                 self.beat();
             }
             Event::Down(generation) => self.down(generation),
-            Event::Done(generation, thens, result) => {
-                if self.in_flight == Some(generation) {
-                    self.in_flight = None;
+            Event::Done(generation, seq, thens, result) => {
+                if generation != self.out.generation {
+                    // From a link given up on: nothing after it waits for it.
+                    return self.done_batch(generation, thens, result);
                 }
-                let values = match result {
-                    Ok(values) if values.len() == thens.len() => values,
-                    other => {
-                        if let Err(e) = &other {
-                            tracing::warn!(error = %e, "broker: a batch failed");
-                        }
-                        for then in thens {
-                            self.done(then, None);
-                        }
-                        return self.down(generation);
+                self.out.early.insert(seq, (thens, result));
+                while let Some((thens, result)) = self.out.early.remove(&self.out.handled) {
+                    self.out.handled += 1;
+                    self.done_batch(generation, thens, result);
+                    if generation != self.out.generation {
+                        break; // the batch failed and the link went down
                     }
-                };
-                // Scripts flushed from Redis (SCRIPT FLUSH): reconnecting loads them again.
-                let mut flushed = false;
-                for (then, value) in thens.into_iter().zip(values) {
-                    let value = match value {
-                        Value::ServerError(e) => {
-                            flushed |= e.code() == "NOSCRIPT";
-                            tracing::warn!(error = ?e, "broker: a command failed");
-                            None
-                        }
-                        v => Some(v),
-                    };
-                    self.done(then, value);
-                }
-                if flushed {
-                    self.down(generation);
                 }
             }
             Event::Subscribed(generation, rooms, ok) => {
@@ -495,6 +508,43 @@ impl Broker {
         }
     }
 
+    /// Handles one batch's replies, in order.
+    fn done_batch(
+        &mut self,
+        generation: u64,
+        thens: Vec<Then>,
+        result: redis::RedisResult<Vec<Value>>,
+    ) {
+        let values = match result {
+            Ok(values) if values.len() == thens.len() => values,
+            other => {
+                if let Err(e) = &other {
+                    tracing::warn!(error = %e, "broker: a batch failed");
+                }
+                for then in thens {
+                    self.done(then, None);
+                }
+                return self.down(generation);
+            }
+        };
+        // Scripts flushed from Redis (SCRIPT FLUSH): reconnecting loads them again.
+        let mut flushed = false;
+        for (then, value) in thens.into_iter().zip(values) {
+            let value = match value {
+                Value::ServerError(e) => {
+                    flushed |= e.code() == "NOSCRIPT";
+                    tracing::warn!(error = ?e, "broker: a command failed");
+                    None
+                }
+                v => Some(v),
+            };
+            self.done(then, value);
+        }
+        if flushed {
+            self.down(generation);
+        }
+    }
+
     fn down(&mut self, generation: u64) {
         if self
             .link
@@ -508,8 +558,17 @@ impl Broker {
             link.reader.abort();
         }
         // A batch still out on the dead link answers (or fails) on its own; the next
-        // link does not wait for it.
-        self.in_flight = None;
+        // link does not wait for it, nor do replies that came early.
+        let out = std::mem::replace(
+            &mut self.out,
+            Window {
+                generation: u64::MAX,
+                ..Window::default()
+            },
+        );
+        for (_, (thens, result)) in out.early {
+            self.done_batch(generation, thens, result);
+        }
         self.up.store(false, Ordering::Relaxed);
         for r in self.rooms.values_mut() {
             r.sub = Sub::No;
@@ -564,9 +623,9 @@ impl Broker {
         self.release(name);
     }
 
-    /// Sends what is queued, as one pipeline, if nothing is out.
+    /// Sends what is queued, as one pipeline, unless [`MAX_IN_FLIGHT`] are out.
     fn pump(&mut self) {
-        if self.in_flight.is_some() || self.queue.is_empty() {
+        if self.out.len() >= MAX_IN_FLIGHT || self.queue.is_empty() {
             return;
         }
         let Some(link) = &self.link else { return };
@@ -580,11 +639,12 @@ impl Broker {
         let mut conn = link.conn.clone();
         let generation = link.generation;
         let events = self.events.clone();
-        self.in_flight = Some(generation);
+        let seq = self.out.sent;
+        self.out.sent += 1;
         tokio::task::spawn_local(async move {
             let n = thens.len();
             let result = conn.req_packed_commands(&pipe, 0, n).await;
-            let _ = events.send(Event::Done(generation, thens, result));
+            let _ = events.send(Event::Done(generation, seq, thens, result));
         });
     }
 
