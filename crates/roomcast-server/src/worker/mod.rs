@@ -80,7 +80,7 @@ pub(crate) struct Worker {
     /// Connections with frames queued since the flusher last ran.
     dirty: RefCell<Vec<Rc<Conn>>>,
     /// Room requests for the broker engine since the flusher last ran: they go to it
-    /// together, before the writes (see `to_home`).
+    /// together, before the writes (see `to_broker`).
     home_out: RefCell<Vec<HomeMsg>>,
     flush_now: Notify,
     /// Signalled when the last connection is gone (for drain).
@@ -179,6 +179,8 @@ impl Worker {
         let drain = Duration::from_millis(self.shared.config.server.drain_timeout_ms);
         let _ = tokio::time::timeout(drain, self.shared.drained()).await;
         acceptor.abort();
+        // The flusher may not run again.
+        self.send_to_broker();
     }
 
     async fn inbox(self: Rc<Self>, mut inbox: mpsc::UnboundedReceiver<WorkerMsg>) {
@@ -463,6 +465,13 @@ impl Worker {
         self.to_local(usize::from(to.worker), LocalMsg::Reply { conn: to, reply });
     }
 
+    /// Hands the engine the requests queued by `to_broker`.
+    fn send_to_broker(&self) {
+        if let Engine::Redis(redis) = &self.engine {
+            redis.send_all(std::mem::take(&mut *self.home_out.borrow_mut()));
+        }
+    }
+
     /// Puts a connection on the list the flusher writes.
     pub(crate) fn mark_dirty(&self, conn: &Rc<Conn>) {
         if conn.busy.get() {
@@ -481,9 +490,7 @@ impl Worker {
         let mut batch = Vec::new();
         loop {
             self.flush_now.notified().await;
-            if let Engine::Redis(redis) = &self.engine {
-                redis.send_all(std::mem::take(&mut *self.home_out.borrow_mut()));
-            }
+            self.send_to_broker();
             std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
             for conn in batch.drain(..) {
                 conn.dirty.set(false);
@@ -595,6 +602,8 @@ impl Worker {
     async fn drain(self: &Rc<Self>) {
         // Before the closes: they take the drain's timeout, not the usual 2 s.
         self.shared.set_draining();
+        // From now on requests go to the engine at once; what waits goes first.
+        self.send_to_broker();
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         tracing::info!(worker = self.index, connections = conns.len(), "draining");
         for conn in &conns {

@@ -125,6 +125,7 @@ pub(crate) fn start(
                     rooms: HashMap::new(),
                     queue: Vec::new(),
                     out: Window::default(),
+                    dead: Vec::new(),
                     link: None,
                     generation: 0,
                     connecting: false,
@@ -284,6 +285,9 @@ struct Broker {
     queue: Vec<(Cmd, Then)>,
     /// The batches out on the current link.
     out: Window,
+    /// The windows of links given up on whose batches have not all answered (or failed):
+    /// their replies are still handled in order.
+    dead: Vec<Window>,
     link: Option<Link>,
     generation: u64,
     connecting: bool,
@@ -313,7 +317,13 @@ const MAX_IN_FLIGHT: usize = 4;
 
 /// The batches out on one link, and replies that came before an earlier batch's: the
 /// engine handles replies strictly in the order the batches were sent, as Redis ran
-/// them, whatever order their tasks wake in.
+/// them, whatever order their tasks wake in. That Redis runs them in that order rests on
+/// two things: the tasks that hand the batches to the multiplexed connection are polled
+/// in the order they were spawned (a `LocalSet` runs its queue first in, first out), and
+/// the connection writes requests in the order it is handed them. With at most
+/// [`MAX_IN_FLIGHT`] batches out (and the engine's few queries of its own), its request
+/// channel (50 deep) never fills, so no batch waits there long enough to time out while
+/// a later one goes.
 #[derive(Default)]
 struct Window {
     /// The generation of the link these are on.
@@ -471,18 +481,20 @@ impl Broker {
             }
             Event::Down(generation) => self.down(generation),
             Event::Done(generation, seq, thens, result) => {
-                if generation != self.out.generation {
-                    // From a link given up on: nothing after it waits for it.
+                let Some(window) = self.window(generation) else {
                     return self.done_batch(generation, thens, result);
-                }
-                self.out.early.insert(seq, (thens, result));
-                while let Some((thens, result)) = self.out.early.remove(&self.out.handled) {
-                    self.out.handled += 1;
+                };
+                window.early.insert(seq, (thens, result));
+                // A batch that fails takes the link down, and its window moves to `dead`:
+                // the rest are still handled in order from there.
+                while let Some(window) = self.window(generation) {
+                    let Some((thens, result)) = window.early.remove(&window.handled) else {
+                        break;
+                    };
+                    window.handled += 1;
                     self.done_batch(generation, thens, result);
-                    if generation != self.out.generation {
-                        break; // the batch failed and the link went down
-                    }
                 }
+                self.dead.retain(|w| w.len() > 0);
             }
             Event::Subscribed(generation, rooms, ok) => {
                 if !ok {
@@ -506,6 +518,15 @@ impl Broker {
                 self.enqueue(cmd, Then::Nothing);
             }
         }
+    }
+
+    /// The window of the link of `generation`: the current one, or one given up on whose
+    /// batches have not all answered.
+    fn window(&mut self, generation: u64) -> Option<&mut Window> {
+        if self.out.generation == generation {
+            return Some(&mut self.out);
+        }
+        self.dead.iter_mut().find(|w| w.generation == generation)
     }
 
     /// Handles one batch's replies, in order.
@@ -557,8 +578,8 @@ impl Broker {
         if let Some(link) = self.link.take() {
             link.reader.abort();
         }
-        // A batch still out on the dead link answers (or fails) on its own; the next
-        // link does not wait for it, nor do replies that came early.
+        // Batches still out on the dead link answer (or fail) on their own, in order, in
+        // its window; the next link does not wait for them.
         let out = std::mem::replace(
             &mut self.out,
             Window {
@@ -566,8 +587,8 @@ impl Broker {
                 ..Window::default()
             },
         );
-        for (_, (thens, result)) in out.early {
-            self.done_batch(generation, thens, result);
+        if out.len() > 0 {
+            self.dead.push(out);
         }
         self.up.store(false, Ordering::Relaxed);
         for r in self.rooms.values_mut() {
@@ -623,11 +644,15 @@ impl Broker {
         self.release(name);
     }
 
-    /// Sends what is queued, as one pipeline, unless [`MAX_IN_FLIGHT`] are out.
+    /// Sends what is queued, as pipelines of at most [`MAX_BATCH`], while fewer than
+    /// [`MAX_IN_FLIGHT`] are out.
     fn pump(&mut self) {
-        if self.out.len() >= MAX_IN_FLIGHT || self.queue.is_empty() {
-            return;
+        while self.out.len() < MAX_IN_FLIGHT && !self.queue.is_empty() && self.link.is_some() {
+            self.pump_one();
         }
+    }
+
+    fn pump_one(&mut self) {
         let Some(link) = &self.link else { return };
         let take = self.queue.len().min(MAX_BATCH);
         let mut pipe = redis::pipe();
