@@ -70,6 +70,17 @@ pub struct Config {
     pub api: ApiSettings,
     /// `[broker]`.
     pub broker: BrokerSettings,
+    /// `[limits]`.
+    pub limits: LimitSettings,
+}
+
+/// `[limits]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct LimitSettings {
+    pub max_presence_size: usize,
 }
 
 /// `[broker]`: see `default.toml` for each key.
@@ -415,7 +426,7 @@ mod tests {
         let c = Config::default();
         let kib = 1024;
         let mib = 1024 * 1024;
-        let cases: [(&str, u64, u64, &str); 23] = [
+        let cases: [(&str, u64, u64, &str); 24] = [
             (
                 "server.listen port",
                 u64::from(c.server.listen.port()),
@@ -507,6 +518,12 @@ mod tests {
                 c.rooms.max_rooms_per_connection as u64,
                 256,
                 "`rooms.max_rooms_per_connection` (256)",
+            ),
+            (
+                "limits.max_presence_size",
+                c.limits.max_presence_size as u64,
+                4 * kib,
+                "`limits.max_presence_size` (4 KiB)",
             ),
             (
                 "http.sse_heartbeat_ms",

@@ -62,6 +62,40 @@ async fn healthz_and_unknown_paths() {
     assert_eq!(status(&resp), 405, "{resp}");
 }
 
+/// RFC 9112 section 3.2: an HTTP/1.1 request without `Host`, or with two, is 400; an
+/// HTTP/1.0 one may go without.
+#[tokio::test]
+async fn plain_http_needs_exactly_one_host() {
+    let s = start(|_| {}).await;
+    for (request, want) in [
+        (
+            &b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            400,
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (b"GET /api/rooms HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.0\r\n\r\n", 200),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+    ] {
+        let resp = raw_exchange(s.addr, request).await;
+        assert_eq!(
+            status(&resp),
+            want,
+            "{}: {resp}",
+            String::from_utf8_lossy(request)
+        );
+        if want == 400 {
+            assert!(resp.contains("Host header"), "{resp}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn echo_is_off_unless_asked() {
     let s = start(|c| c.server.echo = false).await;

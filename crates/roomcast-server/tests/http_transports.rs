@@ -363,11 +363,41 @@ async fn bad_sse_and_poll_requests_say_why() {
         "/poll?cursor=%21%21",
         "/sse?presence=%5B1%5D",
         "/poll?room=a&client=",
+        "/poll?room=a&timeout_ms=soon",
+        "/poll?room=a&timeout_ms=-1",
+        "/poll?room=a&limit=10.5",
+        "/poll?room=a&limit=0",
     ] {
         let (status, v) = get(format!("http://{}{path}", s.addr)).await;
         assert_eq!(status, 400, "{path}: {v}");
         assert_eq!(v["error"]["code"], "bad_request");
     }
+    // Presence info past `limits.max_presence_size` (4 KiB) is refused on every transport.
+    let big = format!("{{\"bio\":\"{}\"}}", "x".repeat(5000));
+    let q: String = form_urlencoded::byte_serialize(big.as_bytes()).collect();
+    for path in [
+        format!("/sse?room=a&presence={q}"),
+        format!("/poll?room=a&presence={q}"),
+    ] {
+        let (status, v) = get(format!("http://{}{path}", s.addr)).await;
+        assert_eq!(status, 413, "{v}");
+        assert_eq!(v["error"]["code"], "too_large");
+    }
+    let mut ws = common::Client::hello(s.addr, "big").await;
+    let bio: serde_json::Value = serde_json::from_str(&big).unwrap();
+    let r = ws
+        .request(json!({"type":"join","room":"a","presence":bio,"ref":7}))
+        .await;
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("too_large")),
+        "{r}"
+    );
+    let fits = json!({"bio": "x".repeat(4000)});
+    let r = ws
+        .request(json!({"type":"join","room":"a","presence":fits,"ref":8}))
+        .await;
+    assert_eq!(r["type"], "joined", "{r}");
     for (method, path, allow) in [
         (reqwest::Method::POST, "/sse", "GET"),
         (reqwest::Method::PUT, "/poll", "GET"),

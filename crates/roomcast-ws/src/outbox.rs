@@ -5,6 +5,10 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
 
+/// Past this many bytes waiting, a new pong replaces one not yet begun (see
+/// [`Outbox::push_pong`]).
+pub const PONG_COALESCE_BYTES: usize = 16 * 1024;
+
 /// Encoded frames waiting for the socket, in order.
 ///
 /// Buffers are kept as they were queued (often one `Bytes` shared by many connections)
@@ -12,10 +16,14 @@ use bytes::{Buf, Bytes};
 /// write without being copied together.
 #[derive(Debug, Default, Clone)]
 pub struct Outbox {
-    queue: VecDeque<Bytes>,
+    pub(crate) queue: VecDeque<Bytes>,
     bytes: usize,
     /// Part of the front buffer has been written: it must be finished, never dropped.
     front_started: bool,
+    /// Buffers taken off the front so far, so that `pong` can name a place in the queue.
+    popped: u64,
+    /// Where a pong waits that has not begun to be written: a newer one takes its place.
+    pong: Option<u64>,
 }
 
 impl Outbox {
@@ -30,6 +38,31 @@ impl Outbox {
             self.bytes += buf.len();
             self.queue.push_back(buf);
         }
+    }
+
+    /// Queues a pong frame; while more than [`PONG_COALESCE_BYTES`] wait, puts it in the
+    /// place of one still waiting unbegun instead: "If an endpoint receives a Ping frame
+    /// and has not yet sent Pong frame(s) in response to previous Ping frame(s), the
+    /// endpoint MAY elect to send a Pong frame for only the most recently processed Ping
+    /// frame" (RFC 6455 section 5.5.3). So a peer that reads its pongs gets one per ping,
+    /// and one that sends pings and never reads cannot grow the queue with them.
+    pub fn push_pong(&mut self, frame: Bytes) {
+        if self.bytes > PONG_COALESCE_BYTES
+            && let Some(at) = self.pong
+            && at >= self.popped
+        {
+            let i = (at - self.popped) as usize;
+            let begun = i == 0 && self.front_started;
+            if let Some(slot) = self.queue.get_mut(i)
+                && !begun
+            {
+                self.bytes = self.bytes - slot.len() + frame.len();
+                *slot = frame;
+                return;
+            }
+        }
+        self.push(frame);
+        self.pong = Some(self.popped + self.queue.len() as u64 - 1);
     }
 
     /// Bytes waiting.
@@ -81,6 +114,7 @@ impl Outbox {
             }
             n -= front.len();
             self.queue.pop_front();
+            self.popped += 1;
             self.front_started = false;
         }
     }
@@ -88,6 +122,7 @@ impl Outbox {
     /// Drops everything.
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.pong = None;
         self.bytes = 0;
         self.front_started = false;
     }
@@ -98,6 +133,7 @@ impl Outbox {
     pub fn clear_unstarted(&mut self) {
         if self.front_started {
             self.queue.truncate(1);
+            self.pong = None;
             self.bytes = self.queue.front().map_or(0, Bytes::len);
         } else {
             self.clear();
@@ -140,6 +176,43 @@ mod tests {
         o.advance(1);
         o.shrink_to(0);
         assert_eq!(o.queue.capacity(), 0);
+    }
+
+    #[test]
+    fn a_pong_not_begun_gives_its_place_to_a_newer_one() {
+        let mut o = Outbox::new();
+        // Under the threshold every pong is queued.
+        o.push_pong(Bytes::from_static(b"a"));
+        o.push_pong(Bytes::from_static(b"b"));
+        assert_eq!(o.len(), 2);
+        o.clear();
+        let big = Bytes::from(vec![0u8; PONG_COALESCE_BYTES]);
+        o.push(big.slice(..PONG_COALESCE_BYTES - 3));
+        o.push(Bytes::from_static(b"msg1"));
+        o.push_pong(Bytes::from_static(b"pong1"));
+        o.push(Bytes::from_static(b"msg2"));
+        o.push_pong(Bytes::from_static(b"pong22"));
+        let queued = |o: &Outbox| o.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
+        assert_eq!(&queued(&o)[1..], [&b"msg1"[..], b"pong22", b"msg2"]);
+        assert_eq!(o.len_bytes(), PONG_COALESCE_BYTES - 3 + 14);
+        // Once the pong has begun to be written, the next one queues behind.
+        o.advance(PONG_COALESCE_BYTES - 3 + 4 + 2);
+        o.push(big.clone());
+        o.push_pong(Bytes::from_static(b"pong3"));
+        o.push_pong(Bytes::from_static(b"pong4"));
+        assert_eq!(&queued(&o)[..2], [&b"ng22"[..], b"msg2"]);
+        assert_eq!(&queued(&o)[3..], [&b"pong4"[..]]);
+        // A flood behind a full queue leaves one.
+        for _ in 0..1000 {
+            o.push_pong(Bytes::from_static(b"p"));
+        }
+        assert_eq!(o.len(), 4);
+        // Dropped with the rest: the next is queued, not put in a stale place.
+        o.clear();
+        o.push(big.clone());
+        o.push(Bytes::from_static(b"data"));
+        o.push_pong(Bytes::from_static(b"q"));
+        assert_eq!(&queued(&o)[1..], [&b"data"[..], b"q"]);
     }
 
     #[test]

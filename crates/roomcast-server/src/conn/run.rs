@@ -29,6 +29,11 @@ pub(crate) enum Endpoint {
     Echo,
 }
 
+/// Bytes read from one connection before what was read is handled and the worker's other
+/// tasks get their turn: one flooding client holds its worker for one read's worth of
+/// handling at a time, and buffers at most that much beyond the frame it is assembling.
+const READ_BUDGET: usize = SCRATCH_SIZE;
+
 /// What woke the connection's task.
 enum Wake {
     Signal,
@@ -69,16 +74,25 @@ pub(crate) async fn run(worker: Rc<Worker>, conn: Rc<Conn>, endpoint: Endpoint) 
             Wake::Writable => {
                 let _ = conn.flush();
             }
-            Wake::Readable => read(&worker, &conn, &endpoint),
+            Wake::Readable => {
+                if read(&worker, &conn, &endpoint) {
+                    // The socket still has input: the others on this worker go first.
+                    tokio::task::yield_now().await;
+                }
+            }
         }
     }
     // Boxed: it runs once, and its timers need not sit in every connection's future.
     Box::pin(finish(&worker, &conn)).await;
 }
 
-/// Reads what the socket has, handles every complete message, and writes the replies.
-fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
+/// Reads what the socket has, up to [`READ_BUDGET`] bytes, handles every complete
+/// message, and writes the replies. Returns whether the budget ran out before the socket
+/// was drained (it stays readable: the next turn reads on).
+fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) -> bool {
     let mut got = false;
+    let mut budget = READ_BUDGET;
+    let mut more = false;
     // The read buffer holds bytes handed over from the worker's scratch allocation.
     let mut lent = false;
     {
@@ -105,6 +119,11 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
                     } else {
                         rbuf.extend_from_slice(&scratch);
                         scratch.clear();
+                    }
+                    budget = budget.saturating_sub(n);
+                    if n == room && budget == 0 {
+                        more = true;
+                        break;
                     }
                     if n < room {
                         // A short read drained the socket. Mark it not readable now,
@@ -142,6 +161,7 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
         }
         let _ = conn.flush();
     }
+    more
 }
 
 /// Decodes and handles every complete message in the read buffer.

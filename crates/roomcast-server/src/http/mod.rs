@@ -67,6 +67,14 @@ where
 }
 
 async fn route(req: Request<Incoming>, worker: Rc<Worker>, peer: SocketAddr) -> Response<Body> {
+    // "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
+    // message that lacks a Host header field and to any request message that contains
+    // more than one Host header field line or a Host header field with an invalid
+    // field value" (RFC 9112 section 3.2).
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == http::Version::HTTP_11) {
+        return error(ErrorCode::BadRequest, "missing or repeated Host header");
+    }
     let path = req.uri().path();
     match (req.method().clone(), path) {
         (m, "/healthz") => healthz(&m, &worker),
@@ -321,6 +329,11 @@ pub(crate) fn open_session(
         _ => client_id(q)?,
     };
     let presence = presence_info(q)?;
+    if let Some(info) = &presence {
+        worker
+            .check_presence(info)
+            .map_err(|e| HttpError::new(e.code, e.message))?;
+    }
     let member = worker.register_http(kind, Arc::from(client));
     // The same object as `/ws`'s welcome, with the session to send commands with.
     let welcome = reply::welcome(

@@ -40,14 +40,26 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
         },
         None => None,
     };
-    let timeout = param(&q, "timeout_ms")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(config.poll_timeout_ms)
-        .min(config.poll_timeout_ms);
-    let limit = param(&q, "limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(config.poll_max_events)
-        .clamp(1, config.poll_max_events);
+    // A value that is not a whole number is refused; one past the maximum is capped.
+    let number = |name: &str, default: u64| match param(&q, name) {
+        None => Some(default),
+        Some(t) => t.parse::<u64>().ok(),
+    };
+    let whole = |name: &str| {
+        error(
+            ErrorCode::BadRequest,
+            &format!("`{name}` must be a whole number"),
+        )
+    };
+    let Some(timeout) = number("timeout_ms", config.poll_timeout_ms) else {
+        return whole("timeout_ms");
+    };
+    let timeout = timeout.min(config.poll_timeout_ms);
+    let limit = match number("limit", config.poll_max_events as u64) {
+        None => return whole("limit"),
+        Some(0) => return error(ErrorCode::BadRequest, "`limit` must be at least 1"),
+        Some(l) => l.min(config.poll_max_events as u64) as usize,
+    };
 
     let existing = cursor
         .as_ref()

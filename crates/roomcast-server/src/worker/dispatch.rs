@@ -75,6 +75,9 @@ impl Worker {
                         &format!("a connection or session may be in at most {max} rooms"),
                     );
                 }
+                if let Some(Err(e)) = presence.map(|p| self.check_presence(p.get().as_bytes())) {
+                    return error(e.code, &e.message);
+                }
                 let presence = presence.map(|p| Bytes::copy_from_slice(p.get().as_bytes()));
                 caller.join(self, room, presence, since, reference);
             }
@@ -134,6 +137,18 @@ impl Worker {
                 );
             }
         }
+    }
+
+    /// Whether a member's presence info is within `limits.max_presence_size`.
+    pub(crate) fn check_presence(&self, info: &[u8]) -> Result<(), ProtoError> {
+        let max = self.shared.config.limits.max_presence_size;
+        if info.len() > max {
+            return Err(ProtoError::new(
+                ErrorCode::TooLarge,
+                format!("presence info is {} bytes, the limit is {max}", info.len()),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether a message's `data` is within `rooms.max_data_size`.

@@ -201,8 +201,13 @@ pub fn reply(
 ) {
     match received {
         Ok(Some(Message::Ping(payload))) if open => {
-            // Cannot fail: the payload came in a valid control frame.
-            let _ = tx.send_frame(OpCode::Pong, payload.clone(), true, out);
+            // Cannot fail: the payload came in a valid control frame. At most one pong
+            // waits unbegun (`Outbox::push_pong`): a peer's ping flood cannot grow it.
+            let mut pong = Outbox::new();
+            let _ = tx.send_frame(OpCode::Pong, payload.clone(), true, &mut pong);
+            for frame in pong.queue {
+                out.push_pong(frame);
+            }
         }
         Ok(Some(Message::Close(frame))) if !tx.is_close_sent() => {
             let echo = frame.as_ref().map(|f| CloseFrame {

@@ -481,3 +481,34 @@ fn the_sender_refuses_what_may_not_go_on_the_wire() {
     assert!(tx.is_close_sent());
     assert!(!out.is_empty());
 }
+
+#[test]
+fn a_ping_flood_unread_leaves_few_pongs_and_answers_the_latest_ping() {
+    let mut pair = Pair::new();
+    for i in 0..10_000u32 {
+        pair.client
+            .send(Message::Ping(Bytes::from(format!("{i:0>100}"))))
+            .unwrap();
+    }
+    Pair::drain(pair.client.outbox(), &mut pair.to_server);
+    let mut pings = 0;
+    while let Some(msg) = pair.server.receive(&mut pair.to_server).unwrap() {
+        assert!(matches!(msg, Message::Ping(_)));
+        pings += 1;
+    }
+    assert_eq!(pings, 10_000, "every ping is still reported");
+    let queued = pair.server.outbox().len_bytes();
+    assert!(
+        queued <= crate::outbox::PONG_COALESCE_BYTES + 2 * 102,
+        "{queued} bytes of pongs wait"
+    );
+    Pair::drain(pair.server.outbox(), &mut pair.to_client);
+    let mut last = None;
+    while let Some(msg) = pair.client.receive(&mut pair.to_client).unwrap() {
+        last = Some(msg);
+    }
+    assert_eq!(
+        last,
+        Some(Message::Pong(Bytes::from(format!("{:0>100}", 9999))))
+    );
+}
