@@ -72,6 +72,33 @@ pub struct Config {
     pub broker: BrokerSettings,
     /// `[limits]`.
     pub limits: LimitSettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct AuthSettings {
+    pub jwt_secret: String,
+    pub jwt_public_key_file: String,
+    pub jwks_file: String,
+    pub required: String,
+    pub audience: String,
+    pub issuer: String,
+    pub leeway_ms: u64,
+    pub expiry_warning_ms: u64,
+}
+
+impl AuthSettings {
+    /// Whether any key is configured.
+    pub fn has_key(&self) -> bool {
+        !(self.jwt_secret.is_empty()
+            && self.jwt_public_key_file.is_empty()
+            && self.jwks_file.is_empty())
+    }
 }
 
 /// `[limits]`: see `default.toml` for each key.
@@ -266,6 +293,19 @@ impl Config {
         if !(1000..=60_000).contains(&broker.node_ttl_ms) {
             return bad("broker.node_ttl_ms", "must be 1000 to 60000");
         }
+        let auth = &self.auth;
+        if !matches!(auth.required.as_str(), "auto" | "true" | "false") {
+            return bad("auth.required", "expected auto, true or false");
+        }
+        if auth.required == "true" && !auth.has_key() {
+            return bad(
+                "auth.required",
+                "true needs a key (auth.jwt_secret, auth.jwt_public_key_file or auth.jwks_file)",
+            );
+        }
+        if auth.leeway_ms > 300_000 {
+            return bad("auth.leeway_ms", "at most 300000 (5 minutes)");
+        }
         if self.server.workers > 256 {
             return bad("server.workers", "at most 256");
         }
@@ -342,6 +382,13 @@ fn merge_file(base: &mut toml::Table, file: toml::Table, origin: &str) -> Result
         for (key, v) in entries {
             let Some(slot) = base_section.get_mut(&key) else {
                 return Err(unknown(format!("{section}.{key}")));
+            };
+            // `auth.required` is "auto" by default; `true` and `false` may be written bare.
+            let v = match (&*slot, v) {
+                (toml::Value::String(_), toml::Value::Boolean(b)) => {
+                    toml::Value::String(b.to_string())
+                }
+                (_, v) => v,
             };
             if std::mem::discriminant(slot) != std::mem::discriminant(&v) {
                 return Err(ConfigError::BadValue {

@@ -17,6 +17,9 @@ pub enum ServerError {
     /// The broker URL cannot be used.
     #[error("broker: {0}")]
     Broker(String),
+    /// The token keys cannot be used.
+    #[error("auth: {0}")]
+    Keys(#[from] crate::auth::KeyError),
     /// Another I/O failure of the listener.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),

@@ -15,6 +15,7 @@
 //!
 //! See `docs/architecture.md` for how they fit.
 
+mod auth;
 pub mod config;
 mod conn;
 mod echo;
@@ -30,6 +31,7 @@ mod shared;
 mod stats;
 mod worker;
 
+pub use auth::KeyError;
 pub use config::{Config, ConfigError};
 pub use error::ServerError;
 pub use server::{Server, ShutdownHandle};

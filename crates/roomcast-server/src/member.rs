@@ -43,6 +43,8 @@ pub(crate) enum EventKind {
     Presence,
     /// The `welcome`.
     Welcome,
+    /// `token_expiring`: the session ends at its token's `exp` unless refreshed.
+    TokenExpiring,
 }
 
 /// One queued event.
@@ -67,6 +69,7 @@ impl Event {
             EventKind::Joined { .. } => "joined",
             EventKind::Presence => "presence_diff",
             EventKind::Welcome => "welcome",
+            EventKind::TokenExpiring => "token_expiring",
         }
     }
 }
@@ -98,6 +101,10 @@ pub(crate) struct MemberState {
     pub waker: Option<Waker>,
     /// The member is gone (stream closed, session expired, dropped as too slow, drain).
     pub closed: bool,
+    /// What the session's token allows, and until when; `None` without one.
+    pub auth: Option<crate::auth::Identity>,
+    /// The `token_expiring` event was sent for the current token.
+    pub warned: bool,
 }
 
 impl MemberState {

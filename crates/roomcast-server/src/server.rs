@@ -6,6 +6,7 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::engine::{Engine, Mesh};
 use crate::error::ServerError;
@@ -60,7 +61,13 @@ impl Server {
             id => id.to_owned(),
         };
         let address = addr.to_string();
-        let shared = Arc::new(Shared::new(config, node_id, address, workers));
+        let auth = Auth::new(&config.auth)?;
+        if auth.is_required() {
+            tracing::info!("auth: a valid token is required of every client");
+        } else if auth.is_on() {
+            tracing::info!("auth: tokens are checked when given; clients without one are let in");
+        }
+        let shared = Arc::new(Shared::new(config, auth, node_id, address, workers));
         Ok(Self {
             listeners,
             shared,

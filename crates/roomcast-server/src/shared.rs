@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::member::HttpMember;
 use crate::stats::Stats;
@@ -15,6 +16,8 @@ use crate::stats::Stats;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
+    /// Checks tokens.
+    pub auth: Auth,
     pub stats: Arc<Stats>,
     /// The name sent in `welcome`.
     pub node_id: String,
@@ -36,9 +39,16 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The state of a node of `workers` workers.
-    pub(crate) fn new(config: Config, node_id: String, address: String, workers: usize) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        auth: Auth,
+        node_id: String,
+        address: String,
+        workers: usize,
+    ) -> Self {
         Self {
             config,
+            auth,
             stats: Arc::default(),
             node_id,
             instance: crate::random_id(crate::engine::redis::INSTANCE_LEN / 2),
@@ -52,7 +62,8 @@ impl Shared {
 
     #[cfg(test)]
     pub(crate) fn for_tests(config: Config) -> Self {
-        Self::new(config, "test".into(), "127.0.0.1:0".into(), 1)
+        let auth = Auth::new(&config.auth).unwrap_or_else(|e| panic!("test keys: {e}"));
+        Self::new(config, auth, "test".into(), "127.0.0.1:0".into(), 1)
     }
 
     /// Whether the node is stopping: `/healthz` answers 503 and new WebSocket

@@ -15,6 +15,11 @@ pub struct Stats {
     pub published: AtomicU64,
     /// Frames queued to connections by fan-out (one per message per member).
     pub deliveries: AtomicU64,
+    /// Tokens refused (`unauthorized`: missing, invalid, expired) at a hello, a handshake
+    /// or a session's start.
+    pub auth_refusals: AtomicU64,
+    /// Connections and sessions ended because their token expired (4009).
+    pub token_expiries: AtomicU64,
 }
 
 impl Stats {

@@ -40,7 +40,7 @@ impl Outbox {
         }
     }
 
-    /// Queues a pong frame; while more than [`PONG_COALESCE_BYTES`] wait, puts it in the
+    /// Queues a pong frame; while more than 16 KiB wait, puts it in the
     /// place of one still waiting unbegun instead: "If an endpoint receives a Ping frame
     /// and has not yet sent Pong frame(s) in response to previous Ping frame(s), the
     /// endpoint MAY elect to send a Pong frame for only the most recently processed Ping

@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ enum Command {
     Connect(client::ConnectArgs),
     /// Publish one message to a room (for scripts).
     Publish(client::PublishArgs),
+    /// Make a token (JWT) the server accepts: for trying auth out, and for scripts.
+    Token(token::TokenArgs),
     /// Load a WebSocket server (roomcast or any other) and measure it.
     Bench {
         #[command(subcommand)]
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         }
         Command::Connect(args) => client_runtime(client::connect(args)),
         Command::Publish(args) => client_runtime(client::publish::publish(args)),
+        Command::Token(args) => token::run(args),
         Command::Bench { scenario, threads } => {
             // One thread means one: a multi-thread runtime would still run the main
             // future on the main thread, and the two would wake each other on one core.

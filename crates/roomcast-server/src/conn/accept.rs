@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use super::run::{self, Endpoint};
+use crate::auth::Action;
 use crate::http;
 use crate::prefixed::Prefixed;
 use crate::protocol::RoomName;
@@ -118,6 +119,24 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         );
         return refuse(stream, &draining, &worker).await;
     }
+    // A raw room obeys the same tokens as `/ws`: given as `?token=` or `Authorization:
+    // Bearer`, checked before the 101. `/ws` checks its own in `hello`.
+    let mut identity = None;
+    if let Route::Raw(Ok(room), _) = &route {
+        let q = http::query(&req);
+        match worker.shared.auth.admit(http::token(&req, &q), None) {
+            Err(e) => {
+                crate::stats::Stats::add(&worker.shared.stats.auth_refusals, 1);
+                let refused = refusal(StatusCode::UNAUTHORIZED, &e.to_string());
+                return refuse(stream, &refused, &worker).await;
+            }
+            Ok(Some(id)) if !id.grants.allows(Action::Join, room) => {
+                let reason = format!("the token does not allow join in room {room}");
+                return refuse(stream, &refusal(StatusCode::FORBIDDEN, &reason), &worker).await;
+            }
+            Ok(id) => identity = id,
+        }
+    }
     let reply = offer.accept(&Accept::default());
     // Bytes after the head are the first frames; an empty remainder must not keep the
     // head's buffer alive for the life of the connection.
@@ -144,6 +163,7 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         Route::Raw(Ok(room), echo) => {
             let conn = worker.register(stream, rest);
+            conn.session.borrow_mut().auth = identity;
             conn.ws.borrow_mut().outbox().push(reply);
             // Membership begins before the 101 is written: whatever is published from
             // now on is queued behind it.

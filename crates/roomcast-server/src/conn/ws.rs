@@ -5,9 +5,10 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use roomcast_ws::Message;
+use roomcast_ws::{CloseCode, Message};
 
 use crate::protocol::{ErrorCode, Request, parse, reply};
+use crate::stats::Stats;
 use crate::worker::{Conn, SocketCaller, Worker};
 
 pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
@@ -28,15 +29,41 @@ pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
     let client = conn.session.borrow().client.clone();
     let Some(client) = client else {
         return match request {
-            Request::Hello { client, token: _ } => hello(worker, conn, client, reference),
+            Request::Hello { client, token } => hello(worker, conn, client, token, reference),
             _ => error(ErrorCode::Unauthorized, "send hello first"),
         };
     };
     worker.dispatch(&SocketCaller { conn, client }, reference, request);
 }
 
-fn hello(worker: &Rc<Worker>, conn: &Rc<Conn>, client: Option<String>, reference: Option<u64>) {
-    let client = match crate::protocol::client_id(client.as_deref()) {
+/// `hello`: the client id checked, and the token when auth is on. A refused token is
+/// answered with `unauthorized` and the connection closed with 4001: without a valid
+/// hello nothing else can be done on it.
+fn hello(
+    worker: &Rc<Worker>,
+    conn: &Rc<Conn>,
+    client: Option<String>,
+    token: Option<String>,
+    reference: Option<u64>,
+) {
+    let identity = match worker
+        .shared
+        .auth
+        .admit(token.as_deref(), client.as_deref())
+    {
+        Ok(identity) => identity,
+        Err(e) => {
+            let reason = e.to_string();
+            conn.push(
+                worker,
+                reply::error(reference, ErrorCode::Unauthorized, &reason),
+            );
+            Stats::add(&worker.shared.stats.auth_refusals, 1);
+            return conn.close(worker, CloseCode(4001), &reason, false);
+        }
+    };
+    let given = identity.as_ref().map(|id| id.client.clone()).or(client);
+    let client = match crate::protocol::client_id(given.as_deref()) {
         Ok(c) => c,
         Err(e) => return conn.push(worker, reply::error(reference, e.code, &e.message)),
     };
@@ -49,6 +76,8 @@ fn hello(worker: &Rc<Worker>, conn: &Rc<Conn>, client: Option<String>, reference
         &worker.shared.node_id,
         heartbeat,
     );
-    conn.session.borrow_mut().client = Some(Arc::from(client));
+    let mut session = conn.session.borrow_mut();
+    session.client = Some(Arc::from(client));
+    session.auth = identity;
     conn.push(worker, frame);
 }

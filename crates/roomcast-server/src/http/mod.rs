@@ -36,6 +36,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
+use crate::auth::Action;
 use crate::echo;
 use crate::member::{self, Cursor, EventKind, HttpKind, HttpMember, Positions};
 use crate::protocol::RoomName;
@@ -262,6 +263,17 @@ pub(crate) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// The token of a request: `Authorization: Bearer TOKEN`, or the `token` parameter (for
+/// clients that cannot set headers, such as `EventSource` and WebSocket in browsers).
+pub(crate) fn token<'a, B>(req: &'a Request<B>, q: &'a [(String, String)]) -> Option<&'a str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| param(q, "token"))
+}
+
 /// A client id given in a query string, checked like `hello`'s.
 pub(crate) fn client_id(q: &[(String, String)]) -> Result<String, HttpError> {
     crate::protocol::client_id(param(q, "client")).map_err(|e| HttpError::bad_request(&e.message))
@@ -299,6 +311,7 @@ pub(crate) fn open_session(
     worker: &Rc<Worker>,
     kind: HttpKind,
     q: &[(String, String)],
+    token: Option<&str>,
     resume: Option<&Positions>,
     cursor: Option<&Cursor>,
 ) -> Result<Arc<HttpMember>, HttpError> {
@@ -323,8 +336,18 @@ pub(crate) fn open_session(
     if rooms.len() > max {
         return Err(HttpError::bad_request(format!("at most {max} rooms")));
     }
-    let client = match (param(q, "client"), cursor.and_then(|c| c.client.as_deref())) {
-        (None, Some(carried)) => crate::protocol::client_id(Some(carried))
+    let named = param(q, "client").or_else(|| cursor.and_then(|c| c.client.as_deref()));
+    let identity = worker.shared.auth.admit(token, named).map_err(|e| {
+        crate::stats::Stats::add(&worker.shared.stats.auth_refusals, 1);
+        HttpError::new(ErrorCode::Unauthorized, e.to_string())
+    })?;
+    let client = match (
+        &identity,
+        param(q, "client"),
+        cursor.and_then(|c| c.client.as_deref()),
+    ) {
+        (Some(id), _, _) => id.client.clone(),
+        (None, None, Some(carried)) => crate::protocol::client_id(Some(carried))
             .map_err(|e| HttpError::bad_request(&e.message))?,
         _ => client_id(q)?,
     };
@@ -334,7 +357,30 @@ pub(crate) fn open_session(
             .check_presence(info)
             .map_err(|e| HttpError::new(e.code, e.message))?;
     }
+    let may = |action: Action, room: &RoomName| {
+        identity
+            .as_ref()
+            .is_none_or(|id| id.grants.allows(action, room))
+    };
+    for room in &rooms {
+        let presence_asked = presence.is_some() && asked.contains(room);
+        for action in [Action::Join]
+            .into_iter()
+            .chain(presence_asked.then_some(Action::Presence))
+        {
+            if !may(action, room) {
+                return Err(HttpError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the token does not allow {} in room {room}",
+                        action.as_str()
+                    ),
+                ));
+            }
+        }
+    }
     let member = worker.register_http(kind, Arc::from(client));
+    member.state().auth = identity.clone();
     // The same object as `/ws`'s welcome, with the session to send commands with.
     let welcome = reply::welcome(
         None,
@@ -352,7 +398,8 @@ pub(crate) fn open_session(
         let info = presence
             .clone()
             .filter(|_| asked.contains(&room) || old_cursor)
-            .or_else(|| cursor.and_then(|c| c.presence_of(&room)));
+            .or_else(|| cursor.and_then(|c| c.presence_of(&room)))
+            .filter(|_| may(Action::Presence, &room));
         worker.http_join(&member, room, info, since, None, None);
     }
     Ok(member)

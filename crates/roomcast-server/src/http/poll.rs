@@ -100,6 +100,7 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
             &worker,
             HttpKind::Poll,
             &q,
+            super::token(&req, &q),
             cursor.as_ref().map(|c| &c.positions),
             cursor.as_ref(),
         ) {

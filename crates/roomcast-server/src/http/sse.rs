@@ -49,7 +49,14 @@ fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, 
         .as_deref()
         .map(Positions::decode)
         .unwrap_or_default();
-    let member = open_session(&worker, HttpKind::Sse, &q, Some(&resume), None)?;
+    let member = open_session(
+        &worker,
+        HttpKind::Sse,
+        &q,
+        super::token(req, &q),
+        Some(&resume),
+        None,
+    )?;
     let period = Duration::from_millis(worker.shared.config.http.sse_heartbeat_ms);
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

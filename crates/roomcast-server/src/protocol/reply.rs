@@ -88,6 +88,27 @@ pub fn pong(r: Option<u64>) -> Bytes {
     f.frame()
 }
 
+/// `{"type":"refreshed",...}`: the connection goes on until `expires_at` (ms).
+pub fn refreshed(r: Option<u64>, expires_at: u64) -> Bytes {
+    let mut f = JsonFrame::with_capacity(64);
+    f.raw(b"{\"type\":\"refreshed\"")
+        .reference(r)
+        .raw(b",\"expires_at\":")
+        .number(expires_at)
+        .raw(b"}");
+    f.frame()
+}
+
+/// `{"type":"token_expiring","expires_at":...}`: a push, sent shortly before the token's
+/// `exp`; without a `refresh` by then the connection closes with 4009.
+pub fn token_expiring(expires_at: u64) -> Bytes {
+    let mut f = JsonFrame::with_capacity(64);
+    f.raw(b"{\"type\":\"token_expiring\",\"expires_at\":")
+        .number(expires_at)
+        .raw(b"}");
+    f.frame()
+}
+
 /// `{"type":"error",...}`.
 pub fn error(r: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
     let mut f = JsonFrame::with_capacity(64 + message.len());

@@ -88,6 +88,11 @@ pub enum Request<'a> {
     },
     /// `ping`.
     Ping,
+    /// `refresh`: a newer token for the same client, before the current one expires.
+    Refresh {
+        /// The token.
+        token: String,
+    },
 }
 
 /// How many messages a `history` request gets when it names no `limit`.
@@ -233,6 +238,12 @@ fn request(env: Envelope<'_>) -> Result<Request<'_>, ProtoError> {
             }
         }
         "ping" => Request::Ping,
+        "refresh" => Request::Refresh {
+            token: env
+                .token
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ProtoError::new(ErrorCode::BadRequest, "refresh needs `token`"))?,
+        },
         other => {
             let shown: String = other.chars().take(40).collect();
             return Err(ProtoError::new(

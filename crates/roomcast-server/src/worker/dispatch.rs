@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::{Conn, Kind, Worker};
+use crate::auth::{Action, Identity};
 use crate::engine::{ConnKey, HomeMsg, Publish, Reply};
 use crate::member::HttpMember;
 use crate::protocol::{ErrorCode, ProtoError, Request, RoomName, SincePos, reply};
@@ -44,6 +45,10 @@ pub(crate) trait Caller {
     );
     /// Leaves `room`; whether it was in it.
     fn leave(&self, worker: &Rc<Worker>, room: &RoomName) -> bool;
+    /// Whether its token allows `action` in `room` (without a token: everything).
+    fn may(&self, action: Action, room: &RoomName) -> bool;
+    /// Takes a newer token (same client) in place of the one it had.
+    fn refreshed(&self, identity: Identity);
 }
 
 impl Worker {
@@ -57,9 +62,40 @@ impl Worker {
         let error = |code: ErrorCode, message: &str| {
             caller.reply(self, Reply::error(reference, code, message));
         };
+        if let Some((action, room)) = needs(&request)
+            && !caller.may(action, room)
+        {
+            return error(
+                ErrorCode::Forbidden,
+                &format!(
+                    "the token does not allow {} in room {room}",
+                    action.as_str()
+                ),
+            );
+        }
         match request {
             Request::Hello { .. } => error(ErrorCode::BadRequest, "hello was already received"),
             Request::Ping => caller.reply(self, Reply::Frame(reply::pong(reference))),
+            Request::Refresh { token } => {
+                if !self.shared.auth.is_on() {
+                    return error(
+                        ErrorCode::BadRequest,
+                        "auth is off: there is no token to refresh",
+                    );
+                }
+                match self.shared.auth.verify(&token) {
+                    Err(e) => error(ErrorCode::Unauthorized, &e.to_string()),
+                    Ok(id) if *id.client != **caller.client() => error(
+                        ErrorCode::Unauthorized,
+                        "the new token is for another client",
+                    ),
+                    Ok(id) => {
+                        let expires = id.expires_ms;
+                        caller.refreshed(id);
+                        caller.reply(self, Reply::Frame(reply::refreshed(reference, expires)));
+                    }
+                }
+            }
             Request::Join {
                 room,
                 presence,
@@ -77,6 +113,14 @@ impl Worker {
                 }
                 if let Some(Err(e)) = presence.map(|p| self.check_presence(p.get().as_bytes())) {
                     return error(e.code, &e.message);
+                }
+                if presence.is_some() && !caller.may(Action::Presence, &room) {
+                    return error(
+                        ErrorCode::Forbidden,
+                        &format!(
+                            "the token does not allow presence in room {room}: join without it"
+                        ),
+                    );
                 }
                 let presence = presence.map(|p| Bytes::copy_from_slice(p.get().as_bytes()));
                 caller.join(self, room, presence, since, reference);
@@ -165,6 +209,20 @@ impl Worker {
     }
 }
 
+/// What a token must allow for `request`, and in which room (`None`: nothing). A join
+/// with presence info needs `presence` as well, checked with the join.
+fn needs<'r>(request: &'r Request<'_>) -> Option<(Action, &'r RoomName)> {
+    match request {
+        Request::Join { room, .. } => Some((Action::Join, room)),
+        Request::Publish { room, .. } => Some((Action::Publish, room)),
+        Request::Presence { room } => Some((Action::Presence, room)),
+        Request::History { room, .. } => Some((Action::History, room)),
+        Request::Hello { .. } | Request::Leave { .. } | Request::Ping | Request::Refresh { .. } => {
+            None
+        }
+    }
+}
+
 /// A `/ws` connection that said hello as `client`.
 pub(crate) struct SocketCaller<'a> {
     pub conn: &'a Rc<Conn>,
@@ -211,6 +269,20 @@ impl Caller for SocketCaller<'_> {
     ) {
         let client = self.client.clone();
         worker.ws_join(self.conn, room, client, presence, since, reference);
+    }
+
+    fn may(&self, action: Action, room: &RoomName) -> bool {
+        let session = self.conn.session.borrow();
+        session
+            .auth
+            .as_ref()
+            .is_none_or(|id| id.grants.allows(action, room))
+    }
+
+    fn refreshed(&self, identity: Identity) {
+        let mut session = self.conn.session.borrow_mut();
+        session.auth = Some(identity);
+        session.warned = false;
     }
 
     fn leave(&self, worker: &Rc<Worker>, room: &RoomName) -> bool {
@@ -275,6 +347,20 @@ impl Caller for SessionCaller<'_> {
             reference,
             Some(self.notify),
         );
+    }
+
+    fn may(&self, action: Action, room: &RoomName) -> bool {
+        self.member
+            .state()
+            .auth
+            .as_ref()
+            .is_none_or(|id| id.grants.allows(action, room))
+    }
+
+    fn refreshed(&self, identity: Identity) {
+        let mut st = self.member.state();
+        st.auth = Some(identity);
+        st.warned = false;
     }
 
     fn leave(&self, worker: &Rc<Worker>, room: &RoomName) -> bool {

@@ -38,12 +38,13 @@ pub(crate) use self::cmd::{Forwarded, no_session};
 pub(crate) use self::dispatch::SocketCaller;
 use self::local::LocalRoom;
 pub(crate) use self::socket::{Conn, Kind, Membership};
+use crate::auth::Identity;
 use crate::engine::memory::Homes;
 use crate::engine::{
     Addr, ConnKey, Engine, HomeMsg, LocalMsg, Mesh, NodeInfo, Reply, RoomInfo, WorkerMsg,
 };
 use crate::member::{HttpKind, HttpMember};
-use crate::protocol::RoomName;
+use crate::protocol::{RoomName, reply};
 use crate::shared::Shared;
 use crate::stats::Stats;
 
@@ -538,6 +539,21 @@ impl Worker {
         }
     }
 
+    /// Whether a token is due: `Some(false)` when the `token_expiring` warning is to be
+    /// sent now (marked sent), `Some(true)` once `exp` (and the leeway) has passed.
+    fn token_due(&self, id: Option<&Identity>, warned: &mut bool, now_ms: u64) -> Option<bool> {
+        let exp = id?.expires_ms;
+        let auth = &self.shared.auth;
+        if now_ms >= exp.saturating_add(auth.leeway_ms()) {
+            return Some(true);
+        }
+        if !*warned && now_ms + auth.warning_ms() >= exp {
+            *warned = true;
+            return Some(false);
+        }
+        None
+    }
+
     fn sweep_connections(self: &Rc<Self>, now: Instant) {
         let idle_ms = self.shared.config.websocket.idle_timeout_ms;
         let ttl = self.shared.config.http.poll_session_ttl_ms;
@@ -551,7 +567,24 @@ impl Worker {
             .filter(|(_, m)| {
                 let expired = m.kind == HttpKind::Poll
                     && now_ms.saturating_sub(m.last_seen.load(Ordering::Relaxed)) > ttl;
-                expired || m.is_closed()
+                let due = {
+                    let st = &mut *m.state();
+                    let due = self.token_due(st.auth.as_ref(), &mut st.warned, now_ms);
+                    due.zip(st.auth.as_ref().map(|a| a.expires_ms))
+                };
+                let token_expired = match due {
+                    Some((true, _)) => {
+                        Stats::add(&self.shared.stats.token_expiries, 1);
+                        true
+                    }
+                    Some((false, exp)) => {
+                        let json = crate::member::frame_json(&reply::token_expiring(exp));
+                        m.push(None, crate::member::EventKind::TokenExpiring, json);
+                        false
+                    }
+                    None => false,
+                };
+                expired || token_expired || m.is_closed()
             })
             .map(|(_, m)| m.clone())
             .collect();
@@ -568,6 +601,20 @@ impl Worker {
                 continue;
             }
             conn.release_idle();
+            let due = {
+                let session = &mut *conn.session.borrow_mut();
+                let due = self.token_due(session.auth.as_ref(), &mut session.warned, now_ms);
+                due.zip(session.auth.as_ref().map(|a| a.expires_ms))
+            };
+            match due {
+                Some((true, _)) => {
+                    Stats::add(&self.shared.stats.token_expiries, 1);
+                    conn.close(self, CloseCode(4009), "token expired", false);
+                    continue;
+                }
+                Some((false, exp)) => conn.push(self, reply::token_expiring(exp)),
+                None => {}
+            }
             if !conn.heartbeat(self, now) {
                 Stats::add(&self.shared.stats.heartbeat_timeouts, 1);
                 tracing::debug!(conn = ?conn.key, "no pong within the heartbeat timeout");

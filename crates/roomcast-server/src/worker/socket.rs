@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{MAX_INFLIGHT, Worker};
+use crate::auth::Identity;
 use crate::engine::ConnKey;
 use crate::protocol::RoomName;
 use crate::stats::Stats;
@@ -68,6 +69,10 @@ pub(crate) struct Session {
     pub client: Option<Arc<str>>,
     pub rooms: Vec<Membership>,
     pub next_seq: u32,
+    /// What its token allows, and until when; `None` for a client without one.
+    pub auth: Option<Identity>,
+    /// The `token_expiring` push was sent for the current token.
+    pub warned: bool,
 }
 
 /// A room connection (`/ws` or `/rooms/...`), shared by its task and its worker: the task

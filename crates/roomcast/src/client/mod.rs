@@ -84,6 +84,10 @@ pub struct ConnectArgs {
     /// Room mode: join visibly with this presence info (a JSON object).
     #[arg(long, value_name = "JSON")]
     pub presence: Option<String>,
+    /// Room mode: the token sent in `hello` (the client id is then its `sub` unless
+    /// --client says otherwise).
+    #[arg(long, env = "ROOMCAST_TOKEN")]
+    pub token: Option<String>,
     /// Room mode: each line is JSON data (by default a line is sent as a string).
     #[arg(long)]
     pub json_data: bool,

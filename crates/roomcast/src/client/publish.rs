@@ -30,9 +30,12 @@ pub struct PublishArgs {
     /// An idempotency key: publishing again with it does not deliver twice.
     #[arg(long)]
     pub id: Option<String>,
-    /// The client id to publish as.
-    #[arg(long, default_value = "roomcast-cli")]
-    pub client: String,
+    /// The client id to publish as (default: the token's `sub`, or `roomcast-cli`).
+    #[arg(long)]
+    pub client: Option<String>,
+    /// For a ws:// URL, the token sent in `hello`.
+    #[arg(long, env = "ROOMCAST_TOKEN")]
+    pub token: Option<String>,
     /// Print the ack as JSON.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +63,11 @@ pub async fn publish(args: PublishArgs) -> Outcome {
     if args.url.starts_with("http://") || args.url.starts_with("https://") {
         return over_api(&args, data).await;
     }
+    let client = args
+        .client
+        .clone()
+        .or_else(|| args.token.as_deref().and_then(crate::token::subject))
+        .unwrap_or_else(|| "roomcast-cli".into());
     let run = async {
         let (mut ws, _) =
             match connect_with(&args.url, &ClientOptions::default(), ws_config()).await {
@@ -74,7 +82,7 @@ pub async fn publish(args: PublishArgs) -> Outcome {
             publish["id"] = json!(id);
         }
         for req in [
-            json!({"type": "hello", "client": args.client, "ref": 1}),
+            json!({"type": "hello", "client": client, "token": args.token, "ref": 1}),
             json!({"type": "join", "room": args.room, "ref": 2}),
             publish,
         ] {
@@ -126,7 +134,7 @@ pub async fn publish(args: PublishArgs) -> Outcome {
 
 /// Publishes through `POST /api/publish`.
 async fn over_api(args: &PublishArgs, data: Value) -> Outcome {
-    let mut body = json!({"room": args.room, "data": data, "from": args.client});
+    let mut body = json!({"room": args.room, "data": data, "from": args.client.as_deref().unwrap_or("roomcast-cli")});
     if let Some(id) = &args.id {
         body["id"] = json!(id);
     }

@@ -57,6 +57,7 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
         client: args
             .client
             .clone()
+            .or_else(|| args.token.as_deref().and_then(crate::token::subject))
             .unwrap_or_else(|| format!("cli-{:08x}", rand_u32())),
         presence,
         position: None,
@@ -145,6 +146,9 @@ async fn session(
     let err = Palette::stderr();
     let mut hello = json!({"type": "hello", "client": st.client});
     hello["ref"] = 1.into();
+    if let Some(token) = &args.token {
+        hello["token"] = token.as_str().into();
+    }
     let mut join = json!({"type": "join", "room": st.room, "ref": 2});
     if let Some(p) = &st.presence {
         join["presence"] = p.clone();
