@@ -141,6 +141,110 @@ pub struct HttpSettings {
 #[non_exhaustive]
 pub struct ApiSettings {
     pub key: String,
+    pub keys: Vec<String>,
+}
+
+/// What an HTTP API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiScope {
+    /// `POST /api/publish`.
+    Publish,
+    /// `GET /api/rooms`, `/api/nodes`, a room's presence and history.
+    Read,
+    /// `POST /api/disconnect`.
+    Disconnect,
+    /// Everything, and a publish's `from` as given.
+    Admin,
+}
+
+impl ApiScope {
+    /// The scope's name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiScope::Publish => "publish",
+            ApiScope::Read => "read",
+            ApiScope::Disconnect => "disconnect",
+            ApiScope::Admin => "admin",
+        }
+    }
+}
+
+/// One HTTP API key, parsed from `api.keys` (or `api.key`, named `api`, with `admin`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ApiKey {
+    /// Its name: the `from` of what it publishes.
+    pub name: String,
+    /// The bearer secret.
+    pub secret: String,
+    /// What it may do.
+    pub scopes: Vec<ApiScope>,
+}
+
+impl ApiKey {
+    /// Whether the key has `scope` (`admin` has every one).
+    pub fn allows(&self, scope: ApiScope) -> bool {
+        self.scopes.contains(&ApiScope::Admin) || self.scopes.contains(&scope)
+    }
+}
+
+/// The shortest secret `api.keys` accepts.
+pub const MIN_API_SECRET: usize = 16;
+
+impl ApiSettings {
+    /// Every configured key: `api.key` (as `api`, with `admin`) and `api.keys`.
+    pub fn all_keys(&self) -> Result<Vec<ApiKey>, String> {
+        let mut keys = Vec::new();
+        if !self.key.is_empty() {
+            keys.push(ApiKey {
+                name: "api".into(),
+                secret: self.key.clone(),
+                scopes: vec![ApiScope::Admin],
+            });
+        }
+        for entry in &self.keys {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(name), Some(scopes), Some(secret)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err("each key is NAME:SCOPE+SCOPE:SECRET".into());
+            };
+            let name_ok = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !name_ok {
+                return Err(format!("{name:?}: a name is 1 to 64 of A-Z a-z 0-9 _ . -"));
+            }
+            let scopes = scopes
+                .split('+')
+                .map(|s| match s {
+                    "publish" => Ok(ApiScope::Publish),
+                    "read" => Ok(ApiScope::Read),
+                    "disconnect" => Ok(ApiScope::Disconnect),
+                    "admin" => Ok(ApiScope::Admin),
+                    other => Err(format!(
+                        "{name}: unknown scope {other:?} (publish, read, disconnect, admin)"
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if secret.len() < MIN_API_SECRET {
+                return Err(format!(
+                    "{name}: a secret is at least {MIN_API_SECRET} bytes"
+                ));
+            }
+            if keys.iter().any(|k: &ApiKey| k.name == name) {
+                return Err(format!("{name}: named twice"));
+            }
+            keys.push(ApiKey {
+                name: name.into(),
+                secret: secret.into(),
+                scopes,
+            });
+        }
+        Ok(keys)
+    }
 }
 
 /// `[server]`: see `default.toml` for each key.
@@ -293,6 +397,9 @@ impl Config {
         if !(1000..=60_000).contains(&broker.node_ttl_ms) {
             return bad("broker.node_ttl_ms", "must be 1000 to 60000");
         }
+        if let Err(reason) = self.api.all_keys() {
+            return bad("api.keys", &reason);
+        }
         let auth = &self.auth;
         if !matches!(auth.required.as_str(), "auto" | "true" | "false") {
             return bad("auth.required", "expected auto, true or false");
@@ -444,6 +551,14 @@ fn set(
             "false" | "0" | "no" | "off" => false,
             _ => return Err(bad(format!("{text:?} is not true or false"))),
         }),
+        // A list: comma-separated, each item trimmed.
+        toml::Value::Array(_) => toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
         other => return Err(bad(format!("cannot set a {} from text", other.type_str()))),
     };
     Ok(())
@@ -622,7 +737,8 @@ mod tests {
         assert_eq!(c.broker.url, "");
         assert!(docs.contains("Without it, rooms live in this process's memory"));
         assert_eq!(c.api.key, "");
-        assert!(docs.contains("Without a key configured (the default), the API answers only requests from loopback addresses"));
+        assert!(docs.contains("Without any key configured (the default), the API answers only requests from loopback addresses"));
+        assert!(c.api.keys.is_empty());
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl Server {
             id => id.to_owned(),
         };
         let address = addr.to_string();
+        if config.api.key.is_empty() && config.api.keys.is_empty() {
+            tracing::info!(
+                "the HTTP API has no key (api.key, api.keys): it answers requests from this machine only"
+            );
+        }
         let auth = Auth::new(&config.auth)?;
         if auth.is_required() {
             tracing::info!("auth: a valid token is required of every client");

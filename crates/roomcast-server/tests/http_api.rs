@@ -775,3 +775,99 @@ async fn rooms_lists_every_room_with_members_or_history_sorted_by_name() {
         ]}),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_scopes_allow_only_their_endpoints_and_publish_as_themselves() {
+    const BACKEND: &str = "backend-secret-0123456789";
+    const READER: &str = "reader-secret-0123456789";
+    const OPS: &str = "ops-secret-0123456789abc";
+    let s = start(|c| {
+        c.api.key = KEY.into();
+        c.api.keys = vec![
+            format!("backend:publish:{BACKEND}"),
+            format!("reader:read:{READER}"),
+            format!("ops:disconnect+read:{OPS}"),
+        ];
+    })
+    .await;
+    let base = format!("http://{}", s.addr);
+    let call = |key: &'static str, method: &'static str, path: &'static str, body: Value| {
+        let url = format!("{base}{path}");
+        async move {
+            let req = match method {
+                "GET" => http().get(url),
+                _ => http().post(url).json(&body),
+            };
+            let (status, _, body) = exchange(req.bearer_auth(key)).await;
+            (
+                status,
+                serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let mut member = Client::hello(s.addr, "watcher").await;
+    member.join("scoped").await;
+    let publish = json!({"room": "scoped", "data": 1, "from": "someone-else"});
+    let disconnect = json!({"client": "nobody"});
+    for (key, method, path, body, want) in [
+        (BACKEND, "POST", "/api/publish", publish.clone(), 200),
+        (BACKEND, "GET", "/api/rooms", Value::Null, 403),
+        (BACKEND, "POST", "/api/disconnect", disconnect.clone(), 403),
+        (READER, "GET", "/api/rooms", Value::Null, 200),
+        (READER, "GET", "/api/rooms/scoped/history", Value::Null, 200),
+        (READER, "POST", "/api/publish", publish.clone(), 403),
+        (OPS, "POST", "/api/disconnect", disconnect.clone(), 200),
+        (OPS, "GET", "/api/nodes", Value::Null, 200),
+        (OPS, "POST", "/api/publish", publish.clone(), 403),
+        (
+            "not-a-key-at-all-000000",
+            "GET",
+            "/api/rooms",
+            Value::Null,
+            401,
+        ),
+    ] {
+        let (status, v) = call(key, method, path, body).await;
+        assert_eq!(status, want, "{key} {method} {path}: {v}");
+        if want == 403 {
+            assert_eq!(v["error"]["code"], "forbidden");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("scope"),
+                "{v}"
+            );
+        }
+    }
+    // A key without `admin` publishes as itself; api.key (admin) as `from` says.
+    let m = member.next_of("message").await;
+    assert_eq!(m["from"], "backend", "{m}");
+    let (status, _) = call(KEY, "POST", "/api/publish", publish).await;
+    assert_eq!(status, 200);
+    assert_eq!(member.next_of("message").await["from"], "someone-else");
+}
+
+#[test]
+fn malformed_api_keys_are_configuration_errors() {
+    for keys in [
+        "nocolons",
+        "name:publish",
+        "name:write:0123456789abcdef",
+        "bad name:read:0123456789abcdef",
+        "short:read:tooshort",
+        "a:read:0123456789abcdef,a:publish:0123456789abcdef",
+    ] {
+        let err = roomcast_server::Config::load(None, [], &[format!("api.keys={keys}")])
+            .expect_err(keys)
+            .to_string();
+        assert!(err.contains("api.keys"), "{keys}: {err}");
+    }
+    let ok = roomcast_server::Config::load(
+        None,
+        [(
+            "ROOMCAST_API_KEYS".to_owned(),
+            "a:read+publish:0123456789abcdef, b:admin:fedcba9876543210".to_owned(),
+        )],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ok.api.keys.len(), 2);
+}

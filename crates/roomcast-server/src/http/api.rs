@@ -10,8 +10,10 @@
 //! | `POST /api/disconnect` `{"client", "code"?, "reason"?}` | `{"disconnected": N}` |
 //! | `GET /api/openapi.json` | the OpenAPI 3.1 description of all this |
 //!
-//! Authentication: `Authorization: Bearer <api.key>`. With no key configured, only
-//! requests from loopback addresses are answered. Errors are
+//! Authentication: `Authorization: Bearer <key>`, `api.key` (every scope) or one of
+//! `api.keys` with its scopes (`publish`, `read`, `disconnect`, `admin`); a key without
+//! the scope an endpoint needs gets 403. With no key configured, only requests from
+//! loopback addresses are answered. Errors are
 //! `{"error":{"code":"...","message":"..."}}` with their HTTP status; a client's mistake is
 //! never a 500.
 
@@ -28,6 +30,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{Body, HttpError, error, json_response, method_not_allowed, param, query, read_json};
+use subtle::ConstantTimeEq;
+
+use crate::config::{ApiKey, ApiScope};
 use crate::engine::{ConnKey, Engine, HomeMsg, LocalMsg, Publish, Reply};
 use crate::member::frame_json;
 use crate::protocol::RoomName;
@@ -53,16 +58,22 @@ pub(super) async fn handle(
             method_not_allowed("GET")
         };
     }
-    if let Err(e) = authorize(&req, &worker, peer) {
-        return e.into_response();
-    }
     let segments: Vec<&str> = path
         .trim_start_matches("/api")
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
+    let scope = match segments.first() {
+        Some(&"publish") => ApiScope::Publish,
+        Some(&"disconnect") => ApiScope::Disconnect,
+        _ => ApiScope::Read,
+    };
+    let key = match authorize(&req, &worker, peer, scope) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
     match (method.as_str(), segments.as_slice()) {
-        ("POST", ["publish"]) => publish(req, worker).await,
+        ("POST", ["publish"]) => publish(req, worker, key).await,
         ("GET", ["rooms"]) => rooms(worker).await,
         ("GET", ["nodes"]) => nodes(worker).await,
         ("GET", ["rooms", room, "presence"]) => {
@@ -119,14 +130,26 @@ pub(super) async fn handle(
     }
 }
 
-fn authorize<B>(req: &Request<B>, worker: &Worker, peer: SocketAddr) -> Result<(), HttpError> {
-    let key = &worker.shared.config.api.key;
+/// The key a request comes with, if it has `scope`: `None` when no key is configured and
+/// the request comes from this machine (which may do everything). Keys are compared in
+/// constant time (`subtle`), every configured one each time, so the time taken says
+/// nothing about which key or how much of a guess was right.
+fn authorize<B>(
+    req: &Request<B>,
+    worker: &Worker,
+    peer: SocketAddr,
+    scope: ApiScope,
+) -> Result<Option<ApiKey>, HttpError> {
+    // Checked when the configuration was loaded; cannot fail here.
+    let keys = worker.shared.config.api.all_keys().unwrap_or_default();
     let refuse = |message: &str| Err(HttpError::new(ErrorCode::Unauthorized, message));
-    if key.is_empty() {
+    if keys.is_empty() {
         return if peer.ip().is_loopback() {
-            Ok(())
+            Ok(None)
         } else {
-            refuse("the API has no key configured (api.key), so it answers only this machine")
+            refuse(
+                "the API has no key configured (api.key, api.keys), so it answers only this machine",
+            )
         };
     }
     let given = req
@@ -134,17 +157,24 @@ fn authorize<B>(req: &Request<B>, worker: &Worker, peer: SocketAddr) -> Result<(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => Ok(()),
-        Some(_) => refuse("wrong API key"),
-        None => refuse("missing API key: send Authorization: Bearer <key>"),
+    let Some(given) = given else {
+        return refuse("missing API key: send Authorization: Bearer <key>");
+    };
+    let given = given.trim().as_bytes();
+    let mut found = None;
+    for k in &keys {
+        if bool::from(k.secret.as_bytes().ct_eq(given)) {
+            found = Some(k.clone());
+        }
     }
-}
-
-/// Compares without stopping at the first difference, so the time taken says nothing
-/// about how much of a guessed key was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    match found {
+        None => refuse("wrong API key"),
+        Some(k) if !k.allows(scope) => Err(HttpError::new(
+            ErrorCode::Forbidden,
+            format!("the key {} lacks the `{}` scope", k.name, scope.as_str()),
+        )),
+        Some(k) => Ok(Some(k)),
+    }
 }
 
 fn parse_since(text: &str) -> Option<SincePos> {
@@ -210,7 +240,11 @@ struct PublishBody {
     from: Option<String>,
 }
 
-async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
+async fn publish(
+    req: Request<Incoming>,
+    worker: Rc<Worker>,
+    key: Option<ApiKey>,
+) -> Response<Body> {
     let parsed: PublishBody = match read_json(req, &worker).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -245,13 +279,15 @@ async fn publish(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
     if let Some(Err(e)) = parsed.id.as_deref().map(crate::protocol::check_id) {
         return error(ErrorCode::BadRequest, &e.message);
     }
-    let from: Arc<str> = Arc::from(
-        parsed
+    // A key without `admin` publishes as itself, whatever `from` says.
+    let from: Arc<str> = Arc::from(match &key {
+        Some(k) if !k.allows(ApiScope::Admin) => k.name.as_str(),
+        _ => parsed
             .from
             .as_deref()
             .filter(|f| !f.is_empty() && f.len() <= 128)
             .unwrap_or("api"),
-    );
+    });
     let data = Bytes::copy_from_slice(data.get().as_bytes());
     let mut results = Vec::with_capacity(rooms.len());
     for room in rooms {
