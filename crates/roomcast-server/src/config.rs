@@ -189,6 +189,9 @@ impl ApiKey {
     }
 }
 
+/// The shortest `auth.jwt_secret` accepted (RFC 7518 section 3.2).
+pub const MIN_JWT_SECRET: usize = 32;
+
 /// The shortest secret `api.keys` accepts.
 pub const MIN_API_SECRET: usize = 16;
 
@@ -259,6 +262,7 @@ pub struct ServerSettings {
     pub echo: bool,
     pub handshake_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[websocket]`: see `default.toml` for each key.
@@ -412,6 +416,16 @@ impl Config {
         }
         if auth.leeway_ms > 300_000 {
             return bad("auth.leeway_ms", "at most 300000 (5 minutes)");
+        }
+        if auth.expiry_warning_ms > 3_600_000 {
+            return bad("auth.expiry_warning_ms", "at most 3600000 (an hour)");
+        }
+        // RFC 7518 section 3.2: an HMAC key at least as long as the hash (256 bits).
+        if !auth.jwt_secret.is_empty() && auth.jwt_secret.len() < MIN_JWT_SECRET {
+            return bad(
+                "auth.jwt_secret",
+                "at least 32 bytes: a shorter secret can be guessed from one token",
+            );
         }
         if self.server.workers > 256 {
             return bad("server.workers", "at most 256");

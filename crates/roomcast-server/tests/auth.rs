@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use roomcast_ws::Message;
 use serde_json::{Value, json};
 
-const SECRET: &str = "test-secret-of-a-decent-length";
+const SECRET: &str = "test-secret-of-a-decent-length-0123456789";
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -245,6 +245,66 @@ async fn an_expiring_token_is_warned_then_closed_with_4009_unless_refreshed() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(renews.request(json!({"type":"ping"})).await["type"], "pong");
     assert!(roomcast_server::Stats::get(&s.stats.token_expiries) >= 1);
+}
+
+#[tokio::test]
+async fn a_refresh_applies_the_new_rooms_and_may_not_shorten_the_token() {
+    let s = start(|c| c.auth.jwt_secret = SECRET.into()).await;
+    let wide = json!({"join": ["a", "b"], "presence": ["a", "b"]});
+    let (mut c, _) = hello(s.addr, None, Some(&for_alice(Some(wide.clone()), 600))).await;
+    for room in ["a", "b"] {
+        let r = c
+            .request(json!({"type":"join","room":room,"presence":{}}))
+            .await;
+        assert_eq!(r["type"], "joined", "{r}");
+    }
+    let sooner = for_alice(Some(wide), 60);
+    let r = c.request(json!({"type":"refresh","token":sooner})).await;
+    assert_eq!(
+        r["code"], "unauthorized",
+        "a token that expires sooner: {r}"
+    );
+    // A narrower token: `b` is left, with a push, before the reply.
+    let narrow = for_alice(Some(json!({"join": ["a"], "presence": ["a"]})), 900);
+    let r = c.request(json!({"type":"refresh","token":narrow})).await;
+    assert_eq!(r["type"], "refreshed", "{r}");
+    let left = c.next_of("left").await;
+    assert_eq!(left["room"], "b");
+    let r = c.request(json!({"type":"leave","room":"b"})).await;
+    assert_eq!(r["code"], "not_joined", "no longer in b: {r}");
+    assert_eq!(
+        c.request(json!({"type":"leave","room":"a"})).await["type"],
+        "left"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_a_client_is_anonymous_and_must_hello_in_time() {
+    let s = start(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.auth.required = "false".into();
+    })
+    .await;
+    let (_c, w) = hello(s.addr, Some("alice"), None).await;
+    let id = w["client"].as_str().unwrap();
+    assert!(
+        id.starts_with("anon-"),
+        "a tokenless client took the id {id}"
+    );
+    let required = start(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.server.handshake_timeout_ms = 300;
+    })
+    .await;
+    let mut silent = Client::connect(required.addr).await;
+    let (code, reason) = close_code(&mut silent).await;
+    assert_eq!(code, 4001, "{reason}");
+    // Without auth, a silent connection stays (heartbeats deal with it).
+    let open = start(|c| c.server.handshake_timeout_ms = 300).await;
+    let mut quiet = Client::connect(open.addr).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let w = quiet.request(json!({"type":"hello","client":"late"})).await;
+    assert_eq!(w["type"], "welcome");
 }
 
 #[tokio::test]

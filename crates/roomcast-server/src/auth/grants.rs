@@ -34,8 +34,8 @@ impl Action {
 }
 
 /// The longest pattern list of one action, and the longest pattern: a token is input.
-const MAX_PATTERNS: usize = 256;
-const MAX_PATTERN_LEN: usize = 256;
+const MAX_PATTERNS: usize = 64;
+const MAX_PATTERN_LEN: usize = 128;
 
 /// The `rooms` claim, checked.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use jsonwebtoken::{AlgorithmFamily, jwk::AlgorithmParameters};
 
@@ -93,37 +93,37 @@ impl KeySet {
                 path: path.into(),
                 reason,
             };
-            let set: JwkSet = serde_json::from_slice(&read(path)?)
+            // Each key on its own: one of a type this crate does not know is skipped, not
+            // the whole file.
+            #[derive(serde::Deserialize)]
+            struct Set {
+                keys: Vec<serde_json::Value>,
+            }
+            let set: Set = serde_json::from_slice(&read(path)?)
                 .map_err(|e| bad(format!("not a JWKS: {e}")))?;
-            for jwk in &set.keys {
-                let family = match &jwk.algorithm {
-                    AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
-                    AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
-                    AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
-                    // A shared secret does not belong in a file of public keys.
-                    AlgorithmParameters::OctetKey(_) => {
-                        return Err(bad("symmetric (\"oct\") keys are not accepted".into()));
+            // Keys that cannot verify signatures (encryption keys, shared secrets, curves
+            // or algorithms not supported) are skipped, as RFC 7517 section 5 asks of
+            // members not understood; each is logged.
+            for raw in set.keys {
+                let jwk: Jwk = match serde_json::from_value(raw) {
+                    Ok(jwk) => jwk,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), "JWKS key skipped: {e}");
+                        continue;
                     }
                 };
-                let alg = match jwk.common.key_algorithm {
-                    // Key algorithms that do not sign (RSA-OAEP, ...) are refused here.
-                    Some(a) => Some(
-                        a.to_string()
-                            .parse::<Algorithm>()
-                            .map_err(|_| bad(format!("`alg` {a} does not sign")))?,
-                    ),
-                    None => None,
-                };
-                if alg.is_some_and(|a| a.family() != family) {
-                    return Err(bad("a key's `alg` does not fit its type".into()));
+                let kid = jwk.common.key_id.clone();
+                match usable(&jwk) {
+                    Ok((family, alg, key)) => keys.push(Key {
+                        kid,
+                        family,
+                        alg,
+                        key,
+                    }),
+                    Err(why) => {
+                        tracing::warn!(file = %path.display(), ?kid, "JWKS key skipped: {why}")
+                    }
                 }
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?;
-                keys.push(Key {
-                    kid: jwk.common.key_id.clone(),
-                    family,
-                    alg,
-                    key,
-                });
             }
         }
         Ok(Self { keys })
@@ -137,16 +137,64 @@ impl KeySet {
             .keys
             .iter()
             .filter(|k| k.family == family && k.alg.is_none_or(|a| a == header.alg));
-        if let Some(kid) = &header.kid
-            && let Some(k) = fits.clone().find(|k| k.kid.as_ref() == Some(kid))
-        {
-            return Some(&k.key);
+        if let Some(kid) = &header.kid {
+            // The key it names; a `kid` no key has finds only a key that has no `kid`
+            // (a secret, a PEM file), never another JWKS key.
+            if let Some(k) = fits.clone().find(|k| k.kid.as_ref() == Some(kid)) {
+                return Some(&k.key);
+            }
+            let mut anonymous = fits.filter(|k| k.kid.is_none());
+            return match (anonymous.next(), anonymous.next()) {
+                (Some(only), None) => Some(&only.key),
+                _ => None,
+            };
         }
         match (fits.next(), fits.next()) {
             (Some(only), None) => Some(&only.key),
             _ => None,
         }
     }
+}
+
+/// A JWK's family, its one algorithm (if it names one) and its decoding key, or why it
+/// cannot verify signatures.
+fn usable(jwk: &Jwk) -> Result<(AlgorithmFamily, Option<Algorithm>, DecodingKey), String> {
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+        AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+        AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
+        // A shared secret does not belong in a file of public keys.
+        AlgorithmParameters::OctetKey(_) => return Err("a symmetric (\"oct\") key".into()),
+    };
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return Err("`use` is not \"sig\"".into());
+    }
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return Err("`key_ops` does not include \"verify\"".into());
+    }
+    let alg = match jwk.common.key_algorithm {
+        Some(a) => Some(
+            a.to_string()
+                .parse::<Algorithm>()
+                .map_err(|_| format!("`alg` {a} does not sign"))?,
+        ),
+        None => None,
+    };
+    if alg.is_some_and(|a| a.family() != family) {
+        return Err("its `alg` does not fit its type".into());
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    Ok((family, alg, key))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -221,7 +269,10 @@ impl Keys {
                 };
                 *current = Arc::new(set);
             }
-            Err(e) => tracing::warn!(error = %e, "token keys not reloaded; the old ones stay"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "token keys NOT reloaded: the keys read before stay trusted until the file is fixed"
+            ),
         }
     }
 }

@@ -7,13 +7,14 @@
 
 pub(crate) mod grants;
 pub(crate) mod keys;
+pub(crate) mod origin;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 pub(crate) use grants::{Action, Grants};
 pub use keys::KeyError;
@@ -66,13 +67,8 @@ pub(crate) struct Identity {
     pub expires_ms: u64,
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    exp: u64,
-    #[serde(default)]
-    rooms: Option<RoomGrants>,
-}
+/// The longest token looked at: anything longer is refused before it is decoded.
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// The node's token checker.
 pub(crate) struct Auth {
@@ -166,6 +162,9 @@ impl Auth {
         let Some(keys) = &self.keys else {
             return Err(AuthError::NoKey("any algorithm".into()));
         };
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Malformed);
+        }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         let set = keys.get();
         let key = set
@@ -175,15 +174,19 @@ impl Auth {
         v.algorithms = vec![header.alg];
         v.leeway = self.settings.leeway_ms.div_ceil(1000);
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "sub"]);
+        // A configured `aud` or `iss` must be in the token, not only right when present.
+        let mut required = vec!["exp", "sub"];
         v.validate_aud = !self.settings.audience.is_empty();
         if v.validate_aud {
             v.set_audience(&[&self.settings.audience]);
+            required.push("aud");
         }
         if !self.settings.issuer.is_empty() {
             v.set_issuer(&[&self.settings.issuer]);
+            required.push("iss");
         }
-        let data = decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+        v.set_required_spec_claims(&required);
+        let data = decode::<Map<String, Value>>(token, key, &v).map_err(|e| match e.kind() {
             ErrorKind::InvalidSignature => AuthError::Signature,
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::NotYet,
@@ -195,19 +198,34 @@ impl Auth {
             ErrorKind::InvalidAlgorithm => AuthError::NoKey(format!("{:?}", header.alg)),
             _ => AuthError::Malformed,
         })?;
-        let c = data.claims;
-        crate::protocol::client_id(Some(&c.sub)).map_err(|e| AuthError::Claims(e.message))?;
-        let grants = match c.rooms {
+        let mut c = data.claims;
+        let claim = |c: &Map<String, Value>, name: &str| {
+            AuthError::Claims(format!("`{name}` is malformed: {:?}", c.get(name)))
+        };
+        let sub = match c.remove("sub") {
+            Some(Value::String(s)) => s,
+            _ => return Err(claim(&c, "sub")),
+        };
+        crate::protocol::client_id(Some(&sub)).map_err(|e| AuthError::Claims(e.message))?;
+        let exp = c
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| claim(&c, "exp"))?;
+        // Absent: every room. Present, it must be an object of lists (`null` is refused,
+        // not taken for "no limits").
+        let grants = match c.remove("rooms") {
             None => Grants::All,
-            Some(g) => {
+            Some(v) => {
+                let g: RoomGrants = serde_json::from_value(v)
+                    .map_err(|e| AuthError::Claims(format!("`rooms`: {e}")))?;
                 g.check().map_err(AuthError::Claims)?;
                 Grants::Only(g)
             }
         };
         Ok(Identity {
-            client: c.sub,
+            client: sub,
             grants,
-            expires_ms: c.exp.saturating_mul(1000),
+            expires_ms: exp.saturating_mul(1000),
         })
     }
 }

@@ -152,6 +152,26 @@ fn claims_are_checked() {
         auth.verify(&t(with("iss", json!("other")))),
         Err(AuthError::Audience("iss"))
     );
+    // Configured, they must be there: a token without them is not for this server.
+    assert!(matches!(
+        auth.verify(&t(without("aud"))),
+        Err(AuthError::Claims(_))
+    ));
+    assert!(matches!(
+        auth.verify(&t(without("iss"))),
+        Err(AuthError::Claims(_))
+    ));
+    assert!(matches!(
+        auth.verify(&t(with("rooms", json!(null)))),
+        Err(AuthError::Claims(_))
+    ));
+    let huge = with("pad", json!("x".repeat(super::MAX_TOKEN_LEN)));
+    assert_eq!(auth.verify(&t(huge)), Err(AuthError::Malformed));
+    let too_many: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+    assert!(matches!(
+        auth.verify(&t(with("rooms", json!({"join": too_many})))),
+        Err(AuthError::Claims(_))
+    ));
     assert!(matches!(
         auth.verify(&t(without("exp"))),
         Err(AuthError::Claims(_))
@@ -230,7 +250,19 @@ fn a_jwks_file_is_read_again_when_it_changes() {
     let write = |keys: Vec<Jwk>| {
         std::fs::write(&path, serde_json::to_vec(&JwkSet { keys }).unwrap()).unwrap();
     };
-    write(vec![jwk(EC_KEY, "one")]);
+    // An encryption key and a type this crate does not know are skipped; the signing
+    // key still loads.
+    let mut enc = jwk(OTHER_EC_KEY, "enc");
+    enc.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Encryption);
+    let mut set = serde_json::to_value(JwkSet {
+        keys: vec![jwk(EC_KEY, "one"), enc],
+    })
+    .unwrap();
+    set["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "quantum", "kid": "q"}));
+    std::fs::write(&path, set.to_string()).unwrap();
     let auth = Auth::new(&settings(|s| s.jwks_file = path.display().to_string())).unwrap();
     let signed = |pem: &[u8], kid: &str| {
         let mut h = Header::new(Algorithm::ES256);
@@ -238,6 +270,14 @@ fn a_jwks_file_is_read_again_when_it_changes() {
         encode(&h, &alice(), &EncodingKey::from_ec_pem(pem).unwrap()).unwrap()
     };
     assert!(auth.verify(&signed(EC_KEY, "one")).is_ok());
+    assert!(
+        auth.verify(&signed(OTHER_EC_KEY, "enc")).is_err(),
+        "an encryption key verified"
+    );
+    assert!(matches!(
+        auth.verify(&signed(EC_KEY, "unknown")),
+        Err(AuthError::NoKey(_))
+    ));
     assert!(auth.verify(&signed(OTHER_EC_KEY, "two")).is_err());
     // A second key appears in the file: it verifies within the reload period.
     write(vec![jwk(EC_KEY, "one"), jwk(OTHER_EC_KEY, "two")]);

@@ -112,6 +112,13 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
             return refuse(stream, &e.to_http1(), &worker).await;
         }
     };
+    // The echo socket (conformance testing, only with --echo) takes any origin.
+    if let Some(refused) =
+        http::refused_origin(req.headers(), &worker).filter(|_| !matches!(route, Route::Echo))
+    {
+        debug!(%peer, %refused, "handshake from an origin not allowed");
+        return refuse(stream, &refusal(StatusCode::FORBIDDEN, &refused), &worker).await;
+    }
     if worker.shared.is_draining() && !matches!(route, Route::Echo) {
         let draining = refusal(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -62,7 +62,13 @@ fn hello(
             return conn.close(worker, CloseCode(4001), &reason, false);
         }
     };
-    let given = identity.as_ref().map(|id| id.client.clone()).or(client);
+    // With tokens on, a client without one (auth.required = false) is anonymous: it may
+    // not take the id of a client that has a token.
+    let given = match &identity {
+        Some(id) => Some(id.client.clone()),
+        None if worker.shared.auth.is_on() => None,
+        None => client,
+    };
     let client = match crate::protocol::client_id(given.as_deref()) {
         Ok(c) => c,
         Err(e) => return conn.push(worker, reply::error(reference, e.code, &e.message)),

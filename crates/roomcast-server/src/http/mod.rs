@@ -76,6 +76,78 @@ async fn route(req: Request<Incoming>, worker: Rc<Worker>, peer: SocketAddr) -> 
     if hosts > 1 || (hosts == 0 && req.version() == http::Version::HTTP_11) {
         return error(ErrorCode::BadRequest, "missing or repeated Host header");
     }
+    if let Some(refused) =
+        refused_origin(req.headers(), &worker).filter(|_| req.uri().path() != "/echo")
+    {
+        // Refused before anything runs: a browser sends some cross-origin requests (a
+        // POST with a text body) without asking first, and only hides the answer.
+        return error(ErrorCode::Forbidden, &refused);
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if req.method() == Method::OPTIONS {
+        return preflight(origin);
+    }
+    let mut resp = route_allowed(req, worker, peer).await;
+    if let Some(origin) = origin {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after, www-authenticate"),
+        );
+    }
+    resp
+}
+
+/// Why a request's `Origin` is refused, if it is: neither the server's own origin nor
+/// one of `server.allowed_origins` (see `auth::origin`).
+pub(crate) fn refused_origin(headers: &http::HeaderMap, worker: &Worker) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let allowed = &worker.shared.config.server.allowed_origins;
+    match origin.to_str() {
+        Ok(o) if crate::auth::origin::allowed(o, host, allowed) => None,
+        Ok(o) => Some(format!(
+            "origin {o} is not allowed (server.allowed_origins)"
+        )),
+        Err(_) => Some("the Origin header is not text".into()),
+    }
+}
+
+/// The answer to a CORS preflight from an allowed origin (or to a plain OPTIONS).
+fn preflight(origin: Option<HeaderValue>) -> Response<Body> {
+    let mut resp = Response::new(whole(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+    );
+    if let Some(origin) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, last-event-id"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    resp
+}
+
+async fn route_allowed(
+    req: Request<Incoming>,
+    worker: Rc<Worker>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path();
     match (req.method().clone(), path) {
         (m, "/healthz") => healthz(&m, &worker),
@@ -347,6 +419,10 @@ pub(crate) fn open_session(
         cursor.and_then(|c| c.client.as_deref()),
     ) {
         (Some(id), _, _) => id.client.clone(),
+        // With tokens on, a client without one is anonymous (see `conn::ws::hello`).
+        (None, _, _) if worker.shared.auth.is_on() => {
+            crate::protocol::client_id(None).map_err(|e| HttpError::bad_request(&e.message))?
+        }
         (None, None, Some(carried)) => crate::protocol::client_id(Some(carried))
             .map_err(|e| HttpError::bad_request(&e.message))?,
         _ => client_id(q)?,

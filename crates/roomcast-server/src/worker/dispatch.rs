@@ -49,6 +49,10 @@ pub(crate) trait Caller {
     fn may(&self, action: Action, room: &RoomName) -> bool;
     /// Takes a newer token (same client) in place of the one it had.
     fn refreshed(&self, identity: Identity);
+    /// When its token expires (ms), if it has one.
+    fn expires_ms(&self) -> Option<u64>;
+    /// The rooms it is in (or joining), and whether it is visible in each.
+    fn rooms(&self) -> Vec<(RoomName, bool)>;
 }
 
 impl Worker {
@@ -89,9 +93,29 @@ impl Worker {
                         ErrorCode::Unauthorized,
                         "the new token is for another client",
                     ),
+                    Ok(id) if caller.expires_ms().is_some_and(|exp| id.expires_ms < exp) => error(
+                        ErrorCode::Unauthorized,
+                        "the new token expires before the one it would replace",
+                    ),
                     Ok(id) => {
                         let expires = id.expires_ms;
+                        // The new token's `rooms` apply from now on: rooms it does not
+                        // allow (or where it does not allow being visible) are left.
+                        let gone: Vec<RoomName> = caller
+                            .rooms()
+                            .into_iter()
+                            .filter(|(room, visible)| {
+                                !id.grants.allows(Action::Join, room)
+                                    || (*visible && !id.grants.allows(Action::Presence, room))
+                            })
+                            .map(|(room, _)| room)
+                            .collect();
                         caller.refreshed(id);
+                        for room in gone {
+                            if caller.leave(self, &room) {
+                                caller.reply(self, Reply::Frame(reply::left(None, &room)));
+                            }
+                        }
                         caller.reply(self, Reply::Frame(reply::refreshed(reference, expires)));
                     }
                 }
@@ -285,6 +309,21 @@ impl Caller for SocketCaller<'_> {
         session.warned = false;
     }
 
+    fn expires_ms(&self) -> Option<u64> {
+        let session = self.conn.session.borrow();
+        session.auth.as_ref().map(|id| id.expires_ms)
+    }
+
+    fn rooms(&self) -> Vec<(RoomName, bool)> {
+        let session = self.conn.session.borrow();
+        session
+            .rooms
+            .iter()
+            .filter(|m| m.kind == Kind::Ws)
+            .map(|m| (m.room.clone(), m.presence))
+            .collect()
+    }
+
     fn leave(&self, worker: &Rc<Worker>, room: &RoomName) -> bool {
         let membership = {
             let mut session = self.conn.session.borrow_mut();
@@ -361,6 +400,18 @@ impl Caller for SessionCaller<'_> {
         let mut st = self.member.state();
         st.auth = Some(identity);
         st.warned = false;
+    }
+
+    fn expires_ms(&self) -> Option<u64> {
+        self.member.state().auth.as_ref().map(|id| id.expires_ms)
+    }
+
+    fn rooms(&self) -> Vec<(RoomName, bool)> {
+        let st = self.member.state();
+        st.rooms
+            .iter()
+            .map(|r| (r.room.clone(), r.presence.is_some()))
+            .collect()
     }
 
     fn leave(&self, worker: &Rc<Worker>, room: &RoomName) -> bool {

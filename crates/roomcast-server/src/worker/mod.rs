@@ -547,11 +547,24 @@ impl Worker {
         if now_ms >= exp.saturating_add(auth.leeway_ms()) {
             return Some(true);
         }
-        if !*warned && now_ms + auth.warning_ms() >= exp {
+        if !*warned && now_ms.saturating_add(auth.warning_ms()) >= exp {
             *warned = true;
             return Some(false);
         }
         None
+    }
+
+    /// Whether a `/ws` connection has gone without a `hello` for longer than the
+    /// handshake timeout while tokens are required: it could otherwise hold a socket
+    /// forever without one. (A raw room's connection has its token from the handshake.)
+    fn hello_overdue(&self, conn: &Conn, now: Instant) -> bool {
+        if !self.shared.auth.is_required() || conn.close_deadline.get().is_some() {
+            return false;
+        }
+        let session = conn.session.borrow();
+        session.client.is_none()
+            && session.auth.is_none()
+            && now.duration_since(conn.opened) > self.shared.config.handshake_timeout()
     }
 
     fn sweep_connections(self: &Rc<Self>, now: Instant) {
@@ -601,6 +614,16 @@ impl Worker {
                 continue;
             }
             conn.release_idle();
+            if self.hello_overdue(conn, now) {
+                Stats::add(&self.shared.stats.auth_refusals, 1);
+                conn.close(
+                    self,
+                    CloseCode(4001),
+                    "no hello with a token in time",
+                    false,
+                );
+                continue;
+            }
             let due = {
                 let session = &mut *conn.session.borrow_mut();
                 let due = self.token_due(session.auth.as_ref(), &mut session.warned, now_ms);

@@ -101,6 +101,8 @@ pub(crate) struct Conn {
     /// Bytes of a recovery backlog still queued: history the node holds anyway, not
     /// counted against `max_queued_bytes` until written.
     exempt: Cell<usize>,
+    /// When the connection was registered.
+    pub opened: Instant,
     pub last_rx: Cell<Instant>,
     pub last_message: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
@@ -143,6 +145,7 @@ impl Conn {
             dead: Cell::new(false),
             inflight: Cell::new(0),
             exempt: Cell::new(0),
+            opened: now,
             last_rx: Cell::new(now),
             last_message: Cell::new(now),
             ping_sent: Cell::new(None),
