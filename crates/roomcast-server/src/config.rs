@@ -108,6 +108,14 @@ impl AuthSettings {
 #[non_exhaustive]
 pub struct LimitSettings {
     pub max_presence_size: usize,
+    pub exempt_loopback: bool,
+    pub max_connections_per_ip: u32,
+    pub handshakes_per_second_per_ip: u64,
+    pub max_sessions_per_ip: u32,
+    pub messages_per_second: u64,
+    pub bytes_per_second: u64,
+    pub publishes_per_second_per_client: u64,
+    pub publish_burst: u64,
 }
 
 /// `[broker]`: see `default.toml` for each key.
@@ -263,6 +271,17 @@ pub struct ServerSettings {
     pub handshake_timeout_ms: u64,
     pub drain_timeout_ms: u64,
     pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<String>,
+}
+
+impl ServerSettings {
+    /// `trusted_proxies`, parsed (checked when the configuration loaded).
+    pub fn proxies(&self) -> Vec<std::net::IpAddr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
 }
 
 /// `[websocket]`: see `default.toml` for each key.
@@ -400,6 +419,17 @@ impl Config {
         }
         if !(1000..=60_000).contains(&broker.node_ttl_ms) {
             return bad("broker.node_ttl_ms", "must be 1000 to 60000");
+        }
+        if let Some(bad_ip) = self
+            .server
+            .trusted_proxies
+            .iter()
+            .find(|p| p.parse::<std::net::IpAddr>().is_err())
+        {
+            return bad(
+                "server.trusted_proxies",
+                &format!("{bad_ip:?} is not an IP address"),
+            );
         }
         if let Err(reason) = self.api.all_keys() {
             return bad("api.keys", &reason);
@@ -602,7 +632,25 @@ mod tests {
         let c = Config::default();
         let kib = 1024;
         let mib = 1024 * 1024;
-        let cases: [(&str, u64, u64, &str); 24] = [
+        let cases: [(&str, u64, u64, &str); 27] = [
+            (
+                "limits.max_connections_per_ip",
+                u64::from(c.limits.max_connections_per_ip),
+                256,
+                "| `max_connections_per_ip` | 256 room connections",
+            ),
+            (
+                "limits.messages_per_second",
+                c.limits.messages_per_second,
+                200,
+                "| 200 messages and 1 MiB a second per connection",
+            ),
+            (
+                "limits.publish_burst",
+                c.limits.publish_burst,
+                500,
+                "after a burst of `publish_burst` (500)",
+            ),
             (
                 "server.listen port",
                 u64::from(c.server.listen.port()),

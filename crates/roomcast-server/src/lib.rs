@@ -23,6 +23,7 @@ mod engine;
 mod error;
 mod http;
 pub mod hub;
+mod limits;
 mod member;
 mod prefixed;
 pub mod protocol;
@@ -53,4 +54,33 @@ pub(crate) fn random_id(bytes: usize) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz), which reach private
+/// parsers through them: not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    use crate::member::{Cursor, Positions};
+
+    /// Decodes a poll cursor; if it is one, encoding it and decoding again must give the
+    /// same session, sequence, positions, client and rooms (presence may be cut to its
+    /// bound). Panics otherwise.
+    pub fn cursor(text: &str) {
+        let Some(c) = Cursor::decode(text) else {
+            return;
+        };
+        let again = Cursor::decode(&c.encode())
+            .unwrap_or_else(|| panic!("an encoded cursor does not decode: {c:?}"));
+        assert_eq!(
+            (&again.session, again.seq, &again.positions, &again.client, &again.rooms),
+            (&c.session, c.seq, &c.positions, &c.client, &c.rooms)
+        );
+    }
+
+    /// Decodes SSE positions (`Last-Event-ID`); once decoded, encoding and decoding
+    /// again gives the same positions. Panics otherwise.
+    pub fn positions(text: &str) {
+        let p = Positions::decode(text);
+        assert_eq!(Positions::decode(&p.encode()), p, "from {text:?}");
+    }
 }

@@ -105,6 +105,10 @@ pub(crate) struct MemberState {
     pub auth: Option<crate::auth::Identity>,
     /// The `token_expiring` event was sent for the current token.
     pub warned: bool,
+    /// The address its session counts against (`None`: exempt).
+    pub counted_ip: Option<std::net::IpAddr>,
+    /// Held to the per-client publish rate.
+    pub limited: bool,
 }
 
 impl MemberState {

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::member::HttpMember;
 use crate::stats::Stats;
 
@@ -18,6 +19,10 @@ pub(crate) struct Shared {
     pub config: Config,
     /// Checks tokens.
     pub auth: Auth,
+    /// Per-address and per-client accounts.
+    pub limits: Limits,
+    /// `server.trusted_proxies`, parsed.
+    pub proxies: Vec<std::net::IpAddr>,
     pub stats: Arc<Stats>,
     /// The name sent in `welcome`.
     pub node_id: String,
@@ -47,6 +52,8 @@ impl Shared {
         workers: usize,
     ) -> Self {
         Self {
+            limits: Limits::new(config.limits.clone()),
+            proxies: config.server.proxies(),
             config,
             auth,
             stats: Arc::default(),

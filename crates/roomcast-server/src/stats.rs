@@ -20,6 +20,9 @@ pub struct Stats {
     pub auth_refusals: AtomicU64,
     /// Connections and sessions ended because their token expired (4009).
     pub token_expiries: AtomicU64,
+    /// Clients refused by a limit: connections, handshakes or sessions per address (429),
+    /// messages or publishes over their rate (`rate_limited`), closes with 4029.
+    pub limit_refusals: AtomicU64,
 }
 
 impl Stats {

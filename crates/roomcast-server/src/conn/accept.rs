@@ -36,7 +36,7 @@ fn refusal(status: StatusCode, reason: &str) -> Bytes {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     encode_response(&resp)
@@ -144,6 +144,22 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
             Ok(id) => identity = id,
         }
     }
+    // Limits per address, last: only a handshake about to succeed is counted.
+    let ip = crate::limits::client_ip(peer.ip(), req.headers(), &worker.shared.proxies);
+    let counted = if matches!(route, Route::Echo) {
+        None
+    } else {
+        match worker.shared.limits.connect(ip, std::time::Instant::now()) {
+            Ok(counted) => counted,
+            Err(r) => {
+                crate::stats::Stats::add(&worker.shared.stats.limit_refusals, 1);
+                debug!(%peer, %ip, "refused: {r}");
+                let refused = refusal(StatusCode::TOO_MANY_REQUESTS, &r.to_string());
+                return refuse(stream, &refused, &worker).await;
+            }
+        }
+    };
+    let limited = worker.shared.limits.applies(ip) && !matches!(route, Route::Echo);
     let reply = offer.accept(&Accept::default());
     // Bytes after the head are the first frames; an empty remainder must not keep the
     // head's buffer alive for the life of the connection.
@@ -162,6 +178,7 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         Route::Ws => {
             let conn = worker.register(stream, rest);
+            conn.limit(&worker, counted, limited);
             // The 101 goes first in the connection's send queue.
             conn.ws.borrow_mut().outbox().push(reply);
             let _ = conn.flush();
@@ -170,6 +187,7 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         Route::Raw(Ok(room), echo) => {
             let conn = worker.register(stream, rest);
+            conn.limit(&worker, counted, limited);
             conn.session.borrow_mut().auth = identity;
             conn.ws.borrow_mut().outbox().push(reply);
             // Membership begins before the 101 is written: whatever is published from

@@ -5,12 +5,14 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::BytesMut;
-use roomcast_ws::{Message, State};
+use roomcast_ws::{CloseCode, Message, State};
 use tokio::io::Interest;
 use tokio::time::Instant;
 
 use super::{raw, ws};
-use crate::protocol::RoomName;
+use crate::limits::Verdict;
+use crate::protocol::{ErrorCode, RoomName, reply};
+use crate::stats::Stats;
 use crate::worker::Conn;
 use crate::worker::{SCRATCH_SIZE, Worker};
 
@@ -164,6 +166,18 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) -> bool {
     more
 }
 
+/// Accounts a message against its connection's rates (exempt connections have none).
+fn within_rate(worker: &Worker, conn: &Conn, msg: &Message) -> Verdict {
+    match conn.flow.borrow_mut().as_mut() {
+        Some(flow) => flow.message(
+            msg.payload().len(),
+            worker.shared.limits.settings(),
+            std::time::Instant::now(),
+        ),
+        None => Verdict::Pass,
+    }
+}
+
 /// Decodes and handles every complete message in the read buffer.
 fn process(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
     let mut messages = false;
@@ -181,6 +195,27 @@ fn process(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) {
         match received {
             Ok(Some(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                 messages = true;
+                match within_rate(worker, conn, &msg) {
+                    Verdict::Pass => {}
+                    Verdict::Refuse => {
+                        Stats::add(&worker.shared.stats.limit_refusals, 1);
+                        // A raw room has no replies: the message is dropped.
+                        if matches!(endpoint, Endpoint::Ws) {
+                            let reference = match &msg {
+                                Message::Text(t) => crate::protocol::parse(t.as_bytes()).0,
+                                _ => None,
+                            };
+                            let why = "over limits.messages_per_second or bytes_per_second";
+                            conn.push(worker, reply::error(reference, ErrorCode::RateLimited, why));
+                        }
+                        continue;
+                    }
+                    Verdict::Close => {
+                        Stats::add(&worker.shared.stats.limit_refusals, 1);
+                        conn.close(worker, CloseCode(4029), "rate limited", false);
+                        break;
+                    }
+                }
                 match endpoint {
                     Endpoint::Ws => ws::handle(worker, conn, msg),
                     Endpoint::Raw { room, echo } => raw::handle(worker, conn, room, *echo, msg),

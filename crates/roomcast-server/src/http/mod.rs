@@ -84,7 +84,14 @@ async fn route(req: Request<Incoming>, worker: Rc<Worker>, peer: SocketAddr) -> 
         return error(ErrorCode::Forbidden, &refused);
     }
     let origin = req.headers().get(header::ORIGIN).cloned();
-    if req.method() == Method::OPTIONS {
+    // A CORS preflight (an OPTIONS from a page, asking about a method); any other
+    // OPTIONS is routed like every request (and is mostly a 405).
+    if req.method() == Method::OPTIONS
+        && origin.is_some()
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
         return preflight(origin);
     }
     let mut resp = route_allowed(req, worker, peer).await;
@@ -115,7 +122,7 @@ pub(crate) fn refused_origin(headers: &http::HeaderMap, worker: &Worker) -> Opti
     }
 }
 
-/// The answer to a CORS preflight from an allowed origin (or to a plain OPTIONS).
+/// The answer to a CORS preflight from an allowed origin.
 fn preflight(origin: Option<HeaderValue>) -> Response<Body> {
     let mut resp = Response::new(whole(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -152,8 +159,8 @@ async fn route_allowed(
     match (req.method().clone(), path) {
         (m, "/healthz") => healthz(&m, &worker),
         (_, "/echo") if worker.shared.config.server.echo => upgrade(req, &worker),
-        (Method::GET, "/sse") => sse::open(req, worker),
-        (Method::GET, "/poll") => poll::poll(req, worker).await,
+        (Method::GET, "/sse") => sse::open(req, worker, peer),
+        (Method::GET, "/poll") => poll::poll(req, worker, peer).await,
         (Method::POST, "/cmd") => cmd::handle(req, worker).await,
         (_, p) if p == "/api" || p.starts_with("/api/") => api::handle(req, worker, peer).await,
         (_, "/sse" | "/poll" | "/cmd") => {
@@ -335,6 +342,15 @@ pub(crate) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// The client's address: the peer's, or what a trusted proxy says it is.
+pub(crate) fn client_ip<B>(
+    req: &Request<B>,
+    worker: &Worker,
+    peer: SocketAddr,
+) -> std::net::IpAddr {
+    crate::limits::client_ip(peer.ip(), req.headers(), &worker.shared.proxies)
+}
+
 /// The token of a request: `Authorization: Bearer TOKEN`, or the `token` parameter (for
 /// clients that cannot set headers, such as `EventSource` and WebSocket in browsers).
 pub(crate) fn token<'a, B>(req: &'a Request<B>, q: &'a [(String, String)]) -> Option<&'a str> {
@@ -383,6 +399,7 @@ pub(crate) fn open_session(
     worker: &Rc<Worker>,
     kind: HttpKind,
     q: &[(String, String)],
+    ip: std::net::IpAddr,
     token: Option<&str>,
     resume: Option<&Positions>,
     cursor: Option<&Cursor>,
@@ -455,8 +472,17 @@ pub(crate) fn open_session(
             }
         }
     }
+    let counted = worker.shared.limits.open_session(ip).map_err(|r| {
+        crate::stats::Stats::add(&worker.shared.stats.limit_refusals, 1);
+        HttpError::new(ErrorCode::RateLimited, r.to_string())
+    })?;
     let member = worker.register_http(kind, Arc::from(client));
-    member.state().auth = identity.clone();
+    {
+        let mut st = member.state();
+        st.auth = identity.clone();
+        st.counted_ip = counted;
+        st.limited = worker.shared.limits.applies(ip);
+    }
     // The same object as `/ws`'s welcome, with the session to send commands with.
     let welcome = reply::welcome(
         None,

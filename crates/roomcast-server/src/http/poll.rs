@@ -25,7 +25,11 @@ use crate::worker::{Forwarded, Worker};
 /// How much longer than its own timeout a poll forwarded to another node may wait.
 const FORWARD_MARGIN: Duration = Duration::from_secs(2);
 
-pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
+pub(super) async fn poll(
+    req: Request<Incoming>,
+    worker: Rc<Worker>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let q = query(&req);
     let config = &worker.shared.config.http;
     let cursor = match param(&q, "cursor") {
@@ -100,6 +104,7 @@ pub(super) async fn poll(req: Request<Incoming>, worker: Rc<Worker>) -> Response
             &worker,
             HttpKind::Poll,
             &q,
+            super::client_ip(&req, &worker, peer),
             super::token(&req, &q),
             cursor.as_ref().map(|c| &c.positions),
             cursor.as_ref(),

@@ -29,14 +29,22 @@ use crate::worker::Worker;
 /// Events put in one chunk of the response, at most.
 const BATCH_BYTES: usize = 64 * 1024;
 
-pub(super) fn open(req: Request<Incoming>, worker: Rc<Worker>) -> Response<Body> {
-    match start(&req, worker) {
+pub(super) fn open(
+    req: Request<Incoming>,
+    worker: Rc<Worker>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    match start(&req, worker, peer) {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
 }
 
-fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, HttpError> {
+fn start(
+    req: &Request<Incoming>,
+    worker: Rc<Worker>,
+    peer: std::net::SocketAddr,
+) -> Result<Response<Body>, HttpError> {
     let q = query(req);
     // EventSource sends the last id as a header; polyfills may only manage a parameter.
     let last_id = req
@@ -53,6 +61,7 @@ fn start(req: &Request<Incoming>, worker: Rc<Worker>) -> Result<Response<Body>, 
         &worker,
         HttpKind::Sse,
         &q,
+        super::client_ip(req, &worker, peer),
         super::token(req, &q),
         Some(&resume),
         None,

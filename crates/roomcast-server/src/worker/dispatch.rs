@@ -51,6 +51,8 @@ pub(crate) trait Caller {
     fn refreshed(&self, identity: Identity);
     /// When its token expires (ms), if it has one.
     fn expires_ms(&self) -> Option<u64>;
+    /// Whether it is held to the per-client publish rate (not exempt).
+    fn limited(&self) -> bool;
     /// The rooms it is in (or joining), and whether it is visible in each.
     fn rooms(&self) -> Vec<(RoomName, bool)>;
 }
@@ -165,6 +167,15 @@ impl Worker {
                 }
                 if let Err(e) = self.check_data(data) {
                     return error(e.code, &e.message);
+                }
+                if caller.limited()
+                    && let Err(r) = self
+                        .shared
+                        .limits
+                        .publish(caller.client(), std::time::Instant::now())
+                {
+                    crate::stats::Stats::add(&self.shared.stats.limit_refusals, 1);
+                    return error(ErrorCode::RateLimited, &r.to_string());
                 }
                 let msg = HomeMsg::Publish(Publish {
                     room: room.clone(),
@@ -314,6 +325,10 @@ impl Caller for SocketCaller<'_> {
         session.auth.as_ref().map(|id| id.expires_ms)
     }
 
+    fn limited(&self) -> bool {
+        self.conn.flow.borrow().is_some()
+    }
+
     fn rooms(&self) -> Vec<(RoomName, bool)> {
         let session = self.conn.session.borrow();
         session
@@ -404,6 +419,10 @@ impl Caller for SessionCaller<'_> {
 
     fn expires_ms(&self) -> Option<u64> {
         self.member.state().auth.as_ref().map(|id| id.expires_ms)
+    }
+
+    fn limited(&self) -> bool {
+        self.member.state().limited
     }
 
     fn rooms(&self) -> Vec<(RoomName, bool)> {

@@ -366,6 +366,9 @@ impl Worker {
     /// Removes a connection: it leaves every room (presence updates right away) and is
     /// forgotten.
     pub(crate) fn unregister(self: &Rc<Self>, conn: &Rc<Conn>) {
+        if let Some(ip) = conn.counted_ip.take() {
+            self.shared.limits.release(ip, false);
+        }
         let memberships = std::mem::take(&mut conn.session.borrow_mut().rooms);
         let client = conn.session.borrow().client.clone();
         for m in memberships {
@@ -443,6 +446,9 @@ impl Worker {
             http.remove(slot);
         }
         self.shared.sessions_remove(&member.session);
+        if let Some(ip) = member.state().counted_ip.take() {
+            self.shared.limits.release(ip, true);
+        }
         let rooms = std::mem::take(&mut member.state().rooms);
         for r in rooms {
             self.drop_http_membership(member, r);

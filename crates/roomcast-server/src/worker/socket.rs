@@ -103,6 +103,10 @@ pub(crate) struct Conn {
     exempt: Cell<usize>,
     /// When the connection was registered.
     pub opened: Instant,
+    /// The address it counts against (`None`: exempt).
+    pub counted_ip: Cell<Option<std::net::IpAddr>>,
+    /// Its message and byte rates (`None`: exempt).
+    pub flow: RefCell<Option<Box<crate::limits::Flow>>>,
     pub last_rx: Cell<Instant>,
     pub last_message: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
@@ -146,12 +150,27 @@ impl Conn {
             inflight: Cell::new(0),
             exempt: Cell::new(0),
             opened: now,
+            counted_ip: Cell::new(None),
+            flow: RefCell::new(None),
             last_rx: Cell::new(now),
             last_message: Cell::new(now),
             ping_sent: Cell::new(None),
             close_deadline: Cell::new(None),
             signalled: Cell::new(false),
             waker: Cell::new(None),
+        }
+    }
+
+    /// Holds the connection to the limits: `counted` is the address its slot counts
+    /// against (given back when it goes), `limited` whether its rates are watched.
+    pub(crate) fn limit(&self, worker: &Worker, counted: Option<std::net::IpAddr>, limited: bool) {
+        self.counted_ip.set(counted);
+        if limited {
+            let flow = crate::limits::Flow::new(
+                worker.shared.limits.settings(),
+                std::time::Instant::now(),
+            );
+            *self.flow.borrow_mut() = Some(Box::new(flow));
         }
     }
 
