@@ -70,6 +70,13 @@ seed handshake_request post 'POST / HTTP/1.0\r\nHost: x\r\n\r\n'
 seed handshake_response ok 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n'
 seed handshake_response protocol-extension 'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {accept}\r\nsec-websocket-protocol: chat\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits=15\r\n\r\n\x81\x00'
 seed handshake_response refused 'HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n'
+seed protocol_request publish '{"type":"publish","room":"lobby","data":{"a":[1,2]},"id":"k1","ref":4}'
+seed protocol_request join '{"type":"join","room":"a","presence":{"n":1},"since":{"epoch":"e","offset":41},"ref":2}'
+seed protocol_request wrong-type '{"type":"history","room":5,"limit":"10","ref":8}'
+seed protocol_request refresh '{"type":"refresh","token":"a.b.c","ref":9}'
+seed session_cursor old-format 'abc|3|lobby!e!12'
+seed session_cursor json "$(printf '{"s":"s1","q":4,"p":"a!e!3","c":"alice","j":["b"],"r":{"a":{"n":1}}}' | base64 -w0 | tr '+/' '-_' | tr -d '=')"
+seed session_cursor positions 'lobby!e1!12,team!e2!7'
 seed utf8_chunks text 'abcdefgh\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5 \xf0\x9d\x84\x9e \xe2\x82\xac'
 
 log_dir=$(mktemp -d)

@@ -72,7 +72,13 @@ pub mod fuzz {
         let again = Cursor::decode(&c.encode())
             .unwrap_or_else(|| panic!("an encoded cursor does not decode: {c:?}"));
         assert_eq!(
-            (&again.session, again.seq, &again.positions, &again.client, &again.rooms),
+            (
+                &again.session,
+                again.seq,
+                &again.positions,
+                &again.client,
+                &again.rooms
+            ),
             (&c.session, c.seq, &c.positions, &c.client, &c.rooms)
         );
     }

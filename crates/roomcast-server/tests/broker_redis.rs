@@ -105,12 +105,22 @@ fn free_port() -> u16 {
 }
 
 async fn node(redis: &Redis, name: &str) -> TestServer {
+    node_with(redis, name, |_| {}).await
+}
+
+/// [`node`] with more settings.
+async fn node_with(
+    redis: &Redis,
+    name: &str,
+    more: impl FnOnce(&mut roomcast_server::Config),
+) -> TestServer {
     let url = redis.url();
     let name = name.to_owned();
     let server = common::start(move |c| {
         c.broker.url = url;
         c.server.node_id = name;
         c.broker.presence_ttl_ms = 1500;
+        more(c);
     })
     .await;
     // Connected to Redis before the test goes on.
@@ -1069,4 +1079,67 @@ async fn one_forwarded_poll_per_session_waits_at_a_time() {
     ))
     .await;
     assert_eq!(status, 200);
+}
+
+/// Tokens with the broker: checked on every node, and a session's commands forwarded to
+/// its node through Redis obey its token's claim there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_hold_on_every_node_and_for_commands_forwarded_to_another() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    const SECRET: &str = "broker-test-secret-0123456789abcdef";
+    let redis = Redis::start(false);
+    let secret = |c: &mut roomcast_server::Config| c.auth.jwt_secret = SECRET.into();
+    let a = node_with(&redis, "a", secret).await;
+    let b = node_with(&redis, "b", secret).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |sub: &str, rooms: Value| {
+        encode(
+            &Header::default(),
+            &json!({"sub": sub, "exp": exp, "rooms": rooms}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let talker = token("alice", json!({"join": ["lobby"], "publish": ["lobby"]}));
+    let listener = token("bob", json!({"join": ["lobby"]}));
+    // A socket on each node; what alice publishes on a reaches bob on b.
+    let mut alice = Client::connect(a.addr).await;
+    let w = alice.request(json!({"type":"hello","token":talker})).await;
+    assert_eq!(w["client"], "alice", "{w}");
+    alice.join("lobby").await;
+    let mut bob = Client::connect(b.addr).await;
+    assert_eq!(
+        bob.request(json!({"type":"hello","token":listener})).await["client"],
+        "bob"
+    );
+    bob.join("lobby").await;
+    let r = bob
+        .request(json!({"type":"publish","room":"lobby","data":1}))
+        .await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+    assert_eq!(alice.publish("lobby", json!("hi")).await["type"], "ack");
+    assert_eq!(bob.next_of("message").await["data"], "hi");
+    // A poll session of bob's on node a; its publish sent through node b is forwarded to
+    // a, which refuses it by bob's claim.
+    let (status, v) = common::get_json_status(format!(
+        "http://{}/poll?room=lobby&timeout_ms=0&token={listener}",
+        a.addr
+    ))
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let session = v["session"].as_str().unwrap().to_owned();
+    let (status, v) = cmd(
+        b.addr,
+        &session,
+        json!({"type":"publish","room":"lobby","data":2,"ref":1}),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    // No token, on any node: 401.
+    let (status, _) = common::get_json_status(format!("http://{}/poll?room=lobby", b.addr)).await;
+    assert_eq!(status, 401);
 }

@@ -29,6 +29,10 @@ struct Serve(#[allow(dead_code)] Child, SocketAddr);
 
 impl Serve {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -38,6 +42,7 @@ impl Serve {
                 "--log",
                 "warn",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -469,4 +474,54 @@ async fn publish_over_the_http_api() {
     let (code, _, err) = run(&["publish", &base, "--room", "bad room", "x"], "").await;
     assert_eq!(code, 4);
     assert!(err.contains("400"), "{err}");
+}
+
+/// `roomcast token` makes what the server takes, and `publish --token` and `connect
+/// --token` use it; a token that does not allow the room is refused (exit 4).
+#[tokio::test]
+async fn tokens_made_by_the_cli_open_what_their_rooms_claim_allows() {
+    const SECRET: &str = "cli-test-secret-0123456789abcdef0123";
+    let set = format!("auth.jwt_secret={SECRET}");
+    let s = Serve::start_with(&["--set", &set]).await;
+    let url = format!("ws://{}/ws", s.1);
+    let (code, token, err) = run(
+        &[
+            "token",
+            "--secret",
+            SECRET,
+            "--sub",
+            "alice",
+            "--ttl",
+            "600",
+            "--rooms",
+            r#"{"join":["lobby"],"publish":["lobby"]}"#,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let (code, out, err) = run(
+        &["publish", &url, "--room", "lobby", "--token", token, "hi"],
+        "",
+    )
+    .await;
+    assert_eq!((code, published_offset(&out)), (0, Some(1)), "{out} {err}");
+    let (code, _, err) = run(
+        &["publish", &url, "--room", "secret", "--token", token, "hi"],
+        "",
+    )
+    .await;
+    assert_eq!(code, 4, "a room the token does not allow: {err}");
+    assert!(err.contains("forbidden"), "{err}");
+    // Without a token: refused at hello.
+    let (code, _, err) = run(&["publish", &url, "--room", "lobby", "hi"], "").await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("unauthorized") || err.contains("4001"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["token", "--sub", "x"], "").await;
+    assert_eq!(code, 2, "no key: {err}");
 }

@@ -188,7 +188,7 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         Route::Raw(Ok(room), echo) => {
             let conn = worker.register(stream, rest);
             conn.limit(&worker, counted, limited);
-            conn.session.borrow_mut().auth = identity;
+            conn.session.borrow_mut().auth = identity.map(Box::new);
             conn.ws.borrow_mut().outbox().push(reply);
             // Membership begins before the 101 is written: whatever is published from
             // now on is queued behind it.

@@ -84,6 +84,6 @@ fn hello(
     );
     let mut session = conn.session.borrow_mut();
     session.client = Some(Arc::from(client));
-    session.auth = identity;
+    session.auth = identity.map(Box::new);
     conn.push(worker, frame);
 }

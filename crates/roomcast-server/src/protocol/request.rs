@@ -156,6 +156,17 @@ struct RefOnly {
 /// the error reply can carry it: a field of the wrong type (`"room":5`) loses nothing, only
 /// JSON that is not an object or a `ref` that is not a u64 leaves the reply without one.
 pub fn parse(text: &[u8]) -> (Option<u64>, Result<Request<'_>, ProtoError>) {
+    // Derived structs would also take a JSON array, field by field in order
+    // (`["publish",3]`): a request is an object, and nothing else is read for a `ref`.
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return (
+            None,
+            Err(ProtoError::new(
+                ErrorCode::BadRequest,
+                "invalid request: a request is one JSON object",
+            )),
+        );
+    }
     let env: Envelope<'_> = match serde_json::from_slice(text) {
         Ok(env) => env,
         Err(e) => {
@@ -350,6 +361,17 @@ mod tests {
             code(r#"{"type":"join","room":5,"ref":"8"}"#),
             (None, Some(ErrorCode::BadRequest))
         );
+        // Not an object, even one that would fill the fields in order: no request, no ref
+        // (found by the protocol_request fuzz target).
+        for text in [
+            "[22]",
+            r#"["ping",7]"#,
+            " [\"publish\",3,\"a\"]",
+            "7",
+            "\"hello\"",
+        ] {
+            assert_eq!(code(text), (None, Some(ErrorCode::BadRequest)), "{text}");
+        }
         // One rule for `limit` on every transport: 1 to 1000, refused outside, never clamped.
         for limit in ["0", "1001", "5000"] {
             assert_eq!(

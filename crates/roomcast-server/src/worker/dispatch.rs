@@ -316,7 +316,7 @@ impl Caller for SocketCaller<'_> {
 
     fn refreshed(&self, identity: Identity) {
         let mut session = self.conn.session.borrow_mut();
-        session.auth = Some(identity);
+        session.auth = Some(Box::new(identity));
         session.warned = false;
     }
 

@@ -632,7 +632,7 @@ impl Worker {
             }
             let due = {
                 let session = &mut *conn.session.borrow_mut();
-                let due = self.token_due(session.auth.as_ref(), &mut session.warned, now_ms);
+                let due = self.token_due(session.auth.as_deref(), &mut session.warned, now_ms);
                 due.zip(session.auth.as_ref().map(|a| a.expires_ms))
             };
             match due {

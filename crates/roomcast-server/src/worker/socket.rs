@@ -69,8 +69,9 @@ pub(crate) struct Session {
     pub client: Option<Arc<str>>,
     pub rooms: Vec<Membership>,
     pub next_seq: u32,
-    /// What its token allows, and until when; `None` for a client without one.
-    pub auth: Option<Identity>,
+    /// What its token allows, and until when; `None` for a client without one. Boxed:
+    /// most connections have none, and every idle one pays for this field.
+    pub auth: Option<Box<Identity>>,
     /// The `token_expiring` push was sent for the current token.
     pub warned: bool,
 }
