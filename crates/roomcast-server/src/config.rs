@@ -74,6 +74,26 @@ pub struct Config {
     pub limits: LimitSettings,
     /// `[auth]`.
     pub auth: AuthSettings,
+    /// `[tls]`.
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct TlsSettings {
+    pub cert_file: String,
+    pub key_file: String,
+    pub self_signed: bool,
+}
+
+impl TlsSettings {
+    /// Whether TLS is on.
+    pub fn is_on(&self) -> bool {
+        self.self_signed || !self.cert_file.is_empty()
+    }
 }
 
 /// `[auth]`: see `default.toml` for each key.
@@ -116,6 +136,7 @@ pub struct LimitSettings {
     pub bytes_per_second: u64,
     pub publishes_per_second_per_client: u64,
     pub publish_burst: u64,
+    pub max_rooms: usize,
 }
 
 /// `[broker]`: see `default.toml` for each key.
@@ -429,6 +450,19 @@ impl Config {
             return bad(
                 "server.trusted_proxies",
                 &format!("{bad_ip:?} is not an IP address"),
+            );
+        }
+        let tls = &self.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            return bad(
+                "tls.key_file",
+                "give both tls.cert_file and tls.key_file, or neither",
+            );
+        }
+        if tls.self_signed && !tls.cert_file.is_empty() {
+            return bad(
+                "tls.self_signed",
+                "a certificate file and self_signed exclude each other",
             );
         }
         if let Err(reason) = self.api.all_keys() {

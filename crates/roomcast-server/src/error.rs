@@ -17,6 +17,9 @@ pub enum ServerError {
     /// The broker URL cannot be used.
     #[error("broker: {0}")]
     Broker(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The token keys cannot be used.
     #[error("auth: {0}")]
     Keys(#[from] crate::auth::KeyError),

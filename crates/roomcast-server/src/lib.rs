@@ -30,13 +30,15 @@ pub mod protocol;
 mod server;
 mod shared;
 mod stats;
+mod tls;
 mod worker;
 
 pub use auth::KeyError;
 pub use config::{Config, ConfigError};
 pub use error::ServerError;
-pub use server::{Server, ShutdownHandle};
+pub use server::{Server, ShutdownHandle, TlsReloader};
 pub use stats::Stats;
+pub use tls::TlsError;
 
 /// Milliseconds since the Unix epoch (message timestamps, history age).
 pub(crate) fn now_ms() -> u64 {

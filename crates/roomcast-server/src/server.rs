@@ -12,6 +12,7 @@ use crate::engine::{Engine, Mesh};
 use crate::error::ServerError;
 use crate::shared::Shared;
 use crate::stats::Stats;
+use crate::tls::Tls;
 use crate::worker;
 
 /// A bound node, ready to run.
@@ -27,6 +28,25 @@ pub struct Server {
 /// Stops a running [`Server`] from elsewhere (a signal handler, a test).
 #[derive(Clone, Debug)]
 pub struct ShutdownHandle(watch::Sender<bool>);
+
+/// Reads a running [`Server`]'s TLS certificate and key files again: connections made from
+/// then on get the new certificate, those up keep theirs.
+#[derive(Clone, Debug)]
+pub struct TlsReloader(Arc<Shared>);
+
+impl TlsReloader {
+    /// Reloads; on an error the certificate in use stays. Without TLS, does nothing.
+    pub fn reload(&self) -> Result<(), crate::TlsError> {
+        match &self.0.tls {
+            Some(tls) => {
+                tls.reload()?;
+                tracing::info!(fingerprint = %tls.fingerprint(), "tls: certificate reloaded");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
 
 impl ShutdownHandle {
     /// Starts the drain: the node stops taking WebSocket clients, answers `/healthz` with
@@ -72,7 +92,25 @@ impl Server {
         } else if auth.is_on() {
             tracing::info!("auth: tokens are checked when given; clients without one are let in");
         }
-        let shared = Arc::new(Shared::new(config, auth, node_id, address, workers));
+        let tls = if config.tls.self_signed {
+            let tls = Tls::self_signed()?;
+            // On stderr whatever the log level: who connects has to check it.
+            eprintln!(
+                "tls: a self-signed certificate for localhost, 127.0.0.1 and ::1 (development only); SHA-256 fingerprint {}",
+                tls.fingerprint()
+            );
+            Some(tls)
+        } else if config.tls.is_on() {
+            let tls = Tls::from_files(
+                std::path::Path::new(&config.tls.cert_file),
+                std::path::Path::new(&config.tls.key_file),
+            )?;
+            tracing::info!(fingerprint = %tls.fingerprint(), "tls: wss:// and https:// on");
+            Some(tls)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared::new(config, auth, tls, node_id, address, workers));
         Ok(Self {
             listeners,
             shared,
@@ -93,6 +131,11 @@ impl Server {
     /// A handle that stops this server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.stop.clone())
+    }
+
+    /// A handle that reads the TLS certificate and key again (on SIGHUP).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.shared.clone())
     }
 
     /// The node's counters.
@@ -124,6 +167,7 @@ impl Server {
                     presence_ttl_ms: shared.config.broker.presence_ttl_ms,
                     presence_batch_ms: shared.config.rooms.presence_batch_ms,
                     node_ttl_ms: shared.config.broker.node_ttl_ms,
+                    max_rooms: shared.config.limits.max_rooms,
                 };
                 let (handle, thread) = crate::engine::redis::start(
                     settings,

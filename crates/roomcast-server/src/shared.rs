@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::member::HttpMember;
 use crate::stats::Stats;
+use crate::tls::Tls;
 
 /// What every worker shares.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub(crate) struct Shared {
     pub config: Config,
     /// Checks tokens.
     pub auth: Auth,
+    /// TLS, when it is on.
+    pub tls: Option<Tls>,
     /// Per-address and per-client accounts.
     pub limits: Limits,
     /// `server.trusted_proxies`, parsed.
@@ -47,6 +50,7 @@ impl Shared {
     pub(crate) fn new(
         config: Config,
         auth: Auth,
+        tls: Option<Tls>,
         node_id: String,
         address: String,
         workers: usize,
@@ -56,6 +60,7 @@ impl Shared {
             proxies: config.server.proxies(),
             config,
             auth,
+            tls,
             stats: Arc::default(),
             node_id,
             instance: crate::random_id(crate::engine::redis::INSTANCE_LEN / 2),
@@ -70,7 +75,7 @@ impl Shared {
     #[cfg(test)]
     pub(crate) fn for_tests(config: Config) -> Self {
         let auth = Auth::new(&config.auth).unwrap_or_else(|e| panic!("test keys: {e}"));
-        Self::new(config, auth, "test".into(), "127.0.0.1:0".into(), 1)
+        Self::new(config, auth, None, "test".into(), "127.0.0.1:0".into(), 1)
     }
 
     /// Whether the node is stopping: `/healthz` answers 503 and new WebSocket

@@ -11,6 +11,8 @@ pub struct Stats {
     pub slow_consumer_closes: AtomicU64,
     /// Connections closed because they did not answer a ping in time.
     pub heartbeat_timeouts: AtomicU64,
+    /// Rooms the node holds now (a gauge; see `limits.max_rooms`).
+    pub rooms: AtomicI64,
     /// Messages appended to room histories.
     pub published: AtomicU64,
     /// Frames queued to connections by fan-out (one per message per member).

@@ -214,3 +214,31 @@ async fn the_forwarded_address_counts_only_behind_a_trusted_proxy() {
     let (b, _, _k2) = handshake(plain.addr, "/ws", &xff("203.0.113.5")).await;
     assert_eq!((a, b), (101, 101));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holds_at_most_max_rooms() {
+    let s = start(|c| c.limits.max_rooms = 2).await;
+    let mut c = Client::hello(s.addr, "roomy").await;
+    c.join("one").await;
+    let mut other = Client::hello(s.addr, "other").await;
+    other.join("two").await;
+    let r = c.request(json!({"type":"join","room":"three"})).await;
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{r}"
+    );
+    assert!(r["message"].as_str().unwrap().contains("max_rooms"), "{r}");
+    // The API cannot create one either; the rooms held still work.
+    let (status, v) = common::api(
+        s.addr,
+        "POST",
+        "/api/publish",
+        Some(json!({"room": "four", "data": 1})),
+    )
+    .await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(c.join("two").await["type"], "joined");
+    assert_eq!(c.publish("one", json!(1)).await["type"], "ack");
+    assert_eq!(s.stats.rooms.load(std::sync::atomic::Ordering::Relaxed), 2);
+}

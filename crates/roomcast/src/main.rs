@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod net;
 mod token;
 
 use std::net::SocketAddr;
@@ -81,12 +82,25 @@ struct ServeArgs {
     /// Serve an echo socket at /echo, for conformance tests (server.echo).
     #[arg(long)]
     echo: bool,
+    /// wss:// and https:// with this PEM certificate chain (tls.cert_file); read again
+    /// on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (tls.key_file).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// wss:// and https:// with a self-signed certificate made now, its fingerprint
+    /// printed (tls.self_signed): for development only.
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
     /// Any setting, e.g. `--set rooms.history_max_messages=5000` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
 }
 
 fn main() -> ExitCode {
+    // The process's one TLS provider (ring), for reqwest's clients as for our own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Config => {
@@ -166,6 +180,13 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.echo {
         overrides.push("server.echo=true".to_owned());
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        overrides.push(format!("tls.cert_file={}", cert.display()));
+        overrides.push(format!("tls.key_file={}", key.display()));
+    }
+    if args.tls_self_signed {
+        overrides.push("tls.self_signed=true".to_owned());
+    }
     overrides.extend(args.set);
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
     let server = Server::bind(config)?;
@@ -173,6 +194,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // printed, so a script that signals as soon as it reads the line gets a drain, not
     // the signal's default (the end of the process).
     let stop = server.shutdown_handle();
+    let reloader = server.tls_reloader();
     let (ready, installed) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("roomcast-signals".into())
@@ -186,9 +208,23 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             };
             rt.block_on(async {
                 match install_signals() {
-                    Ok(signal) => {
+                    Ok((signal, mut hangup)) => {
                         let _ = ready.send(Ok(()));
-                        signal.await;
+                        // SIGHUP: the TLS certificate and key are read again.
+                        let reloads = async move {
+                            while hangup.recv().await.is_some() {
+                                match reloader.reload() {
+                                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
+                                    Err(e) => tracing::error!(
+                                        "SIGHUP: TLS files not reloaded, the old certificate stays: {e}"
+                                    ),
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            () = signal => {}
+                            () = reloads => {}
+                        }
                         tracing::info!("signal received: draining");
                         stop.shutdown();
                     }
@@ -213,19 +249,26 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Registers SIGINT and SIGTERM handlers now (inside a runtime); the future resolves on
-/// the first of them.
+/// Registers SIGINT, SIGTERM and SIGHUP handlers now (inside a runtime); the future
+/// resolves on the first SIGINT or SIGTERM, and the stream yields each SIGHUP.
 #[cfg(unix)]
-fn install_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+fn install_signals() -> std::io::Result<(
+    impl std::future::Future<Output = ()>,
+    tokio::signal::unix::Signal,
+)> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {},
-            _ = terminate.recv() => {},
-        }
-    })
+    let hangup = signal(SignalKind::hangup())?;
+    Ok((
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+        },
+        hangup,
+    ))
 }
 
 /// Ctrl-C where there are no Unix signals.

@@ -538,6 +538,9 @@ async fn a_poll_session_needs_no_sticky_cookie_and_outlives_its_node() {
     let redis = Redis::start();
     let (mut nodes, _, haproxy) = cluster(&redis);
     let front = haproxy.front;
+    // The CLI's reqwest has TLS without a built-in provider: the process installs ring,
+    // as `roomcast` does at start.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)

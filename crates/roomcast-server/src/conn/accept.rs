@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use roomcast_ws::handshake::{
     Accept, RequestError, encode_response, parse_request, validate_request,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
@@ -77,8 +77,46 @@ pub(crate) fn serve(
     })
 }
 
-async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
+/// A connection's stream before its route is known: plain TCP, or TLS once the handshake
+/// is done. A WebSocket takes it apart again ([`Transport::into_parts`]): the socket, and
+/// rustls's state for the worker to drive.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn into_parts(self) -> (TcpStream, Option<Box<rustls::ServerConnection>>);
+}
+
+impl Transport for TcpStream {
+    fn into_parts(self) -> (TcpStream, Option<Box<rustls::ServerConnection>>) {
+        (self, None)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_parts(self) -> (TcpStream, Option<Box<rustls::ServerConnection>>) {
+        let (io, tls) = self.into_inner();
+        (io, Some(Box::new(tls)))
+    }
+}
+
+async fn handle(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = worker.shared.tls.as_ref() else {
+        return route_stream(worker, stream, peer).await;
+    };
+    // TLS first (bounded by the handshake timeout too), then the request head inside it.
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    match tokio::time::timeout(
+        worker.shared.config.handshake_timeout(),
+        acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => route_stream(worker, stream, peer).await,
+        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: SocketAddr) {
     let config = &worker.shared.config;
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::time::timeout(
@@ -94,7 +132,11 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         Err(_) => {
             debug!(%peer, "request head timed out");
-            let _ = stream.try_write(REQUEST_TIMEOUT);
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                stream.write_all(REQUEST_TIMEOUT),
+            )
+            .await;
             return;
         }
     };
@@ -169,15 +211,28 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         BytesMut::new()
     };
     drop(buf);
+    let (stream, tls) = stream.into_parts();
+    let register = |rest: BytesMut| {
+        let conn = worker.register(stream, rest);
+        match tls {
+            Some(tls) => conn.set_tls(tls).map(|()| conn),
+            None => Ok(conn),
+        }
+    };
+    let conn = match register(rest) {
+        Ok(conn) => conn,
+        Err(e) => {
+            debug!(%peer, error = %e, "TLS failed after the handshake");
+            return;
+        }
+    };
     match route {
         Route::Echo => {
-            let conn = worker.register(stream, rest);
             conn.ws.borrow_mut().outbox().push(reply);
             let _ = conn.flush();
             tokio::task::spawn_local(run::run(worker, conn, Endpoint::Echo));
         }
         Route::Ws => {
-            let conn = worker.register(stream, rest);
             conn.limit(&worker, counted, limited);
             // The 101 goes first in the connection's send queue.
             conn.ws.borrow_mut().outbox().push(reply);
@@ -186,7 +241,6 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
             tokio::task::spawn_local(run::run(worker, conn, Endpoint::Ws));
         }
         Route::Raw(Ok(room), echo) => {
-            let conn = worker.register(stream, rest);
             conn.limit(&worker, counted, limited);
             conn.session.borrow_mut().auth = identity.map(Box::new);
             conn.ws.borrow_mut().outbox().push(reply);
@@ -221,8 +275,8 @@ fn route(req: &Request<()>, worker: &Worker) -> Route {
 
 /// Reads until a request head parses. Parsing is retried only when a line has ended, so
 /// a client sending its head a byte at a time costs one parse per line, not per byte.
-async fn read_head(
-    stream: &mut TcpStream,
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     max_head: usize,
 ) -> Result<(Request<()>, usize), HeadError> {
@@ -244,7 +298,7 @@ async fn read_head(
 }
 
 /// Answers a refused request, then closes.
-async fn refuse(mut stream: TcpStream, answer: &[u8], worker: &Worker) {
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, answer: &[u8], worker: &Worker) {
     let _ = tokio::time::timeout(worker.shared.config.handshake_timeout(), async {
         stream.write_all(answer).await?;
         stream.shutdown().await

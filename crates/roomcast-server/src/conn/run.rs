@@ -110,6 +110,28 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) -> bool {
                     conn.dead.set(true);
                     break;
                 }
+                Ok(n) if conn.is_tls() => {
+                    got = true;
+                    // Decrypted onto the read buffer; the scratch is reused at once.
+                    match conn.decrypt(&mut scratch) {
+                        Ok(false) => {}
+                        Ok(true) | Err(_) => {
+                            conn.dead.set(true);
+                            break;
+                        }
+                    }
+                    budget = budget.saturating_sub(n);
+                    if n == room && budget == 0 {
+                        more = true;
+                        break;
+                    }
+                    if n < room {
+                        let _ = conn.io.try_io(Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                        break;
+                    }
+                }
                 Ok(n) => {
                     got = true;
                     let mut rbuf = conn.rbuf.borrow_mut();
@@ -245,8 +267,9 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
         return;
     }
     let deadline = Instant::now() + worker.close_timeout();
+    conn.close_tls();
     let _ = tokio::time::timeout_at(deadline, async {
-        while conn.flush().is_ok() && !conn.ws.borrow_mut().outbox().is_empty() {
+        while conn.flush().is_ok() && conn.has_output() {
             if conn.io.writable().await.is_err() {
                 return;
             }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{HomeMsg, Join, LocalMsg, Publish, Reply, RoomInfo};
 use crate::hub::{HistoryLimits, Room};
@@ -20,6 +21,8 @@ pub(crate) type Out = Vec<(usize, LocalMsg)>;
 pub(crate) struct Homes {
     workers: usize,
     limits: HistoryLimits,
+    /// `limits.max_rooms`, counted over the node in `Stats::rooms`.
+    max_rooms: usize,
     rooms: HashMap<RoomName, Room>,
     /// Raw rooms: members per worker.
     raw: HashMap<RoomName, Vec<u32>>,
@@ -30,10 +33,11 @@ pub(crate) struct Homes {
 
 impl Homes {
     /// The homes of a node of `workers` workers.
-    pub(crate) fn new(workers: usize, limits: HistoryLimits) -> Self {
+    pub(crate) fn new(workers: usize, limits: HistoryLimits, max_rooms: usize) -> Self {
         Self {
             workers,
             limits,
+            max_rooms,
             rooms: HashMap::new(),
             raw: HashMap::new(),
             presence_dirty: Vec::new(),
@@ -53,6 +57,20 @@ impl Homes {
                 reference,
                 notify,
             }) => {
+                if !self.rooms.contains_key(&room) && !self.may_create(stats) {
+                    let reply = full(reference, self.max_rooms);
+                    let target = usize::from(conn.worker);
+                    return out.push((
+                        target,
+                        LocalMsg::JoinFailed {
+                            room,
+                            conn,
+                            seq,
+                            reply,
+                            notify,
+                        },
+                    ));
+                }
                 let (workers, limits) = (self.workers, self.limits);
                 let state = self
                     .rooms
@@ -110,6 +128,10 @@ impl Homes {
             }) => {
                 let target = usize::from(conn.worker);
                 if create && !self.rooms.contains_key(&room) {
+                    if !self.may_create(stats) {
+                        let reply = full(reference, self.max_rooms);
+                        return out.push((target, LocalMsg::Reply { conn, reply }));
+                    }
                     let state = new_room(room.clone(), self.workers, self.limits);
                     self.rooms.insert(room.clone(), state);
                 }
@@ -252,14 +274,38 @@ impl Homes {
         }
     }
 
+    /// Whether one more room may be created, counting it if so (`limits.max_rooms`,
+    /// over every home worker of the node).
+    fn may_create(&self, stats: &Stats) -> bool {
+        let held = stats.rooms.fetch_add(1, Ordering::Relaxed);
+        if held >= self.max_rooms as i64 {
+            stats.rooms.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     /// Drops messages past their age, and rooms that hold nothing.
-    pub(crate) fn expire(&mut self, now_ms: u64) {
+    pub(crate) fn expire(&mut self, now_ms: u64, stats: &Stats) {
+        let before = self.rooms.len();
         self.rooms.retain(|_, room| {
             room.expire(now_ms);
             !room.is_idle()
         });
+        stats
+            .rooms
+            .fetch_sub((before - self.rooms.len()) as i64, Ordering::Relaxed);
         self.raw.retain(|_, subs| subs.iter().any(|&n| n > 0));
     }
+}
+
+/// The refusal of a room past `limits.max_rooms`.
+fn full(reference: Option<u64>, max: usize) -> Reply {
+    Reply::error(
+        reference,
+        ErrorCode::Unavailable,
+        &format!("this node holds its maximum of {max} rooms (limits.max_rooms)"),
+    )
 }
 
 fn new_room(name: RoomName, workers: usize, limits: HistoryLimits) -> Room {

@@ -141,7 +141,11 @@ pub(crate) fn spawn(
 
 impl Worker {
     pub(crate) fn new(index: usize, shared: Arc<Shared>, mesh: Mesh, engine: Engine) -> Self {
-        let homes = Homes::new(mesh.len(), shared.config.history());
+        let homes = Homes::new(
+            mesh.len(),
+            shared.config.history(),
+            shared.config.limits.max_rooms,
+        );
         Worker {
             index,
             shared,
@@ -657,7 +661,9 @@ impl Worker {
     }
 
     fn expire_rooms(&self) {
-        self.homes.borrow_mut().expire(crate::now_ms());
+        self.homes
+            .borrow_mut()
+            .expire(crate::now_ms(), &self.shared.stats);
     }
 
     async fn presence_batcher(self: Rc<Self>) {

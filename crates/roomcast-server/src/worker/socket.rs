@@ -40,6 +40,53 @@ fn gather_len(slices: &[IoSlice<'_>]) -> Option<usize> {
     (len <= GATHER_MAX).then_some(len)
 }
 
+/// Plaintext bytes rustls holds for the outbox at once: more waits as frames, where the
+/// slow-consumer bound sees it.
+const TLS_CHUNK: usize = 64 * 1024;
+
+/// Moves every plaintext byte rustls has decrypted onto `rbuf`.
+fn drain_plaintext(tls: &mut rustls::ServerConnection, rbuf: &mut BytesMut) -> io::Result<()> {
+    use std::io::Read;
+    loop {
+        let start = rbuf.len();
+        rbuf.resize(start + 16 * 1024, 0);
+        match tls.reader().read(&mut rbuf[start..]) {
+            Ok(n) => {
+                rbuf.truncate(start + n);
+                if n == 0 {
+                    return Ok(()); // the peer closed: `decrypt` reports it
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                rbuf.truncate(start);
+                return Ok(());
+            }
+            Err(e) => {
+                rbuf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The socket as rustls's `write_tls` wants it: writes that never block (`WouldBlock`
+/// when the socket is full).
+struct SocketWriter<'a>(&'a TcpStream);
+
+impl io::Write for SocketWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Which room namespace a membership is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
@@ -108,6 +155,9 @@ pub(crate) struct Conn {
     pub counted_ip: Cell<Option<std::net::IpAddr>>,
     /// Its message and byte rates (`None`: exempt).
     pub flow: RefCell<Option<Box<crate::limits::Flow>>>,
+    /// Over TLS: rustls's state (sans-IO) between the socket and the frames. Reads are
+    /// decrypted into `rbuf`, and the outbox is encrypted on its way out (`flush`).
+    tls: RefCell<Option<Box<rustls::ServerConnection>>>,
     pub last_rx: Cell<Instant>,
     pub last_message: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
@@ -153,6 +203,7 @@ impl Conn {
             opened: now,
             counted_ip: Cell::new(None),
             flow: RefCell::new(None),
+            tls: RefCell::new(None),
             last_rx: Cell::new(now),
             last_message: Cell::new(now),
             ping_sent: Cell::new(None),
@@ -173,6 +224,53 @@ impl Conn {
             );
             *self.flow.borrow_mut() = Some(Box::new(flow));
         }
+    }
+
+    /// Runs the connection over TLS from now on. Plaintext rustls already decrypted (sent
+    /// with the handshake's last flight or the request head) moves to `rbuf` now: the
+    /// socket will not say it is readable for bytes already read from it.
+    pub(crate) fn set_tls(&self, mut tls: Box<rustls::ServerConnection>) -> io::Result<()> {
+        drain_plaintext(&mut tls, &mut self.rbuf.borrow_mut())?;
+        *self.tls.borrow_mut() = Some(tls);
+        Ok(())
+    }
+
+    /// Whether the connection runs over TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.borrow().is_some()
+    }
+
+    /// Over TLS: decrypts the bytes read into `input` (emptied) onto `rbuf`. `Ok(true)`
+    /// when the peer closed the TLS session (close_notify), which is the end of input.
+    pub(crate) fn decrypt(&self, input: &mut BytesMut) -> io::Result<bool> {
+        let mut tls = self.tls.borrow_mut();
+        let Some(tls) = tls.as_mut() else {
+            return Ok(false);
+        };
+        let mut rbuf = self.rbuf.borrow_mut();
+        let mut rest: &[u8] = input;
+        let mut closed = false;
+        while !rest.is_empty() {
+            tls.read_tls(&mut rest)?;
+            let state = tls.process_new_packets().map_err(io::Error::other)?;
+            closed |= state.peer_has_closed();
+            drain_plaintext(tls, &mut rbuf)?;
+        }
+        input.clear();
+        Ok(closed)
+    }
+
+    /// Over TLS: queues the TLS close (close_notify) to be written by the next flush.
+    pub(crate) fn close_tls(&self) {
+        if let Some(tls) = self.tls.borrow_mut().as_mut() {
+            tls.send_close_notify();
+        }
+    }
+
+    /// Whether anything waits to be written: frames, or (over TLS) encrypted records.
+    pub(crate) fn has_output(&self) -> bool {
+        !self.ws.borrow_mut().outbox().is_empty()
+            || self.tls.borrow().as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Has the connection's task look at its state again.
@@ -345,6 +443,47 @@ impl Conn {
         }
     }
 
+    /// `flush` over TLS: encrypted records first, then the outbox into rustls at most
+    /// [`TLS_CHUNK`] at a time (so the slow-consumer bound still sees what waits), until
+    /// the socket is full or nothing is left.
+    fn flush_tls(
+        &self,
+        tls: &mut rustls::ServerConnection,
+        out: &mut roomcast_ws::Outbox,
+    ) -> io::Result<()> {
+        use std::io::Write;
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(&mut SocketWriter(&self.io)) {
+                    Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if !self.want_write.replace(true) {
+                            self.wake();
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return self.failed(e),
+                }
+            }
+            if out.is_empty() {
+                break;
+            }
+            let mut moved = 0;
+            while moved < TLS_CHUNK {
+                let Some(front) = out.front() else { break };
+                let n = front.len();
+                tls.writer().write_all(front)?;
+                out.advance(n);
+                self.exempt.set(self.exempt.get().saturating_sub(n));
+                moved += n;
+            }
+        }
+        out.shrink_to(BUSY_SLOTS);
+        self.want_write.set(false);
+        Ok(())
+    }
+
     /// Writes as much of the outbox as the socket takes now. Returns an error only when
     /// the socket failed; a full socket sets `want_write` and wakes the task to wait.
     pub(crate) fn flush(&self) -> io::Result<()> {
@@ -353,6 +492,9 @@ impl Conn {
         }
         let mut ws = self.ws.borrow_mut();
         let out = ws.outbox();
+        if let Some(tls) = self.tls.borrow_mut().as_mut() {
+            return self.flush_tls(tls, out);
+        }
         while !out.is_empty() {
             let written = match out.len() {
                 // One buffer: a plain write is cheaper than writev.

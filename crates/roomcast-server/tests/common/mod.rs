@@ -29,10 +29,17 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an SSE stream may go without an event (or a raw read without a byte).
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Installs ring as the process's TLS provider: built with the whole workspace, reqwest
+/// has the CLI's TLS without a provider of its own (`rustls-no-provider`).
+fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An HTTP client whose every request is bounded: connect within [`CONNECT_TIMEOUT`], the
 /// whole answer within [`HTTP_TIMEOUT`]. A new one per call: a pooled connection must not
 /// outlive the test's runtime.
 pub fn http() -> reqwest::Client {
+    tls_provider();
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)
@@ -44,6 +51,7 @@ pub fn http() -> reqwest::Client {
 /// An HTTP client for streams (SSE): connect within [`CONNECT_TIMEOUT`], then no bound on
 /// the whole answer but [`EVENT_TIMEOUT`] between two reads.
 pub fn http_streaming() -> reqwest::Client {
+    tls_provider();
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)

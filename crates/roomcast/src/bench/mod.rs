@@ -98,6 +98,12 @@ pub struct Target {
     pub authority: String,
     /// Path and query.
     pub path: String,
+    /// `wss://`: TLS, the server's certificate not checked (a benchmark measures its
+    /// own loopback server, often with `--tls-self-signed`).
+    pub tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Target {
@@ -105,9 +111,12 @@ impl Target {
     pub fn parse(url: &str, allow_remote: bool) -> Result<Self, BenchError> {
         let bad = || BenchError::Url(url.to_owned());
         let uri: http::Uri = url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("ws") {
-            return Err(bad());
-        }
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(bad()),
+        };
+        let default_port = if secure { 443 } else { 80 };
         let authority = uri.authority().ok_or_else(bad)?;
         let host = authority
             .host()
@@ -118,7 +127,7 @@ impl Target {
             h => match h.parse() {
                 Ok(ip) => ip,
                 Err(_) if allow_remote => {
-                    let port = authority.port_u16().unwrap_or(80);
+                    let port = authority.port_u16().unwrap_or(default_port);
                     let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(h, port))
                         .map_err(|_| bad())?
                         .next()
@@ -131,12 +140,25 @@ impl Target {
         if !ip.is_loopback() && !allow_remote {
             return Err(BenchError::NotLoopback(host.to_owned()));
         }
-        let addr = SocketAddr::new(ip, authority.port_u16().unwrap_or(80));
+        let addr = SocketAddr::new(ip, authority.port_u16().unwrap_or(default_port));
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let tls = if secure {
+            let insecure = crate::net::TlsArgs {
+                cacert: None,
+                insecure: true,
+            };
+            let config = insecure.client_config().map_err(|_| bad())?;
+            let name =
+                rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+            Some((config, name))
+        } else {
+            None
+        };
         Ok(Self {
             addr,
             authority: authority.as_str().to_owned(),
             path,
+            tls,
         })
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use roomcast_ws::Message;
 use roomcast_ws::handshake::ClientOptions;
 use roomcast_ws::tokio::{Error, WebSocket, WebSocketConfig, client_handshake};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
+
+use crate::net::Stream;
 
 use super::Target;
 
@@ -25,7 +27,7 @@ pub fn source(i: usize, sources: usize) -> Option<IpAddr> {
 }
 
 /// Connects to `target` (from `source` when given) and runs the handshake.
-pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<TcpStream>, Error> {
+pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<Stream>, Error> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -38,6 +40,17 @@ pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<T
         .await
         .map_err(|_| Error::Timeout("TCP connect"))??;
     stream.set_nodelay(true)?;
+    let stream = match &target.tls {
+        None => Stream::Plain(stream),
+        Some((config, name)) => {
+            let tls = tokio_rustls::TlsConnector::from(config.clone());
+            let handshake = tls.connect(name.clone(), stream);
+            let s = tokio::time::timeout(Duration::from_secs(30), handshake)
+                .await
+                .map_err(|_| Error::Timeout("TLS handshake"))??;
+            Stream::Tls(Box::new(s))
+        }
+    };
     let config = WebSocketConfig::default().protocol(
         roomcast_ws::Config::default()
             .max_message_size(64 << 20)
@@ -55,7 +68,7 @@ pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<T
 }
 
 /// Says hello as `client` and joins `room`; returns the room's offset from `joined`.
-pub async fn join(ws: &mut WebSocket<TcpStream>, room: &str, client: &str) -> Result<u64, Error> {
+pub async fn join(ws: &mut WebSocket<Stream>, room: &str, client: &str) -> Result<u64, Error> {
     let hello = serde_json::json!({"type": "hello", "client": client, "ref": 1});
     let join = serde_json::json!({"type": "join", "room": room, "ref": 2});
     ws.feed(Message::text(hello.to_string())).await?;

@@ -84,6 +84,9 @@ pub struct ConnectArgs {
     /// Room mode: join visibly with this presence info (a JSON object).
     #[arg(long, value_name = "JSON")]
     pub presence: Option<String>,
+    /// wss:// trust.
+    #[command(flatten)]
+    pub tls: crate::net::TlsArgs,
     /// Room mode: the token sent in `hello` (the client id is then its `sub` unless
     /// --client says otherwise).
     #[arg(long, env = "ROOMCAST_TOKEN")]

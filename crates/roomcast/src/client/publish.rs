@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use roomcast_ws::handshake::ClientOptions;
-use roomcast_ws::tokio::connect_with;
 use roomcast_ws::{CloseCode, CloseFrame, Message};
 use serde_json::{Value, json};
 
@@ -33,6 +32,9 @@ pub struct PublishArgs {
     /// The client id to publish as (default: the token's `sub`, or `roomcast-cli`).
     #[arg(long)]
     pub client: Option<String>,
+    /// wss:// and https:// trust.
+    #[command(flatten)]
+    pub tls: crate::net::TlsArgs,
     /// For a ws:// URL, the token sent in `hello`.
     #[arg(long, env = "ROOMCAST_TOKEN")]
     pub token: Option<String>,
@@ -70,7 +72,9 @@ pub async fn publish(args: PublishArgs) -> Outcome {
         .unwrap_or_else(|| "roomcast-cli".into());
     let run = async {
         let (mut ws, _) =
-            match connect_with(&args.url, &ClientOptions::default(), ws_config()).await {
+            match crate::net::connect(&args.url, &ClientOptions::default(), ws_config(), &args.tls)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("roomcast publish: {e}");
@@ -139,7 +143,24 @@ async fn over_api(args: &PublishArgs, data: Value) -> Outcome {
         body["id"] = json!(id);
     }
     let url = format!("{}/api/publish", args.url.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
+    let mut client = reqwest::Client::builder();
+    if args.url.starts_with("https://") {
+        match args.tls.client_config() {
+            Ok(config) => client = client.tls_backend_preconfigured((*config).clone()),
+            Err(e) => {
+                eprintln!("roomcast publish: {e}");
+                return Outcome::Usage;
+            }
+        }
+    }
+    let client = match client.build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("roomcast publish: {e}");
+            return Outcome::ConnectFailed;
+        }
+    };
+    let mut req = client
         .post(url)
         .json(&body)
         .timeout(Duration::from_secs_f64(args.timeout.max(0.1)));

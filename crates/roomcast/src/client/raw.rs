@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use roomcast_ws::handshake::ClientOptions;
-use roomcast_ws::tokio::{Error, connect_with};
+use roomcast_ws::tokio::Error;
 use roomcast_ws::{CloseCode, CloseFrame, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -21,7 +21,7 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
             eprintln!("{}", err.dim(&line));
         }
     };
-    let (ws, answer) = match connect_with(&args.url, options, ws_config()).await {
+    let (ws, answer) = match crate::net::connect(&args.url, options, ws_config(), &args.tls).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("roomcast connect: {}", err.red(&e.to_string()));

@@ -10,11 +10,12 @@ use std::io::Write;
 use std::time::Duration;
 
 use roomcast_ws::handshake::ClientOptions;
-use roomcast_ws::tokio::{WebSocket, connect_with};
+use roomcast_ws::tokio::WebSocket;
+
+use crate::net::Stream;
 use roomcast_ws::{CloseCode, CloseFrame, Message};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::style::Palette;
@@ -78,7 +79,7 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
     let mut backoff = Duration::from_millis(250);
     let mut ever_connected = false;
     loop {
-        let ws = match connect_with(&args.url, options, ws_config()).await {
+        let ws = match crate::net::connect(&args.url, options, ws_config(), &args.tls).await {
             Ok((ws, _)) => ws,
             Err(e) if !ever_connected => {
                 eprintln!("roomcast connect: {}", err.red(&e.to_string()));
@@ -132,13 +133,13 @@ fn rand_u32() -> u32 {
     t ^ std::process::id().rotate_left(16)
 }
 
-async fn send(ws: &mut WebSocket<TcpStream>, v: Value) -> bool {
+async fn send(ws: &mut WebSocket<Stream>, v: Value) -> bool {
     ws.send(Message::text(v.to_string())).await.is_ok()
 }
 
 async fn session(
     args: &ConnectArgs,
-    mut ws: WebSocket<TcpStream>,
+    mut ws: WebSocket<Stream>,
     st: &mut State,
     lines: &mut mpsc::UnboundedReceiver<String>,
 ) -> End {

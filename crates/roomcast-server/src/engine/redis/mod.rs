@@ -73,6 +73,8 @@ pub(crate) struct Settings {
     pub presence_ttl_ms: u64,
     pub presence_batch_ms: u64,
     pub node_ttl_ms: u64,
+    /// `limits.max_rooms`: rooms the node's members may be in at once.
+    pub max_rooms: usize,
 }
 
 /// Where workers send the Redis engine their requests.
@@ -878,9 +880,30 @@ impl Broker {
             return self.refuse_join(join);
         }
         if !self.rooms.contains_key(&join.room) {
+            if self.rooms.len() >= self.settings.max_rooms {
+                let max = self.settings.max_rooms;
+                let reply = Reply::error(
+                    join.reference,
+                    ErrorCode::Unavailable,
+                    &format!("this node holds its maximum of {max} rooms (limits.max_rooms)"),
+                );
+                return self.to_worker(
+                    usize::from(join.conn.worker),
+                    LocalMsg::JoinFailed {
+                        room: join.room,
+                        conn: join.conn,
+                        seq: join.seq,
+                        reply,
+                        notify: join.notify,
+                    },
+                );
+            }
             self.incarnations += 1;
             let state = RoomState::new(self.incarnations, self.mesh.len());
             self.rooms.insert(join.room.clone(), state);
+            self.stats
+                .rooms
+                .store(self.rooms.len() as i64, Ordering::Relaxed);
         }
         let Some(r) = self.rooms.get_mut(&join.room) else {
             return;
@@ -986,6 +1009,9 @@ impl Broker {
         if r.members() == 0 {
             let acks = std::mem::take(&mut r.acks);
             self.rooms.remove(room);
+            self.stats
+                .rooms
+                .store(self.rooms.len() as i64, Ordering::Relaxed);
             self.acks_waiting -= acks.len();
             for ack in acks {
                 self.reply(ack.conn, ack.reply);

@@ -1,0 +1,260 @@
+//! How the CLI reaches a server: `ws://` over TCP, `wss://` and `https://` over rustls,
+//! trusting the system's roots, or only `--cacert FILE`, or (`--insecure`) anything.
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use roomcast_ws::handshake::{ClientOptions, ServerAnswer};
+use roomcast_ws::tokio::{Error, WebSocket, WebSocketConfig, client_handshake};
+use rustls::ClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Whom a `wss://` or `https://` server must be vouched for by.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// For wss:// and https://: trust the certificates in this PEM file instead of the
+    /// system's roots (a self-signed server's own certificate, a private CA).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// For wss:// and https://: do not check the server's certificate at all (testing
+    /// only: anyone on the path can read and change the traffic).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+}
+
+impl TlsArgs {
+    /// The rustls client configuration these flags ask for.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let config = if self.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth()
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            match &self.cacert {
+                Some(path) => {
+                    let certs = CertificateDer::pem_file_iter(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    for cert in certs {
+                        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                        roots
+                            .add(cert)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                }
+                None => {
+                    let found = rustls_native_certs::load_native_certs();
+                    for cert in found.certs {
+                        let _ = roots.add(cert);
+                    }
+                    if roots.is_empty() {
+                        return Err("no system root certificates found: give --cacert FILE".into());
+                    }
+                }
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts every certificate (`--insecure`); signatures are still checked, so the
+/// handshake itself stays well-formed.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connection to a server: plain TCP, or TLS over it.
+#[derive(Debug)]
+pub enum Stream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Where a `ws://` or `wss://` URL points.
+struct Target {
+    tls: bool,
+    host: String,
+    port: u16,
+    /// `Host`: host and port as the URL writes them.
+    authority: String,
+    path: String,
+}
+
+fn target(url: &str) -> Result<Target, Error> {
+    let uri: http::Uri = url.parse().map_err(|_| Error::Url("not a URL"))?;
+    let (tls, default_port) = match uri.scheme_str() {
+        Some("ws") => (false, 80),
+        Some("wss") => (true, 443),
+        Some(_) => return Err(Error::Url("the scheme must be ws:// or wss://")),
+        None => return Err(Error::Url("missing ws:// or wss:// scheme")),
+    };
+    let authority = uri.authority().ok_or(Error::Url("missing host"))?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if host.is_empty() {
+        return Err(Error::Url("missing host"));
+    }
+    Ok(Target {
+        tls,
+        port: authority.port_u16().unwrap_or(default_port),
+        authority: authority
+            .as_str()
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        host,
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+    })
+}
+
+/// Connects to a `ws://` or `wss://` URL and runs the opening handshake, all within the
+/// handshake timeout.
+pub async fn connect(
+    url: &str,
+    options: &ClientOptions,
+    config: WebSocketConfig,
+    tls: &TlsArgs,
+) -> Result<(WebSocket<Stream>, ServerAnswer), Error> {
+    let t = target(url)?;
+    let timeout = config.handshake_timeout;
+    let open = async {
+        let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+        tcp.set_nodelay(true)?;
+        if !t.tls {
+            return Ok::<_, Error>(Stream::Plain(tcp));
+        }
+        let client = tls
+            .client_config()
+            .map_err(|e| Error::Io(io::Error::other(e)))?;
+        let name = ServerName::try_from(t.host.clone())
+            .map_err(|_| Error::Url("not a host name or address"))?;
+        let stream = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await?;
+        Ok(Stream::Tls(Box::new(stream)))
+    };
+    let stream = tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| Error::Timeout("TCP connect and TLS handshake"))??;
+    client_handshake(stream, &t.authority, &t.path, options, config).await
+}
