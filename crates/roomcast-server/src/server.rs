@@ -35,6 +35,11 @@ pub struct ShutdownHandle(watch::Sender<bool>);
 pub struct TlsReloader(Arc<Shared>);
 
 impl TlsReloader {
+    /// Whether there is anything to reload: TLS from certificate files.
+    pub fn watches_files(&self) -> bool {
+        self.0.tls.as_ref().is_some_and(|t| t.reloadable())
+    }
+
     /// Reloads; on an error the certificate in use stays. Without TLS, does nothing.
     pub fn reload(&self) -> Result<(), crate::TlsError> {
         match &self.0.tls {

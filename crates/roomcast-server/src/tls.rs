@@ -87,6 +87,11 @@ impl Tls {
         })
     }
 
+    /// Whether the certificate comes from files (which `reload` reads again).
+    pub(crate) fn reloadable(&self) -> bool {
+        matches!(self.source, Source::Files { .. })
+    }
+
     /// The configuration for a new connection.
     pub(crate) fn config(&self) -> Arc<ServerConfig> {
         match self.current.read() {

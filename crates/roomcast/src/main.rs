@@ -207,11 +207,15 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => return drop(ready.send(Err(e))),
             };
             rt.block_on(async {
-                match install_signals() {
-                    Ok((signal, mut hangup)) => {
+                // SIGHUP is taken over only when it has a job: TLS from files.
+                match install_signals(reloader.watches_files()) {
+                    Ok((signal, hangup)) => {
                         let _ = ready.send(Ok(()));
                         // SIGHUP: the TLS certificate and key are read again.
                         let reloads = async move {
+                            let Some(mut hangup) = hangup else {
+                                return std::future::pending().await;
+                            };
                             while hangup.recv().await.is_some() {
                                 match reloader.reload() {
                                     Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
@@ -249,17 +253,24 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Registers SIGINT, SIGTERM and SIGHUP handlers now (inside a runtime); the future
-/// resolves on the first SIGINT or SIGTERM, and the stream yields each SIGHUP.
+/// Registers SIGINT and SIGTERM handlers now (inside a runtime), and SIGHUP when
+/// `hangup`; the future resolves on the first SIGINT or SIGTERM, and the stream yields
+/// each SIGHUP.
 #[cfg(unix)]
-fn install_signals() -> std::io::Result<(
+fn install_signals(
+    hangup: bool,
+) -> std::io::Result<(
     impl std::future::Future<Output = ()>,
-    tokio::signal::unix::Signal,
+    Option<tokio::signal::unix::Signal>,
 )> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let hangup = signal(SignalKind::hangup())?;
+    let hangup = if hangup {
+        Some(signal(SignalKind::hangup())?)
+    } else {
+        None
+    };
     Ok((
         async move {
             tokio::select! {

@@ -13,8 +13,10 @@ import hashlib
 import json
 import ssl
 import sys
+import urllib.request
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 
 def fingerprint(ws):
@@ -46,6 +48,16 @@ async def main(url, cafile, hold):
         assert a["type"] == "ack", a
         # The publisher's own message comes before its ack.
         assert [m["data"] for m in pushes if m["type"] == "message"] == [big], pushes
+        # A burst far over 64 KiB, and one frame of about 600 KB (a history reply): each
+        # crosses many TLS records and rustls's default buffer limit.
+        for i in range(10):
+            await ws.send(json.dumps({"type": "publish", "room": "secure", "data": big, "ref": 10 + i}))
+        acks = 0
+        while acks < 10:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            acks += m["type"] == "ack"
+        h = await request(ws, {"type": "history", "room": "secure", "limit": 11, "ref": 30})
+        assert h["type"] == "history" and [m["data"] for m in h["messages"]] == [big] * 11, len(str(h))
         if hold:
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             p = await request(ws, {"type": "ping", "ref": 4})
@@ -53,6 +65,23 @@ async def main(url, cafile, hold):
             print("old connection still answers", flush=True)
             async with connect(url, ssl=context, compression=None) as ws2:
                 print("fingerprint", fingerprint(ws2), flush=True)
+    if not hold:
+        # Closed by the server (an API disconnect over https): the close frame arrives
+        # with its code, before the TLS session's end.
+        async with connect(url, ssl=context, compression=None) as ws:
+            w = await request(ws, {"type": "hello", "client": "evicted", "ref": 1})
+            assert w["type"] == "welcome", w
+            api = url.replace("wss://", "https://").rsplit("/", 1)[0] + "/api/disconnect"
+            body = json.dumps({"client": "evicted", "code": 4003, "reason": "bye"}).encode()
+            req = urllib.request.Request(api, data=body, headers={"content-type": "application/json"})
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: urllib.request.urlopen(req, context=context, timeout=10).read()
+            )
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+                raise AssertionError("still open after the disconnect")
+            except ConnectionClosed as e:
+                assert e.rcvd is not None and e.rcvd.code == 4003, e
     print("all scenarios passed", flush=True)
 
 

@@ -212,20 +212,12 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
     };
     drop(buf);
     let (stream, tls) = stream.into_parts();
-    let register = |rest: BytesMut| {
-        let conn = worker.register(stream, rest);
-        match tls {
-            Some(tls) => conn.set_tls(tls).map(|()| conn),
-            None => Ok(conn),
-        }
-    };
-    let conn = match register(rest) {
-        Ok(conn) => conn,
-        Err(e) => {
-            debug!(%peer, error = %e, "TLS failed after the handshake");
-            return;
-        }
-    };
+    let conn = worker.register(stream, rest);
+    if let Some(tls) = tls {
+        // A session that broke or closed meanwhile marks the connection dead: its task
+        // (spawned below like any other) unregisters it and gives its slot back.
+        conn.set_tls(tls);
+    }
     match route {
         Route::Echo => {
             conn.ws.borrow_mut().outbox().push(reply);

@@ -110,39 +110,26 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) -> bool {
                     conn.dead.set(true);
                     break;
                 }
-                Ok(n) if conn.is_tls() => {
+                Ok(n) => {
                     got = true;
-                    // Decrypted onto the read buffer; the scratch is reused at once.
-                    match conn.decrypt(&mut scratch) {
-                        Ok(false) => {}
-                        Ok(true) | Err(_) => {
+                    if conn.is_tls() {
+                        // Decrypted onto the read buffer; the scratch is reused at once.
+                        if !matches!(conn.decrypt(&mut scratch), Ok(false)) {
                             conn.dead.set(true);
                             break;
                         }
-                    }
-                    budget = budget.saturating_sub(n);
-                    if n == room && budget == 0 {
-                        more = true;
-                        break;
-                    }
-                    if n < room {
-                        let _ = conn.io.try_io(Interest::READABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
-                        break;
-                    }
-                }
-                Ok(n) => {
-                    got = true;
-                    let mut rbuf = conn.rbuf.borrow_mut();
-                    if rbuf.is_empty() && n >= HAND_OVER_MIN {
-                        // A large read starting a frame: hand the bytes over instead of
-                        // copying them; the scratch keeps the rest of its allocation.
-                        *rbuf = scratch.split();
-                        lent = true;
                     } else {
-                        rbuf.extend_from_slice(&scratch);
-                        scratch.clear();
+                        let mut rbuf = conn.rbuf.borrow_mut();
+                        if rbuf.is_empty() && n >= HAND_OVER_MIN {
+                            // A large read starting a frame: hand the bytes over instead
+                            // of copying them; the scratch keeps the rest of its
+                            // allocation.
+                            *rbuf = scratch.split();
+                            lent = true;
+                        } else {
+                            rbuf.extend_from_slice(&scratch);
+                            scratch.clear();
+                        }
                     }
                     budget = budget.saturating_sub(n);
                     if n == room && budget == 0 {
@@ -267,12 +254,20 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
         return;
     }
     let deadline = Instant::now() + worker.close_timeout();
-    conn.close_tls();
-    let _ = tokio::time::timeout_at(deadline, async {
+    let write_out = || async {
         while conn.flush().is_ok() && conn.has_output() {
             if conn.io.writable().await.is_err() {
                 return;
             }
+        }
+    };
+    // The frames (the close frame last), then over TLS the session's close after them:
+    // a peer ignores whatever comes after a close_notify.
+    let _ = tokio::time::timeout_at(deadline, async {
+        write_out().await;
+        if conn.is_tls() {
+            conn.close_tls();
+            write_out().await;
         }
     })
     .await;

@@ -44,29 +44,19 @@ fn gather_len(slices: &[IoSlice<'_>]) -> Option<usize> {
 /// slow-consumer bound sees it.
 const TLS_CHUNK: usize = 64 * 1024;
 
-/// Moves every plaintext byte rustls has decrypted onto `rbuf`.
-fn drain_plaintext(tls: &mut rustls::ServerConnection, rbuf: &mut BytesMut) -> io::Result<()> {
+/// Processes what rustls has received and moves the plaintext it yields onto `rbuf`,
+/// sized exactly (nothing is reserved when there is none). Returns whether the peer has
+/// closed the TLS session (close_notify): the end of its input.
+fn take_plaintext(tls: &mut rustls::ServerConnection, rbuf: &mut BytesMut) -> io::Result<bool> {
     use std::io::Read;
-    loop {
+    let state = tls.process_new_packets().map_err(io::Error::other)?;
+    let (n, closed) = (state.plaintext_bytes_to_read(), state.peer_has_closed());
+    if n > 0 {
         let start = rbuf.len();
-        rbuf.resize(start + 16 * 1024, 0);
-        match tls.reader().read(&mut rbuf[start..]) {
-            Ok(n) => {
-                rbuf.truncate(start + n);
-                if n == 0 {
-                    return Ok(()); // the peer closed: `decrypt` reports it
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                rbuf.truncate(start);
-                return Ok(());
-            }
-            Err(e) => {
-                rbuf.truncate(start);
-                return Err(e);
-            }
-        }
+        rbuf.resize(start + n, 0);
+        tls.reader().read_exact(&mut rbuf[start..])?;
     }
+    Ok(closed)
 }
 
 /// The socket as rustls's `write_tls` wants it: writes that never block (`WouldBlock`
@@ -228,11 +218,19 @@ impl Conn {
 
     /// Runs the connection over TLS from now on. Plaintext rustls already decrypted (sent
     /// with the handshake's last flight or the request head) moves to `rbuf` now: the
-    /// socket will not say it is readable for bytes already read from it.
-    pub(crate) fn set_tls(&self, mut tls: Box<rustls::ServerConnection>) -> io::Result<()> {
-        drain_plaintext(&mut tls, &mut self.rbuf.borrow_mut())?;
+    /// socket will not say it is readable for bytes already read from it. A session
+    /// already closed or broken marks the connection dead; its task then cleans up.
+    pub(crate) fn set_tls(&self, mut tls: Box<rustls::ServerConnection>) {
+        // The outbox moves into rustls at most `TLS_CHUNK` at a time (`flush_tls`): that
+        // is the bound, and rustls's own 64 KiB limit would cut a frame in two.
+        tls.set_buffer_limit(None);
+        if !matches!(
+            take_plaintext(&mut tls, &mut self.rbuf.borrow_mut()),
+            Ok(false)
+        ) {
+            self.dead.set(true);
+        }
         *self.tls.borrow_mut() = Some(tls);
-        Ok(())
     }
 
     /// Whether the connection runs over TLS.
@@ -250,11 +248,21 @@ impl Conn {
         let mut rbuf = self.rbuf.borrow_mut();
         let mut rest: &[u8] = input;
         let mut closed = false;
-        while !rest.is_empty() {
-            tls.read_tls(&mut rest)?;
-            let state = tls.process_new_packets().map_err(io::Error::other)?;
-            closed |= state.peer_has_closed();
-            drain_plaintext(tls, &mut rbuf)?;
+        // After a close_notify rustls takes nothing more (`read_tls` gives 0): what
+        // follows it is not read.
+        while !rest.is_empty() && !closed {
+            let taken = tls
+                .read_tls(&mut rest)
+                .and_then(|n| Ok((n, take_plaintext(tls, &mut rbuf)?)));
+            match taken {
+                Ok((0, _)) => break,
+                Ok((_, c)) => closed = c,
+                Err(e) => {
+                    // The alert rustls queued for the peer, best effort, before the end.
+                    let _ = tls.write_tls(&mut SocketWriter(&self.io));
+                    return Err(e);
+                }
+            }
         }
         input.clear();
         Ok(closed)
@@ -472,8 +480,11 @@ impl Conn {
             let mut moved = 0;
             while moved < TLS_CHUNK {
                 let Some(front) = out.front() else { break };
-                let n = front.len();
-                tls.writer().write_all(front)?;
+                let n = match tls.writer().write(front) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => return self.failed(e),
+                };
                 out.advance(n);
                 self.exempt.set(self.exempt.get().saturating_sub(n));
                 moved += n;
