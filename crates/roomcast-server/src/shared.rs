@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// `server.trusted_proxies`, parsed.
     pub proxies: Vec<std::net::IpAddr>,
+    /// The HTTP API's keys (`api.key`, `api.keys`), parsed.
+    pub api_keys: Vec<crate::config::ApiKey>,
     pub stats: Arc<Stats>,
     /// The name sent in `welcome`.
     pub node_id: String,
@@ -58,6 +60,8 @@ impl Shared {
         Self {
             limits: Limits::new(config.limits.clone()),
             proxies: config.server.proxies(),
+            // Checked when the configuration loaded; cannot fail here.
+            api_keys: config.api.all_keys().unwrap_or_default(),
             config,
             auth,
             tls,

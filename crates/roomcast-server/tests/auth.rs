@@ -382,55 +382,22 @@ async fn sse_poll_cmd_and_raw_rooms_obey_the_same_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_websockets_sees_the_refusals() {
     let s = start(|c| c.auth.jwt_secret = SECRET.into()).await;
-    let python = std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/peers/python/auth_client.py");
     let good = for_alice(Some(json!({"join": ["lobby"], "publish": ["lobby"]})), 600);
     let expired = token(json!({"sub": "alice", "exp": now() - 3600}));
-    let run = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(format!("ws://{}/ws", s.addr))
-        .args([&good, &expired])
-        .kill_on_drop(true)
-        .output();
-    let out = within("the python client", Duration::from_secs(60), run)
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (scripts/test installs the peers)"));
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("all scenarios passed"),
-        "{stdout}\n{stderr}"
-    );
+    let url = format!("ws://{}/ws", s.addr);
+    common::run_peer(
+        &common::python(),
+        "python/auth_client.py",
+        &[&url, &good, &expired],
+    )
+    .await;
 }
 
 /// And by Node's `ws`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_ws_sees_the_refusals() {
     let s = start(|c| c.auth.jwt_secret = SECRET.into()).await;
-    let node = std::env::var("ROOMCAST_TEST_NODE").unwrap_or_else(|_| "node".to_owned());
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/peers/node/guard_client.js");
     let token = for_alice(Some(json!({"join": ["lobby"]})), 600);
-    let run = tokio::process::Command::new(&node)
-        .arg(&script)
-        .arg(format!("ws://{}/ws", s.addr))
-        .arg(&token)
-        .kill_on_drop(true)
-        .output();
-    let out = within("the node client", Duration::from_secs(60), run)
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {node}: {e} (scripts/test installs the peers)"));
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("all scenarios passed"),
-        "{stdout}\n{stderr}"
-    );
+    let url = format!("ws://{}/ws", s.addr);
+    common::run_peer(&common::node(), "node/guard_client.js", &[&url, &token]).await;
 }

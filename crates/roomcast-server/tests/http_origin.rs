@@ -6,18 +6,8 @@
 
 mod common;
 
-use common::{Client, exchange, http, raw_exchange, start};
+use common::{Client, exchange, http, raw_exchange, start, upgrade_head};
 use serde_json::json;
-
-fn upgrade(path: &str, host: &str, origin: Option<&str>) -> String {
-    let origin = origin
-        .map(|o| format!("Origin: {o}\r\n"))
-        .unwrap_or_default();
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
-    )
-}
 
 fn status(resp: &str) -> u16 {
     resp.split(' ')
@@ -44,32 +34,15 @@ async fn websocket_handshakes_from_other_origins_are_refused() {
         ("/rooms/a", Some("https://example.com.evil.net"), 403),
         ("/ws", Some("null"), 403),
     ] {
-        let resp = raw_exchange_head(s.addr, &upgrade(path, &host, origin)).await;
-        assert_eq!(status(&resp), want, "{path} from {origin:?}: {resp}");
+        let origin_line = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        let (status, resp, _) = upgrade_head(s.addr, path, &origin_line).await;
+        assert_eq!(status, want, "{path} from {origin:?}: {resp}");
         if want == 403 {
             assert!(resp.contains("not allowed"), "{resp}");
         }
     }
-}
-
-/// The head of the answer (a 101 keeps the connection open, so only the head is read).
-async fn raw_exchange_head(addr: std::net::SocketAddr, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

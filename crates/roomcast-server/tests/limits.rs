@@ -8,42 +8,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{Client, get_json_status, start};
+use common::{Client, get_json_status, start, upgrade_head};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// A WebSocket handshake on `path` with `extra` headers: the status, and the stream
-/// (open on a 101).
-async fn handshake(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, TcpStream) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&got).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head, s)
-}
 
 #[tokio::test]
 async fn connections_and_handshakes_per_address() {
@@ -55,11 +21,11 @@ async fn connections_and_handshakes_per_address() {
     .await;
     let mut open = Vec::new();
     for _ in 0..3 {
-        let (status, head, stream) = handshake(s.addr, "/ws", "").await;
+        let (status, head, stream) = upgrade_head(s.addr, "/ws", "").await;
         assert_eq!(status, 101, "{head}");
         open.push(stream);
     }
-    let (status, head, _) = handshake(s.addr, "/rooms/a", "").await;
+    let (status, head, _) = upgrade_head(s.addr, "/rooms/a", "").await;
     assert_eq!(status, 429, "{head}");
     assert!(
         head.to_ascii_lowercase().contains("retry-after: 1"),
@@ -70,7 +36,7 @@ async fn connections_and_handshakes_per_address() {
     drop(open.pop());
     let mut ok = false;
     for _ in 0..50 {
-        let (status, _, stream) = handshake(s.addr, "/ws", "").await;
+        let (status, _, stream) = upgrade_head(s.addr, "/ws", "").await;
         if status == 101 {
             open.push(stream);
             ok = true;
@@ -86,7 +52,7 @@ async fn connections_and_handshakes_per_address() {
     .await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(handshake(handshakes.addr, "/ws", "").await.0);
+        statuses.push(upgrade_head(handshakes.addr, "/ws", "").await.0);
     }
     // A burst of twice the rate, then 429.
     assert_eq!(&statuses[..4], [101; 4], "{statuses:?}");
@@ -202,16 +168,16 @@ async fn the_forwarded_address_counts_only_behind_a_trusted_proxy() {
     })
     .await;
     let xff = |ip: &str| format!("X-Forwarded-For: 10.9.9.9, {ip}\r\n");
-    let (st, _, _keep) = handshake(s.addr, "/ws", &xff("203.0.113.5")).await;
+    let (st, _, _keep) = upgrade_head(s.addr, "/ws", &xff("203.0.113.5")).await;
     assert_eq!(st, 101);
-    let (st, head, _) = handshake(s.addr, "/ws", &xff("203.0.113.5")).await;
+    let (st, head, _) = upgrade_head(s.addr, "/ws", &xff("203.0.113.5")).await;
     assert_eq!(st, 429, "the second from the same client: {head}");
-    let (st, _, _other) = handshake(s.addr, "/ws", &xff("203.0.113.6")).await;
+    let (st, _, _other) = upgrade_head(s.addr, "/ws", &xff("203.0.113.6")).await;
     assert_eq!(st, 101, "another client behind the same proxy");
     // Not a trusted proxy: the header is not believed (and loopback is exempt).
     let plain = start(|c| c.limits.max_connections_per_ip = 1).await;
-    let (a, _, _k1) = handshake(plain.addr, "/ws", &xff("203.0.113.5")).await;
-    let (b, _, _k2) = handshake(plain.addr, "/ws", &xff("203.0.113.5")).await;
+    let (a, _, _k1) = upgrade_head(plain.addr, "/ws", &xff("203.0.113.5")).await;
+    let (b, _, _k2) = upgrade_head(plain.addr, "/ws", &xff("203.0.113.5")).await;
     assert_eq!((a, b), (101, 101));
 }
 

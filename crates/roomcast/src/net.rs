@@ -3,17 +3,15 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use roomcast_ws::handshake::{ClientOptions, ServerAnswer};
-use roomcast_ws::tokio::{Error, WebSocket, WebSocketConfig, client_handshake};
+use roomcast_ws::tokio::{Error, Target, WebSocket, WebSocketConfig, client_handshake};
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 /// Whom a `wss://` or `https://` server must be vouched for by.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -51,6 +49,9 @@ impl TlsArgs {
                         roots
                             .add(cert)
                             .map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                    if roots.is_empty() {
+                        return Err(format!("{}: no certificate in the file", path.display()));
                     }
                 }
                 None => {
@@ -119,113 +120,8 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     }
 }
 
-/// A connection to a server: plain TCP, or TLS over it.
-#[derive(Debug)]
-pub enum Stream {
-    /// `ws://`.
-    Plain(TcpStream),
-    /// `wss://`.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// Where a `ws://` or `wss://` URL points.
-struct Target {
-    tls: bool,
-    host: String,
-    port: u16,
-    /// `Host`: host and port as the URL writes them.
-    authority: String,
-    path: String,
-}
-
-fn target(url: &str) -> Result<Target, Error> {
-    let uri: http::Uri = url.parse().map_err(|_| Error::Url("not a URL"))?;
-    let (tls, default_port) = match uri.scheme_str() {
-        Some("ws") => (false, 80),
-        Some("wss") => (true, 443),
-        Some(_) => return Err(Error::Url("the scheme must be ws:// or wss://")),
-        None => return Err(Error::Url("missing ws:// or wss:// scheme")),
-    };
-    let authority = uri.authority().ok_or(Error::Url("missing host"))?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    if host.is_empty() {
-        return Err(Error::Url("missing host"));
-    }
-    Ok(Target {
-        tls,
-        port: authority.port_u16().unwrap_or(default_port),
-        authority: authority
-            .as_str()
-            .rsplit('@')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        host,
-        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-    })
-}
+/// A connection to a server: plain TCP (`ws://`), or TLS over it (`wss://`).
+pub type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// Connects to a `ws://` or `wss://` URL and runs the opening handshake, all within the
 /// handshake timeout.
@@ -235,13 +131,13 @@ pub async fn connect(
     config: WebSocketConfig,
     tls: &TlsArgs,
 ) -> Result<(WebSocket<Stream>, ServerAnswer), Error> {
-    let t = target(url)?;
+    let t = Target::parse(url)?;
     let timeout = config.handshake_timeout;
     let open = async {
         let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
         tcp.set_nodelay(true)?;
-        if !t.tls {
-            return Ok::<_, Error>(Stream::Plain(tcp));
+        if !t.secure {
+            return Ok::<_, Error>(Either::Left(tcp));
         }
         let client = tls
             .client_config()
@@ -251,7 +147,7 @@ pub async fn connect(
         let stream = tokio_rustls::TlsConnector::from(client)
             .connect(name, tcp)
             .await?;
-        Ok(Stream::Tls(Box::new(stream)))
+        Ok(Either::Right(Box::new(stream)))
     };
     let stream = tokio::time::timeout(timeout, open)
         .await

@@ -14,12 +14,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, LISTENING, Lines, listening_addr, within};
+use common::{Serve, within};
 use roomcast_ws::Message;
 use roomcast_ws::tokio::connect;
 use serde_json::{Value, json};
@@ -29,41 +28,14 @@ const ANSWER: Duration = Duration::from_secs(10);
 /// The attacks run one at a time: each measures the machine's cores as well.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `roomcast serve --workers 1`; killed on drop.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    _stdout: Lines,
+/// `roomcast serve --workers 1`.
+fn serve() -> Serve {
+    Serve::start(&["--workers", "1"])
 }
 
-impl Serve {
-    fn start() -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--log",
-                "warn",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Lines::spawn(child.stdout.take().unwrap());
-        let addr = listening_addr(&stdout.next_within(ANSWER, LISTENING));
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-
-    /// Resident memory, in KiB.
-    fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
-    }
+/// The server's resident memory, in KiB.
+fn server_rss_kib(server: &Serve) -> u64 {
+    rss_kib(server.child.id())
 }
 
 /// A process's resident memory, in KiB.
@@ -75,13 +47,6 @@ fn rss_kib(pid: u32) -> u64 {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -168,7 +133,7 @@ fn attack_beside_a_bystander(server: &Serve, attack: impl FnOnce() + Send) -> (u
         std::thread::sleep(Duration::from_millis(5));
     }
     worst.store(0, Ordering::Relaxed);
-    let before = server.rss_kib();
+    let before = server_rss_kib(server);
     let peak = peak_rss_during(server, attack);
     let during = answered.swap(0, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -226,7 +191,7 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn unread_pings_leave_the_server_small_and_the_latest_one_answered() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let server = Serve::start();
+    let server = serve();
     let mut flooder = handshake(server.addr, "/rooms/pings");
     const PINGS: usize = 300_000;
     let (growth, worst, answered) = attack_beside_a_bystander(&server, || {
@@ -283,7 +248,7 @@ fn frame_unmasked(opcode: u8, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn an_inbound_flood_neither_grows_the_server_nor_stalls_its_worker() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let server = Serve::start();
+    let server = serve();
     let mut flooder = handshake(server.addr, "/rooms/flood");
     // 1.5 GiB of 64 KiB binary messages into a room nobody else is in.
     let chunk: Vec<u8> = (0..16)

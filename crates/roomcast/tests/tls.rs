@@ -8,12 +8,11 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, LISTENING, Lines, listening_addr};
+use common::{BIN, Lines, Serve};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -128,42 +127,6 @@ fn fingerprint_of(crt: &Path) -> String {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim().rsplit('=').next().unwrap().to_owned()
-}
-
-/// `roomcast serve` with `args`; killed on drop.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    _stdout: Lines,
-    stderr: Lines,
-}
-
-impl Serve {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Lines::spawn(child.stdout.take().unwrap());
-        let stderr = Lines::spawn(child.stderr.take().unwrap());
-        let addr = listening_addr(&stdout.next_within(ANSWER, LISTENING));
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn curl(args: &[&str]) -> (bool, String) {

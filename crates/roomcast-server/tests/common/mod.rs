@@ -730,3 +730,70 @@ pub async fn poll_past_joined(
     }
     panic!("the session's joined events did not come in 20 polls");
 }
+
+/// The Python that has the peers' packages (`scripts/test` makes the venv).
+pub fn python() -> String {
+    std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// The Node that runs the `ws` peer.
+pub fn node() -> String {
+    std::env::var("ROOMCAST_TEST_NODE").unwrap_or_else(|_| "node".to_owned())
+}
+
+/// Runs a peer's script (`tests/peers/<script>`) with `args`, within 60 s; it must exit
+/// cleanly and print "all scenarios passed". Returns its stdout.
+pub async fn run_peer(program: &str, script: &str, args: &[&str]) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/peers")
+        .join(script);
+    let run = tokio::process::Command::new(program)
+        .arg(&path)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 60 s"))
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (scripts/test installs the peers)"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{script}: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("all scenarios passed"),
+        "{script}: {stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// Sends a WebSocket handshake for `path` with `extra` header lines and reads the answer's
+/// head: its status, the head, and the stream (open after a 101).
+pub async fn upgrade_head(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(EVENT_TIMEOUT, s.read(&mut buf))
+            .await
+            .expect("an answer to the handshake")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, s)
+}

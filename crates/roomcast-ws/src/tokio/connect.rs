@@ -9,28 +9,31 @@ use super::{WebSocket, WebSocketConfig};
 use crate::Role;
 use crate::handshake::{ClientHandshake, ClientOptions, ServerAnswer};
 
-/// Where a `ws://` URL points.
-struct Target {
-    host: String,
-    port: u16,
+/// Where a `ws://` or `wss://` URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `wss://`: the stream must be TLS, which this driver leaves to the caller (see
+    /// [`client_handshake`]).
+    pub secure: bool,
+    /// The host to connect to (and, over TLS, the server name).
+    pub host: String,
+    /// The port, the scheme's default when the URL names none.
+    pub port: u16,
     /// The `Host` header: host and port as written in the URL, without user info.
-    authority: String,
+    pub authority: String,
     /// Path and query.
-    path: String,
+    pub path: String,
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Self, Error> {
+    /// Parses a `ws://` or `wss://` URL.
+    pub fn parse(url: &str) -> Result<Self, Error> {
         let uri: http::Uri = url.parse().map_err(|_| Error::Url("not a URL"))?;
-        let default_port = match uri.scheme_str() {
-            Some("ws") => 80,
-            Some("wss") => {
-                return Err(Error::Url(
-                    "wss:// needs TLS, which this driver does not provide yet",
-                ));
-            }
-            Some(_) => return Err(Error::Url("the scheme must be ws://")),
-            None => return Err(Error::Url("missing ws:// scheme")),
+        let (secure, default_port) = match uri.scheme_str() {
+            Some("ws") => (false, 80),
+            Some("wss") => (true, 443),
+            Some(_) => return Err(Error::Url("the scheme must be ws:// or wss://")),
+            None => return Err(Error::Url("missing ws:// or wss:// scheme")),
         };
         let authority = uri.authority().ok_or(Error::Url("missing host"))?;
         let host = authority
@@ -50,6 +53,7 @@ impl Target {
             .to_owned();
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         Ok(Self {
+            secure,
             host,
             port,
             authority,
@@ -71,6 +75,11 @@ pub async fn connect_with(
     config: WebSocketConfig,
 ) -> Result<(WebSocket<TcpStream>, ServerAnswer), Error> {
     let target = Target::parse(url)?;
+    if target.secure {
+        return Err(Error::Url(
+            "wss:// needs TLS: connect it yourself and run client_handshake over it",
+        ));
+    }
     let connect = TcpStream::connect((target.host.as_str(), target.port));
     let stream = tokio::time::timeout(config.handshake_timeout, connect)
         .await
@@ -130,6 +139,8 @@ mod tests {
             (t.host.as_str(), t.port, t.authority.as_str()),
             ("::1", 80, "[::1]")
         );
+        let t = Target::parse("wss://example.com/ws").unwrap();
+        assert_eq!((t.secure, t.port, t.path.as_str()), (true, 443, "/ws"));
         assert!(matches!(Target::parse("http://x/"), Err(Error::Url(_))));
         assert!(matches!(Target::parse("example.com"), Err(Error::Url(_))));
     }

@@ -110,25 +110,13 @@ impl Target {
     /// Parses `url`, refusing anything outside loopback unless `allow_remote`.
     pub fn parse(url: &str, allow_remote: bool) -> Result<Self, BenchError> {
         let bad = || BenchError::Url(url.to_owned());
-        let uri: http::Uri = url.parse().map_err(|_| bad())?;
-        let secure = match uri.scheme_str() {
-            Some("ws") => false,
-            Some("wss") => true,
-            _ => return Err(bad()),
-        };
-        let default_port = if secure { 443 } else { 80 };
-        let authority = uri.authority().ok_or_else(bad)?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let ip: IpAddr = match host {
+        let t = roomcast_ws::tokio::Target::parse(url).map_err(|_| bad())?;
+        let ip: IpAddr = match t.host.as_str() {
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
             h => match h.parse() {
                 Ok(ip) => ip,
                 Err(_) if allow_remote => {
-                    let port = authority.port_u16().unwrap_or(default_port);
-                    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(h, port))
+                    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(h, t.port))
                         .map_err(|_| bad())?
                         .next()
                         .ok_or_else(bad)?;
@@ -138,26 +126,24 @@ impl Target {
             },
         };
         if !ip.is_loopback() && !allow_remote {
-            return Err(BenchError::NotLoopback(host.to_owned()));
+            return Err(BenchError::NotLoopback(t.host));
         }
-        let addr = SocketAddr::new(ip, authority.port_u16().unwrap_or(default_port));
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let tls = if secure {
+        let tls = if t.secure {
             let insecure = crate::net::TlsArgs {
                 cacert: None,
                 insecure: true,
             };
             let config = insecure.client_config().map_err(|_| bad())?;
             let name =
-                rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+                rustls::pki_types::ServerName::try_from(t.host.clone()).map_err(|_| bad())?;
             Some((config, name))
         } else {
             None
         };
         Ok(Self {
-            addr,
-            authority: authority.as_str().to_owned(),
-            path,
+            addr: SocketAddr::new(ip, t.port),
+            authority: t.authority,
+            path: t.path,
             tls,
         })
     }

@@ -9,6 +9,8 @@ use roomcast_ws::handshake::ClientOptions;
 use roomcast_ws::tokio::{Error, WebSocket, WebSocketConfig, client_handshake};
 use tokio::net::TcpSocket;
 
+use tokio_util::either::Either;
+
 use crate::net::Stream;
 
 use super::Target;
@@ -41,14 +43,14 @@ pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<S
         .map_err(|_| Error::Timeout("TCP connect"))??;
     stream.set_nodelay(true)?;
     let stream = match &target.tls {
-        None => Stream::Plain(stream),
+        None => Either::Left(stream),
         Some((config, name)) => {
             let tls = tokio_rustls::TlsConnector::from(config.clone());
             let handshake = tls.connect(name.clone(), stream);
             let s = tokio::time::timeout(Duration::from_secs(30), handshake)
                 .await
                 .map_err(|_| Error::Timeout("TLS handshake"))??;
-            Stream::Tls(Box::new(s))
+            Either::Right(Box::new(s))
         }
     };
     let config = WebSocketConfig::default().protocol(

@@ -124,3 +124,44 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `roomcast serve --listen 127.0.0.1:0 --log warn` with `args`, its stdout and stderr
+/// read line by line; killed by its pid on drop.
+pub struct Serve {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub stderr: Lines,
+    _stdout: Lines,
+}
+
+impl Serve {
+    /// Starts it and waits for its `listening on` line.
+    pub fn start(args: &[&str]) -> Self {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{BIN}: {e}"));
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            panic!("no pipes to roomcast serve");
+        };
+        let (stdout, stderr) = (Lines::spawn(out), Lines::spawn(err));
+        let addr = listening_addr(&stdout.next_within(Duration::from_secs(10), LISTENING));
+        Self {
+            child,
+            addr,
+            stderr,
+            _stdout: stdout,
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
