@@ -76,6 +76,17 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `[tls]`.
     pub tls: TlsSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: see `default.toml` for each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub struct MetricsSettings {
+    pub enabled: bool,
 }
 
 /// `[tls]`: see `default.toml` for each key.

@@ -25,6 +25,7 @@ mod http;
 pub mod hub;
 mod limits;
 mod member;
+mod metrics;
 mod prefixed;
 pub mod protocol;
 mod server;

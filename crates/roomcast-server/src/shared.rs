@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     /// The HTTP API's keys (`api.key`, `api.keys`), parsed.
     pub api_keys: Vec<crate::config::ApiKey>,
     pub stats: Arc<Stats>,
+    /// The histograms of `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// The name sent in `welcome`.
     pub node_id: String,
     /// This process's random id (8 hex digits), the prefix of its session ids: another
@@ -62,6 +64,7 @@ impl Shared {
             proxies: config.server.proxies(),
             // Checked when the configuration loaded; cannot fail here.
             api_keys: config.api.all_keys().unwrap_or_default(),
+            metrics: crate::metrics::Metrics::new(config.metrics.enabled),
             config,
             auth,
             tls,
@@ -124,6 +127,16 @@ impl Shared {
 
     pub(crate) fn sessions_remove(&self, session: &str) {
         self.sessions().remove(session);
+    }
+
+    /// Open SSE streams and poll sessions.
+    pub(crate) fn session_counts(&self) -> (i64, i64) {
+        let sessions = self.sessions();
+        let sse = sessions
+            .values()
+            .filter(|m| m.kind == crate::member::HttpKind::Sse)
+            .count();
+        (sse as i64, (sessions.len() - sse) as i64)
     }
 
     /// The HTTP member of a session, on whichever worker it lives.

@@ -2,11 +2,23 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::protocol::ErrorCode;
+
 /// Node-wide counters. Updated with relaxed atomics: they count, they do not order.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Open room connections (`/ws` and `/rooms/...`).
     pub connections: AtomicI64,
+    /// Of those, raw rooms (`/rooms/...`).
+    pub raw_connections: AtomicI64,
+    /// WebSocket handshakes answered with 101.
+    pub handshakes: AtomicU64,
+    /// Handshakes and HTTP requests refused for their `Origin` (403).
+    pub origin_refusals: AtomicU64,
+    /// Handshakes and new sessions refused while draining (503).
+    pub draining_refusals: AtomicU64,
+    /// Error replies sent, by code (in the order of [`ErrorCode::ALL`]).
+    pub errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Connections closed with 4008 because their outbound queue overflowed.
     pub slow_consumer_closes: AtomicU64,
     /// Connections closed because they did not answer a ping in time.
@@ -30,6 +42,13 @@ pub struct Stats {
 impl Stats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts an error reply.
+    pub(crate) fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            Self::add(&self.errors[i], 1);
+        }
     }
 
     /// Reads a counter.

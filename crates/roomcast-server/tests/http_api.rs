@@ -180,6 +180,7 @@ async fn every_answer_matches_the_openapi_document() {
             Some(r#"{"client":"nobody"}"#),
             Some(KEY),
         ),
+        ("nodeStats", "/api/stats", None, Some(KEY)),
         // Documented without security: served without the key.
         ("openapi", "/api/openapi.json", None, None),
     ];

@@ -159,6 +159,7 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
         http::refused_origin(req.headers(), &worker).filter(|_| !matches!(route, Route::Echo))
     {
         debug!(%peer, %refused, "handshake from an origin not allowed");
+        crate::stats::Stats::add(&worker.shared.stats.origin_refusals, 1);
         return refuse(stream, &refusal(StatusCode::FORBIDDEN, &refused), &worker).await;
     }
     if worker.shared.is_draining() && !matches!(route, Route::Echo) {
@@ -166,6 +167,7 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
             StatusCode::SERVICE_UNAVAILABLE,
             "this node is draining: reconnect to another one",
         );
+        crate::stats::Stats::add(&worker.shared.stats.draining_refusals, 1);
         return refuse(stream, &draining, &worker).await;
     }
     // A raw room obeys the same tokens as `/ws`: given as `?token=` or `Authorization:
@@ -213,6 +215,7 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
     drop(buf);
     let (stream, tls) = stream.into_parts();
     let conn = worker.register(stream, rest);
+    crate::stats::Stats::add(&worker.shared.stats.handshakes, 1);
     if let Some(tls) = tls {
         // A session that broke or closed meanwhile marks the connection dead: its task
         // (spawned below like any other) unregisters it and gives its slot back.
@@ -240,7 +243,15 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
             // now on is queued behind it.
             worker.raw_join(&conn, room.clone()).await;
             let _ = conn.flush();
-            tokio::task::spawn_local(run::run(worker, conn, Endpoint::Raw { room, echo }));
+            let raw = &worker.shared.stats.raw_connections;
+            raw.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::task::spawn_local(async move {
+                let stats = worker.shared.stats.clone();
+                run::run(worker, conn, Endpoint::Raw { room, echo }).await;
+                stats
+                    .raw_connections
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
         Route::Raw(Err(_), _) | Route::Http => {}
     }

@@ -16,12 +16,15 @@ pub(super) fn handle(worker: &Rc<Worker>, conn: &Rc<Conn>, msg: Message) {
         Message::Text(t) => t,
         _ => {
             let reason = "binary frames are not part of the protocol: send JSON text";
+            worker.shared.stats.error(ErrorCode::BadRequest);
             return conn.push(worker, reply::error(None, ErrorCode::BadRequest, reason));
         }
     };
     let (reference, request) = parse(text.as_bytes());
-    let error =
-        |code: ErrorCode, message: &str| conn.push(worker, reply::error(reference, code, message));
+    let error = |code: ErrorCode, message: &str| {
+        worker.shared.stats.error(code);
+        conn.push(worker, reply::error(reference, code, message));
+    };
     let request = match request {
         Ok(r) => r,
         Err(e) => return error(e.code, &e.message),
@@ -54,6 +57,7 @@ fn hello(
         Ok(identity) => identity,
         Err(e) => {
             let reason = e.to_string();
+            worker.shared.stats.error(ErrorCode::Unauthorized);
             conn.push(
                 worker,
                 reply::error(reference, ErrorCode::Unauthorized, &reason),

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `POST /api/publish` `{"room"\|"rooms", "data", "id"?, "from"?}` | `{"results":[{"room","offset"}]}` |
 //! | `GET /api/rooms` | `{"rooms":[{"room","epoch","last_offset","members","visible"}]}` |
+//! | `GET /api/stats` | this node's counters (`crate::metrics::Snapshot`), the admin scope |
 //! | `GET /api/nodes` | `{"nodes":[{"id","address","connections","rooms","since_ms"}]}` |
 //! | `GET /api/rooms/{room}/presence` | the `presence` reply of `/ws` |
 //! | `GET /api/rooms/{room}/history?since=EPOCH:OFFSET&limit=N` | the `history` reply of `/ws` |
@@ -66,6 +67,7 @@ pub(super) async fn handle(
     let scope = match segments.first() {
         Some(&"publish") => ApiScope::Publish,
         Some(&"disconnect") => ApiScope::Disconnect,
+        Some(&"stats") => ApiScope::Admin,
         _ => ApiScope::Read,
     };
     let key = match authorize(&req, &worker, peer, scope) {
@@ -76,6 +78,10 @@ pub(super) async fn handle(
         ("POST", ["publish"]) => publish(req, worker, key).await,
         ("GET", ["rooms"]) => rooms(worker).await,
         ("GET", ["nodes"]) => nodes(worker).await,
+        ("GET", ["stats"]) => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&super::pages::snapshot(&worker)).unwrap_or_default(),
+        ),
         ("GET", ["rooms", room, "presence"]) => {
             let room = (*room).to_owned();
             read_room(&worker, &room, |room, conn| HomeMsg::Presence {
@@ -116,9 +122,10 @@ pub(super) async fn handle(
             ["publish"]
             | ["rooms"]
             | ["nodes"]
+            | ["stats"]
             | ["rooms", _, "presence" | "history"]
             | ["disconnect"],
-        ) => method_not_allowed(if matches!(segments[0], "rooms" | "nodes") {
+        ) => method_not_allowed(if matches!(segments[0], "rooms" | "nodes" | "stats") {
             "GET"
         } else {
             "POST"
@@ -134,7 +141,7 @@ pub(super) async fn handle(
 /// the request comes from this machine (which may do everything). Keys are compared in
 /// constant time (`subtle`), every configured one each time, so the time taken says
 /// nothing about which key or how much of a guess was right.
-fn authorize<B>(
+pub(super) fn authorize<B>(
     req: &Request<B>,
     worker: &Worker,
     peer: SocketAddr,

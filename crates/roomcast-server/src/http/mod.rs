@@ -12,6 +12,7 @@
 
 mod api;
 mod cmd;
+mod pages;
 mod poll;
 mod sse;
 
@@ -81,6 +82,7 @@ async fn route(req: Request<Incoming>, worker: Rc<Worker>, peer: SocketAddr) -> 
     {
         // Refused before anything runs: a browser sends some cross-origin requests (a
         // POST with a text body) without asking first, and only hides the answer.
+        crate::stats::Stats::add(&worker.shared.stats.origin_refusals, 1);
         return error(ErrorCode::Forbidden, &refused);
     }
     let origin = req.headers().get(header::ORIGIN).cloned();
@@ -160,6 +162,8 @@ async fn route_allowed(
         (m, "/healthz") => healthz(&m, &worker),
         (_, "/echo") if worker.shared.config.server.echo => upgrade(req, &worker),
         (Method::GET, "/sse") => sse::open(req, worker, peer),
+        (m, "/" | "/roomcast.js" | "/admin") => pages::page(&m, path),
+        (m, "/metrics") => pages::metrics(&m, &req, &worker, peer),
         (Method::GET, "/poll") => poll::poll(req, worker, peer).await,
         (Method::POST, "/cmd") => cmd::handle(req, worker).await,
         (_, p) if p == "/api" || p.starts_with("/api/") => api::handle(req, worker, peer).await,
@@ -405,6 +409,7 @@ pub(crate) fn open_session(
     cursor: Option<&Cursor>,
 ) -> Result<Arc<HttpMember>, HttpError> {
     if worker.shared.is_draining() {
+        crate::stats::Stats::add(&worker.shared.stats.draining_refusals, 1);
         return Err(draining());
     }
     let asked = room_params(q)?;

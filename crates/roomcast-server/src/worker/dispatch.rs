@@ -287,6 +287,9 @@ impl Caller for SocketCaller<'_> {
     }
 
     fn reply(&self, worker: &Rc<Worker>, reply: Reply) {
+        if let Some(code) = reply.code() {
+            worker.shared.stats.error(code);
+        }
         self.conn.push(worker, reply.frame());
     }
 

@@ -95,19 +95,25 @@ impl Worker {
             LocalMsg::RawDeliver { room, frame } => {
                 self.fan_out(Kind::Raw, &room, &frame, None, false, None)
             }
-            LocalMsg::Reply { conn: key, reply } => match key.addr() {
-                Addr::Pending(_) => {
-                    if let Some(waiting) = self.take_pending(key) {
-                        let _ = waiting.send(reply);
+            LocalMsg::Reply { conn: key, reply } => {
+                // Every error reply passes here or through a socket caller's `reply`.
+                if let Some(code) = reply.code() {
+                    self.shared.stats.error(code);
+                }
+                match key.addr() {
+                    Addr::Pending(_) => {
+                        if let Some(waiting) = self.take_pending(key) {
+                            let _ = waiting.send(reply);
+                        }
+                    }
+                    Addr::Http(_) => {}
+                    Addr::Socket(_) => {
+                        let Some(conn) = self.conn(key) else { return };
+                        conn.answered();
+                        conn.push(self, reply.frame());
                     }
                 }
-                Addr::Http(_) => {}
-                Addr::Socket(_) => {
-                    let Some(conn) = self.conn(key) else { return };
-                    conn.answered();
-                    conn.push(self, reply.frame());
-                }
-            },
+            }
             LocalMsg::HttpCommand {
                 member,
                 text,
@@ -304,6 +310,9 @@ impl Worker {
             }
         }
         Stats::add(&self.shared.stats.deliveries, n);
+        if n > 0 && kind == Kind::Ws && !presence_only {
+            self.shared.metrics.fan_out(n);
+        }
     }
 
     /// `join` on `/ws`: recorded as pending here, decided by the home.

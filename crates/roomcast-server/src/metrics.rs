@@ -1,0 +1,223 @@
+//! What `/metrics` and `/api/stats` say about the node: a [`Snapshot`] of its counters
+//! (read at the request, so counting costs the hot path nothing more than the relaxed
+//! atomics of [`crate::Stats`]), and the histograms recorded as things happen.
+//!
+//! Prometheus's text format is written by `prometheus-client`. Every name is listed in
+//! docs/protocol.md ("Metrics").
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// The histograms, recorded when `metrics.enabled`.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    enabled: bool,
+    /// Members one message was queued to at once, per worker.
+    fan_out: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            fan_out: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// A message queued to `members` members of one worker.
+    pub(crate) fn fan_out(&self, members: u64) {
+        if self.enabled {
+            self.fan_out.observe(members as f64);
+        }
+    }
+
+    /// The Prometheus text of `snapshot` and the histograms.
+    pub(crate) fn render(&self, snapshot: Snapshot) -> String {
+        let mut registry = Registry::with_prefix("roomcast");
+        registry.register(
+            "fan_out_batch_members",
+            "Members one message was queued to at once on one worker",
+            self.fan_out.clone(),
+        );
+        registry.register_collector(Box::new(snapshot));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            // Writing to a String cannot fail; say so rather than answer half a page.
+            out.clear();
+            let _ = writeln!(out, "# metrics could not be encoded");
+        }
+        out
+    }
+}
+
+/// Open connections and sessions, by transport.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Transports {
+    pub websocket: i64,
+    pub raw: i64,
+    pub sse: i64,
+    pub poll: i64,
+}
+
+/// Refusals, by reason.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Refusals {
+    pub auth: u64,
+    pub limit: u64,
+    pub origin: u64,
+    pub draining: u64,
+}
+
+/// The node's counters at one moment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Snapshot {
+    pub node: String,
+    pub uptime_ms: u64,
+    /// `memory` or `redis`.
+    pub broker: &'static str,
+    pub broker_up: bool,
+    pub draining: bool,
+    pub connections: Transports,
+    pub rooms: i64,
+    pub handshakes: u64,
+    pub published: u64,
+    pub deliveries: u64,
+    pub slow_consumer_closes: u64,
+    pub heartbeat_timeouts: u64,
+    pub token_expiries: u64,
+    pub refusals: Refusals,
+    /// Error replies by code.
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+fn labelled<'a>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, i64)>,
+) -> std::fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, kind)?;
+    for (value, n) in values {
+        let labels = [(label, value)];
+        let metric = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(n.max(0) as u64).encode(metric)?,
+            _ => ConstGauge::new(n).encode(metric)?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let c = &self.connections;
+        labelled(
+            &mut e,
+            "connections",
+            "Open connections and sessions, by transport",
+            MetricType::Gauge,
+            "transport",
+            [
+                ("websocket", c.websocket),
+                ("raw", c.raw),
+                ("sse", c.sse),
+                ("poll", c.poll),
+            ],
+        )?;
+        gauge(&mut e, "rooms", "Rooms the node holds", self.rooms)?;
+        gauge(
+            &mut e,
+            "broker_up",
+            "1 while the broker answers (always 1 in memory)",
+            i64::from(self.broker_up),
+        )?;
+        gauge(
+            &mut e,
+            "draining",
+            "1 while the node drains",
+            i64::from(self.draining),
+        )?;
+        counter(
+            &mut e,
+            "handshakes",
+            "WebSocket handshakes accepted",
+            self.handshakes,
+        )?;
+        let r = &self.refusals;
+        labelled(
+            &mut e,
+            "refusals",
+            "Handshakes, sessions and requests refused, by reason",
+            MetricType::Counter,
+            "reason",
+            [
+                ("auth", r.auth as i64),
+                ("limit", r.limit as i64),
+                ("origin", r.origin as i64),
+                ("draining", r.draining as i64),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "messages_published",
+            "Messages appended to room histories",
+            self.published,
+        )?;
+        counter(
+            &mut e,
+            "deliveries",
+            "Messages queued to members by fan-out",
+            self.deliveries,
+        )?;
+        counter(
+            &mut e,
+            "slow_consumer_closes",
+            "Connections closed with 4008",
+            self.slow_consumer_closes,
+        )?;
+        counter(
+            &mut e,
+            "heartbeat_timeouts",
+            "Connections closed for not answering a ping",
+            self.heartbeat_timeouts,
+        )?;
+        counter(
+            &mut e,
+            "token_expiries",
+            "Connections and sessions ended at their token's exp",
+            self.token_expiries,
+        )?;
+        labelled(
+            &mut e,
+            "errors",
+            "Error replies sent, by code",
+            MetricType::Counter,
+            "code",
+            self.errors.iter().map(|(k, v)| (*k, *v as i64)),
+        )?;
+        Ok(())
+    }
+}
