@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# What recording metrics costs the hot path, in one run: fan-out and echo against the same
+# build with `metrics.enabled` off and on, alternating rounds; server CPU per delivery /
+# per message (median of the rounds) and the ratio on/off.
+#
+#   bench/metrics.sh        (ROOMCAST_BIN, default target/release/roomcast; ROUNDS, 5)
+#
+# Off leaves the counters every build keeps (relaxed atomics, read at a scrape); on adds
+# the fan-out batch histogram. What the counters themselves cost is the previous build
+# against this one: bench/versus.sh OLD NEW.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib/pair.sh
+. bench/lib/pair.sh
+BIN=${ROOMCAST_BIN:-target/release/roomcast} ROUNDS=${ROUNDS:-5}
+[ -x "$BIN" ] || cargo build --release -p roomcast
+for round in $(seq "$ROUNDS"); do
+  for scenario in fanout echo; do
+    echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"off\",\"result\":$(pair_one "$BIN" "$BIN" "$scenario" ws --set metrics.enabled=false)}"
+    echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"on\",\"result\":$(pair_one "$BIN" "$BIN" "$scenario" ws)}"
+  done
+done | pair_summary off on

@@ -1,0 +1,234 @@
+// roomcast's pages and JS client in real Chromium: two tabs chat through the demo, a tab
+// that goes offline comes back with every message once, the fallbacks to SSE and to
+// long-polling, three tabs on one connection, a node drained and restarted under tabs on
+// every transport, and the admin page's counts.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { connect } from "../../clients/js/dist/roomcast.mjs";
+import { launch, tab, redis, serve, proxy, until, collect } from "./harness.mjs";
+
+let browser;
+const stops = [];
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+  for (const s of stops.reverse()) await s();
+});
+async function node(args = [], port = 0) {
+  const s = await serve(args, port);
+  stops.push(s.stop);
+  return s;
+}
+const shots = process.env.ROOMCAST_SCREENSHOTS;
+
+/** The texts of a demo page's messages. */
+const texts = (page) => page.$$eval("#messages li[data-offset]", (lis) => lis.map((li) => li.textContent));
+
+test("two tabs chat through the demo page, with presence and history", async () => {
+  const s = await node();
+  const api = connect(s.url, { client: "backend" });
+  await api.join("lobby");
+  await api.publish("lobby", { text: "before anyone came" });
+  const ctx = await browser.newContext({ viewport: { width: 1000, height: 560 } });
+  const alice = await ctx.newPage();
+  const bob = await ctx.newPage();
+  await alice.goto(`${s.url}/?name=alice`);
+  await bob.goto(`${s.url}/?name=bob`);
+  for (const p of [alice, bob]) {
+    await p.waitForSelector("#status.online");
+    await until(async () => (await texts(p)).some((t) => t.includes("before anyone came")), 5000, "history on join");
+  }
+  await alice.fill("#text", "hello bob");
+  await alice.click("#send");
+  await bob.fill("#text", "hi alice");
+  await bob.press("#text", "Enter");
+  for (const p of [alice, bob]) {
+    await until(async () => {
+      const t = await texts(p);
+      return t.some((x) => x.includes("hello bob")) && t.some((x) => x.includes("hi alice"));
+    }, 5000, "both messages on both tabs");
+    await until(async () => {
+      const m = await p.$$eval("#members li", (lis) => lis.map((li) => li.textContent));
+      return m.includes("alice") && m.includes("bob");
+    }, 5000, "both in presence");
+  }
+  const offsets = await alice.$$eval("#messages li[data-offset]", (lis) => lis.map((li) => Number(li.dataset.offset)));
+  assert.deepEqual(offsets, [1, 2, 3]);
+  if (shots) await alice.screenshot({ path: `${shots}/demo.png` });
+  api.close();
+  await ctx.close();
+});
+
+test("a tab that goes offline comes back with every message exactly once", async () => {
+  const s = await node();
+  const p = await proxy(s.addr);
+  const ctx = await browser.newContext();
+  const page = await tab(ctx, p.url);
+  await page.evaluate(async () => {
+    window.got = [];
+    window.events = [];
+    const rc = Roomcast.connect(location.origin, { client: "offline-tab", shared: false, backoff: { min: 100, max: 400 } });
+    rc.on("message", (m) => window.got.push(m.offset));
+    for (const e of ["reconnecting", "recovered", "continuity_lost"]) rc.on(e, () => window.events.push(e));
+    await rc.join("news");
+  });
+  const pub = connect(s.url, { client: "newsroom" });
+  await pub.join("news");
+  for (let i = 0; i < 20; i++) await pub.publish("news", i);
+  await until(() => page.evaluate(() => window.got.length === 20), 5000, "the first twenty");
+  await ctx.setOffline(true);
+  p.refuse(true);
+  p.cut();
+  await until(() => page.evaluate(() => window.events.includes("reconnecting")), 5000, "the tab noticing");
+  for (let i = 20; i < 120; i++) await pub.publish("news", i);
+  await ctx.setOffline(false);
+  p.refuse(false);
+  await until(() => page.evaluate(() => window.got.length >= 120), 10000, "all 120 after coming back");
+  for (let i = 120; i < 130; i++) await pub.publish("news", i);
+  await until(() => page.evaluate(() => window.got.length >= 130), 5000, "the live ones after");
+  const got = await page.evaluate(() => window.got);
+  assert.deepEqual(got, Array.from({ length: 130 }, (_, i) => i + 1), "each message once, in order");
+  const events = await page.evaluate(() => window.events);
+  assert.ok(events.includes("recovered") && !events.includes("continuity_lost"), events.join());
+  pub.close();
+  p.close();
+  await ctx.close();
+});
+
+test("WebSockets blocked: SSE; SSE blocked too: long-polling; every message either way", async () => {
+  const s = await node();
+  const pub = connect(s.url, { client: "feed" });
+  await pub.join("f");
+  for (const blocked of [["ws"], ["ws", "sse"]]) {
+    const ctx = await browser.newContext();
+    // Blocked on the way: the handshake fails, as behind a proxy that drops upgrades;
+    // an SSE request fails at the network.
+    await ctx.routeWebSocket(/\/ws$/, (ws) => ws.close({ code: 1011, reason: "blocked" }));
+    if (blocked.includes("sse")) await ctx.route(/\/sse\?/, (route) => route.abort());
+    const page = await tab(ctx, s.url);
+    const transport = await page.evaluate(async () => {
+      window.got = [];
+      const rc = Roomcast.connect(location.origin, { client: "fallback", shared: false });
+      window.rc = rc;
+      rc.on("message", (m) => window.got.push(m.data));
+      const open = new Promise((r) => rc.on("open", (e) => r(e.transport)));
+      await rc.join("f");
+      return open;
+    });
+    assert.equal(transport, blocked.length === 1 ? "sse" : "poll");
+    for (let i = 0; i < 30; i++) await pub.publish("f", i);
+    const mine = await page.evaluate(() => window.rc.publish("f", "from the tab"));
+    assert.ok(mine > 0);
+    await until(() => page.evaluate(() => window.got.length === 31), 10000, `31 messages over ${transport}`);
+    const got = await page.evaluate(() => window.got);
+    assert.deepEqual(got, [...Array.from({ length: 30 }, (_, i) => i), "from the tab"]);
+    await ctx.close();
+    await pub.publish("f", "between"); // the next tab starts after this
+    await until(async () => (await (await fetch(`${s.url}/api/stats`)).json()).connections.sse === 0, 5000, "the stream gone");
+  }
+  pub.close();
+});
+
+test("three tabs share one connection; the server counts one", async () => {
+  const s = await node();
+  const ctx = await browser.newContext();
+  const pages = [];
+  for (let i = 0; i < 3; i++) pages.push(await tab(ctx, s.url));
+  for (const [i, page] of pages.entries()) {
+    await page.evaluate(async (i) => {
+      window.got = [];
+      window.rc = Roomcast.connect(location.origin, { client: "shared-user" });
+      window.rc.on("message", (m) => window.got.push(m.data));
+      await window.rc.join(i === 2 ? "other" : "common");
+      await window.rc.join("common");
+    }, i);
+  }
+  const kinds = await Promise.all(pages.map((p) => p.evaluate(() => window.rc.constructor.name)));
+  const pub = connect(s.url, { client: "pub" });
+  await pub.join("common");
+  for (let i = 0; i < 10; i++) await pub.publish("common", i);
+  for (const page of pages) await until(() => page.evaluate(() => window.got.length === 10), 5000, "ten on each tab");
+  const stats = await (await fetch(`${s.url}/api/stats`)).json();
+  assert.equal(stats.connections.websocket, 2, `the tabs' one and the publisher's: ${JSON.stringify(stats.connections)} (${kinds})`);
+  const members = await pub.presence("common");
+  assert.ok(members.length <= 2);
+  pub.close();
+  await ctx.close();
+});
+
+test("a node drains and restarts under tabs on WebSocket, SSE and polling: every one recovers", async () => {
+  const r = await redis();
+  stops.push(async () => r.stop());
+  const first = await serve(["--broker", r.url]);
+  const port = Number(first.addr.split(":")[1]);
+  const ctx = await browser.newContext();
+  const pages = [];
+  for (const transports of [["websocket"], ["sse"], ["poll"]]) {
+    const page = await tab(ctx, first.url);
+    await page.evaluate(async (transports) => {
+      window.got = [];
+      window.recovered = 0;
+      const rc = Roomcast.connect(location.origin, { client: "t-" + transports[0], transports, shared: false, backoff: { min: 100, max: 1000 } });
+      rc.on("message", (m) => window.got.push(m.offset));
+      rc.on("recovered", () => (window.recovered = performance.timeOrigin + performance.now()));
+      rc.on("continuity_lost", () => (window.lost = true));
+      await rc.join("d");
+    }, transports);
+    pages.push(page);
+  }
+  const pub = connect(`http://127.0.0.1:${port}`, { client: "pub", backoff: { min: 100, max: 1000 } });
+  await pub.join("d");
+  for (let i = 0; i < 10; i++) await pub.publish("d", i);
+  for (const page of pages) await until(() => page.evaluate(() => window.got.length === 10), 5000, "ten before the drain");
+  await first.drain();
+  const pending = Array.from({ length: 10 }, (_, i) => pub.publish("d", 10 + i)); // retried until the node is back
+  const second = await node(["--broker", r.url], port);
+  const restarted = Date.now();
+  await Promise.all(pending);
+  for (const page of pages) {
+    await until(() => page.evaluate(() => window.got.length >= 20), 15000, "twenty after the restart");
+    const got = await page.evaluate(() => window.got);
+    assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i + 1));
+    assert.equal(await page.evaluate(() => window.lost), undefined);
+  }
+  const times = await Promise.all(pages.map((p) => p.evaluate(() => window.recovered)));
+  const slowest = Math.max(...times) - restarted;
+  console.log(`# from the restart to every tab recovered: ${slowest} ms`);
+  assert.ok(times.every((t) => t > 0));
+  pub.close();
+  await ctx.close();
+  await second.stop();
+});
+
+test("the admin page shows the counts of a known scenario", async () => {
+  const s = await node();
+  const clients = [];
+  for (const name of ["a", "b", "c"]) {
+    const c = connect(s.url, { client: name });
+    await c.join("room-1");
+    clients.push(c);
+  }
+  for (let i = 0; i < 7; i++) await clients[0].publish("room-1", i);
+  await clients[1].publish("nowhere", 1).catch(() => {});
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const page = await ctx.newPage();
+  await page.goto(`${s.url}/admin`);
+  const cell = (key) => page.$eval(`td[data-key="${key}"]`, (td) => td.textContent).catch(() => null);
+  await until(async () => (await cell("connections.websocket")) === "3", 5000, "3 WebSocket connections");
+  assert.equal(await cell("published"), "7");
+  assert.equal(await cell("deliveries"), "21");
+  assert.equal(await cell("errors.not_joined"), "1");
+  await until(async () => (await cell("room.room-1"))?.startsWith("3 members"), 5000, "the room and its members");
+  if (shots) {
+    for (let i = 0; i < 8; i++) {
+      await clients[i % 3].publish("room-1", { n: i });
+      await new Promise((r) => setTimeout(r, 400));
+    }
+    await page.screenshot({ path: `${shots}/admin.png` });
+  }
+  clients.forEach((c) => c.close());
+  await ctx.close();
+});
