@@ -13,10 +13,14 @@ const stops = [];
 before(async () => {
   browser = await launch();
 });
-after(async () => {
-  await browser?.close();
-  for (const s of stops.reverse()) await s();
-});
+after(
+  async () => {
+    for (const s of stops.reverse()) await s();
+    // Bounded: the servers are gone already, and the process ends after this anyway.
+    await Promise.race([browser?.close(), new Promise((r) => setTimeout(r, 5000))]);
+  },
+  { timeout: 20000 },
+);
 async function node(args = [], port = 0) {
   const s = await serve(args, port);
   stops.push(s.stop);
@@ -230,5 +234,28 @@ test("the admin page shows the counts of a known scenario", async () => {
     await page.screenshot({ path: `${shots}/admin.png` });
   }
   clients.forEach((c) => c.close());
+  await ctx.close();
+});
+
+test("an API disconnect with 4003 stops a tab on SSE or polling as it stops a WebSocket", async () => {
+  const s = await node();
+  const ctx = await browser.newContext();
+  for (const transport of ["websocket", "sse", "poll"]) {
+    const page = await tab(ctx, s.url);
+    const client = `banned-${transport}`;
+    await page.evaluate(async ({ transport, client }) => {
+      window.closes = [];
+      window.reconnects = 0;
+      const rc = Roomcast.connect(location.origin, { client, transports: [transport], shared: false, backoff: { min: 50, max: 100 } });
+      rc.on("close", (e) => window.closes.push(e.code));
+      rc.on("reconnecting", () => window.reconnects++);
+      await rc.join("x");
+    }, { transport, client });
+    const resp = await fetch(`${s.url}/api/disconnect`, { method: "POST", body: JSON.stringify({ client, code: 4003, reason: "banned" }) });
+    assert.deepEqual(await resp.json(), { disconnected: 1 });
+    await until(() => page.evaluate(() => window.closes.length === 1), 5000, `the ${transport} tab closed`);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(await page.evaluate(() => [window.closes, window.reconnects]), [[4003], 0], transport);
+  }
   await ctx.close();
 });

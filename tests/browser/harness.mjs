@@ -50,6 +50,7 @@ export async function redis() {
   const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
     stdio: ["ignore", "pipe", "inherit"],
   });
+  process.on("exit", () => child.kill("SIGKILL"));
   await new Promise((resolve, reject) => {
     child.on("error", reject);
     child.stdout.on("data", (d) => String(d).includes("Ready to accept") && resolve());

@@ -71,6 +71,9 @@ var HttpTransport = class {
   /** Hands on an event of the session's stream. */
   event(msg) {
     if (this.done) return;
+    if (msg.type === "closed") {
+      return this.end({ code: msg.code, reason: msg.reason, opened: true });
+    }
     if (msg.type === "welcome") {
       this.session = msg.session;
       this.flush();
@@ -139,7 +142,9 @@ var PollTransport = class extends HttpTransport {
         return this.end({ code: 1006, reason: String(e), opened: this.session !== void 0 });
       }
       for (const event of answer.events ?? []) this.event(event);
-      if (answer.closed) return this.end({ code: 1001, reason: "poll session closed", opened: true });
+      if (answer.closed) {
+        return this.end({ code: answer.code ?? 1001, reason: answer.reason ?? "poll session closed", opened: true });
+      }
       query = `cursor=${encodeURIComponent(answer.cursor)}&timeout_ms=${WAIT}`;
       if (this.dial.token) query += `&token=${encodeURIComponent(this.dial.token)}`;
     }
@@ -147,7 +152,7 @@ var PollTransport = class extends HttpTransport {
 };
 
 // src/sse.ts
-var EVENTS = ["welcome", "joined", "message", "presence_diff", "token_expiring", "left", "error"];
+var EVENTS = ["welcome", "joined", "message", "presence_diff", "token_expiring", "left", "error", "closed"];
 var SseTransport = class extends HttpTransport {
   constructor(dial) {
     super(dial);

@@ -28,6 +28,10 @@ export abstract class HttpTransport implements Transport {
   /** Hands on an event of the session's stream. */
   protected event(msg: Record<string, unknown>): void {
     if (this.done) return;
+    if (msg.type === "closed") {
+      // The server ended the session, and says why as a WebSocket close code.
+      return this.end({ code: msg.code as number, reason: msg.reason as string, opened: true });
+    }
     if (msg.type === "welcome") {
       this.session = msg.session as string;
       this.flush();

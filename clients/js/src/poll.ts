@@ -31,7 +31,9 @@ export class PollTransport extends HttpTransport {
       // A cursor whose session ended opens a new one on the server, rejoined from the
       // cursor's positions: its welcome and joined events say so, and the client goes on.
       for (const event of answer.events ?? []) this.event(event);
-      if (answer.closed) return this.end({ code: 1001, reason: "poll session closed", opened: true });
+      if (answer.closed) {
+        return this.end({ code: answer.code ?? 1001, reason: answer.reason ?? "poll session closed", opened: true });
+      }
       query = `cursor=${encodeURIComponent(answer.cursor)}&timeout_ms=${WAIT}`;
       if (this.dial.token) query += `&token=${encodeURIComponent(this.dial.token)}`;
     }

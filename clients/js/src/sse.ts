@@ -12,7 +12,7 @@ interface Source {
   close(): void;
 }
 
-const EVENTS = ["welcome", "joined", "message", "presence_diff", "token_expiring", "left", "error"];
+const EVENTS = ["welcome", "joined", "message", "presence_diff", "token_expiring", "left", "error", "closed"];
 
 export class SseTransport extends HttpTransport {
   readonly name = "sse" as const;

@@ -111,9 +111,9 @@ for (const transport of ["websocket", "poll"]) {
   });
 }
 
-test("close-code advice: 4003 stops, 4000 reconnects", async () => {
+for (const transport of ["websocket", "poll"]) test(`${transport}: close-code advice: 4003 stops, 4000 reconnects`, async () => {
   const s = await node([]);
-  const a = client(s.url, { client: "carol", backoff: { min: 50, max: 100 } });
+  const a = client(s.url, { client: "carol", transports: [transport], backoff: { min: 50, max: 100 } });
   await a.join("x");
   const api = (code) => post(`${s.url}/api/disconnect`, { client: "carol", code });
   const back = next(a, "open");

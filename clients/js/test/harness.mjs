@@ -8,11 +8,17 @@ import { createHmac } from "node:crypto";
 const root = fileURLToPath(new URL("../../..", import.meta.url));
 export const BIN = process.env.ROOMCAST_BIN ?? `${root}target/debug/roomcast`;
 
+// Every server a test started dies with the test process, whatever a test left behind.
+const children = new Set();
+process.on("exit", () => children.forEach((c) => c.kill("SIGKILL")));
+
 /** Starts `roomcast serve` with `args`; resolves once it listens. */
 export function serve(args = [], port = 0) {
   const child = spawn(BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--log", "warn", ...args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
+  children.add(child);
+  child.on("exit", () => children.delete(child));
   return new Promise((resolve, reject) => {
     let out = "";
     child.on("error", reject);
@@ -26,7 +32,8 @@ export function serve(args = [], port = 0) {
           child,
           addr: m[1],
           url: `http://${m[1]}`,
-          stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once("exit", r), child.kill("SIGKILL")))),
+          // Gone already: an exit code, or the signal that ended it.
+          stop: () => new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : (child.once("exit", r), child.kill("SIGKILL")))),
           drain: () => new Promise((r) => (child.once("exit", r), child.kill("SIGTERM"))),
         });
       }

@@ -101,6 +101,10 @@ pub(crate) struct MemberState {
     pub waker: Option<Waker>,
     /// The member is gone (stream closed, session expired, dropped as too slow, drain).
     pub closed: bool,
+    /// Why the server ended the session, as the close code a WebSocket would get (4008,
+    /// 4009, 1001, an API disconnect's): told to the client in the stream's last event or
+    /// the last poll answer, so that it can follow the same reconnect advice.
+    pub ended: Option<(u16, Arc<str>)>,
     /// What the session's token allows, and until when; `None` without one.
     pub auth: Option<crate::auth::Identity>,
     /// The `token_expiring` event was sent for the current token.
@@ -365,6 +369,8 @@ impl HttpMember {
         }
         if counted && st.bytes > 0 && st.bytes + json.len() > self.max_bytes {
             st.closed = true;
+            st.ended
+                .get_or_insert((4008, Arc::from("slow consumer: the queue overflowed")));
             st.events.clear();
             st.bytes = 0;
             Self::wake(&mut st);
@@ -391,6 +397,16 @@ impl HttpMember {
         let mut st = self.state();
         st.closed = true;
         Self::wake(&mut st);
+    }
+
+    /// Records why the server ends the session (the first reason stays).
+    pub(crate) fn end(&self, code: u16, reason: &str) {
+        self.state().ended.get_or_insert((code, Arc::from(reason)));
+    }
+
+    /// The `closed` event of a session the server ended: `{"type":"closed","code","reason"}`.
+    pub(crate) fn closed_json(code: u16, reason: &str) -> String {
+        serde_json::json!({ "type": "closed", "code": code, "reason": reason }).to_string()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -481,6 +497,12 @@ impl HttpMember {
         push_json_str(&mut out, &cursor.encode());
         if st.closed {
             out.push_str(",\"closed\":true");
+            if let Some((code, reason)) = &st.ended {
+                out.push_str(",\"code\":");
+                out.push_str(itoa::Buffer::new().format(*code));
+                out.push_str(",\"reason\":");
+                push_json_str(&mut out, reason);
+            }
         }
         out.push('}');
         drop(st);

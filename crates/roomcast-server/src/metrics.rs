@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -17,12 +18,16 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-/// The histograms, recorded when `metrics.enabled`.
-#[derive(Debug)]
+/// The histograms, recorded when `metrics.enabled`. Cloning shares them.
+#[derive(Clone, Debug)]
 pub(crate) struct Metrics {
     enabled: bool,
     /// Members one message was queued to at once, per worker.
     fan_out: Histogram,
+    /// From a publish's arrival to its ack, in seconds.
+    publish: Histogram,
+    /// One pipeline's round trip to the broker, in seconds.
+    broker: Histogram,
 }
 
 impl Metrics {
@@ -30,6 +35,9 @@ impl Metrics {
         Self {
             enabled,
             fan_out: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            // 20 µs to about 0.65 s.
+            publish: Histogram::new(exponential_buckets(0.000_02, 2.0, 16)),
+            broker: Histogram::new(exponential_buckets(0.000_02, 2.0, 16)),
         }
     }
 
@@ -44,6 +52,20 @@ impl Metrics {
         }
     }
 
+    /// A publish acked `took` after it arrived.
+    pub(crate) fn publish(&self, took: Duration) {
+        if self.enabled {
+            self.publish.observe(took.as_secs_f64());
+        }
+    }
+
+    /// A broker pipeline answered `took` after it was sent.
+    pub(crate) fn broker(&self, took: Duration) {
+        if self.enabled {
+            self.broker.observe(took.as_secs_f64());
+        }
+    }
+
     /// The Prometheus text of `snapshot` and the histograms.
     pub(crate) fn render(&self, snapshot: Snapshot) -> String {
         let mut registry = Registry::with_prefix("roomcast");
@@ -51,6 +73,16 @@ impl Metrics {
             "fan_out_batch_members",
             "Members one message was queued to at once on one worker",
             self.fan_out.clone(),
+        );
+        registry.register(
+            "publish_seconds",
+            "From a publish's arrival to its ack, once stored",
+            self.publish.clone(),
+        );
+        registry.register(
+            "broker_round_trip_seconds",
+            "One pipeline of requests to the broker, sent to answered",
+            self.broker.clone(),
         );
         registry.register_collector(Box::new(snapshot));
         let mut out = String::new();

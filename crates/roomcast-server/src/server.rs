@@ -179,6 +179,7 @@ impl Server {
                     client,
                     mesh.clone(),
                     shared.stats.clone(),
+                    shared.metrics.clone(),
                 )?;
                 (Engine::Redis(handle), Some(thread))
             }

@@ -47,7 +47,16 @@ pub(crate) struct Shared {
     still_draining: watch::Sender<usize>,
     /// HTTP members by session id, for requests that land on another worker.
     sessions: Mutex<HashMap<Arc<str>, Arc<HttpMember>>>,
+    /// Poll sessions the server ended, and why, for `http.poll_session_ttl_ms`: a poll
+    /// that comes back with such a session's cursor is told, not given a new session.
+    ended: Mutex<HashMap<Arc<str>, Ended>>,
 }
+
+/// Why a session ended (close code, reason) and when.
+type Ended = (u16, Arc<str>, std::time::Instant);
+
+/// Ended poll sessions remembered at most (past it, the oldest are not told).
+const ENDED_MAX: usize = 65_536;
 
 impl Shared {
     /// The state of a node of `workers` workers.
@@ -76,6 +85,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             still_draining: watch::Sender::new(workers),
             sessions: Mutex::default(),
+            ended: Mutex::default(),
         }
     }
 
@@ -127,6 +137,29 @@ impl Shared {
 
     pub(crate) fn sessions_remove(&self, session: &str) {
         self.sessions().remove(session);
+    }
+
+    /// Remembers that the server ended the poll session `session` with `code`.
+    pub(crate) fn session_ended(&self, session: &Arc<str>, code: u16, reason: &Arc<str>) {
+        let ttl = std::time::Duration::from_millis(self.config.http.poll_session_ttl_ms);
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if ended.len() >= ENDED_MAX / 2 {
+            ended.retain(|_, (_, _, at)| at.elapsed() < ttl);
+        }
+        if ended.len() < ENDED_MAX {
+            let entry = (code, reason.clone(), std::time::Instant::now());
+            ended.insert(session.clone(), entry);
+        }
+    }
+
+    /// Why the server ended the poll session `session`, if it did not long ago.
+    pub(crate) fn ended_session(&self, session: &str) -> Option<(u16, Arc<str>)> {
+        let ttl = std::time::Duration::from_millis(self.config.http.poll_session_ttl_ms);
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended
+            .get(session)
+            .filter(|(_, _, at)| at.elapsed() < ttl)
+            .map(|(code, reason, _)| (*code, reason.clone()))
     }
 
     /// Open SSE streams and poll sessions.

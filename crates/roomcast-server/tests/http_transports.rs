@@ -841,3 +841,46 @@ async fn poll_limit_and_timeout_are_capped_by_their_settings() {
         "timeout_ms=60000 was not capped at 300 ms: {waited:?}"
     );
 }
+
+/// A session the server ends says why, with the close code a WebSocket would get: SSE in
+/// a last `closed` event, a poll in its last answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_server_ends_says_why() {
+    let s = common::start(|_| {}).await;
+    let mut sse = common::Sse::open(s.addr, "room=a&client=eve", None).await;
+    sse.next_of("joined").await;
+    let first = common::get_json(format!(
+        "http://{}/poll?room=a&client=mallory&timeout_ms=0",
+        s.addr
+    ))
+    .await;
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    for client in ["eve", "mallory"] {
+        let (st, v) = common::api(
+            s.addr,
+            "POST",
+            "/api/disconnect",
+            Some(serde_json::json!({"client": client, "code": 4003, "reason": "banned"})),
+        )
+        .await;
+        assert_eq!(
+            (st, &v["disconnected"]),
+            (200, &serde_json::json!(1)),
+            "{v}"
+        );
+    }
+    let closed = sse.next_of("closed").await;
+    assert_eq!(
+        closed,
+        serde_json::json!({"type":"closed","code":4003,"reason":"banned"})
+    );
+    assert!(sse.ended().await, "the stream ends after its closed event");
+    let last = common::get_json(format!(
+        "http://{}/poll?cursor={cursor}&timeout_ms=0",
+        s.addr
+    ))
+    .await;
+    assert_eq!(last["closed"], true, "{last}");
+    assert_eq!(last["code"], 4003, "{last}");
+    assert_eq!(last["reason"], "banned", "{last}");
+}

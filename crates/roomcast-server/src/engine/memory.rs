@@ -125,6 +125,7 @@ impl Homes {
                 id,
                 reference,
                 create,
+                asked,
             }) => {
                 let target = usize::from(conn.worker);
                 if create && !self.rooms.contains_key(&room) {
@@ -164,6 +165,7 @@ impl Homes {
                     reference,
                     room,
                     offset: published.offset,
+                    asked: Some(asked),
                 };
                 out.push((target, LocalMsg::Reply { conn, reply }));
             }

@@ -106,6 +106,8 @@ pub(crate) struct Publish {
     pub reference: Option<u64>,
     /// Create the room if it has no state (the HTTP API publishes without joining).
     pub create: bool,
+    /// When the request arrived: `roomcast_publish_seconds` runs from here to the ack.
+    pub asked: std::time::Instant,
 }
 
 /// A request to a room's engine.
@@ -245,6 +247,8 @@ pub(crate) enum Reply {
         reference: Option<u64>,
         room: RoomName,
         offset: u64,
+        /// When the publish arrived (`None`: not timed).
+        asked: Option<std::time::Instant>,
     },
     /// Refused: an `error` reply.
     Error {
@@ -272,6 +276,7 @@ impl Reply {
                 reference,
                 room,
                 offset,
+                ..
             } => reply::ack(*reference, room, *offset),
             Reply::Error {
                 reference,
@@ -377,6 +382,7 @@ mod tests {
             reference: Some(3),
             room: room.clone(),
             offset: 41,
+            asked: None,
         };
         assert_eq!(ack.frame(), reply::ack(Some(3), &room, 41));
         assert_eq!(ack.code(), None);

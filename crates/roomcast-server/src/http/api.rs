@@ -311,6 +311,7 @@ async fn publish(
                 id,
                 reference: None,
                 create: true,
+                asked: std::time::Instant::now(),
             })
         })
         .await;

@@ -69,6 +69,23 @@ pub(super) async fn poll(
         .as_ref()
         .and_then(|c| worker.shared.session(&c.session))
         .filter(|m| m.kind == HttpKind::Poll && !m.is_closed());
+    // A session this node ended: said again, as its last answer said (while draining,
+    // the 503 below sends the client elsewhere instead).
+    if let Some(c) = cursor
+        .as_ref()
+        .filter(|_| existing.is_none() && !worker.shared.is_draining())
+        && let Some((code, reason)) = worker.shared.ended_session(&c.session)
+    {
+        let answer = serde_json::json!({
+            "session": c.session,
+            "events": [],
+            "cursor": param(&q, "cursor"),
+            "closed": true,
+            "code": code,
+            "reason": &*reason,
+        });
+        return json_response(StatusCode::OK, answer.to_string());
+    }
     // Another node's session goes on there while that node holds it.
     if let Some(c) = cursor.as_ref().filter(|_| existing.is_none()) {
         let call = SessionCall::Poll {

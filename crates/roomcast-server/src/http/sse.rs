@@ -138,6 +138,7 @@ impl HttpBody for SseBody {
             out.put_slice(b"retry: 1000\n\n");
         }
         let mut closed = false;
+        let mut ended = None;
         let mut taken = Vec::new();
         {
             let mut st = self.member.state();
@@ -151,13 +152,21 @@ impl HttpBody for SseBody {
             }
             if taken.is_empty() {
                 closed = st.closed;
-                if !closed {
+                if closed {
+                    ended = st.ended.take();
+                } else {
                     st.waker = Some(cx.waker().clone());
                 }
             }
         }
         for event in &taken {
             self.write_event(&mut out, event);
+        }
+        if let Some((code, reason)) = ended {
+            // Why the server ended the stream, once, as its last event.
+            out.put_slice(b"event: closed\ndata: ");
+            out.put_slice(HttpMember::closed_json(code, &reason).as_bytes());
+            out.put_slice(b"\n\n");
         }
         if !out.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));

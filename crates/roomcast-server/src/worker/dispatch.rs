@@ -185,6 +185,7 @@ impl Worker {
                     id: id.map(|i| i.as_ref().into()),
                     reference,
                     create: false,
+                    asked: std::time::Instant::now(),
                 });
                 caller.asked();
                 self.to_home(&room, msg);

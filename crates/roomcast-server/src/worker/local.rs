@@ -100,6 +100,12 @@ impl Worker {
                 if let Some(code) = reply.code() {
                     self.shared.stats.error(code);
                 }
+                if let Reply::Ack {
+                    asked: Some(asked), ..
+                } = &reply
+                {
+                    self.shared.metrics.publish(asked.elapsed());
+                }
                 match key.addr() {
                     Addr::Pending(_) => {
                         if let Some(waiting) = self.take_pending(key) {
@@ -564,6 +570,7 @@ impl Worker {
             c.close(self, CloseCode(code), reason, false);
         }
         for m in &members {
+            m.end(code, reason);
             self.remove_http(m);
         }
         conns.len() + members.len()

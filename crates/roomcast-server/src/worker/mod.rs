@@ -457,6 +457,13 @@ impl Worker {
         for r in rooms {
             self.drop_http_membership(member, r);
         }
+        let ended = member.state().ended.clone();
+        // A drain's 1001 means "elsewhere": its cursor may open a session on another node.
+        if let (HttpKind::Poll, Some((code, reason))) = (member.kind, ended)
+            && code != 1001
+        {
+            self.shared.session_ended(&member.session, code, &reason);
+        }
         member.close();
     }
 
@@ -598,6 +605,7 @@ impl Worker {
                 let token_expired = match due {
                     Some((true, _)) => {
                         Stats::add(&self.shared.stats.token_expiries, 1);
+                        m.end(4009, "token expired");
                         true
                     }
                     Some((false, exp)) => {
@@ -695,6 +703,7 @@ impl Worker {
         let members: Vec<Arc<HttpMember>> =
             self.http.borrow().iter().map(|(_, m)| m.clone()).collect();
         for m in members {
+            m.end(1001, "server draining");
             self.remove_http(&m);
         }
         let deadline =

@@ -106,6 +106,7 @@ pub(crate) fn start(
     client: redis::Client,
     mesh: Mesh,
     stats: Arc<Stats>,
+    metrics: crate::metrics::Metrics,
 ) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let (tx, inbox) = mpsc::unbounded_channel();
     let up = Arc::new(AtomicBool::new(false));
@@ -141,6 +142,7 @@ pub(crate) fn start(
                     settings,
                     mesh,
                     stats,
+                    metrics,
                     up,
                     client,
                     events,
@@ -249,6 +251,7 @@ enum Then {
         room: RoomName,
         conn: ConnKey,
         reference: Option<u64>,
+        asked: std::time::Instant,
     },
     /// A join's read (the join script, or a history read for it); `held` when the room's
     /// live messages wait for it.
@@ -280,6 +283,8 @@ struct Broker {
     settings: Settings,
     mesh: Mesh,
     stats: Arc<Stats>,
+    /// The broker round-trip histogram is recorded here.
+    metrics: crate::metrics::Metrics,
     up: Arc<AtomicBool>,
     client: redis::Client,
     events: mpsc::UnboundedSender<Event>,
@@ -668,9 +673,12 @@ impl Broker {
         let events = self.events.clone();
         let seq = self.out.sent;
         self.out.sent += 1;
+        let metrics = self.metrics.clone();
         tokio::task::spawn_local(async move {
             let n = thens.len();
+            let sent = Instant::now();
             let result = conn.req_packed_commands(&pipe, 0, n).await;
+            metrics.broker(sent.elapsed());
             let _ = events.send(Event::Done(generation, seq, thens, result));
         });
     }
@@ -864,6 +872,7 @@ impl Broker {
             room: p.room,
             conn: p.conn,
             reference: p.reference,
+            asked: p.asked,
         };
         self.enqueue(cmd, then);
     }
@@ -1090,6 +1099,7 @@ impl Broker {
                 room,
                 conn,
                 reference,
+                asked,
             } => {
                 let Some((offset, epoch, duplicate)) = value.and_then(wire::parse_published) else {
                     return self.unavailable(conn, reference);
@@ -1101,6 +1111,7 @@ impl Broker {
                     reference,
                     room: room.clone(),
                     offset,
+                    asked: Some(asked),
                 };
                 // The publisher sees its message before the ack, as on one node: the ack
                 // waits until the message was delivered here (bounded).
