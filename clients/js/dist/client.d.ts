@@ -24,10 +24,12 @@ export declare class Client extends Emitter<Events> {
     private openedAt;
     private lastHeard;
     private heartbeatMs;
+    private pingedAt;
     private blocked;
     private timer;
     private beat;
     private readonly order;
+    private readonly online;
     constructor(url: string, opts?: Options);
     /** Joins `room`: resolves with where the room stands once the server answered. After
      * a reconnect the client rejoins it by itself, from the last message it delivered. */

@@ -86,8 +86,13 @@ var HttpTransport = class {
   }
   async flush() {
     if (this.posting || !this.session || this.done || this.waiting.length === 0) return;
-    const batch = this.waiting;
-    this.waiting = [];
+    let size = 0;
+    let n = 0;
+    while (n < this.waiting.length && (n === 0 || size < 256 * 1024)) {
+      size += JSON.stringify(this.waiting[n]).length;
+      n++;
+    }
+    const batch = this.waiting.splice(0, n);
     this.posting = true;
     try {
       const resp = await fetch(
@@ -199,10 +204,12 @@ var WsTransport = class {
     });
     __publicField(this, "ws");
     __publicField(this, "opened", false);
+    __publicField(this, "socketOpen", false);
     __publicField(this, "done", false);
     const Ws = dial.WebSocket ?? globalThis.WebSocket;
     this.ws = new Ws(dial.base.replace(/^http/, "ws") + "/ws");
     this.ws.onopen = () => {
+      this.socketOpen = true;
       this.ws.send(JSON.stringify({ type: "hello", client: dial.client, token: dial.token }));
     };
     this.ws.onmessage = (e) => {
@@ -218,7 +225,7 @@ var WsTransport = class {
     };
     this.ws.onclose = (e) => this.end({ code: e.code, reason: e.reason, opened: this.opened });
     this.ws.onerror = () => {
-      if (this.ws.readyState !== 1) this.end({ code: 1006, reason: "handshake failed", opened: false });
+      if (!this.socketOpen) this.end({ code: 1006, reason: "handshake failed", opened: false });
     };
   }
   send(requests) {
@@ -287,10 +294,14 @@ var Client = class extends Emitter {
     __publicField(this, "openedAt", 0);
     __publicField(this, "lastHeard", 0);
     __publicField(this, "heartbeatMs", 25e3);
+    __publicField(this, "pingedAt", 0);
     __publicField(this, "blocked", /* @__PURE__ */ new Map());
     __publicField(this, "timer");
     __publicField(this, "beat");
     __publicField(this, "order");
+    __publicField(this, "online", () => {
+      if (!this.t && !this.stopped) this.connect();
+    });
     this.base = baseUrl(url);
     this.client = opts.client;
     const g2 = globalThis;
@@ -301,9 +312,7 @@ var Client = class extends Emitter {
     };
     this.order = (opts.transports ?? ALL).filter((n) => have[n]);
     if (typeof g2.addEventListener === "function") {
-      g2.addEventListener("online", () => {
-        if (!this.t && !this.stopped) this.connect();
-      });
+      g2.addEventListener("online", this.online);
     }
     queueMicrotask(() => this.connect());
   }
@@ -313,6 +322,7 @@ var Client = class extends Emitter {
   join(room, options = {}) {
     const known = this.rooms.get(room);
     return new Promise((resolve, reject) => {
+      if (this.stopped) return reject(new RoomcastError("closed", "the client is closed"));
       if (known) {
         if (known.joined && known.pos) resolve({ room, ...known.pos });
         else known.waiters.push([resolve, reject]);
@@ -370,8 +380,8 @@ var Client = class extends Emitter {
     return typeof t === "function" ? await t() : t;
   }
   async connect() {
-    clearTimeout(this.timer);
     if (this.stopped || this.t) return;
+    clearTimeout(this.timer);
     const name = this.pick();
     let token;
     try {
@@ -380,13 +390,20 @@ var Client = class extends Emitter {
       return this.retry({ code: 4001, reason: `token: ${e}`, opened: false });
     }
     if (this.stopped || this.t) return;
-    const t = new makers[name]({
-      base: this.base,
-      client: this.client,
-      token,
-      WebSocket: this.opts.WebSocket,
-      EventSource: this.opts.EventSource
-    });
+    let t;
+    try {
+      t = new makers[name]({
+        base: this.base,
+        client: this.client,
+        token,
+        WebSocket: this.opts.WebSocket,
+        EventSource: this.opts.EventSource
+      });
+    } catch (e) {
+      if (this.order.length === 0) return this.stop(1006, `no transport: ${e}`);
+      this.blocked.set(name, Date.now() + 6e4);
+      return this.retry({ code: 1006, reason: String(e), opened: false });
+    }
     this.t = t;
     t.onmessage = (m) => {
       if (this.t === t) this.receive(m);
@@ -413,7 +430,7 @@ var Client = class extends Emitter {
     this.sent.clear();
     for (const r of this.rooms.values()) r.joined = false;
     if (this.stopped) return;
-    if (Date.now() - this.openedAt > 5e3) this.attempt = 0;
+    if (e.opened && Date.now() - this.openedAt > 5e3) this.attempt = 0;
     if (!e.opened && t && this.order.length > 1 && advice(e.code) === "later") {
       this.reachable().then((up) => {
         if (this.stopped || this.t) return;
@@ -438,6 +455,7 @@ var Client = class extends Emitter {
     const delay = Math.round(span / 2 + Math.random() * span / 2);
     this.attempt++;
     this.emit("reconnecting", { code: e.code, reason: e.reason, attempt: this.attempt, delay });
+    clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
   }
   async reachable() {
@@ -451,6 +469,8 @@ var Client = class extends Emitter {
   stop(code, reason) {
     if (this.stopped) return;
     this.stopped = true;
+    const g2 = globalThis;
+    g2.removeEventListener?.("online", this.online);
     clearTimeout(this.timer);
     clearInterval(this.beat);
     this.t?.close();
@@ -536,12 +556,12 @@ var Client = class extends Emitter {
     if (m.recovered === false || room.pos?.epoch !== m.epoch) room.pos = { epoch: m.epoch, offset: m.offset };
     this.emit(m.recovered === true ? "recovered" : "continuity_lost", j);
   }
-  joinRequest(name, room) {
+  joinRequest(name, room, tries = 0) {
     const since = room.pos;
     const r = {
       ref: ++this.ref,
       body: { type: "join", room: name, presence: room.presence, since },
-      tries: 0,
+      tries,
       resolve: (m) => {
         if (this.rooms.get(name) !== room) return;
         room.joined = true;
@@ -570,7 +590,8 @@ var Client = class extends Emitter {
     if (this.stopped) return r.reject(new RoomcastError("closed", "the client is closed"));
     if (r.body.type === "join") {
       const room = this.rooms.get(r.body.room);
-      if (this.open && room && !room.joined) this.t?.send([this.joinRequest(r.body.room, room)]);
+      const asking = [...this.sent.values()].some((s) => s.body.type === "join" && s.body.room === r.body.room);
+      if (this.open && room && !room.joined && !asking) this.t?.send([this.joinRequest(r.body.room, room, r.tries)]);
       return;
     }
     if (this.open) this.t?.send([this.track(r)]);
@@ -592,13 +613,14 @@ var Client = class extends Emitter {
   /** Browsers cannot see the server's pings: a connection silent for longer than the
    * heartbeat is asked, and given up 10 s later. */
   liveness() {
-    const quiet = Date.now() - this.lastHeard;
-    if (!this.open || quiet < this.heartbeatMs) return;
-    if (quiet > this.heartbeatMs + 1e4) {
+    const now = Date.now();
+    if (!this.open || now - this.lastHeard < this.heartbeatMs) return;
+    if (this.pingedAt > this.lastHeard && now - this.pingedAt > 1e4) {
       this.t?.close();
       return this.lost({ code: 1006, reason: "no answer to ping", opened: true });
     }
-    if (![...this.sent.values()].some((r) => r.body.type === "ping")) {
+    if (this.pingedAt <= this.lastHeard) {
+      this.pingedAt = now;
       this.request({ type: "ping" }).catch(() => {
       });
     }
@@ -703,16 +725,26 @@ var SharedClient = class extends Emitter {
         this.client = p.client;
         this.transport = p.transport;
       }
-      if (m.event === "message") this.positions.set(p.room, { epoch: p.epoch, offset: p.offset });
+      if (["message", "recovered", "continuity_lost"].includes(m.event) && p.epoch !== void 0) {
+        const known = this.positions.get(p.room);
+        if (m.event !== "recovered" || known?.epoch !== p.epoch) {
+          this.positions.set(p.room, { epoch: p.epoch, offset: p.offset });
+        }
+      }
       return this.emit(m.event, m.event === "error" ? new RoomcastError(p.code, p.message) : p);
     }
     const call = this.calls.get(m.id);
     if (!call) return;
     this.calls.delete(m.id);
-    if (m.error) call[1](new RoomcastError(m.error.code, m.error.message));
-    else call[0](m.value);
+    if (m.error) return call[1](new RoomcastError(m.error.code, m.error.message));
+    const v = m.value;
+    if (v && typeof v === "object" && "epoch" in v && "room" in v && !this.positions.has(v.room)) {
+      this.positions.set(v.room, { epoch: v.epoch, offset: v.offset });
+    }
+    call[0](m.value);
   }
 };
+var SILENT = 18e4;
 function host(scope) {
   let client;
   let opened;
@@ -725,6 +757,12 @@ function host(scope) {
     const tab = tabs.get(port);
     if (!tab) return;
     tabs.delete(port);
+    for (const [id, t] of tokens) {
+      if (t.port === port) {
+        tokens.delete(id);
+        t.settle(void 0);
+      }
+    }
     for (const room of tab.rooms) if (!wanted(room)) client?.leave(room).catch(() => {
     });
     if (tabs.size === 0) {
@@ -737,7 +775,13 @@ function host(scope) {
     const port = [...tabs].find(([, t]) => t.asks)?.[0];
     if (!port) return reject(new Error("no tab to ask for a token"));
     const id = ++asked;
-    tokens.set(id, (v) => v ? resolve(v) : reject(new Error("no token")));
+    const settle = (v) => {
+      clearTimeout(timer);
+      tokens.delete(id);
+      return v ? resolve(v) : reject(new Error("no token"));
+    };
+    const timer = setTimeout(() => settle(void 0), 1e4);
+    tokens.set(id, { port, settle });
     post(port, { op: "token", id });
   });
   const start = (url, opts, asks) => {
@@ -746,6 +790,10 @@ function host(scope) {
       c.on(type, (payload) => {
         const wire = payload instanceof RoomcastError ? { code: payload.code, message: payload.message } : payload;
         if (type === "open") opened = wire;
+        if (type === "close" && client === c) {
+          client = void 0;
+          opened = void 0;
+        }
         for (const [port, tab] of tabs) {
           if (!ROOM_EVENTS.has(type) || tab.rooms.has(payload.room)) post(port, { event: type, payload: wire });
         }
@@ -755,7 +803,7 @@ function host(scope) {
   };
   setInterval(() => {
     const now = Date.now();
-    for (const [port, tab] of tabs) if (now - tab.seen > 15e3) drop(port);
+    for (const [port, tab] of tabs) if (now - tab.seen > SILENT) drop(port);
   }, 5e3);
   scope.onconnect = (e) => {
     const port = e.ports[0];
@@ -764,9 +812,21 @@ function host(scope) {
     port.onmessage = async (ev) => {
       const m = ev.data;
       tab.seen = Date.now();
+      if (!tabs.has(port) && m.op !== "bye") {
+        const kept = new Set([...tab.rooms].filter(wanted));
+        tabs.set(port, tab);
+        if (!client && tab.hello) client = start(tab.hello.url, tab.hello.opts, tab.hello.asks);
+        for (const room2 of tab.rooms) {
+          client?.join(room2).then(
+            (j) => kept.has(room2) || post(port, { event: "continuity_lost", payload: j }),
+            () => tab.rooms.delete(room2)
+          );
+        }
+      }
       switch (m.op) {
         case "hello":
           tab.asks = m.asks;
+          tab.hello = m;
           client ?? (client = start(m.url, m.opts, m.asks));
           if (opened) post(port, { event: "open", payload: opened });
           return;
@@ -775,8 +835,7 @@ function host(scope) {
         case "bye":
           return drop(port);
         case "token":
-          tokens.get(m.id)?.(m.value);
-          tokens.delete(m.id);
+          tokens.get(m.id)?.settle(m.value);
           return;
       }
       if (!client) return post(port, { id: m.id, error: { code: "closed", message: "not connected" } });

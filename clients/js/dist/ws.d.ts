@@ -5,6 +5,7 @@ export declare class WsTransport implements Transport {
     onclose: Transport["onclose"];
     private ws;
     private opened;
+    private socketOpen;
     private done;
     constructor(dial: Dial);
     send(requests: object[]): void;

@@ -94,10 +94,14 @@ export class Client extends Emitter<Events> {
   private openedAt = 0;
   private lastHeard = 0;
   private heartbeatMs = 25000;
+  private pingedAt = 0;
   private blocked = new Map<TransportName, number>();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private beat: ReturnType<typeof setInterval> | undefined;
   private readonly order: TransportName[];
+  private readonly online = () => {
+    if (!this.t && !this.stopped) this.connect();
+  };
 
   constructor(
     url: string,
@@ -115,9 +119,7 @@ export class Client extends Emitter<Events> {
     this.order = (opts.transports ?? ALL).filter((n) => have[n]);
     if (typeof g.addEventListener === "function") {
       // Back online: try now rather than at the end of the backoff.
-      (g.addEventListener as (t: string, f: () => void) => void)("online", () => {
-        if (!this.t && !this.stopped) this.connect();
-      });
+      (g.addEventListener as (t: string, f: () => void) => void)("online", this.online);
     }
     queueMicrotask(() => this.connect());
   }
@@ -129,6 +131,7 @@ export class Client extends Emitter<Events> {
   join(room: string, options: JoinOptions = {}): Promise<Joined> {
     const known = this.rooms.get(room);
     return new Promise((resolve, reject) => {
+      if (this.stopped) return reject(new RoomcastError("closed", "the client is closed"));
       if (known) {
         if (known.joined && known.pos) resolve({ room, ...known.pos });
         else known.waiters.push([resolve, reject]);
@@ -196,8 +199,8 @@ export class Client extends Emitter<Events> {
   }
 
   private async connect(): Promise<void> {
-    clearTimeout(this.timer);
     if (this.stopped || this.t) return;
+    clearTimeout(this.timer);
     const name = this.pick();
     let token: string | undefined;
     try {
@@ -206,13 +209,21 @@ export class Client extends Emitter<Events> {
       return this.retry({ code: 4001, reason: `token: ${e}`, opened: false });
     }
     if (this.stopped || this.t) return;
-    const t = new makers[name]({
-      base: this.base,
-      client: this.client,
-      token,
-      WebSocket: this.opts.WebSocket,
-      EventSource: this.opts.EventSource,
-    });
+    let t: Transport;
+    try {
+      t = new makers[name]({
+        base: this.base,
+        client: this.client,
+        token,
+        WebSocket: this.opts.WebSocket,
+        EventSource: this.opts.EventSource,
+      });
+    } catch (e) {
+      // No such constructor here, a URL the runtime refuses (mixed content...).
+      if (this.order.length === 0) return this.stop(1006, `no transport: ${e}`);
+      this.blocked.set(name, Date.now() + 60000);
+      return this.retry({ code: 1006, reason: String(e), opened: false });
+    }
     this.t = t;
     t.onmessage = (m) => {
       if (this.t === t) this.receive(m);
@@ -241,7 +252,8 @@ export class Client extends Emitter<Events> {
     this.sent.clear();
     for (const r of this.rooms.values()) r.joined = false;
     if (this.stopped) return;
-    if (Date.now() - this.openedAt > 5000) this.attempt = 0;
+    // A connection that lasted starts the backoff over; one that failed does not.
+    if (e.opened && Date.now() - this.openedAt > 5000) this.attempt = 0;
     if (!e.opened && t && this.order.length > 1 && advice(e.code) === "later") {
       // Failed before the welcome: blocked on the way (fall back to the next transport at
       // once), or the server is down (wait and try the same again)?
@@ -270,6 +282,7 @@ export class Client extends Emitter<Events> {
     const delay = Math.round(span / 2 + (Math.random() * span) / 2);
     this.attempt++;
     this.emit("reconnecting", { code: e.code, reason: e.reason, attempt: this.attempt, delay });
+    clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
   }
 
@@ -285,6 +298,8 @@ export class Client extends Emitter<Events> {
   private stop(code: number, reason: string): void {
     if (this.stopped) return;
     this.stopped = true;
+    const g = globalThis as { removeEventListener?: (t: string, f: () => void) => void };
+    g.removeEventListener?.("online", this.online);
     clearTimeout(this.timer);
     clearInterval(this.beat);
     this.t?.close();
@@ -380,12 +395,12 @@ export class Client extends Emitter<Events> {
     this.emit(m.recovered === true ? "recovered" : "continuity_lost", j);
   }
 
-  private joinRequest(name: string, room: Room): Reply {
+  private joinRequest(name: string, room: Room, tries = 0): Reply {
     const since = room.pos;
     const r: Request = {
       ref: ++this.ref,
       body: { type: "join", room: name, presence: room.presence, since },
-      tries: 0,
+      tries,
       resolve: (m) => {
         if (this.rooms.get(name) !== room) return;
         room.joined = true;
@@ -417,7 +432,8 @@ export class Client extends Emitter<Events> {
     if (this.stopped) return r.reject(new RoomcastError("closed", "the client is closed"));
     if (r.body.type === "join") {
       const room = this.rooms.get(r.body.room);
-      if (this.open && room && !room.joined) this.t?.send([this.joinRequest(r.body.room, room)]);
+      const asking = [...this.sent.values()].some((s) => s.body.type === "join" && s.body.room === r.body.room);
+      if (this.open && room && !room.joined && !asking) this.t?.send([this.joinRequest(r.body.room, room, r.tries)]);
       return;
     }
     if (this.open) this.t?.send([this.track(r)]);
@@ -442,13 +458,16 @@ export class Client extends Emitter<Events> {
   /** Browsers cannot see the server's pings: a connection silent for longer than the
    * heartbeat is asked, and given up 10 s later. */
   private liveness(): void {
-    const quiet = Date.now() - this.lastHeard;
-    if (!this.open || quiet < this.heartbeatMs) return;
-    if (quiet > this.heartbeatMs + 10000) {
+    const now = Date.now();
+    if (!this.open || now - this.lastHeard < this.heartbeatMs) return;
+    // Given up only 10 s after a ping went unanswered (a throttled tab's timers may
+    // come late: that alone is no reason).
+    if (this.pingedAt > this.lastHeard && now - this.pingedAt > 10000) {
       this.t?.close();
       return this.lost({ code: 1006, reason: "no answer to ping", opened: true });
     }
-    if (![...this.sent.values()].some((r) => r.body.type === "ping")) {
+    if (this.pingedAt <= this.lastHeard) {
+      this.pingedAt = now;
       this.request({ type: "ping" }).catch(() => {});
     }
   }

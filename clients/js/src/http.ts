@@ -46,8 +46,15 @@ export abstract class HttpTransport implements Transport {
 
   private async flush(): Promise<void> {
     if (this.posting || !this.session || this.done || this.waiting.length === 0) return;
-    const batch = this.waiting;
-    this.waiting = [];
+    // At most about 256 KiB of JSON a POST (the server takes bodies up to 1 MiB), one
+    // command at least; the rest follows in the next.
+    let size = 0;
+    let n = 0;
+    while (n < this.waiting.length && (n === 0 || size < 256 * 1024)) {
+      size += JSON.stringify(this.waiting[n]).length;
+      n++;
+    }
+    const batch = this.waiting.splice(0, n);
     this.posting = true;
     try {
       // text/plain keeps a cross-origin POST "simple": no preflight round trip.

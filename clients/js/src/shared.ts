@@ -3,7 +3,8 @@
 //
 // The worker joins a room while any tab wants it, and leaves it when the last such tab
 // leaves or goes away (a tab says `bye` when its page is hidden for good, and one that
-// stopped saying `alive` for 15 s is taken as gone). Room events reach the tabs in that
+// stopped saying `alive` for 3 minutes is taken as gone: a hidden tab's timers may fire
+// once a minute). A tab taken as gone that speaks again is taken back, with its rooms. Room events reach the tabs in that
 // room; connection events reach every tab. A token function cannot cross a port, so the
 // worker asks a tab for the token when it needs one.
 
@@ -130,14 +131,24 @@ export class SharedClient extends Emitter<Events> {
         this.client = p.client;
         this.transport = p.transport;
       }
-      if (m.event === "message") this.positions.set(p.room, { epoch: p.epoch, offset: p.offset });
+      if (["message", "recovered", "continuity_lost"].includes(m.event) && p.epoch !== undefined) {
+        const known = this.positions.get(p.room);
+        // A recovered room goes on from the last message delivered here.
+        if (m.event !== "recovered" || known?.epoch !== p.epoch) {
+          this.positions.set(p.room, { epoch: p.epoch, offset: p.offset });
+        }
+      }
       return this.emit(m.event, m.event === "error" ? new RoomcastError(p.code, p.message) : p);
     }
     const call = this.calls.get(m.id);
     if (!call) return;
     this.calls.delete(m.id);
-    if (m.error) call[1](new RoomcastError(m.error.code, m.error.message));
-    else call[0](m.value);
+    if (m.error) return call[1](new RoomcastError(m.error.code, m.error.message));
+    const v = m.value as Joined | undefined;
+    if (v && typeof v === "object" && "epoch" in v && "room" in v && !this.positions.has(v.room)) {
+      this.positions.set(v.room, { epoch: v.epoch, offset: v.offset });
+    }
+    call[0](m.value);
   }
 }
 
@@ -145,14 +156,19 @@ interface Tab {
   rooms: Set<string>;
   seen: number;
   asks: boolean;
+  /// Its hello, to start the client again if it was the last tab and comes back.
+  hello?: Wire;
 }
+
+/** How long a tab may say nothing before it is taken as gone (ms). */
+const SILENT = 180000;
 
 /** The worker's side: one `Client` for every tab that connects. */
 export function host(scope: { onconnect: ((e: MessageEvent) => void) | null }): void {
   let client: Client | undefined;
   let opened: Wire | undefined;
   const tabs = new Map<MessagePort, Tab>();
-  const tokens = new Map<number, (v: string | undefined) => void>();
+  const tokens = new Map<number, { port: MessagePort; settle: (v: string | undefined) => void }>();
   let asked = 0;
 
   const post = (port: MessagePort, m: Wire) => port.postMessage(m);
@@ -162,6 +178,12 @@ export function host(scope: { onconnect: ((e: MessageEvent) => void) | null }): 
     const tab = tabs.get(port);
     if (!tab) return;
     tabs.delete(port);
+    for (const [id, t] of tokens) {
+      if (t.port === port) {
+        tokens.delete(id);
+        t.settle(undefined);
+      }
+    }
     for (const room of tab.rooms) if (!wanted(room)) client?.leave(room).catch(() => {});
     if (tabs.size === 0) {
       client?.close();
@@ -175,7 +197,14 @@ export function host(scope: { onconnect: ((e: MessageEvent) => void) | null }): 
       const port = [...tabs].find(([, t]) => t.asks)?.[0];
       if (!port) return reject(new Error("no tab to ask for a token"));
       const id = ++asked;
-      tokens.set(id, (v) => (v ? resolve(v) : reject(new Error("no token"))));
+      const settle = (v: string | undefined) => {
+        clearTimeout(timer);
+        tokens.delete(id);
+        return v ? resolve(v) : reject(new Error("no token"));
+      };
+      // A tab that does not answer (frozen, gone) must not hold the connection.
+      const timer = setTimeout(() => settle(undefined), 10000);
+      tokens.set(id, { port, settle });
       post(port, { op: "token", id });
     });
 
@@ -186,6 +215,11 @@ export function host(scope: { onconnect: ((e: MessageEvent) => void) | null }): 
         const wire =
           payload instanceof RoomcastError ? { code: payload.code, message: payload.message } : payload;
         if (type === "open") opened = wire;
+        if (type === "close" && client === c) {
+          // Stopped for good (4003, a token refused...): the next tab starts afresh.
+          client = undefined;
+          opened = undefined;
+        }
         for (const [port, tab] of tabs) {
           if (!ROOM_EVENTS.has(type) || tab.rooms.has(payload.room)) post(port, { event: type, payload: wire });
         }
@@ -196,7 +230,7 @@ export function host(scope: { onconnect: ((e: MessageEvent) => void) | null }): 
 
   setInterval(() => {
     const now = Date.now();
-    for (const [port, tab] of tabs) if (now - tab.seen > 15000) drop(port);
+    for (const [port, tab] of tabs) if (now - tab.seen > SILENT) drop(port);
   }, 5000);
 
   scope.onconnect = (e: MessageEvent) => {
@@ -206,9 +240,23 @@ export function host(scope: { onconnect: ((e: MessageEvent) => void) | null }): 
     port.onmessage = async (ev: MessageEvent) => {
       const m = ev.data as Wire;
       tab.seen = Date.now();
+      if (!tabs.has(port) && m.op !== "bye") {
+        // Taken as gone, yet here: back, with its rooms. A room no other tab kept was
+        // left meanwhile, so what it missed is not known: the tab is told to refetch.
+        const kept = new Set([...tab.rooms].filter(wanted));
+        tabs.set(port, tab);
+        if (!client && tab.hello) client = start(tab.hello.url, tab.hello.opts, tab.hello.asks);
+        for (const room of tab.rooms) {
+          client?.join(room).then(
+            (j) => kept.has(room) || post(port, { event: "continuity_lost", payload: j }),
+            () => tab.rooms.delete(room),
+          );
+        }
+      }
       switch (m.op) {
         case "hello":
           tab.asks = m.asks;
+          tab.hello = m;
           client ??= start(m.url, m.opts, m.asks);
           if (opened) post(port, { event: "open", payload: opened });
           return;
@@ -217,8 +265,7 @@ export function host(scope: { onconnect: ((e: MessageEvent) => void) | null }): 
         case "bye":
           return drop(port);
         case "token":
-          tokens.get(m.id)?.(m.value);
-          tokens.delete(m.id);
+          tokens.get(m.id)?.settle(m.value);
           return;
       }
       if (!client) return post(port, { id: m.id, error: { code: "closed", message: "not connected" } });

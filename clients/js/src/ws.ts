@@ -18,12 +18,14 @@ export class WsTransport implements Transport {
   onclose: Transport["onclose"] = () => {};
   private ws: Socket;
   private opened = false;
+  private socketOpen = false;
   private done = false;
 
   constructor(dial: Dial) {
     const Ws = (dial.WebSocket ?? globalThis.WebSocket) as new (url: string) => Socket;
     this.ws = new Ws(dial.base.replace(/^http/, "ws") + "/ws");
     this.ws.onopen = () => {
+      this.socketOpen = true;
       this.ws.send(JSON.stringify({ type: "hello", client: dial.client, token: dial.token }));
     };
     this.ws.onmessage = (e) => {
@@ -40,7 +42,7 @@ export class WsTransport implements Transport {
     this.ws.onclose = (e) => this.end({ code: e.code, reason: e.reason, opened: this.opened });
     // A refused handshake: browsers follow with a close event, Node's undici may not.
     this.ws.onerror = () => {
-      if (this.ws.readyState !== 1) this.end({ code: 1006, reason: "handshake failed", opened: false });
+      if (!this.socketOpen) this.end({ code: 1006, reason: "handshake failed", opened: false });
     };
   }
 

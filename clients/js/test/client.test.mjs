@@ -196,3 +196,20 @@ test("a node that drains and comes back: the client recovers on the new node's e
   assert.equal(j.recovered, false);
   assert.equal(await a.publish("d", 2), 1);
 });
+
+test("while the server is down the backoff grows, with jitter, up to its maximum", async () => {
+  const s = await node([]);
+  const a = client(s.url, { client: "ivy", transports: ["websocket"], backoff: { min: 40, max: 640 } });
+  await a.join("b");
+  const delays = [];
+  a.on("reconnecting", (e) => delays.push(e.delay));
+  // Up for longer than a connection that "lasted" (5 s): only that one resets the count.
+  await new Promise((r) => setTimeout(r, 5200));
+  await s.stop();
+  await until(() => delays.length >= 7, 10000, "seven attempts");
+  // 40, 80, 160... each between half its span and the span, then held at the maximum.
+  for (const [i, d] of delays.entries()) {
+    const span = Math.min(640, 40 * 2 ** i);
+    assert.ok(d >= span / 2 && d <= span, `attempt ${i + 1}: ${d} ms, span ${span}: ${delays}`);
+  }
+});

@@ -127,6 +127,9 @@ pub(crate) struct Snapshot {
     pub handshakes: u64,
     pub published: u64,
     pub deliveries: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub outbox_bytes: i64,
     pub slow_consumer_closes: u64,
     pub heartbeat_timeouts: u64,
     pub token_expiries: u64,
@@ -223,6 +226,20 @@ impl Collector for Snapshot {
             "deliveries",
             "Messages queued to members by fan-out",
             self.deliveries,
+        )?;
+        labelled(
+            &mut e,
+            "bytes",
+            "Bytes read from and written to WebSocket connections",
+            MetricType::Counter,
+            "direction",
+            [("in", self.bytes_in as i64), ("out", self.bytes_out as i64)],
+        )?;
+        gauge(
+            &mut e,
+            "outbox_bytes",
+            "Bytes waiting in WebSocket connections' outboxes",
+            self.outbox_bytes,
         )?;
         counter(
             &mut e,

@@ -17,6 +17,13 @@ pub struct Stats {
     pub origin_refusals: AtomicU64,
     /// Handshakes and new sessions refused while draining (503).
     pub draining_refusals: AtomicU64,
+    /// Bytes read from WebSocket connections (TLS records included), folded in by each
+    /// worker's sweeper about once a second.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to WebSocket connections, likewise.
+    pub bytes_out: AtomicU64,
+    /// Bytes waiting in WebSocket connections' outboxes, as of each worker's last sweep.
+    pub outbox_bytes: AtomicI64,
     /// Error replies sent, by code (in the order of [`ErrorCode::ALL`]).
     pub errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Connections closed with 4008 because their outbound queue overflowed.

@@ -76,6 +76,21 @@ async fn metrics_and_stats_count_a_known_scenario() {
     assert_eq!(stats["errors"]["unknown_type"], 1);
     assert_eq!(stats["broker"], "memory");
 
+    // Bytes are folded in by each worker's sweeper, about once a second.
+    let mut stats = stats;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stats["bytes_out"] == 0 || stats["bytes_in"] == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bytes counted: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stats = api(s.addr, "GET", "/api/stats", None).await.1;
+    }
+    // At least the five messages' frames went out to each of the two sockets.
+    assert!(stats["bytes_out"].as_u64().unwrap() > 5 * 2 * 40, "{stats}");
+    assert_eq!(stats["outbox_bytes"], 0, "everything was read: {stats}");
+
     let (st, h, text) = exchange(http().get(format!("{base}/metrics"))).await;
     assert_eq!(st, 200);
     assert!(
@@ -97,6 +112,8 @@ async fn metrics_and_stats_count_a_known_scenario() {
     // However the members spread over the workers, the batches add up to the deliveries.
     assert_eq!(metric(&text, "roomcast_fan_out_batch_members_sum"), 15.0);
     assert!(text.contains("# HELP roomcast_rooms "));
+    assert!(metric(&text, "roomcast_bytes_total{direction=\"out\"}") > 400.0);
+    assert_eq!(metric(&text, "roomcast_publish_seconds_count"), 5.0);
 }
 
 #[tokio::test]

@@ -112,6 +112,7 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) -> bool {
                 }
                 Ok(n) => {
                     got = true;
+                    crate::worker::count_io(n, 0);
                     if conn.is_tls() {
                         // Decrypted onto the read buffer; the scratch is reused at once.
                         if !matches!(conn.decrypt(&mut scratch), Ok(false)) {

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 pub(crate) use self::cmd::{Forwarded, no_session};
 pub(crate) use self::dispatch::SocketCaller;
 use self::local::LocalRoom;
-pub(crate) use self::socket::{Conn, Kind, Membership};
+pub(crate) use self::socket::{Conn, Kind, Membership, count_io};
 use crate::auth::Identity;
 use crate::engine::memory::Homes;
 use crate::engine::{
@@ -89,6 +89,8 @@ pub(crate) struct Worker {
     /// Where reads land (see `conn::run::read`): the unused tail of a
     /// `SCRATCH_SIZE` allocation.
     pub scratch: RefCell<BytesMut>,
+    /// What this worker last added to `Stats::outbox_bytes`.
+    outbox_reported: Cell<i64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -162,6 +164,7 @@ impl Worker {
             flush_now: Notify::new(),
             empty: Notify::new(),
             scratch: RefCell::new(BytesMut::with_capacity(SCRATCH_SIZE)),
+            outbox_reported: Cell::new(0),
         }
     }
 
@@ -556,6 +559,25 @@ impl Worker {
         }
     }
 
+    /// Folds what this worker's sockets read and wrote since the last sweep, and what
+    /// waits in their outboxes now, into the node's counters (`/metrics`): one shared
+    /// write a sweep instead of one a syscall.
+    fn report_io(&self) {
+        let stats = &self.shared.stats;
+        let (read, written) = socket::take_io_bytes();
+        Stats::add(&stats.bytes_in, read);
+        Stats::add(&stats.bytes_out, written);
+        let queued: usize = self
+            .conns
+            .borrow()
+            .iter()
+            .map(|(_, c)| c.ws.borrow_mut().outbox().len_bytes())
+            .sum();
+        let queued = i64::try_from(queued).unwrap_or(i64::MAX);
+        let delta = queued - self.outbox_reported.replace(queued);
+        stats.outbox_bytes.fetch_add(delta, Ordering::Relaxed);
+    }
+
     /// Whether a token is due: `Some(false)` when the `token_expiring` warning is to be
     /// sent now (marked sent), `Some(true)` once `exp` (and the leeway) has passed.
     fn token_due(&self, id: Option<&Identity>, warned: &mut bool, now_ms: u64) -> Option<bool> {
@@ -585,6 +607,7 @@ impl Worker {
     }
 
     fn sweep_connections(self: &Rc<Self>, now: Instant) {
+        self.report_io();
         let idle_ms = self.shared.config.websocket.idle_timeout_ms;
         let ttl = self.shared.config.http.poll_session_ttl_ms;
         let now_ms = crate::now_ms();

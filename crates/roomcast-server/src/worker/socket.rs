@@ -30,8 +30,25 @@ const BUSY_SLOTS: usize = 64;
 const GATHER_MAX: usize = 16 * 1024;
 
 thread_local! {
+    /// Bytes this worker's sockets read and wrote since its sweeper last took them
+    /// ([`take_io_bytes`]): counted without touching anything shared per syscall.
+    static IO_BYTES: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+
     /// Each worker thread's buffer for gathering small frames before a write.
     static GATHER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(GATHER_MAX));
+}
+
+/// Adds to this thread's count of bytes read and written.
+pub(crate) fn count_io(read: usize, written: usize) {
+    IO_BYTES.with(|c| {
+        let (r, w) = c.get();
+        c.set((r + read as u64, w + written as u64));
+    });
+}
+
+/// This thread's bytes read and written since the last call.
+pub(crate) fn take_io_bytes() -> (u64, u64) {
+    IO_BYTES.with(|c| c.replace((0, 0)))
 }
 
 /// The total length of `slices` when it is small enough to gather into one buffer.
@@ -464,7 +481,7 @@ impl Conn {
             while tls.wants_write() {
                 match tls.write_tls(&mut SocketWriter(&self.io)) {
                     Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => {}
+                    Ok(n) => count_io(0, n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if !self.want_write.replace(true) {
                             self.wake();
@@ -531,6 +548,7 @@ impl Conn {
             match written {
                 Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
+                    count_io(0, n);
                     out.advance(n);
                     self.exempt.set(self.exempt.get().saturating_sub(n));
                 }
