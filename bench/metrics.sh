@@ -17,7 +17,7 @@ BIN=${ROOMCAST_BIN:-target/release/roomcast} ROUNDS=${ROUNDS:-5}
 [ -x "$BIN" ] || cargo build --release -p roomcast
 for round in $(seq "$ROUNDS"); do
   for scenario in fanout echo; do
-    echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"off\",\"result\":$(pair_one "$BIN" "$BIN" "$scenario" ws --set metrics.enabled=false)}"
-    echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"on\",\"result\":$(pair_one "$BIN" "$BIN" "$scenario" ws)}"
+    pair_row "$round" "$scenario" off "$BIN" "$BIN" ws --set metrics.enabled=false
+    pair_row "$round" "$scenario" on "$BIN" "$BIN" ws
   done
 done | pair_summary off on

@@ -18,7 +18,7 @@ BIN=${ROOMCAST_BIN:-target/release/roomcast} ROUNDS=${ROUNDS:-3}
 [ -x "$BIN" ] || cargo build --release -p roomcast
 for round in $(seq "$ROUNDS"); do
   for scenario in fanout echo; do
-    echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"plain\",\"result\":$(pair_one "$BIN" "$BIN" "$scenario" ws)}"
-    echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"tls\",\"result\":$(pair_one "$BIN" "$BIN" "$scenario" wss --tls-self-signed)}"
+    pair_row "$round" "$scenario" plain "$BIN" "$BIN" ws
+    pair_row "$round" "$scenario" tls "$BIN" "$BIN" wss --tls-self-signed
   done
 done | pair_summary plain tls

@@ -17,7 +17,7 @@ for round in $(seq "$ROUNDS"); do
   for scenario in fanout echo; do
     for side in old new; do
       bin=$OLD; [ "$side" = new ] && bin=$NEW
-      echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"$side\",\"result\":$(pair_one "$bin" "$NEW" "$scenario" ws)}"
+      pair_row "$round" "$scenario" "$side" "$bin" "$NEW" ws
     done
   done
 done | pair_summary old new

@@ -5,6 +5,7 @@
 # the ratio of the second side to the first.
 #
 #   pair_one SERVER_BIN LOADGEN_BIN SCENARIO SCHEME [SERVE_ARGS...]   one run's JSON
+#   pair_row ROUND SCENARIO SIDE SERVER_BIN LOADGEN_BIN SCHEME [SERVE_ARGS...]   one row
 #   pair_summary A B < rows                                          medians and B/A
 #
 # Rows are JSON lines {"round","scenario","side","result"}.
@@ -27,6 +28,12 @@ pair_one() {
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -f "$log"
+}
+
+pair_row() {
+  local round=$1 scenario=$2 side=$3 server=$4 loadgen=$5 scheme=$6
+  shift 6
+  echo "{\"round\":$round,\"scenario\":\"$scenario\",\"side\":\"$side\",\"result\":$(pair_one "$server" "$loadgen" "$scenario" "$scheme" "$@")}"
 }
 
 pair_summary() {
