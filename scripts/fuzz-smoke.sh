@@ -74,6 +74,9 @@ seed protocol_request publish '{"type":"publish","room":"lobby","data":{"a":[1,2
 seed protocol_request join '{"type":"join","room":"a","presence":{"n":1},"since":{"epoch":"e","offset":41},"ref":2}'
 seed protocol_request wrong-type '{"type":"history","room":5,"limit":"10","ref":8}'
 seed protocol_request refresh '{"type":"refresh","token":"a.b.c","ref":9}'
+# Inputs that once failed the target's own check: skipped JSON a serde_json::Value cannot hold.
+seed protocol_request huge-number '{"type":"x","since":34e888,"ref":2}'
+seed protocol_request lone-surrogate '{"type":"join","room":"a","skipped":"\\uD990","ref":2}'
 seed session_cursor old-format 'abc|3|lobby!e!12'
 seed session_cursor json "$(printf '{"s":"s1","q":4,"p":"a!e!3","c":"alice","j":["b"],"r":{"a":{"n":1}}}' | base64 -w0 | tr '+/' '-_' | tr -d '=')"
 seed session_cursor positions 'lobby!e1!12,team!e2!7'
