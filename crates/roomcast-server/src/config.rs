@@ -442,9 +442,13 @@ impl Config {
         let broker = &self.broker;
         if !(broker.url.is_empty()
             || broker.url.starts_with("redis://")
-            || broker.url.starts_with("redis+unix://"))
+            || broker.url.starts_with("redis+unix://")
+            || broker.url.starts_with("redis+cluster://"))
         {
-            return bad("broker.url", "expected redis://HOST:PORT[/DB] or nothing");
+            return bad(
+                "broker.url",
+                "expected redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...] or nothing",
+            );
         }
         if !(1000..=30_000).contains(&broker.presence_ttl_ms) {
             return bad("broker.presence_ttl_ms", "must be 1000 to 30000");

@@ -22,7 +22,7 @@ pub struct Server {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     /// The broker's client, when `broker.url` names one (opened, and so checked, at bind).
-    broker: Option<redis::Client>,
+    broker: Option<crate::engine::redis::Target>,
 }
 
 /// Stops a running [`Server`] from elsewhere (a signal handler, a test).
@@ -69,7 +69,8 @@ impl Server {
         let broker = match config.broker.url.as_str() {
             "" => None,
             url => Some(
-                redis::Client::open(url).map_err(|e| ServerError::Broker(format!("{url}: {e}")))?,
+                crate::engine::redis::Target::parse(url)
+                    .map_err(|e| ServerError::Broker(format!("{url}: {e}")))?,
             ),
         };
         let workers = config.worker_count();
@@ -162,7 +163,7 @@ impl Server {
         let mesh: Mesh = senders.into();
         let (engine, broker) = match broker {
             None => (Engine::Memory, None),
-            Some(client) => {
+            Some(target) => {
                 let settings = crate::engine::redis::Settings {
                     url: shared.config.broker.url.clone(),
                     node: Arc::from(shared.node_id.as_str()),
@@ -176,7 +177,7 @@ impl Server {
                 };
                 let (handle, thread) = crate::engine::redis::start(
                     settings,
-                    client,
+                    target,
                     mesh.clone(),
                     shared.stats.clone(),
                     shared.metrics.clone(),

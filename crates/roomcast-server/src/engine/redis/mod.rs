@@ -32,6 +32,7 @@
 
 mod cluster;
 mod control;
+mod link;
 mod room;
 mod scripts;
 mod wire;
@@ -42,13 +43,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink};
+use redis::aio::ConnectionLike;
 use redis::{Cmd, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::control::{Answer, Control};
+pub(crate) use self::link::Target;
+use self::link::{Conn, Heard, Subscriber};
 use self::room::{Ack, RoomState, Sub};
 use self::scripts::Keys;
 use self::wire::{Live, Read, frame_of};
@@ -99,11 +101,11 @@ impl Handle {
     }
 }
 
-/// Starts the engine on its own thread, with `client` (opened from `settings.url`). It
-/// stops once every [`Handle`] is dropped.
+/// Starts the engine on its own thread, connecting to `target` (parsed from
+/// `settings.url`). It stops once every [`Handle`] is dropped.
 pub(crate) fn start(
     settings: Settings,
-    client: redis::Client,
+    target: Target,
     mesh: Mesh,
     stats: Arc<Stats>,
     metrics: crate::metrics::Metrics,
@@ -133,7 +135,9 @@ pub(crate) fn start(
                     generation: 0,
                     connecting: false,
                     incarnations: 0,
-                    scripts: Scripts::new(),
+                    scripts: Scripts::new(target.is_cluster()),
+                    cluster: target.is_cluster(),
+                    busy_groups: std::collections::HashSet::new(),
                     started_ms: crate::now_ms(),
                     presence_dirty: Vec::new(),
                     acks_waiting: 0,
@@ -144,7 +148,7 @@ pub(crate) fn start(
                     stats,
                     metrics,
                     up,
-                    client,
+                    target,
                     events,
                 };
                 broker.run(inbox, rx).await;
@@ -165,7 +169,8 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn new() -> Self {
+    /// The scripts, with `SPUBLISH` for `PUBLISH` on a cluster (sharded pub/sub).
+    fn new(cluster: bool) -> Self {
         let bodies = [
             scripts::PUBLISH,
             scripts::JOIN,
@@ -174,7 +179,14 @@ impl Scripts {
             scripts::HISTORY,
             scripts::PRESENCE,
         ];
-        let sources = bodies.map(scripts::full);
+        let sources = bodies.map(|b| {
+            let full = scripts::full(b);
+            if cluster {
+                full.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+            } else {
+                full
+            }
+        });
         let [publish, join, leave, tick, history, presence] =
             sources.each_ref().map(|s| redis::Script::new(s));
         Self {
@@ -199,11 +211,11 @@ fn eval(script: &redis::Script, keys: &[String], args: &[&[u8]]) -> Cmd {
     cmd
 }
 
-/// The two connections, while Redis is reachable.
+/// The connections, while Redis is reachable.
 struct Link {
     generation: u64,
-    conn: MultiplexedConnection,
-    sink: PubSubSink,
+    conn: Conn,
+    sink: Subscriber,
     /// The task reading the pub/sub connection: stopped with the link, so a connection
     /// given up on does not go on receiving.
     reader: tokio::task::AbortHandle,
@@ -214,9 +226,19 @@ enum Event {
     Up(Link),
     Down(u64),
     /// A batch's replies: its link's generation, its place in that link's order.
-    Done(u64, u64, Vec<Then>, redis::RedisResult<Vec<Value>>),
+    Done(
+        u64,
+        u64,
+        Option<Vec<u8>>,
+        Vec<Then>,
+        redis::RedisResult<Vec<Value>>,
+    ),
     Subscribed(u64, Vec<RoomName>, bool),
     Live(u64, String, Bytes),
+    /// A cluster node ended the subscription to a channel (its slot moved).
+    Dropped(u64, String),
+    /// A connection to one of the cluster's nodes closed and is being reopened.
+    Blip(u64),
     /// This node's answer to another node's request `id` (see [`control`]).
     Answer {
         to: String,
@@ -286,7 +308,12 @@ struct Broker {
     /// The broker round-trip histogram is recorded here.
     metrics: crate::metrics::Metrics,
     up: Arc<AtomicBool>,
-    client: redis::Client,
+    target: Target,
+    /// Whether `target` is a Redis Cluster: `SPUBLISH`, and pipelines per slot.
+    cluster: bool,
+    /// On a cluster, the groups (see [`link::group_of`]) with a pipeline out: a group's
+    /// next pipeline waits for it, so a room's commands run in the order they were sent.
+    busy_groups: std::collections::HashSet<Vec<u8>>,
     events: mpsc::UnboundedSender<Event>,
     rooms: HashMap<RoomName, RoomState>,
     queue: Vec<(Cmd, Then)>,
@@ -321,6 +348,8 @@ const MAX_BATCH: usize = 512;
 /// sends the nodes) a publisher's burst whole; their replies are still handled in the
 /// order they were sent (see [`Window`]).
 const MAX_IN_FLIGHT: usize = 4;
+/// Pipelines out at once on a cluster, at most (each to one slot; see `pump_groups`).
+const MAX_CLUSTER_IN_FLIGHT: usize = 64;
 
 /// The batches out on one link, and replies that came before an earlier batch's: the
 /// engine handles replies strictly in the order the batches were sent, as Redis ran
@@ -408,14 +437,22 @@ impl Broker {
         if let Some(link) = &self.link {
             let mut conn = link.conn.clone();
             let node = self.settings.node.to_string();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                redis::pipe()
-                    .hdel(cluster::NODES, &node)
-                    .zrem(cluster::SEEN, &node)
-                    .del(cluster::instance_key(&self.settings.instance))
-                    .query_async::<()>(&mut conn),
-            )
+            let instance = cluster::instance_key(&self.settings.instance);
+            // Three keys of three slots: not one pipeline on a cluster.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _: redis::RedisResult<()> = redis::cmd("HDEL")
+                    .arg(cluster::NODES)
+                    .arg(&node)
+                    .query_async(&mut conn)
+                    .await;
+                let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                    .arg(cluster::SEEN)
+                    .arg(&node)
+                    .query_async(&mut conn)
+                    .await;
+                let _: redis::RedisResult<()> =
+                    redis::cmd("DEL").arg(instance).query_async(&mut conn).await;
+            })
             .await;
         }
     }
@@ -448,13 +485,13 @@ impl Broker {
         self.connecting = true;
         self.generation += 1;
         let generation = self.generation;
-        let client = self.client.clone();
+        let target = self.target.clone();
         let events = self.events.clone();
         let sources = self.scripts.sources.clone();
         let instance = self.settings.instance.clone();
         tokio::task::spawn_local(async move {
             loop {
-                match open(&client, &sources, &instance, generation, &events).await {
+                match open(&target, &sources, &instance, generation, &events).await {
                     Ok(link) => {
                         let _ = events.send(Event::Up(link));
                         return;
@@ -487,7 +524,12 @@ impl Broker {
                 self.beat();
             }
             Event::Down(generation) => self.down(generation),
-            Event::Done(generation, seq, thens, result) => {
+            Event::Done(generation, seq, group, thens, result) => {
+                if let Some(group) = group
+                    && self.out.generation == generation
+                {
+                    self.busy_groups.remove(&group);
+                }
                 let Some(window) = self.window(generation) else {
                     return self.done_batch(generation, thens, result);
                 };
@@ -520,8 +562,18 @@ impl Broker {
                     self.live(&channel, payload);
                 }
             }
+            Event::Dropped(generation, channel) => {
+                if self.is_current(generation) {
+                    self.dropped(&channel);
+                }
+            }
+            Event::Blip(generation) => {
+                if self.is_current(generation) {
+                    self.blip();
+                }
+            }
             Event::Answer { to, id, answer } => {
-                let cmd = publish_cmd(&control::channel(&to), Control::Answer { id, answer });
+                let cmd = self.publish_cmd(&control::channel(&to), Control::Answer { id, answer });
                 self.enqueue(cmd, Then::Nothing);
             }
         }
@@ -598,6 +650,7 @@ impl Broker {
             self.dead.push(out);
         }
         self.up.store(false, Ordering::Relaxed);
+        self.busy_groups.clear();
         for r in self.rooms.values_mut() {
             r.sub = Sub::No;
         }
@@ -637,6 +690,68 @@ impl Broker {
         });
     }
 
+    fn is_current(&self, generation: u64) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.generation == generation)
+    }
+
+    /// A cluster node ended a subscription (the channel's slot moved to another primary,
+    /// or its primary failed over): subscribed again where the slot is now, then the room
+    /// is read from the node's position, as after any new subscription.
+    fn dropped(&mut self, channel: &str) {
+        if control::is_control(channel) {
+            return self.subscribe_control(vec![channel.to_owned()]);
+        }
+        let Some(name) = scripts::room_of_channel(channel).and_then(|r| RoomName::new(r).ok())
+        else {
+            return;
+        };
+        match self.rooms.get_mut(&name) {
+            Some(r) if r.sub == Sub::Yes => {
+                r.sub = Sub::Pending;
+                self.subscribe(vec![name]);
+            }
+            _ => {}
+        }
+    }
+
+    /// A connection to one of the cluster's nodes closed. The client reopens it and
+    /// subscribes its channels again by itself, but what they carried meanwhile is gone:
+    /// every room is subscribed again (a no-op where it still is) and read from its
+    /// position once that is done, and the control channels are subscribed again.
+    fn blip(&mut self) {
+        tracing::info!("broker: a cluster connection closed; resubscribing and catching up");
+        let mut rooms = Vec::new();
+        for (name, r) in self.rooms.iter_mut() {
+            if r.sub == Sub::Yes {
+                r.sub = Sub::Pending;
+                rooms.push(name.clone());
+            }
+        }
+        self.subscribe(rooms);
+        self.subscribe_control(vec![
+            control::channel(&self.settings.instance),
+            control::ALL.to_owned(),
+        ]);
+    }
+
+    /// Subscribes control channels again; the link goes down if that fails.
+    fn subscribe_control(&mut self, channels: Vec<String>) {
+        let Some(link) = &self.link else { return };
+        let mut sink = link.sink.clone();
+        let generation = link.generation;
+        let events = self.events.clone();
+        tokio::task::spawn_local(async move {
+            let ok = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !ok {
+                let _ = events.send(Event::Down(generation));
+            }
+        });
+    }
+
     /// The room's channel is live: read the room from the node's position, so whatever
     /// was published before the subscription took effect is delivered too.
     fn subscribed(&mut self, name: &RoomName) {
@@ -652,19 +767,60 @@ impl Broker {
     }
 
     /// Sends what is queued, as pipelines of at most [`MAX_BATCH`], while fewer than
-    /// [`MAX_IN_FLIGHT`] are out.
+    /// [`MAX_IN_FLIGHT`] are out (on a cluster: per slot, see [`Self::pump_groups`]).
     fn pump(&mut self) {
+        if self.cluster {
+            return self.pump_groups();
+        }
         while self.out.len() < MAX_IN_FLIGHT && !self.queue.is_empty() && self.link.is_some() {
-            self.pump_one();
+            let take = self.queue.len().min(MAX_BATCH);
+            let batch: Vec<(Cmd, Then)> = self.queue.drain(..take).collect();
+            self.send_batch(None, batch);
         }
     }
 
-    fn pump_one(&mut self) {
+    /// On a cluster a pipeline may not cross slots, and two pipelines to one slot may be
+    /// run in either order. So what is queued is split by group (a room's hash tag), in
+    /// queue order, and each group has at most one pipeline out: a room's commands reach
+    /// its primary in the order they were sent, and rooms do not wait for each other.
+    fn pump_groups(&mut self) {
+        if self.link.is_none() || self.queue.is_empty() {
+            return;
+        }
+        let mut order: Vec<Vec<u8>> = Vec::new();
+        let mut groups: HashMap<Vec<u8>, Vec<(Cmd, Then)>> = HashMap::new();
+        let mut rest = Vec::new();
+        for (cmd, then) in std::mem::take(&mut self.queue) {
+            let group = link::group_of(&cmd);
+            let full = groups.get(&group).is_some_and(|g| g.len() >= MAX_BATCH);
+            if self.busy_groups.contains(&group)
+                || full
+                || (!groups.contains_key(&group)
+                    && self.busy_groups.len() + order.len() >= MAX_CLUSTER_IN_FLIGHT)
+            {
+                rest.push((cmd, then));
+                continue;
+            }
+            if !groups.contains_key(&group) {
+                order.push(group.clone());
+            }
+            groups.entry(group).or_default().push((cmd, then));
+        }
+        self.queue = rest;
+        for group in order {
+            if let Some(batch) = groups.remove(&group) {
+                self.busy_groups.insert(group.clone());
+                self.send_batch(Some(group), batch);
+            }
+        }
+    }
+
+    /// Sends `batch` as one pipeline, numbered in the link's window.
+    fn send_batch(&mut self, group: Option<Vec<u8>>, batch: Vec<(Cmd, Then)>) {
         let Some(link) = &self.link else { return };
-        let take = self.queue.len().min(MAX_BATCH);
         let mut pipe = redis::pipe();
-        let mut thens = Vec::with_capacity(take);
-        for (cmd, then) in self.queue.drain(..take) {
+        let mut thens = Vec::with_capacity(batch.len());
+        for (cmd, then) in batch {
             pipe.add_command(cmd);
             thens.push(then);
         }
@@ -679,7 +835,7 @@ impl Broker {
             let sent = Instant::now();
             let result = conn.req_packed_commands(&pipe, 0, n).await;
             metrics.broker(sent.elapsed());
-            let _ = events.send(Event::Done(generation, seq, thens, result));
+            let _ = events.send(Event::Done(generation, seq, group, thens, result));
         });
     }
 
@@ -761,7 +917,7 @@ impl Broker {
                     // The node that holds it answers a little sooner than this one gives up.
                     wait_ms: (wait.as_millis() as u64).saturating_sub(500),
                 };
-                self.enqueue(publish_cmd(&to, msg), Then::Sent(id));
+                self.enqueue(self.publish_cmd(&to, msg), Then::Sent(id));
             }
             HomeMsg::Disconnect {
                 client,
@@ -788,7 +944,7 @@ impl Broker {
                     code,
                     reason: reason.to_string(),
                 };
-                self.enqueue(publish_cmd(control::ALL, msg), Then::Sent(id));
+                self.enqueue(self.publish_cmd(control::ALL, msg), Then::Sent(id));
             }
             // Raw rooms always have a home worker (`Worker::to_home`).
             HomeMsg::RawSubscribe { .. }
@@ -799,11 +955,8 @@ impl Broker {
 
     /// A read of the whole cluster, on the side of the ordered pipeline. No answer (the
     /// caller's 503) when Redis is unreachable or the read fails.
-    fn query<T: 'static, F>(
-        &self,
-        reply: oneshot::Sender<Vec<T>>,
-        read: fn(MultiplexedConnection, u64) -> F,
-    ) where
+    fn query<T: 'static, F>(&self, reply: oneshot::Sender<Vec<T>>, read: fn(Conn, u64) -> F)
+    where
         F: std::future::Future<Output = redis::RedisResult<Vec<T>>> + 'static,
     {
         let Some(link) = &self.link else { return };
@@ -1149,6 +1302,9 @@ impl Broker {
                 self.filled(&name, incarnation, read);
             }
             Then::Tick(name, incarnation) => {
+                if let Some(r) = self.rooms.get_mut(&name) {
+                    r.checking = false;
+                }
                 let Some((epoch, top)) = value.and_then(wire::parse_tick) else {
                     return;
                 };
@@ -1450,7 +1606,13 @@ impl Broker {
         }
         let same_epoch = r.epoch.as_deref() == Some(&*live.epoch);
         if same_epoch && live.offset <= r.last {
-            return; // already delivered (from a read)
+            // Already delivered (from a read), as a rule. But after Redis lost its tail
+            // (a failover) new messages get offsets given before: the room is checked
+            // against Redis's top, which starts a new epoch if so (see scripts::TICK).
+            if !r.checking {
+                self.check(name);
+            }
+            return;
         }
         if same_epoch && live.offset == r.last + 1 {
             let epoch = live.epoch.clone();
@@ -1551,31 +1713,47 @@ impl Broker {
         if self.link.is_none() {
             return;
         }
+        let names: Vec<RoomName> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.sub == Sub::Yes)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.check(&name);
+        }
+    }
+
+    /// Queues one room's check (see [`scripts::TICK`]).
+    fn check(&mut self, name: &RoomName) {
         let ttl = self.settings.presence_ttl_ms.to_string();
         let keep = self.keep_ms().to_string();
-        let mut cmds = Vec::new();
-        for (name, r) in &self.rooms {
-            if r.sub != Sub::Yes {
-                continue;
-            }
-            let k = Keys::new(name.as_str());
-            let members = r.members().to_string();
-            let channel = k.channel();
-            let counts: Vec<String> = r.clients.values().map(|(n, _)| n.to_string()).collect();
-            let mut args: Vec<&[u8]> = vec![
-                self.settings.node.as_bytes(),
-                ttl.as_bytes(),
-                channel.as_bytes(),
-                keep.as_bytes(),
-                members.as_bytes(),
-            ];
-            for ((client, (_, info)), n) in r.clients.iter().zip(&counts) {
-                args.extend([client.as_bytes(), n.as_bytes(), &info[..]]);
-            }
-            let cmd = eval(&self.scripts.tick, &k.all(), &args);
-            cmds.push((cmd, Then::Tick(name.clone(), r.incarnation)));
+        let Some(r) = self.rooms.get_mut(name) else {
+            return;
+        };
+        r.checking = true;
+        let k = Keys::new(name.as_str());
+        let members = r.members().to_string();
+        let channel = k.channel();
+        let last = r.last.to_string();
+        let fresh = crate::random_id(8);
+        let counts: Vec<String> = r.clients.values().map(|(n, _)| n.to_string()).collect();
+        let mut args: Vec<&[u8]> = vec![
+            self.settings.node.as_bytes(),
+            ttl.as_bytes(),
+            channel.as_bytes(),
+            keep.as_bytes(),
+            members.as_bytes(),
+            r.epoch.as_deref().unwrap_or("").as_bytes(),
+            last.as_bytes(),
+            fresh.as_bytes(),
+        ];
+        for ((client, (_, info)), n) in r.clients.iter().zip(&counts) {
+            args.extend([client.as_bytes(), n.as_bytes(), &info[..]]);
         }
-        self.queue.extend(cmds);
+        let cmd = eval(&self.scripts.tick, &k.all(), &args);
+        let then = Then::Tick(name.clone(), r.incarnation);
+        self.queue.push((cmd, then));
     }
 
     /// Tells the cluster this node is alive.
@@ -1606,15 +1784,15 @@ impl Broker {
 /// The length of an instance id: the prefix of every session id of its node.
 pub(crate) const INSTANCE_LEN: usize = 8;
 
-/// `PUBLISH` of a control message.
-fn publish_cmd(channel: &str, msg: Control) -> Cmd {
-    let mut cmd = redis::cmd("PUBLISH");
-    cmd.arg(channel).arg(&msg.encode()[..]);
-    cmd
-}
-
 /// Node-to-node requests (see [`control`]).
 impl Broker {
+    /// `PUBLISH` (`SPUBLISH` on a cluster) of a control message.
+    fn publish_cmd(&self, channel: &str, msg: Control) -> Cmd {
+        let mut cmd = redis::cmd(link::publish_verb(self.cluster));
+        cmd.arg(channel).arg(&msg.encode()[..]);
+        cmd
+    }
+
     /// Registers a call; `None` (the call dropped, so its caller answers 503) past
     /// [`MAX_CALLS`] waiting.
     fn call(&mut self, call: Call) -> Option<u64> {
@@ -1813,46 +1991,35 @@ fn to_members(mesh: &Mesh, subs: &[Subs], presence_only: bool, make: impl Fn() -
     }
 }
 
-/// Opens both connections and loads the scripts.
+/// Opens the connections, loads the scripts and subscribes the node's control channels;
+/// what the connections hear is forwarded as events of `generation`.
 async fn open(
-    client: &redis::Client,
+    target: &Target,
     sources: &[String],
     instance: &str,
     generation: u64,
     events: &mpsc::UnboundedSender<Event>,
 ) -> redis::RedisResult<Link> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(COMMAND_TIMEOUT)
-        .set_response_timeout(COMMAND_TIMEOUT);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    let control = [control::channel(instance), control::ALL.to_owned()];
+    let (mut conn, sink, mut heard) = link::open(target, COMMAND_TIMEOUT, &control).await?;
+    // On a cluster `SCRIPT LOAD` goes to every primary.
     for source in sources {
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(source)
-            .query_async::<String>(&mut conn)
+            .query_async::<Value>(&mut conn)
             .await?;
     }
-    let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| {
-            redis::RedisError::from(std::io::Error::other("pub/sub connect timed out"))
-        })??;
-    let (mut sink, mut stream) = pubsub.split();
-    let control = [control::channel(instance), control::ALL.to_owned()];
-    tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&control))
-        .await
-        .map_err(|_| redis::RedisError::from(std::io::Error::other("subscribe timed out")))??;
     let events = events.clone();
     let reader = tokio::task::spawn_local(async move {
-        while let Some(msg) = stream.next().await {
-            let channel = msg.get_channel_name().to_owned();
-            let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-            if events
-                .send(Event::Live(generation, channel, payload))
-                .is_err()
-            {
+        while let Some(h) = heard.recv().await {
+            let event = match h {
+                Heard::Message(channel, payload) => Event::Live(generation, channel, payload),
+                Heard::Dropped(channel) => Event::Dropped(generation, channel),
+                Heard::Blip => Event::Blip(generation),
+                Heard::Closed => break,
+            };
+            if events.send(event).is_err() {
                 return;
             }
         }

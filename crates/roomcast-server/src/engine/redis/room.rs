@@ -56,6 +56,8 @@ pub(super) struct RoomState {
     pub acks: Vec<Ack>,
     /// A fill is wanted once the reads out come back.
     pub want_fill: bool,
+    /// A check of the room against Redis's top is out (see `Broker::check`).
+    pub checking: bool,
     diff: HashMap<Arc<str>, Change>,
 }
 
@@ -72,6 +74,7 @@ impl RoomState {
             held: VecDeque::new(),
             acks: Vec::new(),
             want_fill: false,
+            checking: false,
             diff: HashMap::new(),
         }
     }

@@ -191,12 +191,20 @@ return 1
 /// presence if Redis lost it (a restart, or a sweep while the node was cut off), refresh
 /// it, sweep what expired, keep the room's state alive, and read its top.
 /// KEYS: [`Keys::all`]. ARGV: node, presence ttl ms, channel, keep ms, this node's
-/// members in the room, then for each visible client of this node: client, memberships,
-/// info. Returns `{epoch or '', top}`.
+/// members in the room, the epoch and last offset this node delivered ('' and 0 for
+/// none), a fresh epoch, then for each visible client of this node: client,
+/// memberships, info. Returns `{epoch or '', top}`.
+///
+/// A top below what the node delivered in the same epoch means Redis lost messages it
+/// had acknowledged: a failover to a replica that had not received them yet (replication
+/// is asynchronous), or a restart from an older file. Their offsets would be given again
+/// to other messages, which every node would drop as already delivered: a silent hole.
+/// So the room starts a new epoch, and every member and every later `since` is told
+/// `recovered:false`.
 pub(super) const TICK: &str = r#"
 local now = now_ms()
 local expiry = now + tonumber(ARGV[2])
-for i = 6, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local client, n, info = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local f = client .. '\n' .. ARGV[1]
   if redis.call('HEXISTS', pc, f) == 0 then
@@ -212,7 +220,14 @@ sweep(pc, pe, pt, pi, ARGV[3], now)
 redis.call('HSET', mc, ARGV[1], ARGV[5])
 keep_alive(tonumber(ARGV[4]))
 local epoch = redis.call('HGET', meta, 'epoch') or ''
-return {epoch, tonumber(redis.call('HGET', meta, 'top') or '0')}
+local top = tonumber(redis.call('HGET', meta, 'top') or '0')
+if epoch ~= '' and epoch == ARGV[6] and top < tonumber(ARGV[7]) then
+  epoch = ARGV[8]
+  top = 0
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+end
+return {epoch, top}
 "#;
 
 /// Read the history. KEYS: [`Keys::all`]. ARGV: since epoch ('' for none), since offset,

@@ -1,0 +1,334 @@
+//! The engine's connections to Redis, in either of its two shapes:
+//!
+//! - **one Redis** (`redis://`): a multiplexed connection for commands and a RESP2
+//!   pub/sub connection beside it (`PubSub::split`); a room's channel is subscribed with
+//!   `SUBSCRIBE` and written with `PUBLISH`.
+//! - **Redis Cluster** (`redis+cluster://HOST:PORT,HOST:PORT,...`): one
+//!   `ClusterConnection` (RESP3) for both, which routes each command to the primary of
+//!   its slot, follows `MOVED` and `ASK`, and delivers pushes from every node on one
+//!   channel. Rooms use *sharded* pub/sub (`SSUBSCRIBE`/`SPUBLISH`): a message travels
+//!   only within its slot's shard, not to every node of the cluster as `PUBLISH` would.
+//!   Every key and the channel of room `R` carry the hash tag `{R}`, so a room's script
+//!   runs on one primary and may `SPUBLISH` its channel there.
+//!
+//! Everything else in the engine is the same for both; what differs is here, plus the
+//! per-slot batching in `Broker::pump` (a cluster pipeline may not cross slots).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, PushKind, RedisFuture, Value};
+use tokio::sync::mpsc;
+
+/// Where the engine connects, parsed from `broker.url`.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    Single(redis::Client),
+    /// The seed nodes of a cluster (`redis://HOST:PORT` each); the rest are discovered.
+    Cluster(Vec<String>),
+}
+
+/// The URL scheme of a Redis Cluster: the seed nodes, comma-separated.
+pub(crate) const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+impl Target {
+    /// Parses `broker.url`: `redis://...`, `redis+unix://...` or
+    /// `redis+cluster://HOST:PORT[,HOST:PORT...]`.
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) else {
+            return redis::Client::open(url)
+                .map(Target::Single)
+                .map_err(|e| e.to_string());
+        };
+        let seeds: Vec<String> = seeds
+            .trim_end_matches('/')
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("redis://{s}"))
+            .collect();
+        if seeds.is_empty() {
+            return Err("no seed node after redis+cluster://".into());
+        }
+        // Each seed must parse as a node's address.
+        for s in &seeds {
+            redis::Client::open(s.as_str()).map_err(|e| format!("{s}: {e}"))?;
+        }
+        Ok(Target::Cluster(seeds))
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+}
+
+/// The command connection: cloned freely, each clone shares the same sockets.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where subscriptions are made.
+#[derive(Clone)]
+pub(super) enum Subscriber {
+    Single(PubSubSink),
+    Cluster(ClusterConnection),
+}
+
+impl Subscriber {
+    /// Subscribes `channels`. On a cluster each goes to its own shard (`SSUBSCRIBE` may
+    /// not cross slots), all at once.
+    pub(super) async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(sink) => sink.subscribe(channels).await,
+            Subscriber::Cluster(conn) => {
+                let each = channels.iter().map(|c| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(c).await }
+                });
+                futures_util::future::join_all(each)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+
+    pub(super) async fn unsubscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(sink) => sink.unsubscribe(channel).await,
+            Subscriber::Cluster(conn) => conn.sunsubscribe(channel).await,
+        }
+    }
+}
+
+/// What the connections hear besides replies.
+#[derive(Debug)]
+pub(super) enum Heard {
+    /// A message on a channel.
+    Message(String, Bytes),
+    /// A cluster node told the engine its subscription to a channel ended (its slot
+    /// moved, or a failover): subscribe again, and read what may have been missed.
+    Dropped(String),
+    /// A connection to one of the cluster's nodes closed (the client reconnects by
+    /// itself): whatever its channels carried meanwhile must be read.
+    Blip,
+    /// The pub/sub connection is gone (one Redis): the link is down.
+    Closed,
+}
+
+/// The publish command of the channels: `PUBLISH`, or `SPUBLISH` on a cluster.
+pub(super) fn publish_verb(cluster: bool) -> &'static str {
+    if cluster { "SPUBLISH" } else { "PUBLISH" }
+}
+
+/// What a command's route is grouped by: the hash tag of its key (`{R}` of a room), or
+/// the whole key. Commands of one group go to one slot, so they may share a pipeline.
+pub(super) fn group_of(cmd: &Cmd) -> Vec<u8> {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(b) => Some(b),
+        redis::Arg::Cursor => None,
+    });
+    let verb = args.next().unwrap_or_default();
+    // EVALSHA SHA NUMKEYS KEY...: the first key is the fourth argument.
+    let key = if verb.eq_ignore_ascii_case(b"EVALSHA") || verb.eq_ignore_ascii_case(b"EVAL") {
+        args.nth(2)
+    } else {
+        args.next()
+    }
+    .unwrap_or_default();
+    let tag = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    tag.to_vec()
+}
+
+/// Opens the connections: the command connection, the subscriber, and a stream of what
+/// they hear. `control` channels are subscribed before it returns.
+pub(super) async fn open(
+    target: &Target,
+    timeout: Duration,
+    control: &[String],
+) -> redis::RedisResult<(Conn, Subscriber, mpsc::UnboundedReceiver<Heard>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    match target {
+        Target::Single(client) => {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout);
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::other("pub/sub connect timed out"))
+                })??;
+            let (mut sink, mut stream) = pubsub.split();
+            tokio::time::timeout(timeout, sink.subscribe(control))
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::other("subscribe timed out"))
+                })??;
+            tokio::task::spawn_local(async move {
+                while let Some(msg) = stream.next().await {
+                    let channel = msg.get_channel_name().to_owned();
+                    let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
+                    if tx.send(Heard::Message(channel, payload)).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Heard::Closed);
+            });
+            Ok((Conn::Single(conn), Subscriber::Single(sink), rx))
+        }
+        Target::Cluster(seeds) => {
+            let (push_tx, mut push_rx) = mpsc::unbounded_channel::<redis::PushInfo>();
+            let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push_tx)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                // A failover takes the cluster a few seconds; the engine answers
+                // `unavailable` meanwhile and retries itself rather than waiting long.
+                .retries(2)
+                .build()?;
+            let conn = tokio::time::timeout(timeout, client.get_async_connection())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::other("cluster connect timed out"))
+                })??;
+            let mut subscriber = Subscriber::Cluster(conn.clone());
+            tokio::time::timeout(timeout, subscriber.subscribe(control))
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::other("subscribe timed out"))
+                })??;
+            tokio::task::spawn_local(async move {
+                while let Some(push) = push_rx.recv().await {
+                    let heard = match push.kind {
+                        PushKind::SMessage | PushKind::Message => {
+                            let mut data = push.data.into_iter();
+                            let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                                continue;
+                            };
+                            let (Some(channel), Some(payload)) =
+                                (text_of(channel), bytes_of(payload))
+                            else {
+                                continue;
+                            };
+                            Heard::Message(channel, payload)
+                        }
+                        PushKind::SUnsubscribe => {
+                            match push.data.into_iter().next().and_then(text_of) {
+                                Some(channel) => Heard::Dropped(channel),
+                                None => continue,
+                            }
+                        }
+                        PushKind::Disconnection => Heard::Blip,
+                        _ => continue,
+                    };
+                    if tx.send(heard).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Heard::Closed);
+            });
+            Ok((Conn::Cluster(conn), subscriber, rx))
+        }
+    }
+}
+
+fn bytes_of(v: Value) -> Option<Bytes> {
+    match v {
+        Value::BulkString(b) => Some(Bytes::from(b)),
+        Value::SimpleString(s) => Some(Bytes::from(s)),
+        _ => None,
+    }
+}
+
+fn text_of(v: Value) -> Option<String> {
+    bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_group_by_the_hash_tag_of_their_key() {
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg("abc")
+            .arg(2)
+            .arg("rc:{lobby}:meta")
+            .arg("rc:{lobby}:log");
+        assert_eq!(group_of(&eval), b"lobby");
+        let mut hset = redis::cmd("HSET");
+        hset.arg("rc:{nodes}").arg("n1").arg("{}");
+        assert_eq!(group_of(&hset), b"nodes");
+        let mut set = redis::cmd("SET");
+        set.arg("rc:inst:0a1b").arg("n1");
+        assert_eq!(group_of(&set), b"rc:inst:0a1b");
+        // `{}` is no tag: the whole key is hashed.
+        let mut empty = redis::cmd("GET");
+        empty.arg("a{}b");
+        assert_eq!(group_of(&empty), b"a{}b");
+        let mut publish = redis::cmd("SPUBLISH");
+        publish.arg("rc:{lobby}").arg("m1");
+        assert_eq!(group_of(&publish), b"lobby");
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seeds() {
+        let t = Target::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap();
+        match t {
+            Target::Cluster(seeds) => {
+                assert_eq!(seeds, ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+            }
+            Target::Single(_) => panic!("not a cluster"),
+        }
+        assert!(Target::parse("redis+cluster://").is_err());
+        assert!(
+            !Target::parse("redis://127.0.0.1:6379")
+                .unwrap()
+                .is_cluster()
+        );
+    }
+}

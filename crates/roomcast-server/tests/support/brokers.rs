@@ -1,0 +1,331 @@
+//! The brokers the scale-out tests run against, started here from Debian's packages on
+//! free loopback ports and stopped by their process ids: one `redis-server`, or a Redis
+//! Cluster of three primaries with one replica each (`redis-server --cluster-enabled
+//! yes`, joined by `redis-cli --cluster create`).
+//!
+//! Shared by `crates/roomcast-server/tests/broker_redis.rs` (in-process nodes) and
+//! `crates/roomcast/tests/cluster.rs` (`roomcast serve` processes behind HAProxy), each
+//! including it with `#[path]`. Blocking calls only: it is used from both kinds of test.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which broker a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    RedisCluster,
+}
+
+/// One `redis-server` process.
+struct Proc {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A running broker; every process is killed when it is dropped.
+pub struct Broker {
+    pub kind: Kind,
+    procs: Vec<Proc>,
+    dir: PathBuf,
+    aof: bool,
+}
+
+/// How long the cluster takes to notice a dead primary (`cluster-node-timeout`).
+pub const NODE_TIMEOUT_MS: u64 = 1000;
+const START: Duration = Duration::from_secs(30);
+
+impl Broker {
+    /// Starts a broker of `kind`; with `aof`, every write is on disk before Redis
+    /// answers it (`appendfsync always`), so a restart keeps what was acknowledged.
+    pub fn start(kind: Kind, aof: bool) -> Self {
+        let count = match kind {
+            Kind::Redis => 1,
+            Kind::RedisCluster => 6,
+        };
+        let ports = free_ports(count, kind == Kind::RedisCluster);
+        let dir = std::env::temp_dir().join(format!(
+            "roomcast-broker-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut b = Self {
+            kind,
+            procs: ports
+                .into_iter()
+                .map(|port| Proc { port, child: None })
+                .collect(),
+            dir,
+            aof,
+        };
+        b.spawn();
+        if kind == Kind::RedisCluster {
+            let addrs: Vec<String> = b.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            let out = Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addrs)
+                .args(["--cluster-replicas", "1", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("redis-cli (Debian package redis-tools): {e}"));
+            assert!(
+                out.status.success(),
+                "redis-cli --cluster create: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            b.wait_healthy();
+        }
+        b
+    }
+
+    /// Starts every process that is not running (again, on its own directory: a restart
+    /// keeps the cluster's configuration, and with AOF its data), and waits until the
+    /// broker serves.
+    pub fn spawn(&mut self) {
+        for i in 0..self.procs.len() {
+            if self.procs[i].child.is_none() {
+                self.spawn_one(i);
+            }
+        }
+        if self.kind == Kind::RedisCluster && self.cluster_created() {
+            self.wait_healthy();
+        }
+    }
+
+    fn spawn_one(&mut self, i: usize) {
+        let port = self.procs[i].port;
+        let dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&dir);
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        if self.kind == Kind::RedisCluster {
+            cmd.args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server (Debian package; scripts/test installs it): {e}")
+            });
+        self.procs[i].child = Some(child);
+        let deadline = Instant::now() + START;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cluster_created(&self) -> bool {
+        self.procs.iter().any(|p| {
+            self.dir
+                .join(p.port.to_string())
+                .join("nodes.conf")
+                .exists()
+        }) && self
+            .cli(self.procs[0].port, &["CLUSTER", "INFO"])
+            .contains("cluster_known_nodes:6")
+    }
+
+    /// Waits until every running node says the cluster is ok and every primary has its
+    /// replica attached.
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + START;
+        loop {
+            let running: Vec<u16> = self
+                .procs
+                .iter()
+                .filter(|p| p.child.is_some())
+                .map(|p| p.port)
+                .collect();
+            let ok = running.iter().all(|&p| {
+                self.cli(p, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            });
+            let replicated = self.primaries().iter().all(|&p| {
+                self.cli(p, &["INFO", "replication"])
+                    .contains("connected_slaves:1")
+            });
+            if ok && replicated {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The URL a node is given (`--broker`).
+    pub fn url(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.procs[0].port),
+            Kind::RedisCluster => {
+                let seeds: Vec<String> = self
+                    .procs
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{}", p.port))
+                    .collect();
+                format!("redis+cluster://{}", seeds.join(","))
+            }
+        }
+    }
+
+    /// Every process's port.
+    pub fn ports(&self) -> Vec<u16> {
+        self.procs.iter().map(|p| p.port).collect()
+    }
+
+    /// `redis-cli -p PORT ARGS...`'s output (empty when it fails).
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// `args` on every running process (a `CLIENT KILL`, a `CONFIG SET`).
+    pub fn cli_all(&self, args: &[&str]) {
+        for p in self.procs.iter().filter(|p| p.child.is_some()) {
+            self.cli(p.port, args);
+        }
+    }
+
+    /// The ports of the running primaries (the one Redis, on its own).
+    pub fn primaries(&self) -> Vec<u16> {
+        if self.kind == Kind::Redis {
+            return vec![self.procs[0].port];
+        }
+        self.procs
+            .iter()
+            .filter(|p| p.child.is_some())
+            .map(|p| p.port)
+            .filter(|&p| self.cli(p, &["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    /// The port of the primary that holds `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        if self.kind == Kind::Redis {
+            return self.procs[0].port;
+        }
+        let slot: u16 = self
+            .cli(self.procs[0].port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT");
+        if let Some(p) = self.primaries().into_iter().find(|&p| self.owns(p, slot)) {
+            return p;
+        }
+        panic!("no primary holds slot {slot}");
+    }
+
+    /// Whether the node on `port` serves `slot`: the `myself` line of its `CLUSTER NODES`
+    /// lists its slot ranges from the ninth field on.
+    fn owns(&self, port: u16, slot: u16) -> bool {
+        let nodes = self.cli(port, &["CLUSTER", "NODES"]);
+        let Some(me) = nodes.lines().find(|l| l.contains("myself")) else {
+            return false;
+        };
+        me.split_whitespace().skip(8).any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            match (a.parse::<u16>(), b.parse::<u16>()) {
+                (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+                _ => false,
+            }
+        })
+    }
+
+    /// `kill -9` of every process.
+    pub fn kill(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill_one(i);
+        }
+    }
+
+    /// `kill -9` of the process on `port`.
+    pub fn kill_port(&mut self, port: u16) {
+        if let Some(i) = self.procs.iter().position(|p| p.port == port) {
+            self.kill_one(i);
+        }
+    }
+
+    fn kill_one(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to every process: a broker that hangs.
+    pub fn pause(&self, stop: bool) {
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        for p in &self.procs {
+            if let Some(c) = &p.child {
+                let _ = Command::new("kill")
+                    .args([signal, &c.id().to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // A stopped process must be let go on before it can die.
+        self.pause(false);
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `n` free loopback ports; for a cluster, each with its bus port (+10000) free too.
+fn free_ports(n: usize, bus: bool) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        held.push(l);
+        if bus {
+            let Some(bus) = port.checked_add(10000) else {
+                continue;
+            };
+            match std::net::TcpListener::bind(("127.0.0.1", bus)) {
+                Ok(b) => held.push(b),
+                Err(_) => continue,
+            }
+        }
+        ports.push(port);
+    }
+    ports
+}
