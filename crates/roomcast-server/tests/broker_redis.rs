@@ -55,6 +55,8 @@ on_every_broker!(
     a_disconnect_through_any_node_closes_the_client_everywhere,
     one_forwarded_poll_per_session_waits_at_a_time,
     tokens_hold_on_every_node_and_for_commands_forwarded_to_another,
+    the_broker_restarted_mid_stream_with_aof_loses_nothing_acked,
+    the_broker_paused_answers_unavailable_and_acks_nothing_half_done,
 );
 
 /// A command connection of the test's own to the broker, for reading and changing what
@@ -1139,4 +1141,166 @@ async fn tokens_hold_on_every_node_and_for_commands_forwarded_to_another(kind: K
     // No token, on any node: 401.
     let (status, _) = common::get_json_status(format!("http://{}/poll?room=lobby", b.addr)).await;
     assert_eq!(status, 401);
+}
+
+/// Publishes `{"p":0,"i":i}` with id `k{i}` until acked, retrying `unavailable` with the
+/// same id (safe: a publish that did reach the broker gets its first offset again).
+/// Returns the offset and how many answers were `unavailable`.
+async fn publish_until_acked(p: &mut Client, room: &str, i: u64) -> (u64, u32) {
+    let publish = json!({"type":"publish","room":room,"data":{"p":0,"i":i},"id":format!("k{i}")});
+    let mut unavailable = 0;
+    within("an ack", Duration::from_secs(30), async {
+        loop {
+            let r = p.request(publish.clone()).await;
+            if r["type"] == "ack" {
+                return (r["offset"].as_u64().unwrap(), unavailable);
+            }
+            assert_eq!(r["code"], "unavailable", "{r}");
+            unavailable += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// No `message` waits on `c` past what it was given: nothing came twice.
+async fn nothing_more(c: &mut Client, who: &str) {
+    c.request(json!({"type":"ping"})).await;
+    assert!(
+        !c.backlog.iter().any(|x| x["type"] == "message"),
+        "{who}: a message twice: {:?}",
+        c.backlog
+    );
+}
+
+async fn the_broker_restarted_mid_stream_with_aof_loses_nothing_acked(kind: Kind) {
+    const N: u64 = 60;
+    let mut redis = Redis::start(kind, true);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
+    let mut m = Client::hello(b.addr, "m").await;
+    m.join("r").await;
+    let mut p = Client::hello(a.addr, "p").await;
+    p.join("r").await;
+    let publisher = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut unavailable = 0;
+        for i in 0..N {
+            let (offset, u) = publish_until_acked(&mut p, "r", i).await;
+            acked.push(offset);
+            unavailable += u;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (acked, unavailable, p)
+    });
+    // Killed while the publisher goes on: once the member has a few of its messages.
+    let mut got = messages(&mut m, 10).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.spawn();
+    let (acked, unavailable, _p) = publisher.await.unwrap();
+    assert!(unavailable > 0, "no publish met the broker down");
+    assert_eq!(
+        acked,
+        (1..=N).collect::<Vec<_>>(),
+        "each acked once, in order"
+    );
+    got.extend(messages(&mut m, N as usize - 10).await);
+    check_exact(&got, 1, 1, N as usize, "m");
+    nothing_more(&mut m, "m").await;
+}
+
+async fn the_broker_paused_answers_unavailable_and_acks_nothing_half_done(kind: Kind) {
+    let redis = Redis::start(kind, false);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
+    let mut m = Client::hello(b.addr, "m").await;
+    m.join("z").await;
+    let mut p = Client::hello(a.addr, "p").await;
+    p.join("z").await;
+    for i in 0..5 {
+        publish_until_acked(&mut p, "z", i).await;
+    }
+    // The broker hangs (SIGSTOP): its sockets accept, nothing answers. A publish sent now
+    // times out as `unavailable`, never an ack; Redis still has it in its input buffer
+    // and runs it when it wakes, so the retry with its id must get that first offset.
+    redis.pause(true);
+    let started = std::time::Instant::now();
+    let r = p
+        .request(json!({"type":"publish","room":"z","data":{"p":0,"i":5},"id":"k5"}))
+        .await;
+    assert_eq!(r["code"], "unavailable", "while paused: {r}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "answered in {waited:?}: not a timeout"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.pause(false);
+    let mut offsets = Vec::new();
+    for i in 5..15 {
+        offsets.push(publish_until_acked(&mut p, "z", i).await.0);
+    }
+    assert_eq!(offsets, (6..=15).collect::<Vec<_>>());
+    let got = messages(&mut m, 15).await;
+    check_exact(&got, 1, 1, 15, "m");
+    nothing_more(&mut m, "m").await;
+}
+
+/// Redis Cluster replicates asynchronously: a primary may ack writes its replica never
+/// got, and die. Here the replica is made to fall behind on purpose (stopped and cut off
+/// while the primary acks messages 6 to 10), then the primary is killed and the replica promoted:
+/// offsets 6 to 10 are gone from the room, and would be given again to new messages. The
+/// nodes that delivered them notice (their position is past the room's top) and start a
+/// new epoch, so every member is told `recovered:false`: never a silent hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_ahead_of_its_replica_fails_over_and_the_lost_tail_is_told() {
+    let mut redis = Redis::start(Kind::RedisCluster, false);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
+    let mut m = Client::hello(b.addr, "m").await;
+    let epoch = m.join("f").await["epoch"].as_str().unwrap().to_owned();
+    let mut p = Client::hello(a.addr, "p").await;
+    p.join("f").await;
+    for i in 0..5 {
+        publish_until_acked(&mut p, "f", i).await;
+    }
+    let primary = redis.primary_of("rc:{f}:meta");
+    let replica = redis.replica_of(primary);
+    // The replica has 1 to 5, then is cut off: stopped, and its link closed by the
+    // primary (what was sent already would still reach it from its socket).
+    assert_eq!(redis.cli(primary, &["WAIT", "1", "5000"]).trim(), "1");
+    redis.pause_port(replica, true);
+    redis.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
+    for i in 5..10 {
+        publish_until_acked(&mut p, "f", i).await;
+    }
+    let got = messages(&mut m, 10).await;
+    check_exact(&got, 1, 1, 10, "m before the failover");
+    redis.kill_port(primary);
+    redis.pause_port(replica, false);
+    redis.wait_primary(replica);
+    // Publishing goes on through the failover (retried with its ids).
+    let mut offsets = Vec::new();
+    for i in 10..15 {
+        offsets.push(publish_until_acked(&mut p, "f", i).await.0);
+    }
+    // The member is told its history broke off, then gets the new epoch's messages.
+    let reset = m.next_of("joined").await;
+    assert_eq!(reset["recovered"], false, "{reset}");
+    let new_epoch = reset["epoch"].as_str().unwrap().to_owned();
+    assert_ne!(new_epoch, epoch, "{reset}");
+    let after = messages(&mut m, 5).await;
+    let data: Vec<u64> = after
+        .iter()
+        .map(|(_, d)| d["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(data, (10..15).collect::<Vec<_>>(), "{after:?}");
+    let after_offsets: Vec<u64> = after.iter().map(|(o, _)| *o).collect();
+    assert_eq!(after_offsets, offsets, "delivered at the offsets acked");
+    nothing_more(&mut m, "m").await;
+    // A client coming back with a position of the lost epoch is told too.
+    let mut r = Client::hello(b.addr, "r").await;
+    let j = r
+        .request(json!({"type":"join","room":"f","since":{"epoch":epoch,"offset":10}}))
+        .await;
+    assert_eq!(j["recovered"], false, "{j}");
+    assert_eq!(j["epoch"], new_epoch.as_str(), "{j}");
 }

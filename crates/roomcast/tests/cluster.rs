@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../roomcast-server/tests/support/brokers.rs"]
+mod brokers;
 mod common;
 
 use std::collections::{HashMap, VecDeque};
@@ -13,13 +15,37 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, LISTENING, Lines, Redis, listening_addr, within};
+use brokers::{Broker as Redis, Kind};
+use common::{BIN, LISTENING, Lines, listening_addr, within};
 use roomcast_ws::Message;
 use roomcast_ws::tokio::{WebSocket, connect};
 use serde_json::{Value, json};
 
 const ANSWER: Duration = Duration::from_secs(10);
 const PRESENCE_TTL_MS: u64 = 1500;
+
+/// Declares, for each test function `name(kind)`, a module `name` with one test per
+/// broker (`name::redis`, `name::redis_cluster`).
+macro_rules! on_every_broker {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name(super::Kind::Redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$name(super::Kind::RedisCluster).await
+            }
+        }
+    )*};
+}
+
+on_every_broker!(
+    a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes,
+    a_node_drained_through_haproxy_hands_its_clients_to_the_others,
+    a_poll_session_needs_no_sticky_cookie_and_outlives_its_node,
+);
 
 /// A node: `roomcast serve --broker` on a port the kernel picks; killed on drop.
 struct Node {
@@ -340,9 +366,8 @@ async fn read_all(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes() {
-    let redis = Redis::start();
+async fn a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes(kind: Kind) {
+    let redis = Redis::start(kind, false);
     let (mut nodes, addrs, haproxy) = cluster(&redis);
     let front = haproxy.front;
     // The member whose node dies came through HAProxy; its node is the one killed.
@@ -485,9 +510,8 @@ fn check_exact(got: &[(u64, Value)], top: u64, who: &str) {
     assert!(seen.values().all(|&n| n == 1), "{who}: nothing twice");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_drained_through_haproxy_hands_its_clients_to_the_others() {
-    let redis = Redis::start();
+async fn a_node_drained_through_haproxy_hands_its_clients_to_the_others(kind: Kind) {
+    let redis = Redis::start(kind, false);
     let (nodes, addrs, haproxy) = cluster(&redis);
     let mut m = Client::hello(haproxy.front, "m").await.unwrap();
     let j = m.request(json!({"type":"join","room":"k"})).await.unwrap();
@@ -533,9 +557,8 @@ async fn http_json(req: reqwest::RequestBuilder) -> Option<(u16, Value)> {
     Some((status, serde_json::from_str(&text).ok()?))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poll_session_needs_no_sticky_cookie_and_outlives_its_node() {
-    let redis = Redis::start();
+async fn a_poll_session_needs_no_sticky_cookie_and_outlives_its_node(kind: Kind) {
+    let redis = Redis::start(kind, false);
     let (mut nodes, _, haproxy) = cluster(&redis);
     let front = haproxy.front;
     // The CLI's reqwest has TLS without a built-in provider: the process installs ring,

@@ -265,6 +265,40 @@ impl Broker {
         })
     }
 
+    /// The port of the replica of the primary on `port` (from its `INFO replication`).
+    pub fn replica_of(&self, port: u16) -> u16 {
+        let info = self.cli(port, &["INFO", "replication"]);
+        info.lines()
+            .find(|l| l.starts_with("slave0:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no replica of {port}: {info}"))
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to the process on `port`.
+    pub fn pause_port(&self, port: u16, stop: bool) {
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        if let Some(c) = self
+            .procs
+            .iter()
+            .find(|p| p.port == port)
+            .and_then(|p| p.child.as_ref())
+        {
+            let _ = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits until the node on `port` is a primary (a replica promoted by a failover).
+    pub fn wait_primary(&self, port: u16) {
+        let deadline = Instant::now() + START;
+        while !self.cli(port, &["ROLE"]).starts_with("master") {
+            assert!(Instant::now() < deadline, "{port} was not promoted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `kill -9` of every process.
     pub fn kill(&mut self) {
         for i in 0..self.procs.len() {

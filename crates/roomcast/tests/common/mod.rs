@@ -80,51 +80,6 @@ impl Lines {
     }
 }
 
-/// A `redis-server` of the test's own (Debian's package) on a free loopback port,
-/// without persistence; killed by its pid when dropped.
-pub struct Redis {
-    child: std::process::Child,
-    pub port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Redis {
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
-        let dir = std::env::temp_dir().join(format!("roomcast-cli-redis-{port}"));
-        let _ = std::fs::create_dir_all(&dir);
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("redis-server (scripts/test installs it): {e}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port, dir }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// `roomcast serve --listen 127.0.0.1:0 --log warn` with `args`, its stdout and stderr
 /// read line by line; killed by its pid on drop.
 pub struct Serve {

@@ -1005,6 +1005,12 @@ impl Broker {
         let age = limits.max_age_ms.to_string();
         let keep = self.keep_ms().to_string();
         let channel = k.channel();
+        let (known, last) = self
+            .rooms
+            .get(&p.room)
+            .and_then(|r| Some((r.epoch.clone()?, r.last)))
+            .unwrap_or_else(|| (Arc::from(""), 0));
+        let last = last.to_string();
         let cmd = eval(
             &self.scripts.publish,
             &keys,
@@ -1019,6 +1025,8 @@ impl Broker {
                 channel.as_bytes(),
                 if p.id.is_some() { b"1" } else { b"0" },
                 keep.as_bytes(),
+                known.as_bytes(),
+                last.as_bytes(),
             ],
         );
         let then = Then::Publish {

@@ -66,6 +66,20 @@ local function epoch_of(meta, log, fresh)
   end
   return epoch
 end
+-- A node that delivered the room up to `last` in `known` finds the top below it: Redis
+-- lost messages it had acknowledged (a failover to a replica that had not received them
+-- yet, or a restart from an older file). Their offsets would be given again to other
+-- messages, which every node would drop as delivered: a silent hole. So the room starts
+-- a new epoch (`fresh`), which tells every member and every later `since`
+-- `recovered:false`. Returns the epoch to go on with.
+local function break_if_behind(meta, log, epoch, known, last, fresh)
+  if epoch ~= known or tonumber(redis.call('HGET', meta, 'top') or '0') >= tonumber(last) then
+    return epoch
+  end
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', fresh, 'top', 0)
+  return fresh
+end
 -- Removes the presence entries whose node stopped refreshing them; a client whose last
 -- membership goes is told to the room as left.
 local function sweep(pc, pe, pt, pi, channel, now)
@@ -98,8 +112,9 @@ end
 /// Publish (the hot path: three keys only). KEYS: meta, log, idempotency key (or meta
 /// when there is no id).
 /// ARGV: fresh epoch, JSON head (up to the epoch), JSON middle (after the offset, up to
-/// the ts), max messages, max age ms, id ttl ms, channel, has id (1/0), keep ms.
-/// Returns `{offset, epoch, duplicate}`.
+/// the ts), max messages, max age ms, id ttl ms, channel, has id (1/0), keep ms, and the
+/// epoch and last offset the publishing node delivered ('' and 0 for none: see
+/// `break_if_behind`). Returns `{offset, epoch, duplicate}`.
 pub(super) const PUBLISH: &str = r#"
 local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[8] == '1' then
@@ -111,6 +126,7 @@ if ARGV[8] == '1' then
 end
 local now = now_ms()
 local epoch = epoch_of(meta, log, ARGV[1])
+epoch = break_if_behind(meta, log, epoch, ARGV[10], ARGV[11], ARGV[1])
 local offset = redis.call('HINCRBY', meta, 'top', 1)
 local json = ARGV[2] .. epoch .. '","offset":' .. offset .. ARGV[3] .. now .. '}'
 redis.call('XADD', log, 'MAXLEN', ARGV[4], offset .. '-0', 't', now, 'j', json)
@@ -195,12 +211,8 @@ return 1
 /// none), a fresh epoch, then for each visible client of this node: client,
 /// memberships, info. Returns `{epoch or '', top}`.
 ///
-/// A top below what the node delivered in the same epoch means Redis lost messages it
-/// had acknowledged: a failover to a replica that had not received them yet (replication
-/// is asynchronous), or a restart from an older file. Their offsets would be given again
-/// to other messages, which every node would drop as already delivered: a silent hole.
-/// So the room starts a new epoch, and every member and every later `since` is told
-/// `recovered:false`.
+/// A top below what the node delivered in the same epoch starts a new epoch (see
+/// `break_if_behind`): a quiet room is checked here, a busy one by its next publish.
 pub(super) const TICK: &str = r#"
 local now = now_ms()
 local expiry = now + tonumber(ARGV[2])
@@ -219,15 +231,10 @@ end
 sweep(pc, pe, pt, pi, ARGV[3], now)
 redis.call('HSET', mc, ARGV[1], ARGV[5])
 keep_alive(tonumber(ARGV[4]))
-local epoch = redis.call('HGET', meta, 'epoch') or ''
-local top = tonumber(redis.call('HGET', meta, 'top') or '0')
-if epoch ~= '' and epoch == ARGV[6] and top < tonumber(ARGV[7]) then
-  epoch = ARGV[8]
-  top = 0
-  redis.call('DEL', log)
-  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
-end
-return {epoch, top}
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then return {'', 0} end
+epoch = break_if_behind(meta, log, epoch, ARGV[6], ARGV[7], ARGV[8])
+return {epoch, tonumber(redis.call('HGET', meta, 'top') or '0')}
 "#;
 
 /// Read the history. KEYS: [`Keys::all`]. ARGV: since epoch ('' for none), since offset,
