@@ -45,6 +45,7 @@ on_every_broker!(
     a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes,
     a_node_drained_through_haproxy_hands_its_clients_to_the_others,
     a_poll_session_needs_no_sticky_cookie_and_outlives_its_node,
+    a_subscriber_node_too_slow_for_the_broker_is_cut_and_catches_up,
 );
 
 /// A node: `roomcast serve --broker` on a port the kernel picks; killed on drop.
@@ -56,10 +57,16 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis, name: &str) -> Self {
+        Self::start_with(redis, name, &[])
+    }
+
+    /// [`Node::start`] with more `--set` settings.
+    fn start_with(redis: &Redis, name: &str, settings: &[&str]) -> Self {
         let ttl = format!("broker.presence_ttl_ms={PRESENCE_TTL_MS}");
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
             .args(["--broker", &redis.url(), "--node-id", name, "--set", &ttl])
+            .args(settings.iter().flat_map(|s| ["--set", s]))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -77,6 +84,14 @@ impl Node {
             addr,
             _stdout: stdout,
         }
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a node that stops reading for a while.
+    fn pause(&self, stop: bool) {
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
     }
 
     fn kill_9(&mut self) {
@@ -676,5 +691,90 @@ async fn a_poll_session_needs_no_sticky_cookie_and_outlives_its_node(kind: Kind)
         got,
         (1..=8).collect::<Vec<u64>>(),
         "every message once, in order"
+    );
+}
+
+/// A node that cannot keep up with its pub/sub connection (here: stopped for a moment
+/// while a burst goes to its room) fills the broker's output buffer for it, and the
+/// broker cuts it (`client-output-buffer-limit`, as redis#1880 describes). The node
+/// notices, reconnects, and reads what it missed from the stream: its member gets every
+/// message once, in order.
+async fn a_subscriber_node_too_slow_for_the_broker_is_cut_and_catches_up(kind: Kind) {
+    const N: usize = 400;
+    let redis = Redis::start(kind, false);
+    let keep = "rooms.history_max_messages=1000";
+    let n1 = Node::start_with(&redis, "n1", &[keep]);
+    let n2 = Node::start_with(&redis, "n2", &[keep]);
+    let mut m = Client::hello(n2.addr, "m").await.unwrap();
+    let j = m.request(json!({"type":"join","room":"k"})).await.unwrap();
+    assert_eq!(j["type"], "joined", "{j}");
+    let mut p = Client::hello(n1.addr, "p").await.unwrap();
+    p.request(json!({"type":"join","room":"k"})).await.unwrap();
+    // A subscriber more than 256 KiB behind is cut at once. On one Redis pub/sub
+    // connections have a class of their own; on a cluster, RESP3 connections carry
+    // pushes and replies together and count as `normal`.
+    let limit = match kind {
+        Kind::Redis => "pubsub 262144 0 0",
+        Kind::RedisCluster => "normal 262144 0 0 pubsub 262144 0 0",
+    };
+    redis.cli_all(&["CONFIG", "SET", "client-output-buffer-limit", limit]);
+    // The member reads all along (its own node is what falls behind).
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(N);
+        while got.len() < N {
+            let Some(msg) = m.next_of("message").await else {
+                panic!(
+                    "m's connection closed ({:?}) after {}",
+                    m.closed_with,
+                    got.len()
+                );
+            };
+            got.push((
+                msg["offset"].as_u64().unwrap(),
+                msg["data"]["i"].as_u64().unwrap(),
+            ));
+        }
+        (got, m)
+    });
+    n2.pause(true);
+    // 400 x 16 KiB: more than the kernel buffers between them hold.
+    let blob = "x".repeat(16 << 10);
+    for i in 0..N {
+        let a = p
+            .request(json!({"type":"publish","room":"k","data":{"p":0,"i":i,"pad":blob},"id":format!("b{i}")}))
+            .await
+            .unwrap();
+        assert_eq!(a["type"], "ack", "{a}");
+    }
+    let deadline = Instant::now() + ANSWER;
+    let cut = loop {
+        if redis.log_contains("output buffer limits") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    redis.cli_all(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "normal 0 0 0 pubsub 0 0 0",
+    ]);
+    n2.pause(false);
+    assert!(
+        cut,
+        "the broker did not cut the stopped node's subscription"
+    );
+    let (got, mut m) = within("m catching up", ANSWER * 3, reader).await.unwrap();
+    let want: Vec<(u64, u64)> = (0..N as u64).map(|i| (i + 1, i)).collect();
+    assert_eq!(got, want, "every message once, in order");
+    let pong = m.request(json!({"type":"ping"})).await.unwrap();
+    assert_eq!(pong["type"], "pong");
+    assert!(
+        !m.pushes.iter().any(|x| x["type"] == "message"),
+        "nothing twice: {:?}",
+        m.pushes
     );
 }

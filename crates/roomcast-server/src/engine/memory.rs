@@ -155,6 +155,7 @@ impl Homes {
                                 frame: frame.clone(),
                                 epoch: state.epoch_arc().clone(),
                                 offset: published.offset,
+                                catch_up: false,
                             },
                         ));
                     }

@@ -317,6 +317,10 @@ pub(crate) enum LocalMsg {
         frame: Bytes,
         epoch: Arc<str>,
         offset: u64,
+        /// Read from the broker to catch up (a gap filled, a subscription that was cut):
+        /// queued like a recovery backlog, outside the slow-consumer bound until written,
+        /// since the node fell behind, not its members.
+        catch_up: bool,
     },
     /// The join could not be done (the broker is unreachable): forget the membership
     /// and send `reply` (and to `notify`).

@@ -64,9 +64,11 @@ impl Worker {
                 frame,
                 epoch,
                 offset,
+                catch_up,
             } => {
                 let kind = EventKind::Message { epoch, offset };
-                self.fan_out(Kind::Ws, &room, &frame, None, false, Some(kind))
+                let how = if catch_up { Push::CatchUp } else { Push::Live };
+                self.fan_out(Kind::Ws, &room, &frame, None, how, Some(kind))
             }
             LocalMsg::Reset {
                 room,
@@ -75,7 +77,7 @@ impl Worker {
                 offset,
             } => {
                 let kind = EventKind::Joined { epoch, offset };
-                self.fan_out(Kind::Ws, &room, &frame, None, false, Some(kind))
+                self.fan_out(Kind::Ws, &room, &frame, None, Push::Live, Some(kind))
             }
             LocalMsg::JoinFailed {
                 room,
@@ -89,11 +91,11 @@ impl Worker {
                 &room,
                 &frame,
                 None,
-                true,
+                Push::PresenceOnly,
                 Some(EventKind::Presence),
             ),
             LocalMsg::RawDeliver { room, frame } => {
-                self.fan_out(Kind::Raw, &room, &frame, None, false, None)
+                self.fan_out(Kind::Raw, &room, &frame, None, Push::Live, None)
             }
             LocalMsg::Reply { conn: key, reply } => {
                 // Every error reply passes here or through a socket caller's `reply`.
@@ -287,15 +289,15 @@ impl Worker {
     }
 
     /// Queues `frame` to every local member of a room: all of them, or only those that
-    /// asked for presence (`presence_only`), never `skip`. HTTP members get it as an event
-    /// of `event` kind.
+    /// asked for presence ([`Push::PresenceOnly`]), never `skip`. HTTP members get it as
+    /// an event of `event` kind.
     fn fan_out(
         &self,
         kind: Kind,
         room: &RoomName,
         frame: &Bytes,
         skip: Option<ConnKey>,
-        presence_only: bool,
+        how: Push,
         event: Option<EventKind>,
     ) {
         let local = self.local.borrow();
@@ -305,18 +307,26 @@ impl Worker {
         let mut n = 0;
         let mut json = None;
         for (_, m) in r.members.iter() {
+            let presence_only = how == Push::PresenceOnly;
             if presence_only && !m.presence {
                 continue;
             }
             if skip.is_some_and(|k| m.sink.is(k)) {
                 continue;
             }
-            if m.sink.deliver(self, room, frame, &mut json, event.as_ref()) {
+            if m.sink.deliver(
+                self,
+                room,
+                frame,
+                &mut json,
+                event.as_ref(),
+                how == Push::CatchUp,
+            ) {
                 n += 1;
             }
         }
         Stats::add(&self.shared.stats.deliveries, n);
-        if n > 0 && kind == Kind::Ws && !presence_only {
+        if n > 0 && kind == Kind::Ws && how != Push::PresenceOnly {
             self.shared.metrics.fan_out(n);
         }
     }
@@ -476,7 +486,7 @@ impl Worker {
             room,
             &frame,
             (!echo).then_some(conn.key),
-            false,
+            Push::Live,
             None,
         );
         if self.mesh.len() > 1 {
@@ -575,4 +585,15 @@ impl Worker {
         }
         conns.len() + members.len()
     }
+}
+
+/// To whom a fan-out goes, and how it is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Push {
+    /// Every member, within the slow-consumer bound.
+    Live,
+    /// The members that asked for presence.
+    PresenceOnly,
+    /// Every member, outside the bound until written: what the node read to catch up.
+    CatchUp,
 }

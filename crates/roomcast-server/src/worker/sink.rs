@@ -41,7 +41,9 @@ impl From<Arc<HttpMember>> for Sink {
 impl Sink {
     /// Queues one of `room`'s frames; `json` keeps the frame's JSON for the next HTTP
     /// member. `event` says what it is (its position, for members that keep them); a
-    /// frame without one (a raw room's) reaches sockets only. Whether it was queued.
+    /// frame without one (a raw room's) reaches sockets only. A `catch_up` frame is
+    /// queued to a socket like a recovery backlog (see `Conn::push_backlog`). Whether it
+    /// was queued.
     pub(super) fn deliver(
         &self,
         worker: &Worker,
@@ -49,8 +51,13 @@ impl Sink {
         frame: &Bytes,
         json: &mut Option<Bytes>,
         event: Option<&EventKind>,
+        catch_up: bool,
     ) -> bool {
         match self {
+            Sink::Socket(conn) if catch_up => {
+                conn.push_backlog(worker, vec![frame.clone()]);
+                true
+            }
             Sink::Socket(conn) => {
                 conn.push(worker, frame.clone());
                 true

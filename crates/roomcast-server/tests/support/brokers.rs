@@ -111,7 +111,9 @@ impl Broker {
             "",
         ])
         .arg("--dir")
-        .arg(&dir);
+        .arg(&dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"));
         if self.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -297,6 +299,14 @@ impl Broker {
             assert!(Instant::now() < deadline, "{port} was not promoted");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether any process's log has a line containing `text`.
+    pub fn log_contains(&self, text: &str) -> bool {
+        self.procs.iter().any(|p| {
+            std::fs::read_to_string(self.dir.join(p.port.to_string()).join("redis.log"))
+                .is_ok_and(|log| log.contains(text))
+        })
     }
 
     /// `kill -9` of every process.

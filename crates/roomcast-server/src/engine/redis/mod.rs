@@ -1447,7 +1447,7 @@ impl Broker {
                 entries.iter().filter(|(o, _)| *o > last).cloned().collect();
             if next.first().is_some_and(|(o, _)| *o == last + 1) {
                 for (o, j) in next {
-                    self.deliver(&name, o, &epoch, j);
+                    self.deliver(&name, o, &epoch, j, true);
                 }
             } else if read.top > last {
                 r.want_fill = true;
@@ -1528,7 +1528,7 @@ impl Broker {
                 r.last = o - 1;
                 self.reset(name, &epoch, o - 1);
             }
-            self.deliver(name, o, &epoch, j);
+            self.deliver(name, o, &epoch, j, true);
         }
         let Some(r) = self.rooms.get_mut(name) else {
             return;
@@ -1624,14 +1624,23 @@ impl Broker {
         }
         if same_epoch && live.offset == r.last + 1 {
             let epoch = live.epoch.clone();
-            return self.deliver(name, live.offset, &epoch, live.json);
+            return self.deliver(name, live.offset, &epoch, live.json, false);
         }
         // A gap, or a new epoch: read the stream before anything later goes out.
         r.held.push_back(live);
         self.fill(name, false);
     }
 
-    fn deliver(&mut self, name: &RoomName, offset: u64, epoch: &Arc<str>, json: Bytes) {
+    /// Delivers one message to the node's members; `catch_up` when it comes from a read
+    /// of the stream rather than live.
+    fn deliver(
+        &mut self,
+        name: &RoomName,
+        offset: u64,
+        epoch: &Arc<str>,
+        json: Bytes,
+        catch_up: bool,
+    ) {
         let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
@@ -1642,6 +1651,7 @@ impl Broker {
             frame: frame.clone(),
             epoch: epoch.clone(),
             offset,
+            catch_up,
         });
         if r.acks.iter().any(|a| a.offset <= offset) {
             let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut r.acks)
