@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fan-out through a three-node cluster (Redis engine, behind the shipped HAProxy config)
-# beside the same room on one node with the memory engine, in the same run.
+# Fan-out through three nodes sharing one Redis (behind the shipped HAProxy config), and
+# through three nodes on a Redis Cluster (three primaries with a replica each, sharded
+# pub/sub), beside the same room on one node with the memory engine, in the same run.
 #
 #   bench/cluster.sh            N=1000 subscribers, M=2000 messages of SIZE=64 B
 #
@@ -11,7 +12,8 @@
 # it: on these 2-core machines the proxy relaying every delivery competes with the
 # nodes for the same cores. Server CPU is summed
 # over the three nodes (`bench fanout --server-pid --node-pid`), Redis's is reported per
-# message (`--broker-pid`); both only while publishing. Prints one JSON line per run and
+# message (`--broker-pid`, every process of the cluster summed); both only while
+# publishing. Prints one JSON line per run and
 # a summary; fails on any loss.
 #
 # Beside them, in the same run, the peer users pick for this job: Socket.IO 4 with its
@@ -56,10 +58,44 @@ node() { # name [--broker URL]: starts a node, prints "pid port"
   echo "$pid $port"
 }
 
+# A Redis Cluster: six processes, each with its bus port (+10000) free.
+cluster_ports() { python3 -c '
+import socket
+held, ports = [], []
+while len(ports) < 6:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; held.append(s)
+    if p + 10000 > 65535: continue
+    b = socket.socket()
+    try: b.bind(("127.0.0.1", p + 10000))
+    except OSError: continue
+    held.append(b); ports.append(p)
+print(" ".join(map(str, ports)))'; }
+read -r -a CPORTS < <(cluster_ports)
+CPIDS=()
+for p in "${CPORTS[@]}"; do
+  mkdir -p "$STATE/c$p"
+  redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$STATE/c$p" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 >"$STATE/c$p.log" 2>&1 &
+  CPIDS+=("$!"); PIDS+=("$!")
+done
+for p in "${CPORTS[@]}"; do
+  for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.05; done
+done
+redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CPORTS[@]}") --cluster-replicas 1 --cluster-yes >"$STATE/cluster-create.log" 2>&1
+for p in "${CPORTS[@]}"; do
+  for _ in $(seq 200); do redis-cli -p "$p" cluster info 2>/dev/null | grep -q cluster_state:ok && break; sleep 0.05; done
+done
+CURL="redis+cluster://$(printf '127.0.0.1:%s,' "${CPORTS[@]}")"; CURL=${CURL%,}
+BROKER_PIDS=(); for pid in "${CPIDS[@]}"; do BROKER_PIDS+=(--broker-pid "$pid"); done
+
 read -r P1 N1 < <(node n1 --broker "redis://127.0.0.1:$RPORT" --node-id n1)
 read -r P2 N2 < <(node n2 --broker "redis://127.0.0.1:$RPORT" --node-id n2)
 read -r P3 N3 < <(node n3 --broker "redis://127.0.0.1:$RPORT" --node-id n3)
 PIDS+=("$P1" "$P2" "$P3")
+read -r C1 K1 < <(node c1 --broker "$CURL" --node-id c1)
+read -r C2 K2 < <(node c2 --broker "$CURL" --node-id c2)
+read -r C3 K3 < <(node c3 --broker "$CURL" --node-id c3)
+PIDS+=("$C1" "$C2" "$C3")
 FRONT=$(free_port)
 FRONT_PORT=$FRONT STATS_PORT=$(free_port) STATS_SOCKET="$STATE/haproxy.sock" \
   NODE1=127.0.0.1:$N1 NODE2=127.0.0.1:$N2 NODE3=127.0.0.1:$N3 \
@@ -83,6 +119,8 @@ for round in $(seq "$ROUNDS"); do
     extra=(--window 16); [ "$load" = rate ] && extra=(--rate "$RATE")
     run "redis-3-nodes/$load/$round" --url "ws://127.0.0.1:$N1/ws,ws://127.0.0.1:$N2/ws,ws://127.0.0.1:$N3/ws" \
       --room "c$round$load" --server-pid "$P1" --node-pid "$P2" --node-pid "$P3" --broker-pid "$REDIS" "${extra[@]}"
+    run "rediscluster-3-nodes/$load/$round" --url "ws://127.0.0.1:$K1/ws,ws://127.0.0.1:$K2/ws,ws://127.0.0.1:$K3/ws" \
+      --room "k$round$load" --server-pid "$C1" --node-pid "$C2" --node-pid "$C3" "${BROKER_PIDS[@]}" "${extra[@]}"
     run "memory-1-node/$load/$round" --url "ws://127.0.0.1:$NM/ws" --room "m$round$load" --server-pid "$PM" "${extra[@]}"
   done
   # HAProxy's CPU over the whole run (connecting included), in seconds.
@@ -109,8 +147,11 @@ def med(prefix, key, sub=None):
     return statistics.median(vals) if vals else float("nan")
 redis_cpu = med("redis-3-nodes/closed", "server_cpu_us_per_delivery")
 mem_cpu = med("memory-1-node/closed", "server_cpu_us_per_delivery")
+cluster_cpu = med("rediscluster-3-nodes/closed", "server_cpu_us_per_delivery")
 print(f"server CPU per delivery (closed loop, median): redis 3 nodes {redis_cpu:.3f} us, "
       f"memory 1 node {mem_cpu:.3f} us, ratio {redis_cpu / mem_cpu:.2f}x")
+print(f"server CPU per delivery (closed loop, median): redis cluster 3 nodes {cluster_cpu:.3f} us, "
+      f"ratio to memory {cluster_cpu / mem_cpu:.2f}x")
 peer = med("socketio-3-nodes/closed", "server_cpu_us_per_delivery")
 if peer == peer:
     print(f"Socket.IO with its Redis adapter, 3 processes: {peer:.2f} us per delivery, "
@@ -121,12 +162,17 @@ hap_own = [r["haproxy_cpu_seconds"] * 1e6 / r["result"]["deliveries"] for r in r
 print(f"through HAProxy (closed loop): nodes {hap:.3f} us per delivery ({hap / mem_cpu:.2f}x memory), "
       f"HAProxy itself {statistics.median(hap_own) if hap_own else float('nan'):.3f} us per delivery")
 print(f"deliveries/s (closed loop): redis 3 nodes {med('redis-3-nodes/closed', 'deliveries_per_second'):.0f}, "
+      f"redis cluster 3 nodes {med('rediscluster-3-nodes/closed', 'deliveries_per_second'):.0f}, "
       f"memory 1 node {med('memory-1-node/closed', 'deliveries_per_second'):.0f}")
-print(f"Redis CPU per message: {med('redis-3-nodes/closed', 'broker_cpu_us_per_message'):.1f} us (closed loop), "
-      f"{med('redis-3-nodes/rate', 'broker_cpu_us_per_message'):.1f} us (at the fixed rate)")
-for label in ("redis-3-nodes/rate", "memory-1-node/rate"):
+for label in ("redis-3-nodes", "rediscluster-3-nodes"):
+    print(f"broker CPU per message, {label}: {med(label + '/closed', 'broker_cpu_us_per_message'):.1f} us (closed loop), "
+          f"{med(label + '/rate', 'broker_cpu_us_per_message'):.1f} us (at the fixed rate)")
+for label in ("redis-3-nodes/rate", "rediscluster-3-nodes/rate", "memory-1-node/rate"):
     p = [med(label, "latency_us", q) / 1000 for q in ("p50", "p99", "p999")]
     print(f"latency at the fixed rate, {label.split('/')[0]}: p50 {p[0]:.2f} ms, p99 {p[1]:.2f} ms, p99.9 {p[2]:.2f} ms")
+p99 = {l: med(l + "/rate", "latency_us", "p99") for l in ("redis-3-nodes", "rediscluster-3-nodes")}
+print(f"delivery p99 at the fixed rate, redis cluster against one redis: "
+      f"{p99['rediscluster-3-nodes'] / p99['redis-3-nodes']:.2f}x")
 if bad:
     sys.exit(f"runs with losses or failures: {bad}")
 EOF

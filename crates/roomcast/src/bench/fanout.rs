@@ -59,8 +59,9 @@ pub struct FanoutArgs {
     #[arg(long, value_name = "PID")]
     pub node_pid: Vec<u32>,
     /// The broker's PID (e.g. redis-server): its CPU per message is reported apart.
+    /// Repeatable, summed: every process of a Redis Cluster.
     #[arg(long, value_name = "PID")]
-    pub broker_pid: Option<u32>,
+    pub broker_pid: Vec<u32>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -405,7 +406,11 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         .iter()
         .filter_map(|&p| Watch::start(p))
         .collect();
-    let broker = args.broker_pid.and_then(Watch::start);
+    let brokers: Vec<Watch> = args
+        .broker_pid
+        .iter()
+        .filter_map(|&p| Watch::start(p))
+        .collect();
     let pad = "x".repeat(args.size.saturating_sub(if args.raw { 40 } else { 30 }));
     let publishing = progress(args.messages, "messages", args.common.json);
     let start = Instant::now();
@@ -452,7 +457,10 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
             .filter_map(Watch::cpu_used)
             .fold(c, |a, b| a + b)
     });
-    let broker_cpu = broker.and_then(|w| w.cpu_used());
+    let broker_cpu = brokers
+        .iter()
+        .filter_map(Watch::cpu_used)
+        .reduce(|a, b| a + b);
     let received = seen.received.load(Ordering::Relaxed);
     let expected = args.messages * ready as u64;
     let lost = seen.lost.load(Ordering::Relaxed) + expected.saturating_sub(received);
