@@ -1304,3 +1304,51 @@ async fn a_primary_killed_ahead_of_its_replica_fails_over_and_the_lost_tail_is_t
     assert_eq!(j["recovered"], false, "{j}");
     assert_eq!(j["epoch"], new_epoch.as_str(), "{j}");
 }
+
+/// Resharding while a room is busy: its slot moves to another primary key by key, as
+/// `redis-cli --cluster reshard` does, while a publisher goes on. Commands meet `ASK` and
+/// `MOVED` (followed by the client), the sharded subscriptions of the slot are ended by
+/// the old owner (`sunsubscribe`), and the nodes subscribe again where the slot is now
+/// and read what they missed: the member gets every message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_slot_moves_mid_stream_loses_nothing() {
+    const N: u64 = 40;
+    let redis = Redis::start(Kind::RedisCluster, false);
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
+    let mut m = Client::hello(b.addr, "m").await;
+    m.join("moving").await;
+    let mut p = Client::hello(a.addr, "p").await;
+    p.join("moving").await;
+    let publisher = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..N {
+            acked.push(publish_until_acked(&mut p, "moving", i).await.0);
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        (acked, p)
+    });
+    let mut got = messages(&mut m, 10).await;
+    let slot = redis.slot_of("rc:{moving}:meta");
+    let from = redis.primary_of("rc:{moving}:meta");
+    let to = redis.primaries().into_iter().find(|&q| q != from).unwrap();
+    redis.move_slot(slot, from, to);
+    assert_eq!(redis.primary_of("rc:{moving}:meta"), to, "the slot moved");
+    let (acked, _p) = publisher.await.unwrap();
+    assert_eq!(
+        acked,
+        (1..=N).collect::<Vec<_>>(),
+        "each acked once, in order"
+    );
+    got.extend(messages(&mut m, N as usize - 10).await);
+    check_exact(&got, 1, 1, N as usize, "m");
+    nothing_more(&mut m, "m").await;
+    // The room lives on the new primary: its history is whole there.
+    let h = m
+        .request(json!({"type":"history","room":"moving","limit":1000}))
+        .await;
+    assert_eq!(
+        common::message_offsets(&h),
+        (1..=N).collect::<Vec<_>>(),
+        "{h}"
+    );
+}

@@ -309,6 +309,55 @@ impl Broker {
         })
     }
 
+    /// The node id (`CLUSTER MYID`) of the process on `port`.
+    pub fn node_id(&self, port: u16) -> String {
+        self.cli(port, &["CLUSTER", "MYID"]).trim().to_owned()
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        self.cli(self.procs[0].port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// Moves `slot` from the primary on `from` to the one on `to` while clients use it,
+    /// as `redis-cli --cluster reshard` does for each slot: importing and migrating
+    /// marks, its keys moved with `MIGRATE` a few at a time, then the new owner told to
+    /// every primary.
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16) {
+        let (src, dst) = (self.node_id(from), self.node_id(to));
+        let slot_s = slot.to_string();
+        let ok = |out: String, what: &str| assert!(out.contains("OK"), "{what}: {out}");
+        ok(
+            self.cli(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &src]),
+            "importing",
+        );
+        ok(
+            self.cli(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &dst]),
+            "migrating",
+        );
+        loop {
+            let keys = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "2"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_s = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_s, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            let out = self.cli(from, &args);
+            assert!(
+                out.contains("OK") || out.contains("NOKEY"),
+                "MIGRATE: {out}"
+            );
+        }
+        for p in self.primaries() {
+            self.cli(p, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst]);
+        }
+    }
+
     /// `kill -9` of every process.
     pub fn kill(&mut self) {
         for i in 0..self.procs.len() {

@@ -700,6 +700,10 @@ impl Broker {
     /// or its primary failed over): subscribed again where the slot is now, then the room
     /// is read from the node's position, as after any new subscription.
     fn dropped(&mut self, channel: &str) {
+        tracing::info!(
+            channel,
+            "broker: a cluster node ended a subscription; subscribing again"
+        );
         if control::is_control(channel) {
             return self.subscribe_control(vec![channel.to_owned()]);
         }
