@@ -33,6 +33,7 @@
 mod cluster;
 mod control;
 mod link;
+mod ops;
 mod room;
 mod scripts;
 mod wire;
@@ -51,6 +52,7 @@ use tokio::time::Instant;
 use self::control::{Answer, Control};
 pub(crate) use self::link::Target;
 use self::link::{Conn, Heard, Subscriber};
+use self::ops::{Op, OpKind, Outcome};
 use self::room::{Ack, RoomState, Sub};
 use self::scripts::Keys;
 use self::wire::{Live, Read, frame_of};
@@ -135,8 +137,13 @@ pub(crate) fn start(
                     generation: 0,
                     connecting: false,
                     incarnations: 0,
-                    scripts: Scripts::new(target.is_cluster()),
-                    cluster: target.is_cluster(),
+                    redis: ops::Redis {
+                        scripts: ops::Scripts::new(target.is_cluster()),
+                        cluster: target.is_cluster(),
+                        node: settings.node.clone(),
+                        history: settings.history,
+                        presence_ttl_ms: settings.presence_ttl_ms,
+                    },
                     busy_groups: std::collections::HashSet::new(),
                     started_ms: crate::now_ms(),
                     presence_dirty: Vec::new(),
@@ -155,60 +162,6 @@ pub(crate) fn start(
             });
         })?;
     Ok((handle, thread))
-}
-
-/// The scripts, by their hashes, and their sources (loaded on every new connection).
-struct Scripts {
-    publish: redis::Script,
-    join: redis::Script,
-    leave: redis::Script,
-    tick: redis::Script,
-    history: redis::Script,
-    presence: redis::Script,
-    sources: std::rc::Rc<[String]>,
-}
-
-impl Scripts {
-    /// The scripts, with `SPUBLISH` for `PUBLISH` on a cluster (sharded pub/sub).
-    fn new(cluster: bool) -> Self {
-        let bodies = [
-            scripts::PUBLISH,
-            scripts::JOIN,
-            scripts::LEAVE,
-            scripts::TICK,
-            scripts::HISTORY,
-            scripts::PRESENCE,
-        ];
-        let sources = bodies.map(|b| {
-            let full = scripts::full(b);
-            if cluster {
-                full.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
-            } else {
-                full
-            }
-        });
-        let [publish, join, leave, tick, history, presence] =
-            sources.each_ref().map(|s| redis::Script::new(s));
-        Self {
-            publish,
-            join,
-            leave,
-            tick,
-            history,
-            presence,
-            sources: sources.into(),
-        }
-    }
-}
-
-/// `EVALSHA` of a loaded script.
-fn eval(script: &redis::Script, keys: &[String], args: &[&[u8]]) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd
 }
 
 /// The connections, while Redis is reachable.
@@ -230,7 +183,7 @@ enum Event {
         u64,
         u64,
         Option<Vec<u8>>,
-        Vec<Then>,
+        Vec<(OpKind, Then)>,
         redis::RedisResult<Vec<Value>>,
     ),
     Subscribed(u64, Vec<RoomName>, bool),
@@ -309,14 +262,13 @@ struct Broker {
     metrics: crate::metrics::Metrics,
     up: Arc<AtomicBool>,
     target: Target,
-    /// Whether `target` is a Redis Cluster: `SPUBLISH`, and pipelines per slot.
-    cluster: bool,
     /// On a cluster, the groups (see [`link::group_of`]) with a pipeline out: a group's
     /// next pipeline waits for it, so a room's commands run in the order they were sent.
     busy_groups: std::collections::HashSet<Vec<u8>>,
     events: mpsc::UnboundedSender<Event>,
     rooms: HashMap<RoomName, RoomState>,
-    queue: Vec<(Cmd, Then)>,
+    /// Commands waiting to go out, each with what its reply is and what to do with it.
+    queue: Vec<(Cmd, OpKind, Then)>,
     /// The batches out on the current link.
     out: Window,
     /// The windows of links given up on whose batches have not all answered (or failed):
@@ -326,7 +278,8 @@ struct Broker {
     generation: u64,
     connecting: bool,
     incarnations: u64,
-    scripts: Scripts,
+    /// How ops are done on Redis: the scripts and what their arguments need.
+    redis: ops::Redis,
     started_ms: u64,
     /// Rooms with a presence diff gathering, each once.
     presence_dirty: Vec<RoomName>,
@@ -360,6 +313,9 @@ const MAX_CLUSTER_IN_FLIGHT: usize = 64;
 /// [`MAX_IN_FLIGHT`] batches out (and the engine's few queries of its own), its request
 /// channel (50 deep) never fills, so no batch waits there long enough to time out while
 /// a later one goes.
+/// A batch's replies: what each command was for, and what Redis answered.
+type Replies = (Vec<(OpKind, Then)>, redis::RedisResult<Vec<Value>>);
+
 #[derive(Default)]
 struct Window {
     /// The generation of the link these are on.
@@ -367,7 +323,7 @@ struct Window {
     /// The next batch's number, and the number of the next reply to handle.
     sent: u64,
     handled: u64,
-    early: std::collections::BTreeMap<u64, (Vec<Then>, redis::RedisResult<Vec<Value>>)>,
+    early: std::collections::BTreeMap<u64, Replies>,
 }
 
 impl Window {
@@ -487,7 +443,7 @@ impl Broker {
         let generation = self.generation;
         let target = self.target.clone();
         let events = self.events.clone();
-        let sources = self.scripts.sources.clone();
+        let sources = self.redis.scripts.sources.clone();
         let instance = self.settings.instance.clone();
         tokio::task::spawn_local(async move {
             loop {
@@ -573,8 +529,8 @@ impl Broker {
                 }
             }
             Event::Answer { to, id, answer } => {
-                let cmd = self.publish_cmd(&control::channel(&to), Control::Answer { id, answer });
-                self.enqueue(cmd, Then::Nothing);
+                let op = control_op(&control::channel(&to), Control::Answer { id, answer });
+                self.enqueue(op, Then::Nothing);
             }
         }
     }
@@ -592,7 +548,7 @@ impl Broker {
     fn done_batch(
         &mut self,
         generation: u64,
-        thens: Vec<Then>,
+        thens: Vec<(OpKind, Then)>,
         result: redis::RedisResult<Vec<Value>>,
     ) {
         let values = match result {
@@ -601,7 +557,7 @@ impl Broker {
                 if let Err(e) = &other {
                     tracing::warn!(error = %e, "broker: a batch failed");
                 }
-                for then in thens {
+                for (_, then) in thens {
                     self.done(then, None);
                 }
                 return self.down(generation);
@@ -609,16 +565,16 @@ impl Broker {
         };
         // Scripts flushed from Redis (SCRIPT FLUSH): reconnecting loads them again.
         let mut flushed = false;
-        for (then, value) in thens.into_iter().zip(values) {
-            let value = match value {
+        for ((kind, then), value) in thens.into_iter().zip(values) {
+            let answer = match value {
                 Value::ServerError(e) => {
                     flushed |= e.code() == "NOSCRIPT";
                     tracing::warn!(error = ?e, "broker: a command failed");
                     None
                 }
-                v => Some(v),
+                v => ops::Redis::answer(&kind, v),
             };
-            self.done(then, value);
+            self.done(then, answer);
         }
         if flushed {
             self.down(generation);
@@ -654,7 +610,7 @@ impl Broker {
         for r in self.rooms.values_mut() {
             r.sub = Sub::No;
         }
-        for (_, then) in std::mem::take(&mut self.queue) {
+        for (_, _, then) in std::mem::take(&mut self.queue) {
             self.done(then, None);
         }
         self.expire_calls(true);
@@ -773,12 +729,12 @@ impl Broker {
     /// Sends what is queued, as pipelines of at most [`MAX_BATCH`], while fewer than
     /// [`MAX_IN_FLIGHT`] are out (on a cluster: per slot, see [`Self::pump_groups`]).
     fn pump(&mut self) {
-        if self.cluster {
+        if self.redis.cluster {
             return self.pump_groups();
         }
         while self.out.len() < MAX_IN_FLIGHT && !self.queue.is_empty() && self.link.is_some() {
             let take = self.queue.len().min(MAX_BATCH);
-            let batch: Vec<(Cmd, Then)> = self.queue.drain(..take).collect();
+            let batch: Vec<(Cmd, OpKind, Then)> = self.queue.drain(..take).collect();
             self.send_batch(None, batch);
         }
     }
@@ -792,9 +748,9 @@ impl Broker {
             return;
         }
         let mut order: Vec<Vec<u8>> = Vec::new();
-        let mut groups: HashMap<Vec<u8>, Vec<(Cmd, Then)>> = HashMap::new();
+        let mut groups: HashMap<Vec<u8>, Vec<(Cmd, OpKind, Then)>> = HashMap::new();
         let mut rest = Vec::new();
-        for (cmd, then) in std::mem::take(&mut self.queue) {
+        for (cmd, kind, then) in std::mem::take(&mut self.queue) {
             let group = link::group_of(&cmd);
             let full = groups.get(&group).is_some_and(|g| g.len() >= MAX_BATCH);
             if self.busy_groups.contains(&group)
@@ -802,13 +758,13 @@ impl Broker {
                 || (!groups.contains_key(&group)
                     && self.busy_groups.len() + order.len() >= MAX_CLUSTER_IN_FLIGHT)
             {
-                rest.push((cmd, then));
+                rest.push((cmd, kind, then));
                 continue;
             }
             if !groups.contains_key(&group) {
                 order.push(group.clone());
             }
-            groups.entry(group).or_default().push((cmd, then));
+            groups.entry(group).or_default().push((cmd, kind, then));
         }
         self.queue = rest;
         for group in order {
@@ -820,13 +776,13 @@ impl Broker {
     }
 
     /// Sends `batch` as one pipeline, numbered in the link's window.
-    fn send_batch(&mut self, group: Option<Vec<u8>>, batch: Vec<(Cmd, Then)>) {
+    fn send_batch(&mut self, group: Option<Vec<u8>>, batch: Vec<(Cmd, OpKind, Then)>) {
         let Some(link) = &self.link else { return };
         let mut pipe = redis::pipe();
         let mut thens = Vec::with_capacity(batch.len());
-        for (cmd, then) in batch {
+        for (cmd, kind, then) in batch {
             pipe.add_command(cmd);
-            thens.push(then);
+            thens.push((kind, then));
         }
         let mut conn = link.conn.clone();
         let generation = link.generation;
@@ -843,8 +799,17 @@ impl Broker {
         });
     }
 
-    fn enqueue(&mut self, cmd: Cmd, then: Then) {
-        self.queue.push((cmd, then));
+    /// Queues `op`, and what to do with its answer.
+    fn enqueue(&mut self, op: Op, then: Then) {
+        let kind = op.kind();
+        let mut cmds = self.redis.cmds(&op).into_iter();
+        if let Some(first) = cmds.next() {
+            self.queue.push((first, kind, then));
+        }
+        // The rest of a beat: nothing to read back.
+        for cmd in cmds {
+            self.queue.push((cmd, OpKind::Done, Then::Nothing));
+        }
     }
 
     fn request(&mut self, msg: HomeMsg) {
@@ -865,15 +830,13 @@ impl Broker {
                 if self.link.is_none() {
                     return self.unavailable(conn, reference);
                 }
-                let k = Keys::new(room.as_str());
-                let channel = k.channel();
-                let cmd = eval(&self.scripts.presence, &k.all(), &[channel.as_bytes()]);
+                let op = Op::Presence { room: room.clone() };
                 let then = Then::Presence {
                     room,
                     conn,
                     reference,
                 };
-                self.enqueue(cmd, then);
+                self.enqueue(op, then);
             }
             HomeMsg::History {
                 room,
@@ -885,13 +848,17 @@ impl Broker {
                 if self.link.is_none() {
                     return self.unavailable(conn, reference);
                 }
-                let cmd = self.history_cmd(&room, since.as_ref(), limit);
+                let op = Op::Read {
+                    room: room.clone(),
+                    since,
+                    limit,
+                };
                 let then = Then::History {
                     room,
                     conn,
                     reference,
                 };
-                self.enqueue(cmd, then);
+                self.enqueue(op, then);
             }
             HomeMsg::Rooms { reply } => self.query(reply, cluster::rooms),
             HomeMsg::Nodes { reply } => self.query(reply, cluster::nodes),
@@ -921,7 +888,7 @@ impl Broker {
                     // The node that holds it answers a little sooner than this one gives up.
                     wait_ms: (wait.as_millis() as u64).saturating_sub(500),
                 };
-                self.enqueue(self.publish_cmd(&to, msg), Then::Sent(id));
+                self.enqueue(control_op(&to, msg), Then::Sent(id));
             }
             HomeMsg::Disconnect {
                 client,
@@ -948,7 +915,7 @@ impl Broker {
                     code,
                     reason: reason.to_string(),
                 };
-                self.enqueue(self.publish_cmd(control::ALL, msg), Then::Sent(id));
+                self.enqueue(control_op(control::ALL, msg), Then::Sent(id));
             }
             // Raw rooms always have a home worker (`Worker::to_home`).
             HomeMsg::RawSubscribe { .. }
@@ -976,76 +943,34 @@ impl Broker {
         });
     }
 
-    fn history_cmd(&self, room: &RoomName, since: Option<&SincePos>, limit: usize) -> Cmd {
-        let keys = Keys::new(room.as_str()).all();
-        let (epoch, offset) = since.map_or(("", 0), |s| (s.epoch.as_str(), s.offset));
-        let offset = offset.to_string();
-        let limit = limit.to_string();
-        eval(
-            &self.scripts.history,
-            &keys,
-            &[epoch.as_bytes(), offset.as_bytes(), limit.as_bytes()],
-        )
-    }
-
     fn publish(&mut self, p: Publish) {
         if self.link.is_none() {
             return self.unavailable(p.conn, p.reference);
         }
-        let k = Keys::new(p.room.as_str());
-        let idem = match &p.id {
-            Some(id) => k.key(&format!("id:{id}")),
-            None => k.key("meta"),
-        };
-        let keys = [k.key("meta"), k.key("log"), idem];
         let mut head = Vec::with_capacity(64);
         reply::message_head(&mut head, &p.room);
         let mut tail = Vec::with_capacity(64 + p.data.len());
         reply::message_tail(&mut tail, &p.from, &p.data);
-        let limits = self.settings.history;
-        // Used only by the publish that creates the room's state.
-        let fresh = crate::random_id(8);
-        let max = limits.max_messages.to_string();
-        let age = limits.max_age_ms.to_string();
-        let keep = self.keep_ms().to_string();
-        let channel = k.channel();
         let (known, last) = self
             .rooms
             .get(&p.room)
             .and_then(|r| Some((r.epoch.clone()?, r.last)))
             .unwrap_or_else(|| (Arc::from(""), 0));
-        let last = last.to_string();
-        let cmd = eval(
-            &self.scripts.publish,
-            &keys,
-            &[
-                fresh.as_bytes(),
-                &head,
-                &tail,
-                max.as_bytes(),
-                age.as_bytes(),
-                // An idempotency key lives as long as the message it names.
-                age.as_bytes(),
-                channel.as_bytes(),
-                if p.id.is_some() { b"1" } else { b"0" },
-                keep.as_bytes(),
-                known.as_bytes(),
-                last.as_bytes(),
-            ],
-        );
+        let op = Op::Publish {
+            room: p.room.clone(),
+            id: p.id.as_ref().map(|id| id.to_string()),
+            head,
+            tail,
+            known,
+            last,
+        };
         let then = Then::Publish {
             room: p.room,
             conn: p.conn,
             reference: p.reference,
             asked: p.asked,
         };
-        self.enqueue(cmd, then);
-    }
-
-    /// How long a room's state outlives its last publish or check: its history's age
-    /// and a minute.
-    fn keep_ms(&self) -> u64 {
-        self.settings.history.max_age_ms + 60_000
+        self.enqueue(op, then);
     }
 
     fn join(&mut self, join: Join) {
@@ -1105,41 +1030,18 @@ impl Broker {
             r.busy += 1;
         }
         let incarnation = r.incarnation;
-        let k = Keys::new(join.room.as_str());
-        let fresh = crate::random_id(8);
-        let (since_epoch, since_offset) = join
-            .since
-            .as_ref()
-            .map_or(("", 0), |s| (s.epoch.as_str(), s.offset));
-        let since_offset = since_offset.to_string();
-        let max = self.settings.history.max_messages.to_string();
-        let ttl = self.settings.presence_ttl_ms.to_string();
-        let keep = self.keep_ms().to_string();
-        let channel = k.channel();
-        let info: &[u8] = join.presence.as_deref().unwrap_or(b"");
-        let cmd = eval(
-            &self.scripts.join,
-            &k.all(),
-            &[
-                fresh.as_bytes(),
-                since_epoch.as_bytes(),
-                since_offset.as_bytes(),
-                max.as_bytes(),
-                if join.presence.is_some() { b"1" } else { b"0" },
-                join.client.as_bytes(),
-                self.settings.node.as_bytes(),
-                info,
-                ttl.as_bytes(),
-                channel.as_bytes(),
-                keep.as_bytes(),
-            ],
-        );
+        let op = Op::Join {
+            room: join.room.clone(),
+            since: join.since.clone(),
+            client: join.client.clone(),
+            presence: join.presence.clone(),
+        };
         let then = Then::Join {
             join,
             incarnation,
             held,
         };
-        self.enqueue(cmd, then);
+        self.enqueue(op, then);
     }
 
     /// A join that cannot be done: the node no longer counts the member, and the worker
@@ -1200,19 +1102,12 @@ impl Broker {
             // The entries expire: this node no longer refreshes them.
             return;
         }
-        let k = Keys::new(room.as_str());
-        let channel = k.channel();
-        let cmd = eval(
-            &self.scripts.leave,
-            &k.all(),
-            &[
-                client.as_bytes(),
-                self.settings.node.as_bytes(),
-                if presence { b"1" } else { b"0" },
-                channel.as_bytes(),
-            ],
-        );
-        self.enqueue(cmd, Then::Nothing);
+        let op = Op::Leave {
+            room,
+            client,
+            presence,
+        };
+        self.enqueue(op, Then::Nothing);
     }
 
     /// Reads a room from the node's position on, to fill a gap or catch up: once the
@@ -1239,21 +1134,28 @@ impl Broker {
             epoch: epoch.to_string(),
             offset: r.last,
         };
-        let cmd = self.history_cmd(name, Some(&since), self.settings.history.max_messages);
-        self.enqueue(cmd, Then::Fill(name.clone(), incarnation));
+        let op = Op::Read {
+            room: name.clone(),
+            since: Some(since),
+            limit: self.settings.history.max_messages,
+        };
+        self.enqueue(op, Then::Fill(name.clone(), incarnation));
     }
 
     /// A command's reply (`None`: it failed, or Redis went away).
-    fn done(&mut self, then: Then, value: Option<Value>) {
+    fn done(&mut self, then: Then, answer: Option<Outcome>) {
         match then {
             Then::Nothing => {}
             Then::Sent(id) => {
-                let receivers = value.as_ref().and_then(wire::int_of);
+                let receivers = match answer {
+                    Some(Outcome::Count(n)) => Some(n),
+                    _ => None,
+                };
                 self.sent(id, receivers);
             }
             Then::Alive(id) => {
                 if let Some(Call::Command { reply, .. }) = self.calls.remove(&id)
-                    && value.as_ref().and_then(wire::int_of) == Some(0)
+                    && matches!(answer, Some(Outcome::Count(0)))
                 {
                     // Gone: no node holds the session.
                     let _ = reply.send(None);
@@ -1266,7 +1168,7 @@ impl Broker {
                 reference,
                 asked,
             } => {
-                let Some((offset, epoch, duplicate)) = value.and_then(wire::parse_published) else {
+                let Some(Outcome::Published(offset, epoch, duplicate)) = answer else {
                     return self.unavailable(conn, reference);
                 };
                 if !duplicate {
@@ -1306,18 +1208,24 @@ impl Broker {
                 incarnation,
                 held,
             } => {
-                let read = value.and_then(wire::parse_read);
+                let read = match answer {
+                    Some(Outcome::Read(read)) => Some(read),
+                    _ => None,
+                };
                 self.joined(join, incarnation, held, read);
             }
             Then::Fill(name, incarnation) => {
-                let read = value.and_then(wire::parse_read);
+                let read = match answer {
+                    Some(Outcome::Read(read)) => Some(read),
+                    _ => None,
+                };
                 self.filled(&name, incarnation, read);
             }
             Then::Tick(name, incarnation) => {
                 if let Some(r) = self.rooms.get_mut(&name) {
                     r.checking = false;
                 }
-                let Some((epoch, top)) = value.and_then(wire::parse_tick) else {
+                let Some(Outcome::Checked(epoch, top)) = answer else {
                     return;
                 };
                 let behind = self
@@ -1333,9 +1241,8 @@ impl Broker {
                 room,
                 conn,
                 reference,
-            } => match value.and_then(wire::parse_read) {
-                None => self.unavailable(conn, reference),
-                Some(read) if read.epoch.is_empty() => self.reply(
+            } => match answer {
+                Some(Outcome::Read(read)) if read.epoch.is_empty() => self.reply(
                     conn,
                     Reply::error(
                         reference,
@@ -1343,7 +1250,7 @@ impl Broker {
                         &format!("no room {room} (no members, no history)"),
                     ),
                 ),
-                Some(read) => {
+                Some(Outcome::Read(read)) => {
                     let entries = self.fresh(read.entries);
                     let frame = reply::history(
                         reference,
@@ -1353,18 +1260,19 @@ impl Broker {
                     );
                     self.reply(conn, Reply::Frame(frame));
                 }
+                _ => self.unavailable(conn, reference),
             },
             Then::Presence {
                 room,
                 conn,
                 reference,
-            } => match value.and_then(wire::parse_presence) {
-                Some(members) => {
+            } => match answer {
+                Some(Outcome::Members(members)) => {
                     let frame =
                         reply::presence(reference, &room, members.iter().map(|(c, i)| (c, i)));
                     self.reply(conn, Reply::Frame(frame));
                 }
-                None => self.unavailable(conn, reference),
+                _ => self.unavailable(conn, reference),
             },
         }
     }
@@ -1433,14 +1341,18 @@ impl Broker {
             // The client has seen more of the room than this node has: catch the node
             // up first, then read again for the joiner.
             r.busy += 1;
-            let cmd = self.history_cmd(&name, Some(s), self.settings.history.max_messages);
+            let op = Op::Read {
+                room: name.clone(),
+                since: Some(s.clone()),
+                limit: self.settings.history.max_messages,
+            };
             self.fill(&name, true);
             let then = Then::Join {
                 join,
                 incarnation,
                 held: true,
             };
-            self.enqueue(cmd, then);
+            self.enqueue(op, then);
             return;
         }
         if held {
@@ -1748,34 +1660,23 @@ impl Broker {
 
     /// Queues one room's check (see [`scripts::TICK`]).
     fn check(&mut self, name: &RoomName) {
-        let ttl = self.settings.presence_ttl_ms.to_string();
-        let keep = self.keep_ms().to_string();
         let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
         r.checking = true;
-        let k = Keys::new(name.as_str());
-        let members = r.members().to_string();
-        let channel = k.channel();
-        let last = r.last.to_string();
-        let fresh = crate::random_id(8);
-        let counts: Vec<String> = r.clients.values().map(|(n, _)| n.to_string()).collect();
-        let mut args: Vec<&[u8]> = vec![
-            self.settings.node.as_bytes(),
-            ttl.as_bytes(),
-            channel.as_bytes(),
-            keep.as_bytes(),
-            members.as_bytes(),
-            r.epoch.as_deref().unwrap_or("").as_bytes(),
-            last.as_bytes(),
-            fresh.as_bytes(),
-        ];
-        for ((client, (_, info)), n) in r.clients.iter().zip(&counts) {
-            args.extend([client.as_bytes(), n.as_bytes(), &info[..]]);
-        }
-        let cmd = eval(&self.scripts.tick, &k.all(), &args);
+        let op = Op::Check {
+            room: name.clone(),
+            members: r.members(),
+            clients: r
+                .clients
+                .iter()
+                .map(|(c, (n, info))| (c.clone(), *n, info.clone()))
+                .collect(),
+            known: r.epoch.clone().unwrap_or_else(|| Arc::from("")),
+            last: r.last,
+        };
         let then = Then::Tick(name.clone(), r.incarnation);
-        self.queue.push((cmd, then));
+        self.enqueue(op, then);
     }
 
     /// Tells the cluster this node is alive.
@@ -1790,31 +1691,29 @@ impl Broker {
             rooms: self.rooms.len(),
             since_ms: self.started_ms,
         };
-        for cmd in cluster::beat(&me, crate::now_ms()) {
-            self.enqueue(cmd, Then::Nothing);
-        }
-        let mut alive = redis::cmd("SET");
-        alive
-            .arg(cluster::instance_key(&self.settings.instance))
-            .arg(&*self.settings.node)
-            .arg("PX")
-            .arg(self.settings.node_ttl_ms);
-        self.enqueue(alive, Then::Nothing);
+        let op = Op::Beat {
+            info: me,
+            now_ms: crate::now_ms(),
+            instance: self.settings.instance.clone(),
+            ttl_ms: self.settings.node_ttl_ms,
+        };
+        self.enqueue(op, Then::Nothing);
     }
 }
 
 /// The length of an instance id: the prefix of every session id of its node.
 pub(crate) const INSTANCE_LEN: usize = 8;
 
+/// A control message for the nodes listening on `channel`.
+fn control_op(channel: &str, msg: Control) -> Op {
+    Op::Control {
+        channel: channel.to_owned(),
+        payload: msg.encode(),
+    }
+}
+
 /// Node-to-node requests (see [`control`]).
 impl Broker {
-    /// `PUBLISH` (`SPUBLISH` on a cluster) of a control message.
-    fn publish_cmd(&self, channel: &str, msg: Control) -> Cmd {
-        let mut cmd = redis::cmd(link::publish_verb(self.cluster));
-        cmd.arg(channel).arg(&msg.encode()[..]);
-        cmd
-    }
-
     /// Registers a call; `None` (the call dropped, so its caller answers 503) past
     /// [`MAX_CALLS`] waiting.
     fn call(&mut self, call: Call) -> Option<u64> {
@@ -1835,9 +1734,10 @@ impl Broker {
             // Nobody listens on the node's channel: gone, unless it still beats (its
             // pub/sub connection is being reopened).
             (Call::Command { instance, .. }, Some(0)) => {
-                let mut cmd = redis::cmd("EXISTS");
-                cmd.arg(cluster::instance_key(instance));
-                self.enqueue(cmd, Then::Alive(id));
+                let op = Op::Alive {
+                    instance: instance.clone(),
+                };
+                self.enqueue(op, Then::Alive(id));
             }
             (Call::Command { .. }, Some(_)) => {}
             (Call::Disconnect { expected, .. }, Some(n)) => {

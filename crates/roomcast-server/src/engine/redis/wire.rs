@@ -65,6 +65,7 @@ pub(super) fn parse_tick(v: Value) -> Option<(String, u64)> {
 
 /// A read of a room: its epoch ('' when it has no state), top, and entries
 /// `(offset, ts, json)`.
+#[derive(Debug)]
 pub(super) struct Read {
     pub epoch: String,
     pub top: u64,

@@ -1,0 +1,378 @@
+//! What the engine asks of its broker, in the engine's words, and what it hears back:
+//! [`Op`] in, [`Outcome`] out. The engine's logic (positions, gaps, held messages, acks,
+//! presence diffs, node-to-node calls) speaks only these; how each is done on Redis (one
+//! script or command per op, pipelined) is [`Redis::cmds`] and [`Redis::answer`] here.
+//! Another broker implements the same ops with its own means.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis::{Cmd, Value};
+
+use super::cluster;
+use super::scripts::{self, Keys};
+use super::wire::{self, Read};
+use crate::engine::NodeInfo;
+use crate::hub::HistoryLimits;
+use crate::protocol::{RoomName, SincePos};
+
+/// One request to the broker.
+#[derive(Debug)]
+pub(super) enum Op {
+    /// Store a message and publish it live (see [`scripts::PUBLISH`]): `head` and `tail`
+    /// are the message's JSON around its epoch, offset and time. `known` and `last`: how
+    /// far this node delivered the room (`""`, 0 when it has no members there).
+    Publish {
+        room: RoomName,
+        id: Option<String>,
+        head: Vec<u8>,
+        tail: Vec<u8>,
+        known: Arc<str>,
+        last: u64,
+    },
+    /// A member joins: counted on this node, visible with `presence`, and the room's
+    /// position (with the entries after `since`) read.
+    Join {
+        room: RoomName,
+        since: Option<SincePos>,
+        client: Arc<str>,
+        presence: Option<Bytes>,
+    },
+    /// A member leaves.
+    Leave {
+        room: RoomName,
+        client: Arc<str>,
+        presence: bool,
+    },
+    /// The room's periodic check by a node with `members` there: its visible clients'
+    /// presence refreshed (client, memberships, info), the room kept alive, its top read.
+    Check {
+        room: RoomName,
+        members: u32,
+        clients: Vec<(Arc<str>, u32, Bytes)>,
+        known: Arc<str>,
+        last: u64,
+    },
+    /// Read the room's history after `since` (from the oldest without it).
+    Read {
+        room: RoomName,
+        since: Option<SincePos>,
+        limit: usize,
+    },
+    /// The room's visible clients.
+    Presence { room: RoomName },
+    /// A message for other nodes on a control channel; the answer counts its receivers.
+    Control { channel: String, payload: Bytes },
+    /// Whether the process of `instance` still says it is alive (1 or 0).
+    Alive { instance: String },
+    /// This node is alive: its info, when, and its process's key for `ttl_ms`.
+    Beat {
+        info: NodeInfo,
+        now_ms: u64,
+        instance: Arc<str>,
+        ttl_ms: u64,
+    },
+}
+
+/// What an op answers.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// A publish's offset and epoch; `true` when its id had been stored before.
+    Published(u64, Arc<str>, bool),
+    /// A read (a join's, a fill's, a history request's).
+    Read(Read),
+    /// A check: the room's epoch (`""` for none) and top.
+    Checked(String, u64),
+    /// The visible clients, sorted.
+    Members(Vec<(Arc<str>, Bytes)>),
+    /// A count (receivers of a control message; 1 or 0 for `Alive`).
+    Count(u64),
+    /// Done, nothing to tell.
+    Done,
+}
+
+/// The Redis side of the ops: the scripts (by hash) and the settings their arguments
+/// come from.
+#[derive(Debug)]
+pub(super) struct Redis {
+    pub scripts: Scripts,
+    pub cluster: bool,
+    pub node: Arc<str>,
+    pub history: HistoryLimits,
+    pub presence_ttl_ms: u64,
+}
+
+/// The scripts, by their hashes, and their sources (loaded on every new connection).
+#[derive(Debug)]
+pub(super) struct Scripts {
+    publish: redis::Script,
+    join: redis::Script,
+    leave: redis::Script,
+    tick: redis::Script,
+    history: redis::Script,
+    presence: redis::Script,
+    pub sources: std::rc::Rc<[String]>,
+}
+
+impl Scripts {
+    /// The scripts, with `SPUBLISH` for `PUBLISH` on a cluster (sharded pub/sub).
+    pub(super) fn new(cluster: bool) -> Self {
+        let bodies = [
+            scripts::PUBLISH,
+            scripts::JOIN,
+            scripts::LEAVE,
+            scripts::TICK,
+            scripts::HISTORY,
+            scripts::PRESENCE,
+        ];
+        let sources = bodies.map(|b| {
+            let full = scripts::full(b);
+            if cluster {
+                full.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+            } else {
+                full
+            }
+        });
+        let [publish, join, leave, tick, history, presence] =
+            sources.each_ref().map(|s| redis::Script::new(s));
+        Self {
+            publish,
+            join,
+            leave,
+            tick,
+            history,
+            presence,
+            sources: sources.into(),
+        }
+    }
+}
+
+/// `EVALSHA` of a loaded script.
+fn eval(script: &redis::Script, keys: &[String], args: &[&[u8]]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd
+}
+
+impl Redis {
+    /// How long a room's state outlives its last publish or check: its history's age
+    /// and a minute.
+    pub(super) fn keep_ms(&self) -> u64 {
+        self.history.max_age_ms + 60_000
+    }
+
+    /// The commands that do `op`: one, but for a beat (keys of two slots).
+    pub(super) fn cmds(&self, op: &Op) -> Vec<Cmd> {
+        let fresh = || crate::random_id(8);
+        let one = match op {
+            Op::Publish {
+                room,
+                id,
+                head,
+                tail,
+                known,
+                last,
+            } => {
+                let k = Keys::new(room.as_str());
+                let idem = match id {
+                    Some(id) => k.key(&format!("id:{id}")),
+                    None => k.key("meta"),
+                };
+                let keys = [k.key("meta"), k.key("log"), idem];
+                // The fresh epoch is used only by the publish that creates the room's state.
+                let fresh = fresh();
+                let max = self.history.max_messages.to_string();
+                let age = self.history.max_age_ms.to_string();
+                let keep = self.keep_ms().to_string();
+                let channel = k.channel();
+                let last = last.to_string();
+                eval(
+                    &self.scripts.publish,
+                    &keys,
+                    &[
+                        fresh.as_bytes(),
+                        head,
+                        tail,
+                        max.as_bytes(),
+                        age.as_bytes(),
+                        // An idempotency key lives as long as the message it names.
+                        age.as_bytes(),
+                        channel.as_bytes(),
+                        if id.is_some() { b"1" } else { b"0" },
+                        keep.as_bytes(),
+                        known.as_bytes(),
+                        last.as_bytes(),
+                    ],
+                )
+            }
+            Op::Join {
+                room,
+                since,
+                client,
+                presence,
+            } => {
+                let k = Keys::new(room.as_str());
+                let fresh = fresh();
+                let (since_epoch, since_offset) = since
+                    .as_ref()
+                    .map_or(("", 0), |s| (s.epoch.as_str(), s.offset));
+                let since_offset = since_offset.to_string();
+                let max = self.history.max_messages.to_string();
+                let ttl = self.presence_ttl_ms.to_string();
+                let keep = self.keep_ms().to_string();
+                let channel = k.channel();
+                let info: &[u8] = presence.as_deref().unwrap_or(b"");
+                eval(
+                    &self.scripts.join,
+                    &k.all(),
+                    &[
+                        fresh.as_bytes(),
+                        since_epoch.as_bytes(),
+                        since_offset.as_bytes(),
+                        max.as_bytes(),
+                        if presence.is_some() { b"1" } else { b"0" },
+                        client.as_bytes(),
+                        self.node.as_bytes(),
+                        info,
+                        ttl.as_bytes(),
+                        channel.as_bytes(),
+                        keep.as_bytes(),
+                    ],
+                )
+            }
+            Op::Leave {
+                room,
+                client,
+                presence,
+            } => {
+                let k = Keys::new(room.as_str());
+                let channel = k.channel();
+                eval(
+                    &self.scripts.leave,
+                    &k.all(),
+                    &[
+                        client.as_bytes(),
+                        self.node.as_bytes(),
+                        if *presence { b"1" } else { b"0" },
+                        channel.as_bytes(),
+                    ],
+                )
+            }
+            Op::Check {
+                room,
+                members,
+                clients,
+                known,
+                last,
+            } => {
+                let ttl = self.presence_ttl_ms.to_string();
+                let keep = self.keep_ms().to_string();
+                let k = Keys::new(room.as_str());
+                let members = members.to_string();
+                let channel = k.channel();
+                let last = last.to_string();
+                let fresh = fresh();
+                let counts: Vec<String> = clients.iter().map(|(_, n, _)| n.to_string()).collect();
+                let mut args: Vec<&[u8]> = vec![
+                    self.node.as_bytes(),
+                    ttl.as_bytes(),
+                    channel.as_bytes(),
+                    keep.as_bytes(),
+                    members.as_bytes(),
+                    known.as_bytes(),
+                    last.as_bytes(),
+                    fresh.as_bytes(),
+                ];
+                for ((client, _, info), n) in clients.iter().zip(&counts) {
+                    args.extend([client.as_bytes(), n.as_bytes(), &info[..]]);
+                }
+                eval(&self.scripts.tick, &k.all(), &args)
+            }
+            Op::Read { room, since, limit } => {
+                let keys = Keys::new(room.as_str()).all();
+                let (epoch, offset) = since
+                    .as_ref()
+                    .map_or(("", 0), |s| (s.epoch.as_str(), s.offset));
+                let offset = offset.to_string();
+                let limit = limit.to_string();
+                eval(
+                    &self.scripts.history,
+                    &keys,
+                    &[epoch.as_bytes(), offset.as_bytes(), limit.as_bytes()],
+                )
+            }
+            Op::Presence { room } => {
+                let k = Keys::new(room.as_str());
+                let channel = k.channel();
+                eval(&self.scripts.presence, &k.all(), &[channel.as_bytes()])
+            }
+            Op::Control { channel, payload } => {
+                let mut cmd = redis::cmd(super::link::publish_verb(self.cluster));
+                cmd.arg(channel).arg(&payload[..]);
+                cmd
+            }
+            Op::Alive { instance } => {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(cluster::instance_key(instance));
+                cmd
+            }
+            Op::Beat {
+                info,
+                now_ms,
+                instance,
+                ttl_ms,
+            } => {
+                let [info, seen] = cluster::beat(info, *now_ms);
+                let mut alive = redis::cmd("SET");
+                alive
+                    .arg(cluster::instance_key(instance))
+                    .arg(&*self.node)
+                    .arg("PX")
+                    .arg(*ttl_ms);
+                return vec![info, seen, alive];
+            }
+        };
+        vec![one]
+    }
+
+    /// What `op`'s reply says (`None`: it does not parse, as if it failed).
+    pub(super) fn answer(op: &OpKind, value: Value) -> Option<Outcome> {
+        match op {
+            OpKind::Publish => {
+                wire::parse_published(value).map(|(o, e, d)| Outcome::Published(o, e, d))
+            }
+            OpKind::Read => wire::parse_read(value).map(Outcome::Read),
+            OpKind::Check => wire::parse_tick(value).map(|(e, t)| Outcome::Checked(e, t)),
+            OpKind::Presence => wire::parse_presence(value).map(Outcome::Members),
+            OpKind::Count => wire::int_of(&value).map(Outcome::Count),
+            OpKind::Done => Some(Outcome::Done),
+        }
+    }
+}
+
+/// Which kind of answer an op gives (what its reply is parsed as).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OpKind {
+    Publish,
+    Read,
+    Check,
+    Presence,
+    Count,
+    Done,
+}
+
+impl Op {
+    pub(super) fn kind(&self) -> OpKind {
+        match self {
+            Op::Publish { .. } => OpKind::Publish,
+            Op::Join { .. } | Op::Read { .. } => OpKind::Read,
+            Op::Check { .. } => OpKind::Check,
+            Op::Presence { .. } => OpKind::Presence,
+            Op::Control { .. } | Op::Alive { .. } => OpKind::Count,
+            Op::Leave { .. } | Op::Beat { .. } => OpKind::Done,
+        }
+    }
+}
