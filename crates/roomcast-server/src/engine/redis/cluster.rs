@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `rc:{nodes}` | hash | node id to its [`NodeInfo`] (JSON), rewritten by each beat |
 //! | `rc:{nodes}:seen` | sorted set | node id scored by its last beat (ms) |
-//! | `rc:inst:INSTANCE` | string | the node id of a live process, expiring after `broker.node_ttl_ms` |
+//! | `rc:{nodes}:inst:INSTANCE` | string | the node id of a live process, expiring after `broker.node_ttl_ms` |
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub(super) const NODES: &str = "rc:{nodes}";
 /// The key that says a node's process (its instance, the prefix of its session ids) is
 /// alive: set by each beat, expiring after `broker.node_ttl_ms`.
 pub(super) fn instance_key(instance: &str) -> String {
-    format!("rc:inst:{instance}")
+    format!("rc:{{nodes}}:inst:{instance}")
 }
 pub(super) const SEEN: &str = "rc:{nodes}:seen";
 

@@ -12,7 +12,8 @@
 //!   runs on one primary and may `SPUBLISH` its channel there.
 //!
 //! Everything else in the engine is the same for both; what differs is here, plus the
-//! per-slot batching in `Broker::pump` (a cluster pipeline may not cross slots).
+//! per-slot batching in `Broker::pump` (a cluster pipeline may not cross slots; ops are
+//! grouped by `Op::group`).
 
 use std::time::Duration;
 
@@ -153,33 +154,6 @@ pub(super) fn publish_verb(cluster: bool) -> &'static str {
     if cluster { "SPUBLISH" } else { "PUBLISH" }
 }
 
-/// What a command's route is grouped by: the hash tag of its key (`{R}` of a room), or
-/// the whole key. Commands of one group go to one slot, so they may share a pipeline.
-pub(super) fn group_of(cmd: &Cmd) -> Vec<u8> {
-    let mut args = cmd.args_iter().filter_map(|a| match a {
-        redis::Arg::Simple(b) => Some(b),
-        redis::Arg::Cursor => None,
-    });
-    let verb = args.next().unwrap_or_default();
-    // EVALSHA SHA NUMKEYS KEY...: the first key is the fourth argument.
-    let key = if verb.eq_ignore_ascii_case(b"EVALSHA") || verb.eq_ignore_ascii_case(b"EVAL") {
-        args.nth(2)
-    } else {
-        args.next()
-    }
-    .unwrap_or_default();
-    let tag = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    tag.to_vec()
-}
-
 /// Opens the connections: the command connection, the subscriber, and a stream of what
 /// they hear. `control` channels are subscribed before it returns.
 pub(super) async fn open(
@@ -291,29 +265,6 @@ fn text_of(v: Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commands_group_by_the_hash_tag_of_their_key() {
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg("abc")
-            .arg(2)
-            .arg("rc:{lobby}:meta")
-            .arg("rc:{lobby}:log");
-        assert_eq!(group_of(&eval), b"lobby");
-        let mut hset = redis::cmd("HSET");
-        hset.arg("rc:{nodes}").arg("n1").arg("{}");
-        assert_eq!(group_of(&hset), b"nodes");
-        let mut set = redis::cmd("SET");
-        set.arg("rc:inst:0a1b").arg("n1");
-        assert_eq!(group_of(&set), b"rc:inst:0a1b");
-        // `{}` is no tag: the whole key is hashed.
-        let mut empty = redis::cmd("GET");
-        empty.arg("a{}b");
-        assert_eq!(group_of(&empty), b"a{}b");
-        let mut publish = redis::cmd("SPUBLISH");
-        publish.arg("rc:{lobby}").arg("m1");
-        assert_eq!(group_of(&publish), b"lobby");
-    }
 
     #[test]
     fn cluster_urls_name_their_seeds() {

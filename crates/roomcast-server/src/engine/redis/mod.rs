@@ -44,8 +44,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use redis::Value;
 use redis::aio::ConnectionLike;
-use redis::{Cmd, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -179,13 +179,7 @@ enum Event {
     Up(Link),
     Down(u64),
     /// A batch's replies: its link's generation, its place in that link's order.
-    Done(
-        u64,
-        u64,
-        Option<Vec<u8>>,
-        Vec<(OpKind, Then)>,
-        redis::RedisResult<Vec<Value>>,
-    ),
+    Done(u64, u64, Option<Vec<u8>>, Vec<Then>, Batch),
     Subscribed(u64, Vec<RoomName>, bool),
     Live(u64, String, Bytes),
     /// A cluster node ended the subscription to a channel (its slot moved).
@@ -262,13 +256,13 @@ struct Broker {
     metrics: crate::metrics::Metrics,
     up: Arc<AtomicBool>,
     target: Target,
-    /// On a cluster, the groups (see [`link::group_of`]) with a pipeline out: a group's
+    /// On a cluster, the groups (see [`Op::group`]) with a pipeline out: a group's
     /// next pipeline waits for it, so a room's commands run in the order they were sent.
     busy_groups: std::collections::HashSet<Vec<u8>>,
     events: mpsc::UnboundedSender<Event>,
     rooms: HashMap<RoomName, RoomState>,
-    /// Commands waiting to go out, each with what its reply is and what to do with it.
-    queue: Vec<(Cmd, OpKind, Then)>,
+    /// Ops waiting to go out, each with what to do with its outcome.
+    queue: Vec<(Op, Then)>,
     /// The batches out on the current link.
     out: Window,
     /// The windows of links given up on whose batches have not all answered (or failed):
@@ -313,8 +307,16 @@ const MAX_CLUSTER_IN_FLIGHT: usize = 64;
 /// [`MAX_IN_FLIGHT`] batches out (and the engine's few queries of its own), its request
 /// channel (50 deep) never fills, so no batch waits there long enough to time out while
 /// a later one goes.
-/// A batch's replies: what each command was for, and what Redis answered.
-type Replies = (Vec<(OpKind, Then)>, redis::RedisResult<Vec<Value>>);
+/// A batch's answers: what to do with each op's outcome, and the outcomes.
+type Replies = (Vec<Then>, Batch);
+
+/// What a batch of ops came back with: each op's outcome (`None`: it failed), and
+/// whether the link must be given up (the batch failed, or Redis lost the scripts).
+#[derive(Debug)]
+struct Batch {
+    outcomes: Vec<Option<Outcome>>,
+    down: bool,
+}
 
 #[derive(Default)]
 struct Window {
@@ -545,38 +547,12 @@ impl Broker {
     }
 
     /// Handles one batch's replies, in order.
-    fn done_batch(
-        &mut self,
-        generation: u64,
-        thens: Vec<(OpKind, Then)>,
-        result: redis::RedisResult<Vec<Value>>,
-    ) {
-        let values = match result {
-            Ok(values) if values.len() == thens.len() => values,
-            other => {
-                if let Err(e) = &other {
-                    tracing::warn!(error = %e, "broker: a batch failed");
-                }
-                for (_, then) in thens {
-                    self.done(then, None);
-                }
-                return self.down(generation);
-            }
-        };
-        // Scripts flushed from Redis (SCRIPT FLUSH): reconnecting loads them again.
-        let mut flushed = false;
-        for ((kind, then), value) in thens.into_iter().zip(values) {
-            let answer = match value {
-                Value::ServerError(e) => {
-                    flushed |= e.code() == "NOSCRIPT";
-                    tracing::warn!(error = ?e, "broker: a command failed");
-                    None
-                }
-                v => ops::Redis::answer(&kind, v),
-            };
-            self.done(then, answer);
+    fn done_batch(&mut self, generation: u64, thens: Vec<Then>, batch: Batch) {
+        let mut outcomes = batch.outcomes.into_iter();
+        for then in thens {
+            self.done(then, outcomes.next().flatten());
         }
-        if flushed {
+        if batch.down {
             self.down(generation);
         }
     }
@@ -610,7 +586,7 @@ impl Broker {
         for r in self.rooms.values_mut() {
             r.sub = Sub::No;
         }
-        for (_, _, then) in std::mem::take(&mut self.queue) {
+        for (_, then) in std::mem::take(&mut self.queue) {
             self.done(then, None);
         }
         self.expire_calls(true);
@@ -734,7 +710,7 @@ impl Broker {
         }
         while self.out.len() < MAX_IN_FLIGHT && !self.queue.is_empty() && self.link.is_some() {
             let take = self.queue.len().min(MAX_BATCH);
-            let batch: Vec<(Cmd, OpKind, Then)> = self.queue.drain(..take).collect();
+            let batch: Vec<(Op, Then)> = self.queue.drain(..take).collect();
             self.send_batch(None, batch);
         }
     }
@@ -748,23 +724,23 @@ impl Broker {
             return;
         }
         let mut order: Vec<Vec<u8>> = Vec::new();
-        let mut groups: HashMap<Vec<u8>, Vec<(Cmd, OpKind, Then)>> = HashMap::new();
+        let mut groups: HashMap<Vec<u8>, Vec<(Op, Then)>> = HashMap::new();
         let mut rest = Vec::new();
-        for (cmd, kind, then) in std::mem::take(&mut self.queue) {
-            let group = link::group_of(&cmd);
+        for (op, then) in std::mem::take(&mut self.queue) {
+            let group = op.group();
             let full = groups.get(&group).is_some_and(|g| g.len() >= MAX_BATCH);
             if self.busy_groups.contains(&group)
                 || full
                 || (!groups.contains_key(&group)
                     && self.busy_groups.len() + order.len() >= MAX_CLUSTER_IN_FLIGHT)
             {
-                rest.push((cmd, kind, then));
+                rest.push((op, then));
                 continue;
             }
             if !groups.contains_key(&group) {
                 order.push(group.clone());
             }
-            groups.entry(group).or_default().push((cmd, kind, then));
+            groups.entry(group).or_default().push((op, then));
         }
         self.queue = rest;
         for group in order {
@@ -776,13 +752,19 @@ impl Broker {
     }
 
     /// Sends `batch` as one pipeline, numbered in the link's window.
-    fn send_batch(&mut self, group: Option<Vec<u8>>, batch: Vec<(Cmd, OpKind, Then)>) {
+    fn send_batch(&mut self, group: Option<Vec<u8>>, batch: Vec<(Op, Then)>) {
         let Some(link) = &self.link else { return };
         let mut pipe = redis::pipe();
         let mut thens = Vec::with_capacity(batch.len());
-        for (cmd, kind, then) in batch {
-            pipe.add_command(cmd);
-            thens.push((kind, then));
+        // Each op's answer kind and how many commands it took (its first one answers).
+        let mut shape = Vec::with_capacity(batch.len());
+        for (op, then) in batch {
+            let cmds = self.redis.cmds(&op);
+            shape.push((op.kind(), cmds.len()));
+            for cmd in cmds {
+                pipe.add_command(cmd);
+            }
+            thens.push(then);
         }
         let mut conn = link.conn.clone();
         let generation = link.generation;
@@ -791,25 +773,18 @@ impl Broker {
         self.out.sent += 1;
         let metrics = self.metrics.clone();
         tokio::task::spawn_local(async move {
-            let n = thens.len();
+            let n = shape.iter().map(|(_, c)| c).sum();
             let sent = Instant::now();
             let result = conn.req_packed_commands(&pipe, 0, n).await;
             metrics.broker(sent.elapsed());
-            let _ = events.send(Event::Done(generation, seq, group, thens, result));
+            let batch = redis_batch(&shape, result);
+            let _ = events.send(Event::Done(generation, seq, group, thens, batch));
         });
     }
 
-    /// Queues `op`, and what to do with its answer.
+    /// Queues `op`, and what to do with its outcome.
     fn enqueue(&mut self, op: Op, then: Then) {
-        let kind = op.kind();
-        let mut cmds = self.redis.cmds(&op).into_iter();
-        if let Some(first) = cmds.next() {
-            self.queue.push((first, kind, then));
-        }
-        // The rest of a beat: nothing to read back.
-        for cmd in cmds {
-            self.queue.push((cmd, OpKind::Done, Then::Nothing));
-        }
+        self.queue.push((op, then));
     }
 
     fn request(&mut self, msg: HomeMsg) {
@@ -1703,6 +1678,48 @@ impl Broker {
 
 /// The length of an instance id: the prefix of every session id of its node.
 pub(crate) const INSTANCE_LEN: usize = 8;
+
+/// Reads a pipeline's replies as the outcomes of the ops that made it (`shape`: each
+/// op's kind and number of commands; its first command's reply is its outcome).
+fn redis_batch(shape: &[(OpKind, usize)], result: redis::RedisResult<Vec<Value>>) -> Batch {
+    let n: usize = shape.iter().map(|(_, c)| c).sum();
+    let values = match result {
+        Ok(values) if values.len() == n => values,
+        other => {
+            if let Err(e) = &other {
+                tracing::warn!(error = %e, "broker: a batch failed");
+            }
+            return Batch {
+                outcomes: Vec::new(),
+                down: true,
+            };
+        }
+    };
+    // Scripts flushed from Redis (SCRIPT FLUSH, a failover to a replica that never
+    // loaded them): reconnecting loads them again.
+    let mut down = false;
+    let mut values = values.into_iter();
+    let mut outcomes = Vec::with_capacity(shape.len());
+    for &(kind, count) in shape {
+        let mut answer = None;
+        for i in 0..count {
+            let Some(value) = values.next() else { break };
+            let outcome = match value {
+                Value::ServerError(e) => {
+                    down |= e.code() == "NOSCRIPT";
+                    tracing::warn!(error = ?e, "broker: a command failed");
+                    None
+                }
+                v => ops::Redis::answer(&kind, v),
+            };
+            if i == 0 {
+                answer = outcome;
+            }
+        }
+        outcomes.push(answer);
+    }
+    Batch { outcomes, down }
+}
 
 /// A control message for the nodes listening on `channel`.
 fn control_op(channel: &str, msg: Control) -> Op {

@@ -365,6 +365,23 @@ pub(super) enum OpKind {
 }
 
 impl Op {
+    /// What the op's keys are grouped by on a cluster: the room's name (its keys and
+    /// channel carry the hash tag `{ROOM}`), `nodes` for the node list, the channel's
+    /// name for a control message. Ops of one group touch one slot, so they may share
+    /// a pipeline, and they are sent in order.
+    pub(super) fn group(&self) -> Vec<u8> {
+        match self {
+            Op::Publish { room, .. }
+            | Op::Join { room, .. }
+            | Op::Leave { room, .. }
+            | Op::Check { room, .. }
+            | Op::Read { room, .. }
+            | Op::Presence { room } => room.as_str().as_bytes().to_vec(),
+            Op::Control { channel, .. } => channel.as_bytes().to_vec(),
+            Op::Alive { .. } | Op::Beat { .. } => b"nodes".to_vec(),
+        }
+    }
+
     pub(super) fn kind(&self) -> OpKind {
         match self {
             Op::Publish { .. } => OpKind::Publish,
@@ -373,6 +390,91 @@ impl Op {
             Op::Presence { .. } => OpKind::Presence,
             Op::Control { .. } | Op::Alive { .. } => OpKind::Count,
             Op::Leave { .. } | Op::Beat { .. } => OpKind::Done,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis() -> Redis {
+        Redis {
+            scripts: Scripts::new(true),
+            cluster: true,
+            node: Arc::from("n1"),
+            history: HistoryLimits {
+                max_messages: 10,
+                max_age_ms: 1000,
+            },
+            presence_ttl_ms: 1000,
+        }
+    }
+
+    /// The hash tag of a command's first key (all of its keys share it).
+    fn tag(cmd: &Cmd) -> Vec<u8> {
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(b) => Some(b.to_vec()),
+                redis::Arg::Cursor => None,
+            })
+            .collect();
+        let key = if args[0] == b"EVALSHA" {
+            &args[3]
+        } else {
+            &args[1]
+        };
+        let open = key.iter().position(|&b| b == b'{').expect("a hash tag");
+        let close = key.iter().position(|&b| b == b'}').expect("a hash tag");
+        key[open + 1..close].to_vec()
+    }
+
+    #[test]
+    fn every_command_of_an_op_is_in_its_groups_slot() {
+        let r = redis();
+        let room = RoomName::new("team:42").unwrap();
+        let info = NodeInfo {
+            id: "n1".into(),
+            address: "127.0.0.1:1".into(),
+            connections: 0,
+            rooms: 0,
+            since_ms: 0,
+        };
+        let ops = [
+            Op::Publish {
+                room: room.clone(),
+                id: Some("k1".into()),
+                head: Vec::new(),
+                tail: Vec::new(),
+                known: Arc::from(""),
+                last: 0,
+            },
+            Op::Leave {
+                room: room.clone(),
+                client: Arc::from("a"),
+                presence: true,
+            },
+            Op::Read {
+                room: room.clone(),
+                since: None,
+                limit: 5,
+            },
+            Op::Presence { room: room.clone() },
+            Op::Alive {
+                instance: "0a1b2c3d".into(),
+            },
+            Op::Beat {
+                info,
+                now_ms: 1,
+                instance: Arc::from("0a1b2c3d"),
+                ttl_ms: 5000,
+            },
+        ];
+        for op in &ops {
+            for cmd in r.cmds(op) {
+                assert_eq!(tag(&cmd), op.group(), "{op:?}");
+            }
         }
     }
 }
