@@ -159,6 +159,8 @@ pub struct BrokerSettings {
     pub url: String,
     pub presence_ttl_ms: u64,
     pub node_ttl_ms: u64,
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
 }
 
 /// `[http]`: see `default.toml` for each key.
@@ -453,6 +455,15 @@ impl Config {
         if !(1000..=30_000).contains(&broker.presence_ttl_ms) {
             return bad("broker.presence_ttl_ms", "must be 1000 to 30000");
         }
+        if broker.wait_replicas > 16 {
+            return bad("broker.wait_replicas", "must be 0 to 16");
+        }
+        if !(10..=2000).contains(&broker.wait_timeout_ms) {
+            return bad(
+                "broker.wait_timeout_ms",
+                "must be 10 to 2000 (below the 3 s a broker request may take)",
+            );
+        }
         if !(1000..=60_000).contains(&broker.node_ttl_ms) {
             return bad("broker.node_ttl_ms", "must be 1000 to 60000");
         }
@@ -681,7 +692,7 @@ mod tests {
         let c = Config::default();
         let kib = 1024;
         let mib = 1024 * 1024;
-        let cases: [(&str, u64, u64, &str); 27] = [
+        let cases: [(&str, u64, u64, &str); 29] = [
             (
                 "limits.max_connections_per_ip",
                 u64::from(c.limits.max_connections_per_ip),
@@ -833,6 +844,18 @@ mod tests {
                 c.broker.node_ttl_ms,
                 5_000,
                 "within `broker.node_ttl_ms` (5 s)",
+            ),
+            (
+                "broker.wait_replicas",
+                u64::from(c.broker.wait_replicas),
+                0,
+                "`broker.wait_replicas` (0: off)",
+            ),
+            (
+                "broker.wait_timeout_ms",
+                c.broker.wait_timeout_ms,
+                500,
+                "`broker.wait_timeout_ms` (500 ms)",
             ),
         ];
         for (key, got, want, documented) in cases {

@@ -173,6 +173,8 @@ impl Server {
                     presence_ttl_ms: shared.config.broker.presence_ttl_ms,
                     presence_batch_ms: shared.config.rooms.presence_batch_ms,
                     node_ttl_ms: shared.config.broker.node_ttl_ms,
+                    wait_replicas: shared.config.broker.wait_replicas,
+                    wait_timeout_ms: shared.config.broker.wait_timeout_ms,
                     max_rooms: shared.config.limits.max_rooms,
                 };
                 let (handle, thread) = crate::engine::redis::start(

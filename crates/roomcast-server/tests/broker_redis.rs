@@ -1352,3 +1352,62 @@ async fn a_room_whose_slot_moves_mid_stream_loses_nothing() {
         "{h}"
     );
 }
+
+/// With `broker.wait_replicas = 1` an ack waits for the shard's replica: a publish while
+/// the replica is stopped answers `unavailable` (stored on the primary, and its retry
+/// gets its offset), and after a failover every acked message is still there, in the
+/// same epoch, so no member is told anything broke off. The promoted replica acks
+/// nothing until a replica of its own is back (the killed primary, restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_every_ack_survives_a_failover() {
+    let mut redis = Redis::start(Kind::RedisCluster, false);
+    let wait = |c: &mut roomcast_server::Config| c.broker.wait_replicas = 1;
+    let a = node_with(&redis, "a", wait).await;
+    let b = node_with(&redis, "b", wait).await;
+    let mut m = Client::hello(b.addr, "m").await;
+    let epoch = m.join("w").await["epoch"].as_str().unwrap().to_owned();
+    let mut p = Client::hello(a.addr, "p").await;
+    p.join("w").await;
+    for i in 0..5 {
+        publish_until_acked(&mut p, "w", i).await;
+    }
+    let primary = redis.primary_of("rc:{w}:meta");
+    let replica = redis.replica_of(primary);
+    redis.pause_port(replica, true);
+    let r = p
+        .request(json!({"type":"publish","room":"w","data":{"p":0,"i":5},"id":"k5"}))
+        .await;
+    assert_eq!(r["code"], "unavailable", "acked without its replica: {r}");
+    redis.pause_port(replica, false);
+    for i in 5..10 {
+        publish_until_acked(&mut p, "w", i).await;
+    }
+    // Every ack so far is on the replica: the failover keeps them all.
+    redis.kill_port(primary);
+    redis.wait_primary(replica);
+    // The promoted replica has no replica of its own: no ack until one is back.
+    let r = p
+        .request(json!({"type":"publish","room":"w","data":{"p":0,"i":10},"id":"k10"}))
+        .await;
+    assert_eq!(r["code"], "unavailable", "acked with no replica: {r}");
+    redis.spawn(); // the old primary comes back, as the new one's replica
+    for i in 10..15 {
+        publish_until_acked(&mut p, "w", i).await;
+    }
+    let got = messages(&mut m, 15).await;
+    check_exact(&got, 1, 1, 15, "m");
+    nothing_more(&mut m, "m").await;
+    assert!(
+        !m.backlog.iter().any(|x| x["type"] == "joined"),
+        "no history broke off: {:?}",
+        m.backlog
+    );
+    let mut r = Client::hello(b.addr, "r").await;
+    let j = r
+        .request(json!({"type":"join","room":"w","since":{"epoch":epoch,"offset":0}}))
+        .await;
+    assert_eq!(
+        j["recovered"], true,
+        "the same epoch after the failover: {j}"
+    );
+}

@@ -168,9 +168,10 @@ impl Broker {
                 self.cli(p, &["CLUSTER", "INFO"])
                     .contains("cluster_state:ok")
             });
+            // Attached and done with the first sync (`state=online`, not `wait_bgsave`).
             let replicated = self.primaries().iter().all(|&p| {
-                self.cli(p, &["INFO", "replication"])
-                    .contains("connected_slaves:1")
+                let info = self.cli(p, &["INFO", "replication"]);
+                info.contains("connected_slaves:1") && info.contains("state=online")
             });
             if ok && replicated {
                 return;

@@ -77,6 +77,9 @@ pub(crate) struct Settings {
     pub presence_ttl_ms: u64,
     pub presence_batch_ms: u64,
     pub node_ttl_ms: u64,
+    /// Replicas that must have a publish before its ack (0: none), and how long to wait.
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
     /// `limits.max_rooms`: rooms the node's members may be in at once.
     pub max_rooms: usize,
 }
@@ -143,6 +146,8 @@ pub(crate) fn start(
                         node: settings.node.clone(),
                         history: settings.history,
                         presence_ttl_ms: settings.presence_ttl_ms,
+                        wait: (settings.wait_replicas > 0)
+                            .then_some((settings.wait_replicas, settings.wait_timeout_ms)),
                     },
                     busy_groups: std::collections::HashSet::new(),
                     started_ms: crate::now_ms(),
@@ -760,7 +765,11 @@ impl Broker {
         let mut shape = Vec::with_capacity(batch.len());
         for (op, then) in batch {
             let cmds = self.redis.cmds(&op);
-            shape.push((op.kind(), cmds.len()));
+            shape.push(Shape {
+                kind: op.kind(),
+                cmds: cmds.len(),
+                replicas: self.redis.wait_for(&op),
+            });
             for cmd in cmds {
                 pipe.add_command(cmd);
             }
@@ -773,7 +782,7 @@ impl Broker {
         self.out.sent += 1;
         let metrics = self.metrics.clone();
         tokio::task::spawn_local(async move {
-            let n = shape.iter().map(|(_, c)| c).sum();
+            let n = shape.iter().map(|s| s.cmds).sum();
             let sent = Instant::now();
             let result = conn.req_packed_commands(&pipe, 0, n).await;
             metrics.broker(sent.elapsed());
@@ -1679,10 +1688,19 @@ impl Broker {
 /// The length of an instance id: the prefix of every session id of its node.
 pub(crate) const INSTANCE_LEN: usize = 8;
 
-/// Reads a pipeline's replies as the outcomes of the ops that made it (`shape`: each
-/// op's kind and number of commands; its first command's reply is its outcome).
-fn redis_batch(shape: &[(OpKind, usize)], result: redis::RedisResult<Vec<Value>>) -> Batch {
-    let n: usize = shape.iter().map(|(_, c)| c).sum();
+/// What became of an op in a pipeline: its answer's kind, how many commands it took
+/// (the first one's reply is its outcome), and how many replicas the last one (`WAIT`)
+/// must have counted.
+struct Shape {
+    kind: OpKind,
+    cmds: usize,
+    replicas: Option<u32>,
+}
+
+/// Reads a pipeline's replies as the outcomes of the ops that made it. A publish whose
+/// `WAIT` counted fewer replicas than asked has no outcome: it answers `unavailable`.
+fn redis_batch(shape: &[Shape], result: redis::RedisResult<Vec<Value>>) -> Batch {
+    let n: usize = shape.iter().map(|s| s.cmds).sum();
     let values = match result {
         Ok(values) if values.len() == n => values,
         other => {
@@ -1700,17 +1718,31 @@ fn redis_batch(shape: &[(OpKind, usize)], result: redis::RedisResult<Vec<Value>>
     let mut down = false;
     let mut values = values.into_iter();
     let mut outcomes = Vec::with_capacity(shape.len());
-    for &(kind, count) in shape {
+    for s in shape {
         let mut answer = None;
-        for i in 0..count {
+        for i in 0..s.cmds {
             let Some(value) = values.next() else { break };
+            if i > 0
+                && let Some(want) = s.replicas
+            {
+                let counted = wire::int_of(&value).unwrap_or(0);
+                if counted < u64::from(want) {
+                    tracing::warn!(
+                        counted,
+                        want,
+                        "broker: a publish's replicas did not confirm it"
+                    );
+                    answer = None;
+                }
+                continue;
+            }
             let outcome = match value {
                 Value::ServerError(e) => {
                     down |= e.code() == "NOSCRIPT";
                     tracing::warn!(error = ?e, "broker: a command failed");
                     None
                 }
-                v => ops::Redis::answer(&kind, v),
+                v => ops::Redis::answer(&s.kind, v),
             };
             if i == 0 {
                 answer = outcome;

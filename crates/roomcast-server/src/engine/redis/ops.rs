@@ -100,6 +100,8 @@ pub(super) struct Redis {
     pub node: Arc<str>,
     pub history: HistoryLimits,
     pub presence_ttl_ms: u64,
+    /// `broker.wait_replicas` and `broker.wait_timeout_ms`, when replicas must confirm.
+    pub wait: Option<(u32, u64)>,
 }
 
 /// The scripts, by their hashes, and their sources (loaded on every new connection).
@@ -164,7 +166,16 @@ impl Redis {
         self.history.max_age_ms + 60_000
     }
 
-    /// The commands that do `op`: one, but for a beat (keys of two slots).
+    /// How many replicas must confirm `op` (a publish, when `broker.wait_replicas` asks).
+    pub(super) fn wait_for(&self, op: &Op) -> Option<u32> {
+        match op {
+            Op::Publish { .. } => self.wait.map(|(n, _)| n),
+            _ => None,
+        }
+    }
+
+    /// The commands that do `op`: one, but for a beat (three keys), and a publish that
+    /// waits for replicas (its `WAIT` goes in the same pipeline, to the same primary).
     pub(super) fn cmds(&self, op: &Op) -> Vec<Cmd> {
         let fresh = || crate::random_id(8);
         let one = match op {
@@ -335,7 +346,14 @@ impl Redis {
                 return vec![info, seen, alive];
             }
         };
-        vec![one]
+        match (op, self.wait) {
+            (Op::Publish { .. }, Some((replicas, timeout_ms))) => {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(replicas).arg(timeout_ms);
+                vec![one, wait]
+            }
+            _ => vec![one],
+        }
     }
 
     /// What `op`'s reply says (`None`: it does not parse, as if it failed).
@@ -408,6 +426,7 @@ mod tests {
                 max_age_ms: 1000,
             },
             presence_ttl_ms: 1000,
+            wait: None,
         }
     }
 
