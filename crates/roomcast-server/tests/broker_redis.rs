@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::{Client, Sse, TestServer, within};
 use serde_json::{Value, json};
 
+#[macro_use]
 #[path = "support/brokers.rs"]
 mod brokers;
 
@@ -23,23 +24,6 @@ use brokers::{Broker, Kind};
 
 /// The test's broker: one Redis, or a Redis Cluster (see `support/brokers.rs`).
 type Redis = Broker;
-
-/// Declares, for each test function `name(kind)`, a module `name` with one test per
-/// broker: `name::redis` and `name::redis_cluster`. Every test of this file runs on both.
-macro_rules! on_every_broker {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(super::Kind::Redis).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_cluster() {
-                super::$name(super::Kind::RedisCluster).await
-            }
-        }
-    )*};
-}
 
 on_every_broker!(
     order_and_exactly_once_across_three_nodes,

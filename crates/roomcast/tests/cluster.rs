@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 #[path = "../../roomcast-server/tests/support/brokers.rs"]
 mod brokers;
 mod common;
@@ -23,23 +24,6 @@ use serde_json::{Value, json};
 
 const ANSWER: Duration = Duration::from_secs(10);
 const PRESENCE_TTL_MS: u64 = 1500;
-
-/// Declares, for each test function `name(kind)`, a module `name` with one test per
-/// broker (`name::redis`, `name::redis_cluster`).
-macro_rules! on_every_broker {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(super::Kind::Redis).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_cluster() {
-                super::$name(super::Kind::RedisCluster).await
-            }
-        }
-    )*};
-}
 
 on_every_broker!(
     a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes,

@@ -13,6 +13,24 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Declares, for each test function `name(kind)` of the including file, a module `name`
+/// with one test per broker: `name::redis` and `name::redis_cluster`. The including file
+/// has `Kind` in scope (`use brokers::Kind`).
+macro_rules! on_every_broker {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name(super::Kind::Redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$name(super::Kind::RedisCluster).await
+            }
+        }
+    )*};
+}
+
 /// Which broker a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
