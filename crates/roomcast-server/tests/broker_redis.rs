@@ -528,30 +528,15 @@ async fn a_message_whose_live_copy_was_lost_is_read_from_the_stream(kind: Kind) 
     // catches up with what was published meanwhile, once each.
     cut_pubsub(&redis);
     for i in 5..8 {
+        // Node a was cut too and is reconnecting: the same id again is safe.
         let publish = json!({"type":"publish","room":"lossy","data":i,"id":format!("k{i}")});
-        within("a publish after the cut", Duration::from_secs(10), async {
-            loop {
-                let r = p.request(publish.clone()).await;
-                if r["type"] == "ack" {
-                    return;
-                }
-                // Node a was cut too and is reconnecting: the same id again is safe.
-                assert_eq!(r["code"], "unavailable", "{r}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
+        ack_of(&mut p, publish, Duration::from_secs(10)).await;
     }
     assert_eq!(
         messages(&mut m, 3).await,
         (5..8).map(|i| (i, json!(i))).collect::<Vec<_>>()
     );
-    m.request(json!({"type":"ping"})).await;
-    assert!(
-        !m.backlog.iter().any(|x| x["type"] == "message"),
-        "nothing twice: {:?}",
-        m.backlog
-    );
+    nothing_more(&mut m, "m").await;
 }
 
 async fn redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanwhile(kind: Kind) {
@@ -617,22 +602,8 @@ async fn redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanw
     );
     redis.spawn();
     // Back within a few seconds; the room's epoch and messages are there.
-    let ack = within(
-        "publishing again after the restart",
-        Duration::from_secs(10),
-        async {
-            loop {
-                let r = p
-                    .request(json!({"type":"publish","room":"d","data":10,"id":"after"}))
-                    .await;
-                if r["type"] == "ack" {
-                    return r;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        },
-    )
-    .await;
+    let publish = json!({"type":"publish","room":"d","data":10,"id":"after"});
+    let (ack, _) = ack_of(&mut p, publish, Duration::from_secs(10)).await;
     assert_eq!(ack["offset"], 11, "{ack}");
     // The member that stayed connected gets it, once, in order.
     assert_eq!(messages(&mut m, 1).await, vec![(11, json!(10))]);
@@ -659,22 +630,8 @@ async fn redis_restarted_without_persistence_gives_a_new_epoch_never_a_silent_ho
     redis.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.spawn();
-    within(
-        "publishing again after the restart",
-        Duration::from_secs(10),
-        async {
-            loop {
-                let r = p
-                    .request(json!({"type":"publish","room":"e","data":"new"}))
-                    .await;
-                if r["type"] == "ack" {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        },
-    )
-    .await;
+    let publish = json!({"type":"publish","room":"e","data":"new","id":"new"});
+    ack_of(&mut p, publish, Duration::from_secs(10)).await;
     // The member is told its history broke off before it gets anything of the new epoch.
     let reset = m.next_of("joined").await;
     assert_eq!(reset["recovered"], false, "{reset}");
@@ -1127,17 +1084,16 @@ async fn tokens_hold_on_every_node_and_for_commands_forwarded_to_another(kind: K
     assert_eq!(status, 401);
 }
 
-/// Publishes `{"p":0,"i":i}` with id `k{i}` until acked, retrying `unavailable` with the
-/// same id (safe: a publish that did reach the broker gets its first offset again).
-/// Returns the offset and how many answers were `unavailable`.
-async fn publish_until_acked(p: &mut Client, room: &str, i: u64) -> (u64, u32) {
-    let publish = json!({"type":"publish","room":room,"data":{"p":0,"i":i},"id":format!("k{i}")});
+/// Sends `publish` until it is acked, within `bound`, retrying `unavailable` (with an
+/// `id`, safe: a publish that did reach the broker gets its first offset again). Any
+/// other answer fails the test. Returns the ack and how many answers were `unavailable`.
+async fn ack_of(p: &mut Client, publish: Value, bound: Duration) -> (Value, u32) {
     let mut unavailable = 0;
-    within("an ack", Duration::from_secs(30), async {
+    within("an ack", bound, async {
         loop {
             let r = p.request(publish.clone()).await;
             if r["type"] == "ack" {
-                return (r["offset"].as_u64().unwrap(), unavailable);
+                return (r, unavailable);
             }
             assert_eq!(r["code"], "unavailable", "{r}");
             unavailable += 1;
@@ -1145,6 +1101,14 @@ async fn publish_until_acked(p: &mut Client, room: &str, i: u64) -> (u64, u32) {
         }
     })
     .await
+}
+
+/// Publishes `{"p":0,"i":i}` with id `k{i}` until acked (see [`ack_of`]). Returns the
+/// offset and how many answers were `unavailable`.
+async fn publish_until_acked(p: &mut Client, room: &str, i: u64) -> (u64, u32) {
+    let publish = json!({"type":"publish","room":room,"data":{"p":0,"i":i},"id":format!("k{i}")});
+    let (ack, unavailable) = ack_of(p, publish, Duration::from_secs(30)).await;
+    (ack["offset"].as_u64().unwrap(), unavailable)
 }
 
 /// No `message` waits on `c` past what it was given: nothing came twice.
@@ -1279,6 +1243,13 @@ async fn a_primary_killed_ahead_of_its_replica_fails_over_and_the_lost_tail_is_t
     assert_eq!(data, (10..15).collect::<Vec<_>>(), "{after:?}");
     let after_offsets: Vec<u64> = after.iter().map(|(o, _)| *o).collect();
     assert_eq!(after_offsets, offsets, "delivered at the offsets acked");
+    // An id acked in the lost epoch names nothing in this one: its retry is stored again
+    // (an ack with its old offset would point at another message).
+    let retry = json!({"type":"publish","room":"f","data":{"p":0,"i":2},"id":"k2"});
+    let (ack, _) = ack_of(&mut p, retry, Duration::from_secs(10)).await;
+    let top = *offsets.last().unwrap();
+    assert_eq!(ack["offset"].as_u64(), Some(top + 1), "{ack}");
+    assert_eq!(messages(&mut m, 1).await, vec![(top + 1, json!({"p":0,"i":2}))]);
     nothing_more(&mut m, "m").await;
     // A client coming back with a position of the lost epoch is told too.
     let mut r = Client::hello(b.addr, "r").await;

@@ -306,27 +306,22 @@ impl Worker {
         };
         let mut n = 0;
         let mut json = None;
+        let (presence_only, catch_up) = (how == Push::PresenceOnly, how == Push::CatchUp);
         for (_, m) in r.members.iter() {
-            let presence_only = how == Push::PresenceOnly;
             if presence_only && !m.presence {
                 continue;
             }
             if skip.is_some_and(|k| m.sink.is(k)) {
                 continue;
             }
-            if m.sink.deliver(
-                self,
-                room,
-                frame,
-                &mut json,
-                event.as_ref(),
-                how == Push::CatchUp,
-            ) {
+            if m.sink
+                .deliver(self, room, frame, &mut json, event.as_ref(), catch_up)
+            {
                 n += 1;
             }
         }
         Stats::add(&self.shared.stats.deliveries, n);
-        if n > 0 && kind == Kind::Ws && how != Push::PresenceOnly {
+        if n > 0 && kind == Kind::Ws && !presence_only {
             self.shared.metrics.fan_out(n);
         }
     }

@@ -55,7 +55,7 @@ impl Sink {
     ) -> bool {
         match self {
             Sink::Socket(conn) if catch_up => {
-                conn.push_backlog(worker, vec![frame.clone()]);
+                conn.push_backlog(worker, std::iter::once(frame.clone()));
                 true
             }
             Sink::Socket(conn) => {

@@ -386,7 +386,11 @@ impl Conn {
 
     /// Queues missed messages for a recovering member: they do not count against the
     /// slow-consumer bound until written (the client is catching up, not falling behind).
-    pub(crate) fn push_backlog(self: &Rc<Self>, worker: &Worker, frames: Vec<Bytes>) {
+    pub(crate) fn push_backlog(
+        self: &Rc<Self>,
+        worker: &Worker,
+        frames: impl IntoIterator<Item = Bytes>,
+    ) {
         {
             let mut ws = self.ws.borrow_mut();
             if ws.state() != State::Open || self.dead.get() {

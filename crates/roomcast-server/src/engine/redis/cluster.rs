@@ -29,14 +29,20 @@ pub(super) fn instance_key(instance: &str) -> String {
 }
 pub(super) const SEEN: &str = "rc:{nodes}:seen";
 
-/// Records that `node` is alive now.
-pub(super) fn beat(node: &NodeInfo, now_ms: u64) -> [redis::Cmd; 2] {
+/// Records that `node` is alive now, and that its process `instance` is for `ttl_ms`.
+pub(super) fn beat(node: &NodeInfo, now_ms: u64, instance: &str, ttl_ms: u64) -> [redis::Cmd; 3] {
     let json = serde_json::to_string(node).unwrap_or_default();
     let mut info = redis::cmd("HSET");
     info.arg(NODES).arg(&node.id).arg(json);
     let mut seen = redis::cmd("ZADD");
     seen.arg(SEEN).arg(now_ms).arg(&node.id);
-    [info, seen]
+    let mut alive = redis::cmd("SET");
+    alive
+        .arg(instance_key(instance))
+        .arg(&node.id)
+        .arg("PX")
+        .arg(ttl_ms);
+    [info, seen, alive]
 }
 
 /// The nodes heard from within `ttl_ms`, by id. Clocks of the nodes are assumed to agree
@@ -74,30 +80,27 @@ pub(super) async fn rooms(mut conn: Conn, ttl_ms: u64) -> redis::RedisResult<Vec
     names.dedup();
     // Four reads per room, of one slot: one pipeline for all rooms on one Redis, one per
     // room (all at once) on a cluster.
-    let reads = |name: &RoomName| {
+    let reads = |name: &RoomName, pipe: &mut redis::Pipeline| {
         let k = Keys::new(name.as_str());
-        let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(k.key("meta")).arg("epoch").arg("top");
         pipe.cmd("HGETALL").arg(k.key("mc"));
         pipe.cmd("HLEN").arg(k.key("pi"));
         pipe.cmd("XLEN").arg(k.key("log"));
-        pipe
     };
     let flat: Vec<redis::Value> = match &conn {
         _ if names.is_empty() => Vec::new(),
         Conn::Single(_) => {
             let mut pipe = redis::pipe();
             for name in &names {
-                for cmd in reads(name).cmd_iter() {
-                    pipe.add_command(cmd.clone());
-                }
+                reads(name, &mut pipe);
             }
             pipe.query_async(&mut conn).await?
         }
         Conn::Cluster(_) => {
             let each = names.iter().map(|name| {
                 let mut conn = conn.clone();
-                let pipe = reads(name);
+                let mut pipe = redis::pipe();
+                reads(name, &mut pipe);
                 async move { pipe.query_async::<Vec<redis::Value>>(&mut conn).await }
             });
             let mut flat = Vec::with_capacity(names.len() * 4);

@@ -22,6 +22,8 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, PushKind, RedisFuture, Value};
+
+use super::wire;
 use tokio::sync::mpsc;
 
 /// Where the engine connects, parsed from `broker.url`.
@@ -154,15 +156,35 @@ pub(super) fn publish_verb(cluster: bool) -> &'static str {
     if cluster { "SPUBLISH" } else { "PUBLISH" }
 }
 
+/// `fut`, or an error naming `what` once `timeout` has passed.
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| redis::RedisError::from(std::io::Error::other(format!("{what} timed out"))))?
+}
+
+/// The connections of a link: commands, subscriptions, what they hear, and the task that
+/// reads it (stopped with the link).
+pub(super) type Opened = (
+    Conn,
+    Subscriber,
+    mpsc::UnboundedReceiver<Heard>,
+    tokio::task::AbortHandle,
+);
+
 /// Opens the connections: the command connection, the subscriber, and a stream of what
 /// they hear. `control` channels are subscribed before it returns.
 pub(super) async fn open(
     target: &Target,
     timeout: Duration,
     control: &[String],
-) -> redis::RedisResult<(Conn, Subscriber, mpsc::UnboundedReceiver<Heard>)> {
+) -> redis::RedisResult<Opened> {
     let (tx, rx) = mpsc::unbounded_channel();
-    match target {
+    let (conn, mut subscriber, reader) = match target {
         Target::Single(client) => {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(timeout)
@@ -170,18 +192,9 @@ pub(super) async fn open(
             let conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
-            let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::other("pub/sub connect timed out"))
-                })??;
-            let (mut sink, mut stream) = pubsub.split();
-            tokio::time::timeout(timeout, sink.subscribe(control))
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::other("subscribe timed out"))
-                })??;
-            tokio::task::spawn_local(async move {
+            let pubsub = within(timeout, "pub/sub connect", client.get_async_pubsub()).await?;
+            let (sink, mut stream) = pubsub.split();
+            let reader = tokio::task::spawn_local(async move {
                 while let Some(msg) = stream.next().await {
                     let channel = msg.get_channel_name().to_owned();
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
@@ -191,7 +204,7 @@ pub(super) async fn open(
                 }
                 let _ = tx.send(Heard::Closed);
             });
-            Ok((Conn::Single(conn), Subscriber::Single(sink), rx))
+            (Conn::Single(conn), Subscriber::Single(sink), reader)
         }
         Target::Cluster(seeds) => {
             let (push_tx, mut push_rx) = mpsc::unbounded_channel::<redis::PushInfo>();
@@ -204,40 +217,11 @@ pub(super) async fn open(
                 // `unavailable` meanwhile and retries itself rather than waiting long.
                 .retries(2)
                 .build()?;
-            let conn = tokio::time::timeout(timeout, client.get_async_connection())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::other("cluster connect timed out"))
-                })??;
-            let mut subscriber = Subscriber::Cluster(conn.clone());
-            tokio::time::timeout(timeout, subscriber.subscribe(control))
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::other("subscribe timed out"))
-                })??;
-            tokio::task::spawn_local(async move {
+            let conn = within(timeout, "cluster connect", client.get_async_connection()).await?;
+            let reader = tokio::task::spawn_local(async move {
                 while let Some(push) = push_rx.recv().await {
-                    let heard = match push.kind {
-                        PushKind::SMessage | PushKind::Message => {
-                            let mut data = push.data.into_iter();
-                            let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
-                                continue;
-                            };
-                            let (Some(channel), Some(payload)) =
-                                (text_of(channel), bytes_of(payload))
-                            else {
-                                continue;
-                            };
-                            Heard::Message(channel, payload)
-                        }
-                        PushKind::SUnsubscribe => {
-                            match push.data.into_iter().next().and_then(text_of) {
-                                Some(channel) => Heard::Dropped(channel),
-                                None => continue,
-                            }
-                        }
-                        PushKind::Disconnection => Heard::Blip,
-                        _ => continue,
+                    let Some(heard) = heard_of(push) else {
+                        continue;
                     };
                     if tx.send(heard).is_err() {
                         return;
@@ -245,21 +229,34 @@ pub(super) async fn open(
                 }
                 let _ = tx.send(Heard::Closed);
             });
-            Ok((Conn::Cluster(conn), subscriber, rx))
+            (
+                Conn::Cluster(conn.clone()),
+                Subscriber::Cluster(conn),
+                reader,
+            )
         }
+    };
+    let reader = reader.abort_handle();
+    if let Err(e) = within(timeout, "subscribe", subscriber.subscribe(control)).await {
+        reader.abort();
+        return Err(e);
     }
+    Ok((conn, subscriber, rx, reader))
 }
 
-fn bytes_of(v: Value) -> Option<Bytes> {
-    match v {
-        Value::BulkString(b) => Some(Bytes::from(b)),
-        Value::SimpleString(s) => Some(Bytes::from(s)),
+/// What a cluster's push says, when it concerns the engine.
+fn heard_of(push: redis::PushInfo) -> Option<Heard> {
+    let mut data = push.data.into_iter();
+    match push.kind {
+        PushKind::SMessage | PushKind::Message => {
+            let channel = wire::string_of(data.next()?)?;
+            let payload = Bytes::from(wire::bytes_of(data.next()?)?);
+            Some(Heard::Message(channel, payload))
+        }
+        PushKind::SUnsubscribe => Some(Heard::Dropped(wire::string_of(data.next()?)?)),
+        PushKind::Disconnection => Some(Heard::Blip),
         _ => None,
     }
-}
-
-fn text_of(v: Value) -> Option<String> {
-    bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
 }
 
 #[cfg(test)]

@@ -174,9 +174,10 @@ struct Link {
     generation: u64,
     conn: Conn,
     sink: Subscriber,
-    /// The task reading the pub/sub connection: stopped with the link, so a connection
-    /// given up on does not go on receiving.
-    reader: tokio::task::AbortHandle,
+    /// The tasks reading what the connections hear (`link::open`'s, and the one that
+    /// makes events of it): stopped with the link, so a connection given up on does not
+    /// go on receiving.
+    readers: [tokio::task::AbortHandle; 2],
 }
 
 /// What the engine's own tasks tell it.
@@ -303,15 +304,6 @@ const MAX_IN_FLIGHT: usize = 4;
 /// Pipelines out at once on a cluster, at most (each to one slot; see `pump_groups`).
 const MAX_CLUSTER_IN_FLIGHT: usize = 64;
 
-/// The batches out on one link, and replies that came before an earlier batch's: the
-/// engine handles replies strictly in the order the batches were sent, as Redis ran
-/// them, whatever order their tasks wake in. That Redis runs them in that order rests on
-/// two things: the tasks that hand the batches to the multiplexed connection are polled
-/// in the order they were spawned (a `LocalSet` runs its queue first in, first out), and
-/// the connection writes requests in the order it is handed them. With at most
-/// [`MAX_IN_FLIGHT`] batches out (and the engine's few queries of its own), its request
-/// channel (50 deep) never fills, so no batch waits there long enough to time out while
-/// a later one goes.
 /// A batch's answers: what to do with each op's outcome, and the outcomes.
 type Replies = (Vec<Then>, Batch);
 
@@ -323,6 +315,15 @@ struct Batch {
     down: bool,
 }
 
+/// The batches out on one link, and replies that came before an earlier batch's: the
+/// engine handles replies strictly in the order the batches were sent, as Redis ran
+/// them, whatever order their tasks wake in. That Redis runs them in that order rests on
+/// two things: the tasks that hand the batches to the multiplexed connection are polled
+/// in the order they were spawned (a `LocalSet` runs its queue first in, first out), and
+/// the connection writes requests in the order it is handed them. With at most
+/// [`MAX_IN_FLIGHT`] batches out (and the engine's few queries of its own), its request
+/// channel (50 deep) never fills, so no batch waits there long enough to time out while
+/// a later one goes.
 #[derive(Default)]
 struct Window {
     /// The generation of the link these are on.
@@ -400,22 +401,15 @@ impl Broker {
         if let Some(link) = &self.link {
             let mut conn = link.conn.clone();
             let node = self.settings.node.to_string();
-            let instance = cluster::instance_key(&self.settings.instance);
-            // Three keys of three slots: not one pipeline on a cluster.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let _: redis::RedisResult<()> = redis::cmd("HDEL")
-                    .arg(cluster::NODES)
-                    .arg(&node)
-                    .query_async(&mut conn)
-                    .await;
-                let _: redis::RedisResult<()> = redis::cmd("ZREM")
-                    .arg(cluster::SEEN)
-                    .arg(&node)
-                    .query_async(&mut conn)
-                    .await;
-                let _: redis::RedisResult<()> =
-                    redis::cmd("DEL").arg(instance).query_async(&mut conn).await;
-            })
+            // Three keys of the `{nodes}` slot: one pipeline on a cluster too.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                redis::pipe()
+                    .hdel(cluster::NODES, &node)
+                    .zrem(cluster::SEEN, &node)
+                    .del(cluster::instance_key(&self.settings.instance))
+                    .query_async::<()>(&mut conn),
+            )
             .await;
         }
     }
@@ -572,7 +566,9 @@ impl Broker {
         }
         tracing::warn!(url = %self.settings.url, "broker connection lost; reconnecting");
         if let Some(link) = self.link.take() {
-            link.reader.abort();
+            link.readers
+                .iter()
+                .for_each(tokio::task::AbortHandle::abort);
         }
         // Batches still out on the dead link answer (or fail) on their own, in order, in
         // its window; the next link does not wait for them.
@@ -599,17 +595,23 @@ impl Broker {
     }
 
     fn subscribe(&mut self, rooms: Vec<RoomName>) {
-        let Some(link) = &self.link else { return };
         if rooms.is_empty() {
             return;
         }
-        let mut sink = link.sink.clone();
-        let generation = link.generation;
-        let events = self.events.clone();
         let channels: Vec<String> = rooms
             .iter()
             .map(|r| Keys::new(r.as_str()).channel())
             .collect();
+        self.subscribe_channels(channels, rooms);
+    }
+
+    /// Subscribes `channels` (those of `rooms`, or control channels), then tells the
+    /// engine (`Event::Subscribed`); the link goes down if that fails.
+    fn subscribe_channels(&mut self, channels: Vec<String>, rooms: Vec<RoomName>) {
+        let Some(link) = &self.link else { return };
+        let mut sink = link.sink.clone();
+        let generation = link.generation;
+        let events = self.events.clone();
         tokio::task::spawn_local(async move {
             let ok = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels))
                 .await
@@ -642,14 +644,16 @@ impl Broker {
             "broker: a cluster node ended a subscription; subscribing again"
         );
         if control::is_control(channel) {
-            return self.subscribe_control(vec![channel.to_owned()]);
+            return self.subscribe_channels(vec![channel.to_owned()], Vec::new());
         }
         let Some(name) = scripts::room_of_channel(channel).and_then(|r| RoomName::new(r).ok())
         else {
             return;
         };
+        // Also while a subscription is out: its answer may come after this push, and
+        // must not be taken for a live channel.
         match self.rooms.get_mut(&name) {
-            Some(r) if r.sub == Sub::Yes => {
+            Some(r) if r.sub != Sub::No => {
                 r.sub = Sub::Pending;
                 self.subscribe(vec![name]);
             }
@@ -671,26 +675,11 @@ impl Broker {
             }
         }
         self.subscribe(rooms);
-        self.subscribe_control(vec![
+        let control = vec![
             control::channel(&self.settings.instance),
             control::ALL.to_owned(),
-        ]);
-    }
-
-    /// Subscribes control channels again; the link goes down if that fails.
-    fn subscribe_control(&mut self, channels: Vec<String>) {
-        let Some(link) = &self.link else { return };
-        let mut sink = link.sink.clone();
-        let generation = link.generation;
-        let events = self.events.clone();
-        tokio::task::spawn_local(async move {
-            let ok = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            if !ok {
-                let _ = events.send(Event::Down(generation));
-            }
-        });
+        ];
+        self.subscribe_channels(control, Vec::new());
     }
 
     /// The room's channel is live: read the room from the node's position, so whatever
@@ -721,9 +710,10 @@ impl Broker {
     }
 
     /// On a cluster a pipeline may not cross slots, and two pipelines to one slot may be
-    /// run in either order. So what is queued is split by group (a room's hash tag), in
-    /// queue order, and each group has at most one pipeline out: a room's commands reach
-    /// its primary in the order they were sent, and rooms do not wait for each other.
+    /// run in either order. So what is queued is split by group ([`Op::group`]), in queue
+    /// order, and each group has at most one pipeline out: a room's commands reach its
+    /// primary in the order they were sent, and a busy room does not hold back the
+    /// sending of others' (their replies are still handled in send order: [`Window`]).
     fn pump_groups(&mut self) {
         if self.link.is_none() || self.queue.is_empty() {
             return;
@@ -763,18 +753,24 @@ impl Broker {
         let mut thens = Vec::with_capacity(batch.len());
         // Each op's answer kind and how many commands it took (its first one answers).
         let mut shape = Vec::with_capacity(batch.len());
+        let mut publishes = false;
         for (op, then) in batch {
             let cmds = self.redis.cmds(&op);
-            shape.push(Shape {
-                kind: op.kind(),
-                cmds: cmds.len(),
-                replicas: self.redis.wait_for(&op),
-            });
+            publishes |= op.kind() == OpKind::Publish;
+            shape.push((op.kind(), cmds.len()));
             for cmd in cmds {
                 pipe.add_command(cmd);
             }
             thens.push(then);
         }
+        let wait = self
+            .redis
+            .wait()
+            .filter(|_| publishes)
+            .map(|(cmd, replicas)| {
+                pipe.add_command(cmd);
+                replicas
+            });
         let mut conn = link.conn.clone();
         let generation = link.generation;
         let events = self.events.clone();
@@ -782,11 +778,11 @@ impl Broker {
         self.out.sent += 1;
         let metrics = self.metrics.clone();
         tokio::task::spawn_local(async move {
-            let n = shape.iter().map(|s| s.cmds).sum();
+            let n = shape.iter().map(|(_, n)| n).sum::<usize>() + usize::from(wait.is_some());
             let sent = Instant::now();
             let result = conn.req_packed_commands(&pipe, 0, n).await;
             metrics.broker(sent.elapsed());
-            let batch = redis_batch(&shape, result);
+            let batch = redis_batch(&shape, wait, result);
             let _ = events.send(Event::Done(generation, seq, group, thens, batch));
         });
     }
@@ -1688,20 +1684,17 @@ impl Broker {
 /// The length of an instance id: the prefix of every session id of its node.
 pub(crate) const INSTANCE_LEN: usize = 8;
 
-/// What became of an op in a pipeline: its answer's kind, how many commands it took
-/// (the first one's reply is its outcome), and how many replicas the last one (`WAIT`)
-/// must have counted.
-struct Shape {
-    kind: OpKind,
-    cmds: usize,
-    replicas: Option<u32>,
-}
-
-/// Reads a pipeline's replies as the outcomes of the ops that made it. A publish whose
-/// `WAIT` counted fewer replicas than asked has no outcome: it answers `unavailable`.
-fn redis_batch(shape: &[Shape], result: redis::RedisResult<Vec<Value>>) -> Batch {
-    let n: usize = shape.iter().map(|s| s.cmds).sum();
-    let values = match result {
+/// Reads a pipeline's replies as the outcomes of the ops that made it (`shape`: each
+/// op's kind and number of commands; its first command's reply is its outcome). With
+/// `wait`, the last reply is `WAIT`'s: fewer replicas than that, and no publish of the
+/// batch has an outcome (each answers `unavailable`).
+fn redis_batch(
+    shape: &[(OpKind, usize)],
+    wait: Option<u32>,
+    result: redis::RedisResult<Vec<Value>>,
+) -> Batch {
+    let n = shape.iter().map(|(_, n)| n).sum::<usize>() + usize::from(wait.is_some());
+    let mut values = match result {
         Ok(values) if values.len() == n => values,
         other => {
             if let Err(e) = &other {
@@ -1713,38 +1706,38 @@ fn redis_batch(shape: &[Shape], result: redis::RedisResult<Vec<Value>>) -> Batch
             };
         }
     };
+    let confirmed = match (wait, wait.and_then(|_| values.pop())) {
+        (Some(want), Some(counted)) => {
+            let counted = wire::int_of(&counted).unwrap_or(0);
+            if counted < u64::from(want) {
+                tracing::warn!(
+                    counted,
+                    want,
+                    "broker: replicas did not confirm the publishes"
+                );
+            }
+            counted >= u64::from(want)
+        }
+        _ => true,
+    };
     // Scripts flushed from Redis (SCRIPT FLUSH, a failover to a replica that never
     // loaded them): reconnecting loads them again.
     let mut down = false;
     let mut values = values.into_iter();
     let mut outcomes = Vec::with_capacity(shape.len());
-    for s in shape {
+    for &(kind, count) in shape {
         let mut answer = None;
-        for i in 0..s.cmds {
+        for i in 0..count {
             let Some(value) = values.next() else { break };
-            if i > 0
-                && let Some(want) = s.replicas
-            {
-                let counted = wire::int_of(&value).unwrap_or(0);
-                if counted < u64::from(want) {
-                    tracing::warn!(
-                        counted,
-                        want,
-                        "broker: a publish's replicas did not confirm it"
-                    );
-                    answer = None;
-                }
-                continue;
-            }
             let outcome = match value {
                 Value::ServerError(e) => {
                     down |= e.code() == "NOSCRIPT";
                     tracing::warn!(error = ?e, "broker: a command failed");
                     None
                 }
-                v => ops::Redis::answer(&s.kind, v),
+                v => ops::Redis::answer(&kind, v),
             };
-            if i == 0 {
+            if i == 0 && (confirmed || kind != OpKind::Publish) {
                 answer = outcome;
             }
         }
@@ -1972,14 +1965,19 @@ async fn open(
     events: &mpsc::UnboundedSender<Event>,
 ) -> redis::RedisResult<Link> {
     let control = [control::channel(instance), control::ALL.to_owned()];
-    let (mut conn, sink, mut heard) = link::open(target, COMMAND_TIMEOUT, &control).await?;
+    let (mut conn, sink, mut heard, hearing) =
+        link::open(target, COMMAND_TIMEOUT, &control).await?;
     // On a cluster `SCRIPT LOAD` goes to every primary.
     for source in sources {
-        redis::cmd("SCRIPT")
+        let loaded = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(source)
             .query_async::<Value>(&mut conn)
-            .await?;
+            .await;
+        if let Err(e) = loaded {
+            hearing.abort();
+            return Err(e);
+        }
     }
     let events = events.clone();
     let reader = tokio::task::spawn_local(async move {
@@ -2001,6 +1999,6 @@ async fn open(
         generation,
         conn,
         sink,
-        reader,
+        readers: [hearing, reader],
     })
 }

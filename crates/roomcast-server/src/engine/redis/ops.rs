@@ -87,8 +87,6 @@ pub(super) enum Outcome {
     Members(Vec<(Arc<str>, Bytes)>),
     /// A count (receivers of a control message; 1 or 0 for `Alive`).
     Count(u64),
-    /// Done, nothing to tell.
-    Done,
 }
 
 /// The Redis side of the ops: the scripts (by hash) and the settings their arguments
@@ -127,14 +125,7 @@ impl Scripts {
             scripts::HISTORY,
             scripts::PRESENCE,
         ];
-        let sources = bodies.map(|b| {
-            let full = scripts::full(b);
-            if cluster {
-                full.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
-            } else {
-                full
-            }
-        });
+        let sources = bodies.map(|b| scripts::full(b, cluster));
         let [publish, join, leave, tick, history, presence] =
             sources.each_ref().map(|s| redis::Script::new(s));
         Self {
@@ -166,16 +157,17 @@ impl Redis {
         self.history.max_age_ms + 60_000
     }
 
-    /// How many replicas must confirm `op` (a publish, when `broker.wait_replicas` asks).
-    pub(super) fn wait_for(&self, op: &Op) -> Option<u32> {
-        match op {
-            Op::Publish { .. } => self.wait.map(|(n, _)| n),
-            _ => None,
-        }
+    /// The `WAIT` that ends a pipeline with publishes in it, and how many replicas it must
+    /// count, when `broker.wait_replicas` asks. One per pipeline: it waits for every write
+    /// the connection made before it, on the primary the pipeline went to.
+    pub(super) fn wait(&self) -> Option<(Cmd, u32)> {
+        let (replicas, timeout_ms) = self.wait?;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout_ms);
+        Some((wait, replicas))
     }
 
-    /// The commands that do `op`: one, but for a beat (three keys), and a publish that
-    /// waits for replicas (its `WAIT` goes in the same pipeline, to the same primary).
+    /// The commands that do `op`: one, but for a beat (three keys of the `{nodes}` slot).
     pub(super) fn cmds(&self, op: &Op) -> Vec<Cmd> {
         let fresh = || crate::random_id(8);
         let one = match op {
@@ -335,28 +327,13 @@ impl Redis {
                 now_ms,
                 instance,
                 ttl_ms,
-            } => {
-                let [info, seen] = cluster::beat(info, *now_ms);
-                let mut alive = redis::cmd("SET");
-                alive
-                    .arg(cluster::instance_key(instance))
-                    .arg(&*self.node)
-                    .arg("PX")
-                    .arg(*ttl_ms);
-                return vec![info, seen, alive];
-            }
+            } => return cluster::beat(info, *now_ms, instance, *ttl_ms).into(),
         };
-        match (op, self.wait) {
-            (Op::Publish { .. }, Some((replicas, timeout_ms))) => {
-                let mut wait = redis::cmd("WAIT");
-                wait.arg(replicas).arg(timeout_ms);
-                vec![one, wait]
-            }
-            _ => vec![one],
-        }
+        vec![one]
     }
 
-    /// What `op`'s reply says (`None`: it does not parse, as if it failed).
+    /// What `op`'s reply says (`None`: it does not parse, as if it failed, or there is
+    /// nothing to read in it).
     pub(super) fn answer(op: &OpKind, value: Value) -> Option<Outcome> {
         match op {
             OpKind::Publish => {
@@ -366,7 +343,7 @@ impl Redis {
             OpKind::Check => wire::parse_tick(value).map(|(e, t)| Outcome::Checked(e, t)),
             OpKind::Presence => wire::parse_presence(value).map(Outcome::Members),
             OpKind::Count => wire::int_of(&value).map(Outcome::Count),
-            OpKind::Done => Some(Outcome::Done),
+            OpKind::Done => None,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `rc:{R}:meta` | hash | `epoch`, `top` (the last offset given) |
 //! | `rc:{R}:log` | stream | the history: entry id `OFFSET-0`, fields `t` (ms) and `j` (the `message` JSON) |
-//! | `rc:{R}:id:ID` | string | an idempotency key: the offset its first publish got |
+//! | `rc:{R}:id:ID` | string | an idempotency key: `OFFSET EPOCH` of its first publish |
 //! | `rc:{R}:pc` | hash | presence: `client\nnode` to how many memberships that node holds |
 //! | `rc:{R}:pe` | sorted set | presence: `client\nnode` scored by when it expires (ms) |
 //! | `rc:{R}:pt` | hash | presence: client to its memberships over every node |
@@ -92,7 +92,7 @@ local function sweep(pc, pe, pt, pi, channel, now)
     if client and redis.call('HINCRBY', pt, client, -n) <= 0 then
       redis.call('HDEL', pt, client)
       redis.call('HDEL', pi, client)
-      redis.call('PUBLISH', channel, 'p-' .. client)
+      redis.call(PUB, channel, 'p-' .. client)
     end
   end
 end
@@ -117,11 +117,16 @@ end
 /// `break_if_behind`). Returns `{offset, epoch, duplicate}`.
 pub(super) const PUBLISH: &str = r#"
 local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
+-- An id names `OFFSET EPOCH`: seen in another epoch (the room's history broke off
+-- since), the message is not in this one, and is stored again.
 if ARGV[8] == '1' then
   local seen = redis.call('GET', idem)
   local epoch = redis.call('HGET', meta, 'epoch')
   if seen and epoch then
-    return {tonumber(seen), epoch, 1}
+    local offset, in_epoch = string.match(seen, '^(%d+) (.*)$')
+    if in_epoch == epoch then
+      return {tonumber(offset), epoch, 1}
+    end
   end
 end
 local now = now_ms()
@@ -145,9 +150,9 @@ if keep > 0 then
   redis.call('PEXPIRE', log, keep)
 end
 if ARGV[8] == '1' then
-  redis.call('SET', idem, offset, 'PX', ARGV[6])
+  redis.call('SET', idem, offset .. ' ' .. epoch, 'PX', ARGV[6])
 end
-redis.call('PUBLISH', ARGV[7], 'm' .. offset .. ' ' .. epoch .. ' ' .. json)
+redis.call(PUB, ARGV[7], 'm' .. offset .. ' ' .. epoch .. ' ' .. json)
 return {offset, epoch, 0}
 "#;
 
@@ -171,7 +176,7 @@ if ARGV[5] == '1' then
   redis.call('ZADD', pe, now + tonumber(ARGV[9]), f)
   if redis.call('HINCRBY', pt, ARGV[6], 1) == 1 then
     redis.call('HSET', pi, ARGV[6], ARGV[8])
-    redis.call('PUBLISH', ARGV[10], 'p+' .. ARGV[6] .. '\n' .. ARGV[8])
+    redis.call(PUB, ARGV[10], 'p+' .. ARGV[6] .. '\n' .. ARGV[8])
   end
 end
 keep_alive(tonumber(ARGV[11]))
@@ -196,7 +201,7 @@ if ARGV[3] == '1' then
     if redis.call('HINCRBY', pt, ARGV[1], -1) <= 0 then
       redis.call('HDEL', pt, ARGV[1])
       redis.call('HDEL', pi, ARGV[1])
-      redis.call('PUBLISH', ARGV[4], 'p-' .. ARGV[1])
+      redis.call(PUB, ARGV[4], 'p-' .. ARGV[1])
     end
   end
 end
@@ -223,7 +228,7 @@ for i = 9, #ARGV, 3 do
     redis.call('HSET', pc, f, n)
     if redis.call('HINCRBY', pt, client, n) == n then
       redis.call('HSET', pi, client, info)
-      redis.call('PUBLISH', ARGV[3], 'p+' .. client .. '\n' .. info)
+      redis.call(PUB, ARGV[3], 'p+' .. client .. '\n' .. info)
     end
   end
   redis.call('ZADD', pe, expiry, f)
@@ -255,12 +260,14 @@ sweep(pc, pe, pt, pi, ARGV[1], now_ms())
 return redis.call('HGETALL', pi)
 "#;
 
-/// A script's whole source: the common functions, the key names unless it is `PUBLISH`,
-/// then its body.
-pub(super) fn full(body: &str) -> String {
+/// A script's whole source: the publish verb of its channels (`PUB`: `SPUBLISH` on a
+/// cluster, sharded pub/sub), the common functions, the key names unless it is
+/// `PUBLISH`, then its body.
+pub(super) fn full(body: &str, cluster: bool) -> String {
+    let verb = format!("local PUB = '{}'\n", super::link::publish_verb(cluster));
     if body == PUBLISH {
-        format!("{COMMON}{body}")
+        format!("{verb}{COMMON}{body}")
     } else {
-        format!("{COMMON}{ROOM_KEYS}{body}")
+        format!("{verb}{COMMON}{ROOM_KEYS}{body}")
     }
 }
