@@ -1456,16 +1456,19 @@ impl Broker {
         });
     }
 
-    /// Lets held live messages through once no read is out (after a wanted fill).
+    /// Lets held live messages through once no read is out (after a wanted fill), the
+    /// room's position is known and its channel is live. Until then they stay held: a
+    /// message let through earlier would only be held again (`message`), and this loop
+    /// would never end (as it did when a read answered on a link already given up).
     fn release(&mut self, name: &RoomName) {
         loop {
             let Some(r) = self.rooms.get_mut(name) else {
                 return;
             };
-            if r.busy > 0 {
+            if r.busy > 0 || r.epoch.is_none() || r.sub != Sub::Yes {
                 return;
             }
-            if r.want_fill && r.epoch.is_some() && r.sub == Sub::Yes {
+            if r.want_fill {
                 r.want_fill = false;
                 self.fill(name, false);
                 return;
