@@ -29,7 +29,7 @@ cd "$ROOT"
 N=${N:-1000} M=${M:-2000} SIZE=${SIZE:-64} RATE=${RATE:-100} ROUNDS=${ROUNDS:-2}
 BIN=${ROOMCAST_BIN:-target/release/roomcast}
 [ -x "$BIN" ] || cargo build --release -p roomcast
-for tool in redis-server haproxy; do
+for tool in redis-server redis-cli haproxy; do
   command -v "$tool" >/dev/null || { echo "bench/cluster.sh needs $tool (Debian package)" >&2; exit 1; }
 done
 STATE=$(mktemp -d)
@@ -81,10 +81,20 @@ done
 for p in "${CPORTS[@]}"; do
   for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.05; done
 done
-redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CPORTS[@]}") --cluster-replicas 1 --cluster-yes >"$STATE/cluster-create.log" 2>&1
-for p in "${CPORTS[@]}"; do
-  for _ in $(seq 200); do redis-cli -p "$p" cluster info 2>/dev/null | grep -q cluster_state:ok && break; sleep 0.05; done
-done
+# shellcheck disable=SC2046 # one argument per node
+redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CPORTS[@]}") --cluster-replicas 1 --cluster-yes \
+  >"$STATE/cluster-create.log" 2>&1 || { cat "$STATE/cluster-create.log" >&2; exit 1; }
+# Healthy: every node says ok, and every replica is done with its first sync (a sync's
+# fork must not land in the broker CPU measured).
+healthy() {
+  local p
+  for p in "${CPORTS[@]}"; do
+    redis-cli -p "$p" cluster info 2>/dev/null | grep -q cluster_state:ok || return 1
+  done
+  [ "$(for p in "${CPORTS[@]}"; do redis-cli -p "$p" info replication; done | grep -c 'state=online')" -eq 3 ]
+}
+for _ in $(seq 600); do healthy && break; sleep 0.05; done
+healthy || { echo "bench/cluster.sh: the Redis Cluster did not become healthy" >&2; exit 1; }
 CURL="redis+cluster://$(printf '127.0.0.1:%s,' "${CPORTS[@]}")"; CURL=${CURL%,}
 BROKER_PIDS=(); for pid in "${CPIDS[@]}"; do BROKER_PIDS+=(--broker-pid "$pid"); done
 

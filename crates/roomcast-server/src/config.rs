@@ -930,4 +930,27 @@ mod tests {
                 .echo
         );
     }
+
+    #[test]
+    fn broker_urls_and_replica_waits_are_checked() {
+        let load = |set: &[&str]| {
+            let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+            Config::load(None, env(&[]), &set)
+        };
+        let bad = |set: &[&str]| matches!(load(set), Err(ConfigError::BadValue { .. }));
+        let c = load(&["broker.url=redis+cluster://127.0.0.1:7000,127.0.0.1:7001"]).unwrap();
+        assert_eq!(
+            c.broker.url,
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+        );
+        assert!(bad(&["broker.url=nats://127.0.0.1:4222"]));
+        let c = load(&["broker.wait_replicas=16", "broker.wait_timeout_ms=2000"]).unwrap();
+        assert_eq!(
+            (c.broker.wait_replicas, c.broker.wait_timeout_ms),
+            (16, 2000)
+        );
+        assert!(bad(&["broker.wait_replicas=17"]));
+        assert!(bad(&["broker.wait_timeout_ms=9"]));
+        assert!(bad(&["broker.wait_timeout_ms=2001"]));
+    }
 }

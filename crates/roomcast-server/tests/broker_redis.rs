@@ -84,12 +84,7 @@ async fn direct(redis: &Broker) -> Direct {
             Direct::Single(client.get_multiplexed_async_connection().await.unwrap())
         }
         Kind::RedisCluster => {
-            let seeds: Vec<String> = redis
-                .ports()
-                .iter()
-                .map(|p| format!("redis://127.0.0.1:{p}"))
-                .collect();
-            let client = redis::cluster::ClusterClient::new(seeds).unwrap();
+            let client = redis::cluster::ClusterClient::new(redis.seeds()).unwrap();
             Direct::Cluster(client.get_async_connection().await.unwrap())
         }
     }
@@ -536,7 +531,7 @@ async fn a_message_whose_live_copy_was_lost_is_read_from_the_stream(kind: Kind) 
         messages(&mut m, 3).await,
         (5..8).map(|i| (i, json!(i))).collect::<Vec<_>>()
     );
-    nothing_more(&mut m, "m").await;
+    nothing_more(&mut m, &mut p, "lossy", "m").await;
 }
 
 async fn redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanwhile(kind: Kind) {
@@ -1084,6 +1079,18 @@ async fn tokens_hold_on_every_node_and_for_commands_forwarded_to_another(kind: K
     assert_eq!(status, 401);
 }
 
+/// The room's last offset given, as the broker has it.
+async fn top_of(conn: &mut Direct, room: &str) -> u64 {
+    redis::cmd("HGET")
+        .arg(format!("rc:{{{room}}}:meta"))
+        .arg("top")
+        .query_async::<Option<u64>>(conn)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
 /// Sends `publish` until it is acked, within `bound`, retrying `unavailable` (with an
 /// `id`, safe: a publish that did reach the broker gets its first offset again). Any
 /// other answer fails the test. Returns the ack and how many answers were `unavailable`.
@@ -1111,13 +1118,16 @@ async fn publish_until_acked(p: &mut Client, room: &str, i: u64) -> (u64, u32) {
     (ack["offset"].as_u64().unwrap(), unavailable)
 }
 
-/// No `message` waits on `c` past what it was given: nothing came twice.
-async fn nothing_more(c: &mut Client, who: &str) {
-    c.request(json!({"type":"ping"})).await;
-    assert!(
-        !c.backlog.iter().any(|x| x["type"] == "message"),
-        "{who}: a message twice: {:?}",
-        c.backlog
+/// Nothing comes twice on `c`, late ones included: `p` publishes a last message to
+/// `room`, and it must be the next `message` `c` gets, at the offset it was acked with.
+async fn nothing_more(c: &mut Client, p: &mut Client, room: &str, who: &str) {
+    let last = json!({"type":"publish","room":room,"data":"last","id":"the-last"});
+    let (ack, _) = ack_of(p, last, Duration::from_secs(10)).await;
+    let next = c.next_of("message").await;
+    assert_eq!(
+        (next["offset"].clone(), next["data"].clone()),
+        (ack["offset"].clone(), json!("last")),
+        "{who}: a message twice, or a late one: {next}"
     );
 }
 
@@ -1145,7 +1155,7 @@ async fn the_broker_restarted_mid_stream_with_aof_loses_nothing_acked(kind: Kind
     redis.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.spawn();
-    let (acked, unavailable, _p) = publisher.await.unwrap();
+    let (acked, unavailable, mut p) = publisher.await.unwrap();
     assert!(unavailable > 0, "no publish met the broker down");
     assert_eq!(
         acked,
@@ -1154,7 +1164,7 @@ async fn the_broker_restarted_mid_stream_with_aof_loses_nothing_acked(kind: Kind
     );
     got.extend(messages(&mut m, N as usize - 10).await);
     check_exact(&got, 1, 1, N as usize, "m");
-    nothing_more(&mut m, "m").await;
+    nothing_more(&mut m, &mut p, "r", "m").await;
 }
 
 async fn the_broker_paused_answers_unavailable_and_acks_nothing_half_done(kind: Kind) {
@@ -1183,6 +1193,18 @@ async fn the_broker_paused_answers_unavailable_and_acks_nothing_half_done(kind: 
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.pause(false);
+    // Woken, Redis runs the publish it had read: stored once, before its retry.
+    let mut conn = direct(&redis).await;
+    within(
+        "k5 stored once Redis woke",
+        Duration::from_secs(10),
+        async {
+            while top_of(&mut conn, "z").await != 6 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
     let mut offsets = Vec::new();
     for i in 5..15 {
         offsets.push(publish_until_acked(&mut p, "z", i).await.0);
@@ -1190,7 +1212,7 @@ async fn the_broker_paused_answers_unavailable_and_acks_nothing_half_done(kind: 
     assert_eq!(offsets, (6..=15).collect::<Vec<_>>());
     let got = messages(&mut m, 15).await;
     check_exact(&got, 1, 1, 15, "m");
-    nothing_more(&mut m, "m").await;
+    nothing_more(&mut m, &mut p, "z", "m").await;
 }
 
 /// Redis Cluster replicates asynchronously: a primary may ack writes its replica never
@@ -1214,7 +1236,7 @@ async fn a_primary_killed_ahead_of_its_replica_fails_over_and_the_lost_tail_is_t
     let replica = redis.replica_of(primary);
     // The replica has 1 to 5, then is cut off: stopped, and its link closed by the
     // primary (what was sent already would still reach it from its socket).
-    assert_eq!(redis.cli(primary, &["WAIT", "1", "5000"]).trim(), "1");
+    redis.wait_replica_synced(primary);
     redis.pause_port(replica, true);
     redis.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
     for i in 5..10 {
@@ -1225,6 +1247,9 @@ async fn a_primary_killed_ahead_of_its_replica_fails_over_and_the_lost_tail_is_t
     redis.kill_port(primary);
     redis.pause_port(replica, false);
     redis.wait_primary(replica);
+    // What the test set up: the promoted replica lacks 6 to 10.
+    let top = redis.cli(replica, &["HGET", "rc:{f}:meta", "top"]);
+    assert_eq!(top.trim(), "5", "the promoted replica's top");
     // Publishing goes on through the failover (retried with its ids).
     let mut offsets = Vec::new();
     for i in 10..15 {
@@ -1249,8 +1274,11 @@ async fn a_primary_killed_ahead_of_its_replica_fails_over_and_the_lost_tail_is_t
     let (ack, _) = ack_of(&mut p, retry, Duration::from_secs(10)).await;
     let top = *offsets.last().unwrap();
     assert_eq!(ack["offset"].as_u64(), Some(top + 1), "{ack}");
-    assert_eq!(messages(&mut m, 1).await, vec![(top + 1, json!({"p":0,"i":2}))]);
-    nothing_more(&mut m, "m").await;
+    assert_eq!(
+        messages(&mut m, 1).await,
+        vec![(top + 1, json!({"p":0,"i":2}))]
+    );
+    nothing_more(&mut m, &mut p, "f", "m").await;
     // A client coming back with a position of the lost epoch is told too.
     let mut r = Client::hello(b.addr, "r").await;
     let j = r
@@ -1287,8 +1315,12 @@ async fn a_room_whose_slot_moves_mid_stream_loses_nothing() {
     let from = redis.primary_of("rc:{moving}:meta");
     let to = redis.primaries().into_iter().find(|&q| q != from).unwrap();
     redis.move_slot(slot, from, to);
+    assert!(
+        !publisher.is_finished(),
+        "the slot moved after the stream ended"
+    );
     assert_eq!(redis.primary_of("rc:{moving}:meta"), to, "the slot moved");
-    let (acked, _p) = publisher.await.unwrap();
+    let (acked, mut p) = publisher.await.unwrap();
     assert_eq!(
         acked,
         (1..=N).collect::<Vec<_>>(),
@@ -1296,14 +1328,14 @@ async fn a_room_whose_slot_moves_mid_stream_loses_nothing() {
     );
     got.extend(messages(&mut m, N as usize - 10).await);
     check_exact(&got, 1, 1, N as usize, "m");
-    nothing_more(&mut m, "m").await;
-    // The room lives on the new primary: its history is whole there.
+    nothing_more(&mut m, &mut p, "moving", "m").await;
+    // The room lives on the new primary: its history is whole there (the last one too).
     let h = m
         .request(json!({"type":"history","room":"moving","limit":1000}))
         .await;
     assert_eq!(
         common::message_offsets(&h),
-        (1..=N).collect::<Vec<_>>(),
+        (1..=N + 1).collect::<Vec<_>>(),
         "{h}"
     );
 }
@@ -1329,10 +1361,19 @@ async fn with_wait_replicas_every_ack_survives_a_failover() {
     let primary = redis.primary_of("rc:{w}:meta");
     let replica = redis.replica_of(primary);
     redis.pause_port(replica, true);
+    let started = std::time::Instant::now();
     let r = p
         .request(json!({"type":"publish","room":"w","data":{"p":0,"i":5},"id":"k5"}))
         .await;
+    let waited = started.elapsed();
     assert_eq!(r["code"], "unavailable", "acked without its replica: {r}");
+    // Refused by WAIT (500 ms), not by a broker timeout (3 s): the primary stored it.
+    assert!(
+        (Duration::from_millis(400)..Duration::from_millis(2500)).contains(&waited),
+        "answered in {waited:?}"
+    );
+    let top = redis.cli(primary, &["HGET", "rc:{w}:meta", "top"]);
+    assert_eq!(top.trim(), "6", "stored on the primary");
     redis.pause_port(replica, false);
     for i in 5..10 {
         publish_until_acked(&mut p, "w", i).await;
@@ -1340,18 +1381,31 @@ async fn with_wait_replicas_every_ack_survives_a_failover() {
     // Every ack so far is on the replica: the failover keeps them all.
     redis.kill_port(primary);
     redis.wait_primary(replica);
-    // The promoted replica has no replica of its own: no ack until one is back.
-    let r = p
-        .request(json!({"type":"publish","room":"w","data":{"p":0,"i":10},"id":"k10"}))
-        .await;
-    assert_eq!(r["code"], "unavailable", "acked with no replica: {r}");
+    // The promoted replica has no replica of its own: no ack until one is back, though
+    // it stores the message (once the nodes have found it).
+    let k10 = json!({"type":"publish","room":"w","data":{"p":0,"i":10},"id":"k10"});
+    within(
+        "k10 stored on the promoted replica",
+        Duration::from_secs(20),
+        async {
+            loop {
+                let r = p.request(k10.clone()).await;
+                assert_eq!(r["code"], "unavailable", "acked with no replica: {r}");
+                if redis.cli(replica, &["HGET", "rc:{w}:meta", "top"]).trim() == "11" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
     redis.spawn(); // the old primary comes back, as the new one's replica
     for i in 10..15 {
         publish_until_acked(&mut p, "w", i).await;
     }
     let got = messages(&mut m, 15).await;
     check_exact(&got, 1, 1, 15, "m");
-    nothing_more(&mut m, "m").await;
+    nothing_more(&mut m, &mut p, "w", "m").await;
     assert!(
         !m.backlog.iter().any(|x| x["type"] == "joined"),
         "no history broke off: {:?}",
@@ -1365,4 +1419,36 @@ async fn with_wait_replicas_every_ack_survives_a_failover() {
         j["recovered"], true,
         "the same epoch after the failover: {j}"
     );
+}
+
+/// `broker.wait_replicas` on a Redis with no replica: no publish is ever acked, over
+/// `/ws` or the API, though each is stored and delivered (a retry with its id gets
+/// `unavailable` again, and is not stored twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_and_no_replica_nothing_is_acked() {
+    let redis = Redis::start(Kind::Redis, false);
+    let a = node_with(&redis, "a", |c| c.broker.wait_replicas = 1).await;
+    let mut m = Client::hello(a.addr, "m").await;
+    m.join("n").await;
+    let publish = json!({"type":"publish","room":"n","data":1,"id":"once"});
+    for _ in 0..2 {
+        let r = m.request(publish.clone()).await;
+        assert_eq!(r["code"], "unavailable", "acked with no replica: {r}");
+    }
+    assert_eq!(messages(&mut m, 1).await, vec![(1, json!(1))]);
+    let (status, v) = common::api(
+        a.addr,
+        "POST",
+        "/api/publish",
+        Some(json!({"room":"n","data":2})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+    // Each stored once: the room's top is 2.
+    let mut conn = direct(&redis).await;
+    assert_eq!(top_of(&mut conn, "n").await, 2);
 }

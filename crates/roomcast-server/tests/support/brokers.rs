@@ -208,9 +208,9 @@ impl Broker {
             Kind::Redis => format!("redis://127.0.0.1:{}", self.procs[0].port),
             Kind::RedisCluster => {
                 let seeds: Vec<String> = self
-                    .procs
+                    .ports()
                     .iter()
-                    .map(|p| format!("127.0.0.1:{}", p.port))
+                    .map(|p| format!("127.0.0.1:{p}"))
                     .collect();
                 format!("redis+cluster://{}", seeds.join(","))
             }
@@ -224,8 +224,16 @@ impl Broker {
 
     /// `redis-cli -p PORT ARGS...`'s output (empty when it fails).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        // Bounded: a stopped or wedged node must fail the test, not hang it.
+        Command::new("timeout")
+            .args([
+                "10",
+                "redis-cli",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -259,11 +267,7 @@ impl Broker {
         if self.kind == Kind::Redis {
             return self.procs[0].port;
         }
-        let slot: u16 = self
-            .cli(self.procs[0].port, &["CLUSTER", "KEYSLOT", key])
-            .trim()
-            .parse()
-            .expect("CLUSTER KEYSLOT");
+        let slot = self.slot_of(key);
         if let Some(p) = self.primaries().into_iter().find(|&p| self.owns(p, slot)) {
             return p;
         }
@@ -296,18 +300,38 @@ impl Broker {
             .unwrap_or_else(|| panic!("no replica of {port}: {info}"))
     }
 
+    /// Waits until the replica of the primary on `port` has everything the primary wrote
+    /// (its acknowledged offset is the primary's replication offset).
+    pub fn wait_replica_synced(&self, port: u16) {
+        let field = |info: &str, name: &str| -> Option<u64> {
+            info.split([',', '\n', '\r'])
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let deadline = Instant::now() + START;
+        loop {
+            let info = self.cli(port, &["INFO", "replication"]);
+            let master = field(&info, "master_repl_offset:");
+            let replica = info
+                .lines()
+                .find(|l| l.starts_with("slave0:"))
+                .and_then(|l| field(l, "offset="));
+            if master.is_some() && master == replica {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica of {port} did not catch up: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGSTOP (`true`) or SIGCONT (`false`) to the process on `port`.
     pub fn pause_port(&self, port: u16, stop: bool) {
-        let signal = if stop { "-STOP" } else { "-CONT" };
-        if let Some(c) = self
-            .procs
-            .iter()
-            .find(|p| p.port == port)
-            .and_then(|p| p.child.as_ref())
-        {
-            let _ = Command::new("kill")
-                .args([signal, &c.id().to_string()])
-                .status();
+        let proc = self.procs.iter().find(|p| p.port == port);
+        if let Some(c) = proc.and_then(|p| p.child.as_ref()) {
+            signal(c.id(), stop);
         }
     }
 
@@ -335,10 +359,14 @@ impl Broker {
 
     /// The slot of `key` (`CLUSTER KEYSLOT`).
     pub fn slot_of(&self, key: &str) -> u16 {
-        self.cli(self.procs[0].port, &["CLUSTER", "KEYSLOT", key])
-            .trim()
-            .parse()
-            .expect("CLUSTER KEYSLOT")
+        let running = self.procs.iter().find(|p| p.child.is_some());
+        self.cli(
+            running.expect("a running node").port,
+            &["CLUSTER", "KEYSLOT", key],
+        )
+        .trim()
+        .parse()
+        .expect("CLUSTER KEYSLOT")
     }
 
     /// Moves `slot` from the primary on `from` to the one on `to` while clients use it,
@@ -372,8 +400,18 @@ impl Broker {
                 "MIGRATE: {out}"
             );
         }
-        for p in self.primaries() {
-            self.cli(p, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst]);
+        // The new owner first, then the old one, then the others (redis-cli's order).
+        let mut tell = vec![to, from];
+        tell.extend(
+            self.primaries()
+                .into_iter()
+                .filter(|p| *p != to && *p != from),
+        );
+        for p in tell {
+            ok(
+                self.cli(p, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst]),
+                "setslot node",
+            );
         }
     }
 
@@ -400,14 +438,17 @@ impl Broker {
 
     /// SIGSTOP (`true`) or SIGCONT (`false`) to every process: a broker that hangs.
     pub fn pause(&self, stop: bool) {
-        let signal = if stop { "-STOP" } else { "-CONT" };
-        for p in &self.procs {
-            if let Some(c) = &p.child {
-                let _ = Command::new("kill")
-                    .args([signal, &c.id().to_string()])
-                    .status();
-            }
+        for c in self.procs.iter().filter_map(|p| p.child.as_ref()) {
+            signal(c.id(), stop);
         }
+    }
+
+    /// The seed nodes of the cluster (every process), as `redis://HOST:PORT`.
+    pub fn seeds(&self) -> Vec<String> {
+        self.ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
     }
 }
 
@@ -418,6 +459,15 @@ impl Drop for Broker {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// SIGSTOP (`true`) or SIGCONT (`false`) to process `pid`: a process that hangs, and
+/// wakes.
+pub fn signal(pid: u32, stop: bool) {
+    let signal = if stop { "-STOP" } else { "-CONT" };
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
 }
 
 /// `n` free loopback ports; for a cluster, each with its bus port (+10000) free too.
