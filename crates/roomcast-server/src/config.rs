@@ -445,11 +445,12 @@ impl Config {
         if !(broker.url.is_empty()
             || broker.url.starts_with("redis://")
             || broker.url.starts_with("redis+unix://")
-            || broker.url.starts_with("redis+cluster://"))
+            || broker.url.starts_with("redis+cluster://")
+            || broker.url.starts_with("nats://"))
         {
             return bad(
                 "broker.url",
-                "expected redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...] or nothing",
+                "expected redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...], nats://HOST:PORT or nothing",
             );
         }
         if !(1000..=30_000).contains(&broker.presence_ttl_ms) {
@@ -943,7 +944,9 @@ mod tests {
             c.broker.url,
             "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
         );
-        assert!(bad(&["broker.url=nats://127.0.0.1:4222"]));
+        let c = load(&["broker.url=nats://127.0.0.1:4222"]).unwrap();
+        assert_eq!(c.broker.url, "nats://127.0.0.1:4222");
+        assert!(bad(&["broker.url=kafka://127.0.0.1:9092"]));
         let c = load(&["broker.wait_replicas=16", "broker.wait_timeout_ms=2000"]).unwrap();
         assert_eq!(
             (c.broker.wait_replicas, c.broker.wait_timeout_ms),

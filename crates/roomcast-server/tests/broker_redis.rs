@@ -43,6 +43,20 @@ on_every_broker!(
     the_broker_paused_answers_unavailable_and_acks_nothing_half_done,
 );
 
+on_nats_too!(
+    order_and_exactly_once_across_three_nodes,
+    a_retry_on_another_node_gets_the_first_offset_and_is_not_delivered_again,
+    a_member_recovers_on_another_node_with_exactly_what_it_missed,
+    history_and_presence_are_the_clusters,
+    the_api_of_any_node_answers_for_the_cluster,
+    redis_restarted_with_aof_loses_nothing_acked_and_says_unavailable_meanwhile,
+    a_poll_session_goes_on_at_any_node_and_takes_commands_from_any_node,
+    a_disconnect_through_any_node_closes_the_client_everywhere,
+    one_forwarded_poll_per_session_waits_at_a_time,
+    tokens_hold_on_every_node_and_for_commands_forwarded_to_another,
+    the_broker_restarted_mid_stream_with_aof_loses_nothing_acked,
+);
+
 /// A command connection of the test's own to the broker, for reading and changing what
 /// the engine keeps there: a multiplexed connection, or a cluster connection.
 #[derive(Clone)]
@@ -87,6 +101,7 @@ async fn direct(redis: &Broker) -> Direct {
             let client = redis::cluster::ClusterClient::new(redis.seeds()).unwrap();
             Direct::Cluster(client.get_async_connection().await.unwrap())
         }
+        Kind::Nats => panic!("a Redis-only test ran on NATS"),
     }
 }
 
@@ -97,6 +112,7 @@ fn cut_pubsub(redis: &Broker) {
     let kind = match redis.kind {
         Kind::Redis => "pubsub",
         Kind::RedisCluster => "normal",
+        Kind::Nats => panic!("a Redis-only test ran on NATS"),
     };
     redis.cli_all(&["CLIENT", "KILL", "TYPE", kind]);
 }

@@ -32,6 +32,12 @@ on_every_broker!(
     a_subscriber_node_too_slow_for_the_broker_is_cut_and_catches_up,
 );
 
+on_nats_too!(
+    a_node_killed_mid_stream_loses_nothing_acked_and_its_presence_goes,
+    a_node_drained_through_haproxy_hands_its_clients_to_the_others,
+    a_poll_session_needs_no_sticky_cookie_and_outlives_its_node,
+);
+
 /// A node: `roomcast serve --broker` on a port the kernel picks; killed on drop.
 struct Node {
     child: Child,
@@ -700,6 +706,7 @@ async fn a_subscriber_node_too_slow_for_the_broker_is_cut_and_catches_up(kind: K
     let limit = match kind {
         Kind::Redis => "pubsub 262144 0 0",
         Kind::RedisCluster => "normal 262144 0 0 pubsub 262144 0 0",
+        Kind::Nats => panic!("a Redis-only test ran on NATS"),
     };
     redis.cli_all(&["CONFIG", "SET", "client-output-buffer-limit", limit]);
     n2.pause(true);

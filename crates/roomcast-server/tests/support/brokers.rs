@@ -1,7 +1,8 @@
 //! The brokers the scale-out tests run against, started here from Debian's packages on
-//! free loopback ports and stopped by their process ids: one `redis-server`, or a Redis
+//! free loopback ports and stopped by their process ids: one `redis-server`, a Redis
 //! Cluster of three primaries with one replica each (`redis-server --cluster-enabled
-//! yes`, joined by `redis-cli --cluster create`).
+//! yes`, joined by `redis-cli --cluster create`), or one `nats-server -js` with its store
+//! in a directory of its own.
 //!
 //! Shared by `crates/roomcast-server/tests/broker_redis.rs` (in-process nodes) and
 //! `crates/roomcast/tests/cluster.rs` (`roomcast serve` processes behind HAProxy), each
@@ -31,14 +32,30 @@ macro_rules! on_every_broker {
     )*};
 }
 
+/// Declares, for each test function `name(kind)` given, `on_nats::name`: the same test
+/// on NATS with JetStream. (Tests that read or change Redis itself are not given.)
+macro_rules! on_nats_too {
+    ($($name:ident),* $(,)?) => {
+        mod on_nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Nats).await
+                }
+            )*
+        }
+    };
+}
+
 /// Which broker a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Redis,
     RedisCluster,
+    Nats,
 }
 
-/// One `redis-server` process.
+/// One broker process.
 struct Proc {
     port: u16,
     child: Option<Child>,
@@ -61,7 +78,7 @@ impl Broker {
     /// answers it (`appendfsync always`), so a restart keeps what was acknowledged.
     pub fn start(kind: Kind, aof: bool) -> Self {
         let count = match kind {
-            Kind::Redis => 1,
+            Kind::Redis | Kind::Nats => 1,
             Kind::RedisCluster => 6,
         };
         let ports = free_ports(count, kind == Kind::RedisCluster);
@@ -119,6 +136,9 @@ impl Broker {
         let port = self.procs[i].port;
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir).unwrap();
+        if self.kind == Kind::Nats {
+            return self.spawn_nats(i, &dir);
+        }
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -155,6 +175,34 @@ impl Broker {
             assert!(
                 Instant::now() < deadline,
                 "redis-server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `nats-server -js` on the process's port, its JetStream store in `dir` (kept
+    /// across restarts, as the AOF is).
+    fn spawn_nats(&mut self, i: usize, dir: &std::path::Path) {
+        let port = self.procs[i].port;
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-sd")
+            .arg(dir)
+            .arg("-l")
+            .arg(dir.join("nats.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("nats-server (Debian package; scripts/test installs it): {e}")
+            });
+        self.procs[i].child = Some(child);
+        let deadline = Instant::now() + START;
+        // The client port opens once JetStream has read its store.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server on {port} did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -206,6 +254,7 @@ impl Broker {
     pub fn url(&self) -> String {
         match self.kind {
             Kind::Redis => format!("redis://127.0.0.1:{}", self.procs[0].port),
+            Kind::Nats => format!("nats://127.0.0.1:{}", self.procs[0].port),
             Kind::RedisCluster => {
                 let seeds: Vec<String> = self
                     .ports()
@@ -251,7 +300,7 @@ impl Broker {
 
     /// The ports of the running primaries (the one Redis, on its own).
     pub fn primaries(&self) -> Vec<u16> {
-        if self.kind == Kind::Redis {
+        if self.kind != Kind::RedisCluster {
             return vec![self.procs[0].port];
         }
         self.procs

@@ -48,6 +48,9 @@ pub(super) fn beat(node: &NodeInfo, now_ms: u64, instance: &str, ttl_ms: u64) ->
 /// The nodes heard from within `ttl_ms`, by id. Clocks of the nodes are assumed to agree
 /// within a fraction of the ttl (as NTP keeps them).
 pub(super) async fn nodes(mut conn: Conn, ttl_ms: u64) -> redis::RedisResult<Vec<NodeInfo>> {
+    if let Conn::Nats(jet) = &conn {
+        return jet.nodes(ttl_ms).await.map_err(super::link::nats_error);
+    }
     let conn = &mut conn;
     let since = crate::now_ms().saturating_sub(ttl_ms);
     let ids: Vec<String> = conn.zrangebyscore(SEEN, since, "+inf").await?;
@@ -70,6 +73,9 @@ pub(super) async fn nodes(mut conn: Conn, ttl_ms: u64) -> redis::RedisResult<Vec
 
 /// Every room with members on a live node or with retained history.
 pub(super) async fn rooms(mut conn: Conn, ttl_ms: u64) -> redis::RedisResult<Vec<RoomInfo>> {
+    if let Conn::Nats(jet) = &conn {
+        return jet.room_list(ttl_ms).await.map_err(super::link::nats_error);
+    }
     let live: HashSet<String> = nodes(conn.clone(), ttl_ms)
         .await?
         .into_iter()
@@ -96,6 +102,7 @@ pub(super) async fn rooms(mut conn: Conn, ttl_ms: u64) -> redis::RedisResult<Vec
             }
             pipe.query_async(&mut conn).await?
         }
+        Conn::Nats(_) => Vec::new(),
         Conn::Cluster(_) => {
             let each = names.iter().map(|name| {
                 let mut conn = conn.clone();
@@ -149,6 +156,7 @@ async fn room_names(conn: &mut Conn) -> redis::RedisResult<Vec<RoomName>> {
     let mut names = Vec::new();
     match conn {
         Conn::Single(_) => scan(conn, None, &mut names).await?,
+        Conn::Nats(_) => {}
         Conn::Cluster(cluster) => {
             let text: String = redis::cmd("CLUSTER")
                 .arg("NODES")

@@ -19,7 +19,7 @@ use crate::protocol::ErrorCode;
 
 /// The channel every node listens on.
 pub(super) const ALL: &str = "rc:ctl:all";
-const PREFIX: &str = "rc:ctl:";
+pub(super) const PREFIX: &str = "rc:ctl:";
 
 /// The control channel of the node whose instance is `instance`.
 pub(super) fn channel(instance: &str) -> String {

@@ -23,6 +23,9 @@ use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, PushKind, RedisFuture, Value};
 
+use std::sync::Arc;
+
+use super::jetstream::{self, Jet, JetError, JetSettings, Subs};
 use super::wire;
 use tokio::sync::mpsc;
 
@@ -32,6 +35,8 @@ pub(crate) enum Target {
     Single(redis::Client),
     /// The seed nodes of a cluster (`redis://HOST:PORT` each); the rest are discovered.
     Cluster(Vec<String>),
+    /// A NATS server with JetStream (`nats://HOST:PORT`): see [`super::jetstream`].
+    Nats(String),
 }
 
 /// The URL scheme of a Redis Cluster: the seed nodes, comma-separated.
@@ -41,6 +46,9 @@ impl Target {
     /// Parses `broker.url`: `redis://...`, `redis+unix://...` or
     /// `redis+cluster://HOST:PORT[,HOST:PORT...]`.
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("nats://") {
+            return Ok(Target::Nats(url.to_owned()));
+        }
         let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) else {
             return redis::Client::open(url)
                 .map(Target::Single)
@@ -65,6 +73,10 @@ impl Target {
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Target::Cluster(_))
     }
+
+    pub(crate) fn is_nats(&self) -> bool {
+        matches!(self, Target::Nats(_))
+    }
 }
 
 /// The command connection: cloned freely, each clone shares the same sockets.
@@ -72,6 +84,16 @@ impl Target {
 pub(super) enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
+    Nats(Arc<Jet>),
+}
+
+/// What a Redis command on a NATS link answers (the engine sends none there).
+fn not_redis<'a, T: Send + 'a>() -> RedisFuture<'a, T> {
+    Box::pin(async {
+        Err(redis::RedisError::from(std::io::Error::other(
+            "not a Redis link",
+        )))
+    })
 }
 
 impl ConnectionLike for Conn {
@@ -79,6 +101,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Nats(_) => not_redis(),
         }
     }
 
@@ -91,6 +114,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Nats(_) => not_redis(),
         }
     }
 
@@ -98,6 +122,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Nats(_) => 0,
         }
     }
 }
@@ -107,6 +132,7 @@ impl ConnectionLike for Conn {
 pub(super) enum Subscriber {
     Single(PubSubSink),
     Cluster(ClusterConnection),
+    Nats(Subs),
 }
 
 impl Subscriber {
@@ -125,6 +151,7 @@ impl Subscriber {
                     .into_iter()
                     .collect()
             }
+            Subscriber::Nats(subs) => subs.subscribe(channels).await.map_err(nats_error),
         }
     }
 
@@ -132,8 +159,17 @@ impl Subscriber {
         match self {
             Subscriber::Single(sink) => sink.unsubscribe(channel).await,
             Subscriber::Cluster(conn) => conn.sunsubscribe(channel).await,
+            Subscriber::Nats(subs) => {
+                subs.unsubscribe(&channel);
+                Ok(())
+            }
         }
     }
+}
+
+/// A NATS failure in the Redis error type the link's callers take.
+pub(super) fn nats_error(e: JetError) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(e.to_string()))
 }
 
 /// What the connections hear besides replies.
@@ -182,9 +218,19 @@ pub(super) async fn open(
     target: &Target,
     timeout: Duration,
     control: &[String],
+    nats: &JetSettings,
 ) -> redis::RedisResult<Opened> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (conn, mut subscriber, reader) = match target {
+        Target::Nats(url) => {
+            let jet = jetstream::connect(url, nats.clone(), tx.clone())
+                .await
+                .map_err(nats_error)?;
+            let subs = Subs::new(jet.client().clone(), tx);
+            // Nothing to read here: the subscriptions forward what they hear themselves.
+            let reader = tokio::task::spawn_local(async {});
+            (Conn::Nats(Arc::new(jet)), Subscriber::Nats(subs), reader)
+        }
         Target::Single(client) => {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(timeout)
@@ -270,9 +316,10 @@ mod tests {
             Target::Cluster(seeds) => {
                 assert_eq!(seeds, ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
             }
-            Target::Single(_) => panic!("not a cluster"),
+            _ => panic!("not a cluster"),
         }
         assert!(Target::parse("redis+cluster://").is_err());
+        assert!(Target::parse("nats://127.0.0.1:4222").unwrap().is_nats());
         assert!(
             !Target::parse("redis://127.0.0.1:6379")
                 .unwrap()

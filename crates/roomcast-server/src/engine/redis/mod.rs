@@ -32,6 +32,7 @@
 
 mod cluster;
 mod control;
+mod jetstream;
 mod link;
 mod ops;
 mod room;
@@ -398,7 +399,14 @@ impl Broker {
                 _ => break,
             }
         }
-        if let Some(link) = &self.link {
+        if let Some(Link {
+            conn: Conn::Nats(jet),
+            ..
+        }) = &self.link
+        {
+            let forget = jet.forget(&self.settings.node, &self.settings.instance);
+            let _ = tokio::time::timeout(Duration::from_secs(1), forget).await;
+        } else if let Some(link) = &self.link {
             let mut conn = link.conn.clone();
             let node = self.settings.node.to_string();
             // Three keys of the `{nodes}` slot: one pipeline on a cluster too.
@@ -446,9 +454,15 @@ impl Broker {
         let events = self.events.clone();
         let sources = self.redis.scripts.sources.clone();
         let instance = self.settings.instance.clone();
+        let nats = jetstream::JetSettings {
+            node: self.settings.node.clone(),
+            history: self.settings.history,
+            presence_ttl_ms: self.settings.presence_ttl_ms,
+            timeout: COMMAND_TIMEOUT,
+        };
         tokio::task::spawn_local(async move {
             loop {
-                match open(&target, &sources, &instance, generation, &events).await {
+                match open(&target, &sources, &instance, &nats, generation, &events).await {
                     Ok(link) => {
                         let _ = events.send(Event::Up(link));
                         return;
@@ -569,6 +583,9 @@ impl Broker {
             link.readers
                 .iter()
                 .for_each(tokio::task::AbortHandle::abort);
+            if let Subscriber::Nats(subs) = &link.sink {
+                subs.close();
+            }
         }
         // Batches still out on the dead link answer (or fail) on their own, in order, in
         // its window; the next link does not wait for them.
@@ -699,7 +716,7 @@ impl Broker {
     /// Sends what is queued, as pipelines of at most [`MAX_BATCH`], while fewer than
     /// [`MAX_IN_FLIGHT`] are out (on a cluster: per slot, see [`Self::pump_groups`]).
     fn pump(&mut self) {
-        if self.redis.cluster {
+        if self.redis.cluster || self.target.is_nats() {
             return self.pump_groups();
         }
         while self.out.len() < MAX_IN_FLIGHT && !self.queue.is_empty() && self.link.is_some() {
@@ -749,6 +766,9 @@ impl Broker {
     /// Sends `batch` as one pipeline, numbered in the link's window.
     fn send_batch(&mut self, group: Option<Vec<u8>>, batch: Vec<(Op, Then)>) {
         let Some(link) = &self.link else { return };
+        if let Conn::Nats(jet) = &link.conn {
+            return self.send_nats(jet.clone(), group, batch);
+        }
         let mut pipe = redis::pipe();
         let mut thens = Vec::with_capacity(batch.len());
         // Each op's answer kind and how many commands it took (its first one answers).
@@ -783,6 +803,46 @@ impl Broker {
             let result = conn.req_packed_commands(&pipe, 0, n).await;
             metrics.broker(sent.elapsed());
             let batch = redis_batch(&shape, wait, result);
+            let _ = events.send(Event::Done(generation, seq, group, thens, batch));
+        });
+    }
+
+    /// Does `batch` on NATS, one op after another (a batch is one group's: a room's ops
+    /// in the order they were sent), numbered in the link's window like a pipeline. An
+    /// op that NATS failed answers `None`, and takes the link down.
+    fn send_nats(
+        &mut self,
+        jet: Arc<jetstream::Jet>,
+        group: Option<Vec<u8>>,
+        batch: Vec<(Op, Then)>,
+    ) {
+        let Some(link) = &self.link else { return };
+        let generation = link.generation;
+        let events = self.events.clone();
+        let seq = self.out.sent;
+        self.out.sent += 1;
+        let metrics = self.metrics.clone();
+        let (ops, thens): (Vec<Op>, Vec<Then>) = batch.into_iter().unzip();
+        tokio::task::spawn_local(async move {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            let mut down = false;
+            for op in ops {
+                if down {
+                    outcomes.push(None);
+                    continue;
+                }
+                let sent = Instant::now();
+                match jet.run(op).await {
+                    Ok(outcome) => outcomes.push(Some(outcome)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "broker: an op failed");
+                        down = matches!(e, jetstream::JetError::Broker(_));
+                        outcomes.push(None);
+                    }
+                }
+                metrics.broker(sent.elapsed());
+            }
+            let batch = Batch { outcomes, down };
             let _ = events.send(Event::Done(generation, seq, group, thens, batch));
         });
     }
@@ -1964,13 +2024,15 @@ async fn open(
     target: &Target,
     sources: &[String],
     instance: &str,
+    nats: &jetstream::JetSettings,
     generation: u64,
     events: &mpsc::UnboundedSender<Event>,
 ) -> redis::RedisResult<Link> {
     let control = [control::channel(instance), control::ALL.to_owned()];
     let (mut conn, sink, mut heard, hearing) =
-        link::open(target, COMMAND_TIMEOUT, &control).await?;
-    // On a cluster `SCRIPT LOAD` goes to every primary.
+        link::open(target, COMMAND_TIMEOUT, &control, nats).await?;
+    // On a cluster `SCRIPT LOAD` goes to every primary (NATS has no scripts).
+    let sources = if target.is_nats() { &[][..] } else { sources };
     for source in sources {
         let loaded = redis::cmd("SCRIPT")
             .arg("LOAD")
