@@ -170,14 +170,7 @@ impl Broker {
                 panic!("redis-server (Debian package; scripts/test installs it): {e}")
             });
         self.procs[i].child = Some(child);
-        let deadline = Instant::now() + START;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, "redis-server");
     }
 
     /// `nats-server -js` on the process's port, its JetStream store in `dir` (kept
@@ -197,15 +190,8 @@ impl Broker {
                 panic!("nats-server (Debian package; scripts/test installs it): {e}")
             });
         self.procs[i].child = Some(child);
-        let deadline = Instant::now() + START;
         // The client port opens once JetStream has read its store.
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, "nats-server");
     }
 
     fn cluster_created(&self) -> bool {
@@ -507,6 +493,15 @@ impl Drop for Broker {
         self.pause(false);
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `what` accepts connections on `port`.
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + START;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} on {port} did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

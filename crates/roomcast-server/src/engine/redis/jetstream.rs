@@ -60,6 +60,16 @@ fn broker(e: impl std::fmt::Display) -> JetError {
     JetError::Broker(e.to_string())
 }
 
+/// A refused append fails its op alone (a message over `max_payload`, or JetStream's
+/// own refusal): the link is given up only when NATS did not answer.
+fn publish_error(e: jetstream::context::PublishError) -> JetError {
+    use jetstream::context::PublishErrorKind as K;
+    match e.kind() {
+        K::TimedOut | K::BrokenPipe | K::StreamNotFound => broker(e),
+        _ => JetError::Bad(e.to_string()),
+    }
+}
+
 const STREAM: &str = "RC";
 const ROOMS: &str = "rc_rooms";
 const IDS: &str = "rc_ids";
@@ -295,7 +305,7 @@ impl Store {
             .await
             .map_err(broker)?
             .await
-            .map_err(broker)?;
+            .map_err(publish_error)?;
         Ok(())
     }
 
@@ -318,7 +328,7 @@ impl Store {
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 Ok(false)
             }
-            Err(e) => Err(broker(e)),
+            Err(e) => Err(publish_error(e)),
         }
     }
 
@@ -527,7 +537,7 @@ impl Jet {
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 Ok(Appended::Raced)
             }
-            Err(e) => Err(broker(e)),
+            Err(e) => Err(publish_error(e)),
         }
     }
 
@@ -579,7 +589,12 @@ impl Jet {
                     Appended::Stored(_) => (offset, top.epoch, false),
                     // Stored by an earlier try of this id, within the duplicate window.
                     Appended::Duplicate(seq) => {
-                        let msg = self.stream.get_raw_message(seq).await.map_err(broker)?;
+                        // Gone already (trimmed by newer messages): the op fails alone.
+                        let msg = self
+                            .stream
+                            .get_raw_message(seq)
+                            .await
+                            .map_err(|e| JetError::Bad(format!("message {seq}: {e}")))?;
                         let offset = header(&msg.headers, "Rc-Offset")
                             .and_then(|o| o.parse().ok())
                             .ok_or_else(|| JetError::Bad(format!("message {seq} has no offset")))?;
@@ -799,7 +814,10 @@ impl Jet {
             let msg = match next {
                 Ok(Some(Ok(msg))) => msg,
                 Ok(Some(Err(e))) => return Err(broker(e)),
-                Ok(None) | Err(_) => return Err(JetError::Broker(format!("{subject}: read cut"))),
+                Ok(None) => return Err(JetError::Broker(format!("{subject}: read cut"))),
+                // Nothing came: the subject's messages aged out since its top was read.
+                // The read fails alone (the room is read again at its next check).
+                Err(_) => return Err(JetError::Bad(format!("{subject}: nothing to read"))),
             };
             let info = msg.info().map_err(broker)?;
             let (seq, pending) = (info.stream_sequence, info.pending);
