@@ -10,8 +10,12 @@
 
 #![allow(dead_code)]
 
+use std::io::Write as _;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Declares, for each test function `name(kind)` of the including file, a module `name`
@@ -67,6 +71,10 @@ pub struct Broker {
     procs: Vec<Proc>,
     dir: PathBuf,
     aof: bool,
+    /// Lines of `nats.conf` (NATS only).
+    conf: String,
+    /// On NATS, what the nodes connect through (see [`Broker::proxied`]).
+    proxy: Option<Proxy>,
 }
 
 /// How long the cluster takes to notice a dead primary (`cluster-node-timeout`).
@@ -77,6 +85,12 @@ impl Broker {
     /// Starts a broker of `kind`; with `aof`, every write is on disk before Redis
     /// answers it (`appendfsync always`), so a restart keeps what was acknowledged.
     pub fn start(kind: Kind, aof: bool) -> Self {
+        Self::start_with(kind, aof, "")
+    }
+
+    /// [`Broker::start`], NATS given `conf` as lines of its configuration file (one
+    /// Redis takes its settings with `CONFIG SET` instead).
+    pub fn start_with(kind: Kind, aof: bool, conf: &str) -> Self {
         let count = match kind {
             Kind::Redis | Kind::Nats => 1,
             Kind::RedisCluster => 6,
@@ -96,6 +110,8 @@ impl Broker {
                 .collect(),
             dir,
             aof,
+            conf: conf.to_owned(),
+            proxy: None,
         };
         b.spawn();
         if kind == Kind::RedisCluster {
@@ -173,11 +189,18 @@ impl Broker {
         wait_listening(port, "redis-server");
     }
 
-    /// `nats-server -js` on the process's port, its JetStream store in `dir` (kept
-    /// across restarts, as the AOF is).
+    /// `nats-server -js` on the process's port, its JetStream store in `dir`: kept
+    /// across restarts with `aof` (the store is on disk as the AOF is), lost without.
     fn spawn_nats(&mut self, i: usize, dir: &std::path::Path) {
         let port = self.procs[i].port;
+        if !self.aof {
+            let _ = std::fs::remove_dir_all(dir.join("jetstream"));
+        }
+        let conf = dir.join("nats.conf");
+        std::fs::write(&conf, &self.conf).unwrap();
         let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .arg("-sd")
             .arg(dir)
@@ -240,7 +263,10 @@ impl Broker {
     pub fn url(&self) -> String {
         match self.kind {
             Kind::Redis => format!("redis://127.0.0.1:{}", self.procs[0].port),
-            Kind::Nats => format!("nats://127.0.0.1:{}", self.procs[0].port),
+            Kind::Nats => {
+                let port = self.proxy.as_ref().map_or(self.procs[0].port, |p| p.port);
+                format!("nats://127.0.0.1:{port}")
+            }
             Kind::RedisCluster => {
                 let seeds: Vec<String> = self
                     .ports()
@@ -382,7 +408,11 @@ impl Broker {
     /// Whether any process's log has a line containing `text`.
     pub fn log_contains(&self, text: &str) -> bool {
         self.procs.iter().any(|p| {
-            std::fs::read_to_string(self.dir.join(p.port.to_string()).join("redis.log"))
+            let name = match self.kind {
+                Kind::Nats => "nats.log",
+                Kind::Redis | Kind::RedisCluster => "redis.log",
+            };
+            std::fs::read_to_string(self.dir.join(p.port.to_string()).join(name))
                 .is_ok_and(|log| log.contains(text))
         })
     }
@@ -493,6 +523,83 @@ impl Drop for Broker {
         self.pause(false);
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Broker {
+    /// On NATS, the nodes (given [`Broker::url`] from now on) connect through a TCP
+    /// proxy of the test's, which [`Broker::cut`] can cut: a NATS server cannot drop
+    /// one client's connection on demand before 2.10. Nothing changes on Redis.
+    pub fn proxied(mut self) -> Self {
+        if self.kind == Kind::Nats {
+            self.proxy = Some(Proxy::start(self.procs[0].port));
+        }
+        self
+    }
+
+    /// Cuts every connection through the proxy (both ways, as a network fault does);
+    /// new connections pass again at once.
+    pub fn cut(&self) {
+        let proxy = self.proxy.as_ref().expect("Broker::proxied first");
+        for s in proxy.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// A TCP proxy on a free loopback port to `127.0.0.1:upstream`, one thread per
+/// direction of each connection.
+struct Proxy {
+    port: u16,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (held, stopped) = (conns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                // The broker down: the client sees its connection closed, as it would.
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.flush();
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                };
+                let mut held = held.lock().unwrap();
+                held.retain(|s| s.peer_addr().is_ok());
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Self { port, conns, stop }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
 }
 

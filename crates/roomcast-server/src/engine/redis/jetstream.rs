@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | a room's history | stream `RC`, subject `rc.s.HEX(ROOM)` | one message per room message: headers `Rc-Offset`, `Rc-Epoch`, `Rc-Ts`, the `message` JSON as payload; limits per subject from `rooms.history_*` |
 //! | a room's position | the subject's last message | its offset and epoch; an empty subject gets a *marker* (`Rc-Mark`, no payload) that names the epoch |
+//! | a room's record | bucket `rc_pos`, key `HEX(ROOM)` | `EPOCH OFFSET SEQ` of the subject's newest message by stream sequence, raised after every append; what an aged-out subject goes on from |
 //! | idempotency ids | bucket `rc_ids`, key `HEX(ROOM).HEX(ID)` | `OFFSET EPOCH`, kept as long as the history; `Nats-Msg-Id` covers the moment between the append and the key |
 //! | presence, members per node | bucket `rc_rooms`, key `HEX(ROOM)` | JSON, changed with compare-and-set |
 //! | nodes | bucket `rc_nodes`, keys `n.HEX(NODE)`, `i.INSTANCE` | a node's info and last beat; a process's deadline |
@@ -23,6 +24,13 @@
 //! **Lost tails start a new epoch**, as on Redis (`break_if_behind`): a node that
 //! delivered the room further than the subject's top appends a marker of a fresh epoch,
 //! so members get `recovered:false` rather than a silent hole.
+//!
+//! **A room's record outlives its messages.** When every message of a subject aged out,
+//! the room goes on from its record (`rc_pos`), never from what a node remembers: a
+//! node may have missed the last messages, and going on from its view would give their
+//! offsets again. No record (the broker lost its store, or the room was idle past the
+//! record's age too) means a fresh epoch. A subject whose newest message is older than
+//! its record's lost messages it had acknowledged, and starts a fresh epoch as well.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -74,6 +82,7 @@ const STREAM: &str = "RC";
 const ROOMS: &str = "rc_rooms";
 const IDS: &str = "rc_ids";
 const NODES: &str = "rc_nodes";
+const POS: &str = "rc_pos";
 /// Appends refused because another node appended first, at most, before a publish fails.
 const MAX_RACES: usize = 64;
 
@@ -121,11 +130,12 @@ pub(super) struct Jet {
     rooms: Store,
     ids: Store,
     nodes: Store,
+    pos: Store,
     settings: JetSettings,
 }
 
 /// Where a room stands: its last message's stream sequence, epoch and offset.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Top {
     seq: u64,
     epoch: String,
@@ -147,6 +157,27 @@ struct RoomDoc {
 struct Client {
     i: String,
     n: BTreeMap<String, (u32, u64)>,
+}
+
+impl Top {
+    /// A record's text: `EPOCH OFFSET SEQ`.
+    fn parse(text: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut parts = text.split(' ');
+        let (epoch, offset, seq) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            seq: seq.parse().ok()?,
+            epoch: epoch.to_owned(),
+            offset: offset.parse().ok()?,
+        })
+    }
+
+    fn text(&self) -> Bytes {
+        format!("{} {} {}", self.epoch, self.offset, self.seq).into()
+    }
 }
 
 impl RoomDoc {
@@ -249,7 +280,7 @@ pub(super) async fn connect(
         stream: state.clone(),
         prefix: format!("rc.k.{name}."),
     };
-    let (rooms, ids, nodes) = (store(ROOMS), store(IDS), store(NODES));
+    let (rooms, ids, nodes, pos) = (store(ROOMS), store(IDS), store(NODES), store(POS));
     Ok(Jet {
         client,
         js,
@@ -257,6 +288,7 @@ pub(super) async fn connect(
         rooms,
         ids,
         nodes,
+        pos,
         settings,
     })
 }
@@ -396,9 +428,11 @@ impl Jet {
             Op::Read { room, since, limit } => {
                 let subject = room_subject(&room);
                 let Some(top) = self.top(&subject).await? else {
+                    // Aged out: the record tells where the room stands.
+                    let record = self.record(&room).await?.0;
                     return Ok(Outcome::Read(Read {
-                        epoch: String::new(),
-                        top: 0,
+                        epoch: record.as_ref().map(|r| r.epoch.clone()).unwrap_or_default(),
+                        top: record.map_or(0, |r| r.offset),
                         entries: Vec::new(),
                     }));
                 };
@@ -477,46 +511,118 @@ impl Jet {
         }
     }
 
-    /// The room's position, made when it has none: an empty subject gets a marker
-    /// naming the epoch `known` (where this node's members are, `last`) or a fresh one;
-    /// a subject whose top is below `last` in `known` lost its tail, and starts a fresh
-    /// epoch.
-    async fn position(&self, subject: &str, known: &str, last: u64) -> Result<Top, JetError> {
+    /// The room's record (see [`Jet::raise`]) and its revision.
+    async fn record(&self, room: &RoomName) -> Result<(Option<Top>, u64), JetError> {
+        let (value, seq) = self.pos.entry(&hex(room.as_str())).await?;
+        Ok((value.as_deref().and_then(Top::parse), seq))
+    }
+
+    /// Raises the room's record to `top` unless it names a newer message already
+    /// (compare-and-set: two nodes' appends may end in either order), or sets it with
+    /// `force` (a marker: the subject's newest message by construction, even when the
+    /// stream's sequences started again lower). `seen` is the record as read before,
+    /// when the caller has it.
+    async fn raise(
+        &self,
+        room: &RoomName,
+        top: &Top,
+        mut seen: Option<(Option<Top>, u64)>,
+        force: bool,
+    ) -> Result<(), JetError> {
+        let key = hex(room.as_str());
         for _ in 0..MAX_RACES {
-            let found = self.top(subject).await?;
+            let (record, rev) = match seen.take() {
+                Some(seen) => seen,
+                None => self.record(room).await?,
+            };
+            if !force && record.is_some_and(|r| r.seq >= top.seq) {
+                return Ok(());
+            }
+            if self.pos.swap(&key, top.text(), rev).await? {
+                return Ok(());
+            }
+        }
+        Err(JetError::Bad(format!("record of {room:?}: too many races")))
+    }
+
+    /// The room's position, made when it has none, and its record as read (for
+    /// [`Jet::raise`]). An empty subject gets a marker naming the room's record (its
+    /// messages aged out) or, without one, a fresh epoch. A subject lost its tail, and
+    /// starts a fresh epoch, when its top is older than its record, or below `last` in
+    /// `known` (where this node's members are).
+    async fn position(&self, room: &RoomName, known: &str, last: u64) -> Result<Placed, JetError> {
+        let subject = &room_subject(room);
+        for _ in 0..MAX_RACES {
+            let (mut found, seen) = tokio::try_join!(self.top(subject), self.record(room))?;
+            let record = seen.0.clone();
+            // Read side by side, the record may name an append made after the top was
+            // read: a second look tells that from a loss.
+            if let (Some(r), Some(t)) = (&record, &found)
+                && r.seq > t.seq
+            {
+                found = self.top(subject).await?;
+            }
             let after = found.as_ref().map_or(0, |t| t.seq);
+            // Lost its tail: older than the room's record, or behind this node's members.
+            let lost = |top: &Top| {
+                record.as_ref().is_some_and(|r| r.seq > top.seq)
+                    || (top.epoch == known && top.offset < last)
+            };
             let (epoch, offset) = match found {
-                Some(top) if !(top.epoch == known && top.offset < last) => return Ok(top),
+                Some(top) if !lost(&top) => return Ok((top, Some(seen))),
                 Some(top) => {
                     tracing::warn!(
                         subject,
                         top = top.offset,
+                        record = record.map(|r| r.offset),
                         last,
                         "broker: the stream lost messages it had acknowledged; a new epoch starts"
                     );
                     (crate::random_id(8), 0)
                 }
-                None if !known.is_empty() => (known.to_owned(), last),
-                None => (crate::random_id(8), 0),
+                None => match record {
+                    // A node that delivered past the record saw messages whose record
+                    // was not written: the room cannot go on from it.
+                    Some(r) if !(r.epoch == known && r.offset < last) => (r.epoch, r.offset),
+                    _ => (crate::random_id(8), 0),
+                },
             };
-            let mut headers = HeaderMap::new();
-            headers.insert("Rc-Mark", "1");
-            headers.insert("Rc-Epoch", epoch.as_str());
-            headers.insert("Rc-Offset", offset.to_string().as_str());
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                after.to_string().as_str(),
-            );
-            // Two nodes making the same room's marker at once: one is kept.
-            headers.insert("Nats-Msg-Id", format!("mark.{subject}.{after}").as_str());
-            match self.append(subject, headers, Bytes::new()).await? {
-                Appended::Stored(seq) => {
-                    return Ok(Top { seq, epoch, offset });
-                }
-                Appended::Duplicate(_) | Appended::Raced => continue,
+            if let Some(top) = self.mark(room, after, epoch, offset).await? {
+                return Ok((top, None));
             }
         }
         Err(JetError::Bad(format!("{subject}: too many races")))
+    }
+
+    /// Appends a marker naming `epoch` at `offset` if the subject's last message is
+    /// still `after` (0: none), and sets the room's record to it; `None` when another
+    /// append came first.
+    async fn mark(
+        &self,
+        room: &RoomName,
+        after: u64,
+        epoch: String,
+        offset: u64,
+    ) -> Result<Option<Top>, JetError> {
+        let subject = room_subject(room);
+        let mut headers = HeaderMap::new();
+        headers.insert("Rc-Mark", "1");
+        headers.insert("Rc-Epoch", epoch.as_str());
+        headers.insert("Rc-Offset", offset.to_string().as_str());
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            after.to_string().as_str(),
+        );
+        // Two nodes making the same room's marker at once: one is kept.
+        headers.insert("Nats-Msg-Id", format!("mark.{subject}.{after}").as_str());
+        match self.append(&subject, headers, Bytes::new()).await? {
+            Appended::Stored(seq) => {
+                let top = Top { seq, epoch, offset };
+                self.raise(room, &top, None, true).await?;
+                Ok(Some(top))
+            }
+            Appended::Duplicate(_) | Appended::Raced => Ok(None),
+        }
     }
 
     async fn append(
@@ -555,7 +661,7 @@ impl Jet {
             .as_ref()
             .map(|id| format!("{}.{}", hex(room.as_str()), hex(id)));
         for _ in 0..MAX_RACES {
-            let top = self.position(&subject, known, last).await?;
+            let (top, seen) = self.position(room, known, last).await?;
             // An id names `OFFSET EPOCH`: seen in another epoch, the message is not in
             // this one, and is stored again.
             if let Some(key) = &id_key
@@ -583,10 +689,10 @@ impl Jet {
                 headers.insert("Nats-Msg-Id", format!("{key}.{}", top.epoch).as_str());
             }
             let json = Bytes::from(json);
-            let (offset, epoch, duplicate) =
+            let (seq, offset, epoch, duplicate) =
                 match self.append(&subject, headers, json.clone()).await? {
                     Appended::Raced => continue,
-                    Appended::Stored(_) => (offset, top.epoch, false),
+                    Appended::Stored(seq) => (seq, offset, top.epoch, false),
                     // Stored by an earlier try of this id, within the duplicate window.
                     Appended::Duplicate(seq) => {
                         // Gone already (trimmed by newer messages): the op fails alone.
@@ -598,13 +704,21 @@ impl Jet {
                         let offset = header(&msg.headers, "Rc-Offset")
                             .and_then(|o| o.parse().ok())
                             .ok_or_else(|| JetError::Bad(format!("message {seq} has no offset")))?;
-                        (offset, top.epoch, true)
+                        (seq, offset, top.epoch, true)
                     }
                 };
-            if let Some(key) = &id_key {
-                let seen = format!("{offset} {epoch}");
-                self.ids.put(key, seen.into()).await?;
-            }
+            let stored = Top { seq, epoch, offset };
+            let id = async {
+                match &id_key {
+                    Some(key) => {
+                        let seen = format!("{offset} {}", stored.epoch);
+                        self.ids.put(key, seen.into()).await
+                    }
+                    None => Ok(()),
+                }
+            };
+            tokio::try_join!(self.raise(room, &stored, seen, false), id)?;
+            let epoch = stored.epoch;
             if !duplicate {
                 let mut live = Vec::with_capacity(json.len() + 32);
                 live.push(b'm');
@@ -634,7 +748,7 @@ impl Jet {
         presence: Option<Bytes>,
     ) -> Result<Outcome, JetError> {
         let subject = room_subject(room);
-        let top = self.position(&subject, "", 0).await?;
+        let (top, _) = self.position(room, "", 0).await?;
         let after = since
             .filter(|s| s.epoch.as_str() == top.epoch && s.offset < top.offset)
             .map(|s| s.offset);
@@ -754,7 +868,13 @@ impl Jet {
         if known.is_empty() && self.top(&subject).await?.is_none() {
             return Ok(Outcome::Checked(String::new(), 0));
         }
-        let top = self.position(&subject, known, last).await?;
+        let (top, seen) = self.position(room, known, last).await?;
+        // Behind (a node stopped between its append and the record): mended.
+        if let Some(seen) = seen
+            && seen.0.as_ref() != Some(&top)
+        {
+            self.raise(room, &top, Some(seen), false).await?;
+        }
         Ok(Outcome::Checked(top.epoch, top.offset))
     }
 
@@ -967,6 +1087,9 @@ impl Jet {
     }
 }
 
+/// A room's position, and its record as read on the way (`None`: set since).
+type Placed = (Top, Option<(Option<Top>, u64)>);
+
 enum Appended {
     Stored(u64),
     Duplicate(u64),
@@ -1053,6 +1176,20 @@ mod tests {
             assert!(hex(name).bytes().all(|b| b.is_ascii_hexdigit()));
         }
         assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn a_record_reads_back_what_it_wrote_and_nothing_else() {
+        let top = Top {
+            seq: 41,
+            epoch: "e1".into(),
+            offset: 9,
+        };
+        assert_eq!(Top::parse(&top.text()), Some(top));
+        for bad in ["", "e1", "e1 9", "e1 x 41", "e1 9 -1", "e1 9 41 extra"] {
+            assert_eq!(Top::parse(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(Top::parse(b"e1 9 \xff"), None);
     }
 
     #[test]
