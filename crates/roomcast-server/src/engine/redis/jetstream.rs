@@ -396,14 +396,11 @@ impl Jet {
     /// Does `op`.
     pub(super) async fn run(&self, op: Op) -> Result<Outcome, JetError> {
         match op {
-            Op::Publish {
-                room,
-                id,
-                head,
-                tail,
-                known,
-                last,
-            } => self.publish(&room, id, &head, &tail, &known, last).await,
+            op @ Op::Publish { .. } => self
+                .publish_run(vec![op])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(JetError::Bad("a run of one answered none".into()))),
             Op::Join {
                 room,
                 since,
@@ -647,7 +644,89 @@ impl Jet {
         }
     }
 
-    async fn publish(
+    /// Does a run of one room's publishes, in order, as one: the room's position is
+    /// read once and each append expects the one before it, the record is raised once
+    /// for the run and the ids' keys written together before any is acked, and the live
+    /// copies go out back to back, so the nodes get them in one read and deliver them in
+    /// one write per member (as a Redis pipeline's do). A publish that fails fails
+    /// alone, unless the broker did: then the rest of the run fails too, and the link
+    /// goes down. Nothing is acked before its record and id are written.
+    pub(super) async fn publish_run(&self, ops: Vec<Op>) -> Vec<Result<Outcome, JetError>> {
+        let mut results: Vec<Result<Outcome, JetError>> = Vec::with_capacity(ops.len());
+        let mut run = Run::default();
+        let mut room_of = None;
+        for op in ops {
+            let Op::Publish {
+                room,
+                id,
+                head,
+                tail,
+                known,
+                last,
+            } = op
+            else {
+                results.push(Err(JetError::Bad("not a publish in a run".into())));
+                continue;
+            };
+            if run.down {
+                results.push(Err(JetError::Broker(
+                    "an earlier publish of its run".into(),
+                )));
+                continue;
+            }
+            let r = self
+                .publish_one(&room, id, &head, &tail, &known, last, &mut run)
+                .await;
+            if let Err(JetError::Broker(_)) = &r {
+                run.down = true;
+            }
+            results.push(r);
+            room_of = Some(room);
+        }
+        let Some(room) = room_of else {
+            return results;
+        };
+        // Before any ack: the room's record covers the run's newest message, and every
+        // id names its offset.
+        let ids = futures_util::future::try_join_all(
+            run.ids
+                .iter()
+                .map(|(key, value)| self.ids.put(key, value.clone())),
+        );
+        let record = async {
+            match &run.newest {
+                Some(top) => self.raise(&room, top, run.seen.take(), false).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = tokio::try_join!(record, ids) {
+            let (down, text) = match e {
+                JetError::Broker(t) => (true, t),
+                JetError::Bad(t) => (false, t),
+            };
+            return results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(_) if down => Err(JetError::Broker(text.clone())),
+                    Ok(_) => Err(JetError::Bad(text.clone())),
+                    e => e,
+                })
+                .collect();
+        }
+        for live in run.lives {
+            if let Err(e) = self.live(&room, live).await {
+                // Stored and recorded: the other nodes' checks find what they missed.
+                tracing::warn!(error = %e, "broker: a live copy was not sent");
+                break;
+            }
+        }
+        results
+    }
+
+    /// One publish of a run (see [`Jet::publish_run`]): stored, with its live copy and
+    /// its id's key left for the run to send and write.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_one(
         &self,
         room: &RoomName,
         id: Option<String>,
@@ -655,13 +734,22 @@ impl Jet {
         tail: &[u8],
         known: &str,
         last: u64,
+        run: &mut Run,
     ) -> Result<Outcome, JetError> {
         let subject = room_subject(room);
         let id_key = id
             .as_ref()
             .map(|id| format!("{}.{}", hex(room.as_str()), hex(id)));
         for _ in 0..MAX_RACES {
-            let (top, seen) = self.position(room, known, last).await?;
+            // The run's own last append is the room's top unless another node raced it.
+            let top = match run.top.take() {
+                Some(top) => top,
+                None => {
+                    let (top, seen) = self.position(room, known, last).await?;
+                    run.seen = seen;
+                    top
+                }
+            };
             // An id names `OFFSET EPOCH`: seen in another epoch, the message is not in
             // this one, and is stored again.
             if let Some(key) = &id_key
@@ -672,6 +760,7 @@ impl Jet {
                 && epoch == top.epoch
                 && let Ok(offset) = offset.parse()
             {
+                run.top = Some(top);
                 return Ok(Outcome::Published(offset, Arc::from(epoch), true));
             }
             let offset = top.offset + 1;
@@ -689,10 +778,10 @@ impl Jet {
                 headers.insert("Nats-Msg-Id", format!("{key}.{}", top.epoch).as_str());
             }
             let json = Bytes::from(json);
-            let (seq, offset, epoch, duplicate) =
+            let (seq, offset, duplicate) =
                 match self.append(&subject, headers, json.clone()).await? {
                     Appended::Raced => continue,
-                    Appended::Stored(seq) => (seq, offset, top.epoch, false),
+                    Appended::Stored(seq) => (seq, offset, false),
                     // Stored by an earlier try of this id, within the duplicate window.
                     Appended::Duplicate(seq) => {
                         // Gone already (trimmed by newer messages): the op fails alone.
@@ -704,27 +793,31 @@ impl Jet {
                         let offset = header(&msg.headers, "Rc-Offset")
                             .and_then(|o| o.parse().ok())
                             .ok_or_else(|| JetError::Bad(format!("message {seq} has no offset")))?;
-                        (seq, offset, top.epoch, true)
+                        (seq, offset, true)
                     }
                 };
-            let stored = Top { seq, epoch, offset };
-            let id = async {
-                match &id_key {
-                    Some(key) => {
-                        let seen = format!("{offset} {}", stored.epoch);
-                        self.ids.put(key, seen.into()).await
-                    }
-                    None => Ok(()),
-                }
+            let epoch = top.epoch.clone();
+            if let Some(key) = id_key {
+                run.ids.push((key, format!("{offset} {epoch}").into()));
+            }
+            let stored = Top {
+                seq,
+                epoch: epoch.clone(),
+                offset,
             };
-            tokio::try_join!(self.raise(room, &stored, seen, false), id)?;
-            let epoch = stored.epoch;
-            if !duplicate {
+            if duplicate {
+                // An older message: the room's top is still `top`.
+                run.top = Some(top);
+            } else {
                 let mut live = Vec::with_capacity(json.len() + 32);
                 live.push(b'm');
                 live.extend_from_slice(format!("{offset} {epoch} ").as_bytes());
                 live.extend_from_slice(&json);
-                self.live(room, live.into()).await?;
+                run.lives.push(live.into());
+                run.top = Some(stored.clone());
+            }
+            if run.newest.as_ref().is_none_or(|n| n.seq < stored.seq) {
+                run.newest = Some(stored);
             }
             return Ok(Outcome::Published(offset, Arc::from(epoch), duplicate));
         }
@@ -1089,6 +1182,22 @@ impl Jet {
 
 /// A room's position, and its record as read on the way (`None`: set since).
 type Placed = (Top, Option<(Option<Top>, u64)>);
+
+/// What a run of publishes carries from one to the next (see [`Jet::publish_run`]).
+#[derive(Default)]
+struct Run {
+    /// The room's top as the run left it.
+    top: Option<Top>,
+    /// The room's record as the run's last position read saw it.
+    seen: Option<(Option<Top>, u64)>,
+    /// The newest message the run stored, for the record.
+    newest: Option<Top>,
+    /// Ids' keys to write, and live copies to send, in order.
+    ids: Vec<(String, Bytes)>,
+    lives: Vec<Bytes>,
+    /// The broker failed: the rest of the run is not tried.
+    down: bool,
+}
 
 enum Appended {
     Stored(u64),

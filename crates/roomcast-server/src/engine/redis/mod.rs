@@ -808,8 +808,9 @@ impl Broker {
     }
 
     /// Does `batch` on NATS, one op after another (a batch is one group's: a room's ops
-    /// in the order they were sent), numbered in the link's window like a pipeline. An
-    /// op that NATS failed answers `None`, and takes the link down.
+    /// in the order they were sent), numbered in the link's window like a pipeline;
+    /// consecutive publishes go as one run (`Jet::publish_run`). An op that NATS failed
+    /// answers `None`, and takes the link down.
     fn send_nats(
         &mut self,
         jet: Arc<jetstream::Jet>,
@@ -826,18 +827,30 @@ impl Broker {
         tokio::task::spawn_local(async move {
             let mut outcomes = Vec::with_capacity(ops.len());
             let mut down = false;
-            for op in ops {
+            let mut ops = ops.into_iter().peekable();
+            while let Some(op) = ops.next() {
                 if down {
                     outcomes.push(None);
                     continue;
                 }
                 let sent = Instant::now();
-                match jet.run(op).await {
-                    Ok(outcome) => outcomes.push(Some(outcome)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "broker: an op failed");
-                        down = matches!(e, jetstream::JetError::Broker(_));
-                        outcomes.push(None);
+                let results = if matches!(op, Op::Publish { .. }) {
+                    let mut run = vec![op];
+                    while let Some(next) = ops.next_if(|o| matches!(o, Op::Publish { .. })) {
+                        run.push(next);
+                    }
+                    jet.publish_run(run).await
+                } else {
+                    vec![jet.run(op).await]
+                };
+                for result in results {
+                    match result {
+                        Ok(outcome) => outcomes.push(Some(outcome)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "broker: an op failed");
+                            down |= matches!(e, jetstream::JetError::Broker(_));
+                            outcomes.push(None);
+                        }
                     }
                 }
                 metrics.broker(sent.elapsed());
