@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fan-out through three nodes sharing one Redis (behind the shipped HAProxy config), and
+# Fan-out through three nodes sharing one Redis (behind the shipped HAProxy config),
 # through three nodes on a Redis Cluster (three primaries with a replica each, sharded
-# pub/sub), beside the same room on one node with the memory engine, in the same run.
+# pub/sub) and through three nodes on one NATS server with JetStream, beside the same
+# room on one node with the memory engine, in the same run.
 #
 #   bench/cluster.sh            N=1000 subscribers, M=2000 messages of SIZE=64 B
 #
@@ -14,7 +15,8 @@
 # over the three nodes (`bench fanout --server-pid --node-pid`), Redis's is reported per
 # message (`--broker-pid`, every process of the cluster summed); both only while
 # publishing. Prints one JSON line per run and
-# a summary; fails on any loss.
+# a summary; fails on any loss. Last, a node of each trio is killed (`kill -9`) under
+# its clients: the time until every one of them recovered on another node.
 #
 # Beside them, in the same run, the peer users pick for this job: Socket.IO 4 with its
 # Redis adapter on three Node processes (bench/socketio-cluster.sh), closed loop with the
@@ -29,7 +31,7 @@ cd "$ROOT"
 N=${N:-1000} M=${M:-2000} SIZE=${SIZE:-64} RATE=${RATE:-100} ROUNDS=${ROUNDS:-2}
 BIN=${ROOMCAST_BIN:-target/release/roomcast}
 [ -x "$BIN" ] || cargo build --release -p roomcast
-for tool in redis-server redis-cli haproxy; do
+for tool in redis-server redis-cli haproxy nats-server; do
   command -v "$tool" >/dev/null || { echo "bench/cluster.sh needs $tool (Debian package)" >&2; exit 1; }
 done
 STATE=$(mktemp -d)
@@ -46,6 +48,12 @@ RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$STATE" >"$STATE/redis.log" 2>&1 &
 REDIS=$!; PIDS+=("$REDIS")
 for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+NPORT=$(free_port)
+mkdir -p "$STATE/nats"
+nats-server -js -a 127.0.0.1 -p "$NPORT" -sd "$STATE/nats" -l "$STATE/nats.log" &
+NATS=$!; PIDS+=("$NATS")
+for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break; sleep 0.05; done
 
 node() { # name [--broker URL]: starts a node, prints "pid port"
   local log="$STATE/$1.log"
@@ -106,6 +114,10 @@ read -r C1 K1 < <(node c1 --broker "$CURL" --node-id c1)
 read -r C2 K2 < <(node c2 --broker "$CURL" --node-id c2)
 read -r C3 K3 < <(node c3 --broker "$CURL" --node-id c3)
 PIDS+=("$C1" "$C2" "$C3")
+read -r X1 J1 < <(node x1 --broker "nats://127.0.0.1:$NPORT" --node-id x1)
+read -r X2 J2 < <(node x2 --broker "nats://127.0.0.1:$NPORT" --node-id x2)
+read -r X3 J3 < <(node x3 --broker "nats://127.0.0.1:$NPORT" --node-id x3)
+PIDS+=("$X1" "$X2" "$X3")
 FRONT=$(free_port)
 FRONT_PORT=$FRONT STATS_PORT=$(free_port) STATS_SOCKET="$STATE/haproxy.sock" \
   NODE1=127.0.0.1:$N1 NODE2=127.0.0.1:$N2 NODE3=127.0.0.1:$N3 \
@@ -131,6 +143,8 @@ for round in $(seq "$ROUNDS"); do
       --room "c$round$load" --server-pid "$P1" --node-pid "$P2" --node-pid "$P3" --broker-pid "$REDIS" "${extra[@]}"
     run "rediscluster-3-nodes/$load/$round" --url "ws://127.0.0.1:$K1/ws,ws://127.0.0.1:$K2/ws,ws://127.0.0.1:$K3/ws" \
       --room "k$round$load" --server-pid "$C1" --node-pid "$C2" --node-pid "$C3" "${BROKER_PIDS[@]}" "${extra[@]}"
+    run "nats-3-nodes/$load/$round" --url "ws://127.0.0.1:$J1/ws,ws://127.0.0.1:$J2/ws,ws://127.0.0.1:$J3/ws" \
+      --room "j$round$load" --server-pid "$X1" --node-pid "$X2" --node-pid "$X3" --broker-pid "$NATS" "${extra[@]}"
     run "memory-1-node/$load/$round" --url "ws://127.0.0.1:$NM/ws" --room "m$round$load" --server-pid "$PM" "${extra[@]}"
   done
   # HAProxy's CPU over the whole run (connecting included), in seconds.
@@ -147,6 +161,21 @@ if [ "${PEER:-1}" = 1 ]; then
   echo "{\"run\":\"socketio-3-nodes/closed/1\",\"result\":$peer}" | tee -a "$STATE/results.jsonl"
 fi
 
+# Last, as it leaves each trio a node short: `kill -9` of the third node under its
+# clients (a third of the room), who reconnect to another node and recover with `since`
+# while the publisher goes on at the fixed rate (`bench recover`).
+recover() { # label, victim pid, urls
+  local out
+  out=$("$BIN" bench --threads 1 recover -n "$N" --rate "$RATE" --size "$SIZE" --json \
+    --room "r$1" --victim-pid "$2" --url "$3")
+  echo "{\"run\":\"$1/recover/1\",\"result\":$out}"
+}
+{
+  recover redis-3-nodes "$P3" "ws://127.0.0.1:$N1/ws,ws://127.0.0.1:$N2/ws,ws://127.0.0.1:$N3/ws"
+  recover rediscluster-3-nodes "$C3" "ws://127.0.0.1:$K1/ws,ws://127.0.0.1:$K2/ws,ws://127.0.0.1:$K3/ws"
+  recover nats-3-nodes "$X3" "ws://127.0.0.1:$J1/ws,ws://127.0.0.1:$J2/ws,ws://127.0.0.1:$J3/ws"
+} | tee -a "$STATE/results.jsonl"
+
 python3 - "$STATE/results.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -162,6 +191,9 @@ print(f"server CPU per delivery (closed loop, median): redis 3 nodes {redis_cpu:
       f"memory 1 node {mem_cpu:.3f} us, ratio {redis_cpu / mem_cpu:.2f}x")
 print(f"server CPU per delivery (closed loop, median): redis cluster 3 nodes {cluster_cpu:.3f} us, "
       f"ratio to memory {cluster_cpu / mem_cpu:.2f}x")
+nats_cpu = med("nats-3-nodes/closed", "server_cpu_us_per_delivery")
+print(f"server CPU per delivery (closed loop, median): nats 3 nodes {nats_cpu:.3f} us, "
+      f"ratio to memory {nats_cpu / mem_cpu:.2f}x")
 peer = med("socketio-3-nodes/closed", "server_cpu_us_per_delivery")
 if peer == peer:
     print(f"Socket.IO with its Redis adapter, 3 processes: {peer:.2f} us per delivery, "
@@ -173,16 +205,24 @@ print(f"through HAProxy (closed loop): nodes {hap:.3f} us per delivery ({hap / m
       f"HAProxy itself {statistics.median(hap_own) if hap_own else float('nan'):.3f} us per delivery")
 print(f"deliveries/s (closed loop): redis 3 nodes {med('redis-3-nodes/closed', 'deliveries_per_second'):.0f}, "
       f"redis cluster 3 nodes {med('rediscluster-3-nodes/closed', 'deliveries_per_second'):.0f}, "
+      f"nats 3 nodes {med('nats-3-nodes/closed', 'deliveries_per_second'):.0f}, "
       f"memory 1 node {med('memory-1-node/closed', 'deliveries_per_second'):.0f}")
-for label in ("redis-3-nodes", "rediscluster-3-nodes"):
+for label in ("redis-3-nodes", "rediscluster-3-nodes", "nats-3-nodes"):
     print(f"broker CPU per message, {label}: {med(label + '/closed', 'broker_cpu_us_per_message'):.1f} us (closed loop), "
           f"{med(label + '/rate', 'broker_cpu_us_per_message'):.1f} us (at the fixed rate)")
-for label in ("redis-3-nodes/rate", "rediscluster-3-nodes/rate", "memory-1-node/rate"):
+for label in ("redis-3-nodes/rate", "rediscluster-3-nodes/rate", "nats-3-nodes/rate", "memory-1-node/rate"):
     p = [med(label, "latency_us", q) / 1000 for q in ("p50", "p99", "p999")]
     print(f"latency at the fixed rate, {label.split('/')[0]}: p50 {p[0]:.2f} ms, p99 {p[1]:.2f} ms, p99.9 {p[2]:.2f} ms")
-p99 = {l: med(l + "/rate", "latency_us", "p99") for l in ("redis-3-nodes", "rediscluster-3-nodes")}
-print(f"delivery p99 at the fixed rate, redis cluster against one redis: "
-      f"{p99['rediscluster-3-nodes'] / p99['redis-3-nodes']:.2f}x")
+p99 = {l: med(l + "/rate", "latency_us", "p99") for l in ("redis-3-nodes", "rediscluster-3-nodes", "nats-3-nodes")}
+for l, name in (("rediscluster-3-nodes", "redis cluster"), ("nats-3-nodes", "nats")):
+    print(f"delivery p99 at the fixed rate, {name} against one redis: {p99[l] / p99['redis-3-nodes']:.2f}x")
+for label in ("redis-3-nodes", "rediscluster-3-nodes", "nats-3-nodes"):
+    r = [x["result"] for x in rows if x["run"] == label + "/recover/1"]
+    if r and "recover_ms" in r[0]:
+        t = r[0]["recover_ms"]
+        print(f"kill -9 of a node, {label}: {r[0]['recovered']} clients recovered, "
+              f"p50 {t['p50']:.0f} ms, p99 {t['p99']:.0f} ms, all {t['max']:.0f} ms; "
+              f"{r[0]['lost']} lost, {r[0]['repeated']} repeated")
 if bad:
     sys.exit(f"runs with losses or failures: {bad}")
 EOF

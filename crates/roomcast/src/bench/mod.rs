@@ -2,8 +2,9 @@
 //!
 //! Scenarios: `connect` (hold N connections), `echo` (C connections echoing S-byte
 //! messages), `fanout` (N subscribers of one room, or of a peer's raw broadcast endpoint,
-//! and a publisher). Every loop is bounded in count and in time; targets outside
-//! loopback are refused unless `--allow-remote` is given. Given the server's PID, the
+//! and a publisher), `recover` (a node of a cluster killed under its clients). Every
+//! loop is bounded in count and in time; targets outside loopback are refused unless
+//! `--allow-remote` is given. Given the server's PID, the
 //! server's CPU time and memory are read from `/proc`: server CPU per message or per
 //! delivery is the figure that stays honest when the load generator, not the server, is
 //! the bottleneck on a small machine.
@@ -13,6 +14,7 @@ mod echo;
 mod fanout;
 mod open;
 pub mod proc;
+mod recover;
 mod report;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,6 +25,7 @@ use clap::Subcommand;
 pub use connect::ConnectArgs;
 pub use echo::EchoArgs;
 pub use fanout::FanoutArgs;
+pub use recover::RecoverArgs;
 
 /// The scenarios.
 #[derive(Subcommand, Debug)]
@@ -36,6 +39,10 @@ pub enum Scenario {
     /// N subscribers in one room (or on a raw broadcast endpoint) and a publisher:
     /// deliveries per second, losses, latency, server CPU per delivery.
     Fanout(FanoutArgs),
+    /// N subscribers of one room over several nodes, a publisher at a fixed rate, and
+    /// one node killed (`kill -9`): the time until each of its clients is whole again on
+    /// another node, and every delivery checked.
+    Recover(RecoverArgs),
 }
 
 /// Options every scenario takes.
@@ -86,6 +93,7 @@ pub async fn run(scenario: Scenario) -> Result<(), BenchError> {
         Scenario::Connect(args) => connect::run(args).await,
         Scenario::Echo(args) => echo::run(args).await,
         Scenario::Fanout(args) => fanout::run(args).await,
+        Scenario::Recover(args) => recover::run(args).await,
     }
 }
 
