@@ -401,12 +401,11 @@ impl Jet {
                 .await
                 .pop()
                 .unwrap_or_else(|| Err(JetError::Bad("a run of one answered none".into()))),
-            Op::Join {
-                room,
-                since,
-                client,
-                presence,
-            } => self.join(&room, since, &client, presence).await,
+            op @ Op::Join { .. } => self
+                .join_run(vec![op])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(JetError::Bad("a run of one answered none".into()))),
             Op::Leave {
                 room,
                 client,
@@ -833,59 +832,126 @@ impl Jet {
             .map_err(broker)
     }
 
-    async fn join(
+    /// Does a run of one room's joins as one: the position read once, one read of the
+    /// room from the earliest `since` among them (each join gets its part), and one
+    /// change of the room's document for all. A node's clients coming back together
+    /// after another node died (hundreds of joins of one room at once) then cost a few
+    /// round trips, not a few each. A failure fails the whole run.
+    pub(super) async fn join_run(&self, ops: Vec<Op>) -> Vec<Result<Outcome, JetError>> {
+        let n = ops.len();
+        let mut joins = Vec::with_capacity(n);
+        let mut room_of = None;
+        for op in ops {
+            if let Op::Join {
+                room,
+                since,
+                client,
+                presence,
+            } = op
+            {
+                joins.push((since, client, presence));
+                room_of = Some(room);
+            }
+        }
+        let Some(room) = room_of.filter(|_| joins.len() == n) else {
+            return (0..n)
+                .map(|_| Err(JetError::Bad("not a join in a run".into())))
+                .collect();
+        };
+        match self.joins(&room, joins).await {
+            Ok(reads) => reads.into_iter().map(|r| Ok(Outcome::Read(r))).collect(),
+            Err(e) => {
+                let (down, text) = match e {
+                    JetError::Broker(t) => (true, t),
+                    JetError::Bad(t) => (false, t),
+                };
+                (0..n)
+                    .map(|_| {
+                        Err(if down {
+                            JetError::Broker(text.clone())
+                        } else {
+                            JetError::Bad(text.clone())
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn joins(
         &self,
         room: &RoomName,
-        since: Option<SincePos>,
-        client: &str,
-        presence: Option<Bytes>,
-    ) -> Result<Outcome, JetError> {
+        joins: Vec<(Option<SincePos>, Arc<str>, Option<Bytes>)>,
+    ) -> Result<Vec<Read>, JetError> {
         let subject = room_subject(room);
         let (top, _) = self.position(room, "", 0).await?;
-        let after = since
-            .filter(|s| s.epoch.as_str() == top.epoch && s.offset < top.offset)
-            .map(|s| s.offset);
-        let read = match after {
-            Some(after) => {
-                self.read(
-                    &subject,
-                    top,
-                    Some(after),
-                    self.settings.history.max_messages,
-                )
-                .await?
+        let afters: Vec<Option<u64>> = joins
+            .iter()
+            .map(|(since, _, _)| {
+                since
+                    .as_ref()
+                    .filter(|s| s.epoch.as_str() == top.epoch && s.offset < top.offset)
+                    .map(|s| s.offset)
+            })
+            .collect();
+        let limit = self.settings.history.max_messages;
+        let read = match afters.iter().flatten().min() {
+            Some(&first) => {
+                self.read(&subject, top.clone(), Some(first), limit)
+                    .await?
+                    .entries
             }
-            None => Read {
-                epoch: top.epoch,
-                top: top.offset,
-                entries: Vec::new(),
-            },
+            None => Vec::new(),
         };
         let node = self.settings.node.to_string();
         let now = crate::now_ms();
         let deadline = now + self.settings.presence_ttl_ms;
-        let info = presence.map(|i| String::from_utf8_lossy(&i).into_owned());
+        let infos: Vec<Option<String>> = joins
+            .iter()
+            .map(|(_, _, p)| p.as_ref().map(|i| String::from_utf8_lossy(i).into_owned()))
+            .collect();
         let came = self
             .change_room(room, |doc| {
-                let m = doc.m.entry(node.clone()).or_insert((0, now));
-                *m = (m.0 + 1, now);
-                let info = info.as_ref()?;
-                let c = doc.p.entry(client.to_owned()).or_insert_with(|| Client {
-                    i: info.clone(),
-                    n: BTreeMap::new(),
-                });
-                let new = c.n.is_empty();
-                let entry = c.n.entry(node.clone()).or_insert((0, deadline));
-                entry.0 += 1;
-                entry.1 = deadline;
-                new.then(|| c.i.clone())
+                let mut came = Vec::new();
+                for ((_, client, _), info) in joins.iter().zip(&infos) {
+                    let m = doc.m.entry(node.clone()).or_insert((0, now));
+                    *m = (m.0 + 1, now);
+                    let Some(info) = info else { continue };
+                    let c = doc.p.entry(client.to_string()).or_insert_with(|| Client {
+                        i: info.clone(),
+                        n: BTreeMap::new(),
+                    });
+                    let new = c.n.is_empty();
+                    let entry = c.n.entry(node.clone()).or_insert((0, deadline));
+                    entry.0 += 1;
+                    entry.1 = deadline;
+                    if new {
+                        came.push((client.clone(), c.i.clone()));
+                    }
+                }
+                came
             })
             .await?;
-        if let Some(info) = came {
+        for (client, info) in came {
             self.live(room, format!("p+{client}\n{info}").into())
                 .await?;
         }
-        Ok(Outcome::Read(read))
+        Ok(afters
+            .into_iter()
+            .map(|after| Read {
+                epoch: top.epoch.clone(),
+                top: top.offset,
+                entries: match after {
+                    Some(after) => read
+                        .iter()
+                        .filter(|(offset, _, _)| *offset > after)
+                        .take(limit)
+                        .cloned()
+                        .collect(),
+                    None => Vec::new(),
+                },
+            })
+            .collect())
     }
 
     async fn leave(&self, room: &RoomName, client: &str, presence: bool) -> Result<(), JetError> {

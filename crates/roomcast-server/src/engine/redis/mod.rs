@@ -809,7 +809,8 @@ impl Broker {
 
     /// Does `batch` on NATS, one op after another (a batch is one group's: a room's ops
     /// in the order they were sent), numbered in the link's window like a pipeline;
-    /// consecutive publishes go as one run (`Jet::publish_run`). An op that NATS failed
+    /// consecutive publishes go as one run (`Jet::publish_run`), and so do consecutive
+    /// joins (`Jet::join_run`). An op that NATS failed
     /// answers `None`, and takes the link down.
     fn send_nats(
         &mut self,
@@ -834,12 +835,19 @@ impl Broker {
                     continue;
                 }
                 let sent = Instant::now();
-                let results = if matches!(op, Op::Publish { .. }) {
+                let publish = |o: &Op| matches!(o, Op::Publish { .. });
+                let join = |o: &Op| matches!(o, Op::Join { .. });
+                let results = if publish(&op) || join(&op) {
+                    let kind = if publish(&op) { publish } else { join };
                     let mut run = vec![op];
-                    while let Some(next) = ops.next_if(|o| matches!(o, Op::Publish { .. })) {
+                    while let Some(next) = ops.next_if(kind) {
                         run.push(next);
                     }
-                    jet.publish_run(run).await
+                    if publish(&run[0]) {
+                        jet.publish_run(run).await
+                    } else {
+                        jet.join_run(run).await
+                    }
                 } else {
                     vec![jet.run(op).await]
                 };
