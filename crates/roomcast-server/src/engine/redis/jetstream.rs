@@ -53,8 +53,8 @@ use crate::engine::{NodeInfo, RoomInfo};
 use crate::hub::HistoryLimits;
 use crate::protocol::{RoomName, SincePos};
 
-/// Why an op failed on NATS.
-#[derive(Debug, thiserror::Error)]
+/// Why an op failed on NATS (cloned when it fails a whole run of ops).
+#[derive(Debug, Clone, thiserror::Error)]
 pub(super) enum JetError {
     /// NATS did not answer, or answered with an error: the link is given up.
     #[error("nats: {0}")]
@@ -699,18 +699,7 @@ impl Jet {
             }
         };
         if let Err(e) = tokio::try_join!(record, ids) {
-            let (down, text) = match e {
-                JetError::Broker(t) => (true, t),
-                JetError::Bad(t) => (false, t),
-            };
-            return results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(_) if down => Err(JetError::Broker(text.clone())),
-                    Ok(_) => Err(JetError::Bad(text.clone())),
-                    e => e,
-                })
-                .collect();
+            return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
         }
         for live in run.lives {
             if let Err(e) = self.live(&room, live).await {
@@ -860,21 +849,7 @@ impl Jet {
         };
         match self.joins(&room, joins).await {
             Ok(reads) => reads.into_iter().map(|r| Ok(Outcome::Read(r))).collect(),
-            Err(e) => {
-                let (down, text) = match e {
-                    JetError::Broker(t) => (true, t),
-                    JetError::Bad(t) => (false, t),
-                };
-                (0..n)
-                    .map(|_| {
-                        Err(if down {
-                            JetError::Broker(text.clone())
-                        } else {
-                            JetError::Bad(text.clone())
-                        })
-                    })
-                    .collect()
-            }
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
         }
     }
 
