@@ -306,6 +306,7 @@ pub struct ServerSettings {
     pub drain_timeout_ms: u64,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<String>,
+    pub proxy_protocol: bool,
 }
 
 impl ServerSettings {

@@ -111,6 +111,7 @@ pub(crate) struct Refusals {
     pub limit: u64,
     pub origin: u64,
     pub draining: u64,
+    pub proxy: u64,
 }
 
 /// The node's counters at one moment.
@@ -213,6 +214,7 @@ impl Collector for Snapshot {
                 ("limit", r.limit as i64),
                 ("origin", r.origin as i64),
                 ("draining", r.draining as i64),
+                ("proxy", r.proxy as i64),
             ],
         )?;
         counter(

@@ -17,6 +17,9 @@ pub struct Stats {
     pub origin_refusals: AtomicU64,
     /// Handshakes and new sessions refused while draining (503).
     pub draining_refusals: AtomicU64,
+    /// Connections from a trusted proxy dropped because they did not begin with a valid
+    /// PROXY header (`server.proxy_protocol`).
+    pub proxy_refusals: AtomicU64,
     /// Bytes read from WebSocket connections (TLS records included), folded in by each
     /// worker's sweeper about once a second.
     pub bytes_in: AtomicU64,

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Client, get_json_status, start, upgrade_head};
+use common::{Client, get_json_status, start, upgrade_head, upgrade_head_on};
 use serde_json::json;
 
 #[tokio::test]
@@ -207,4 +207,130 @@ async fn a_node_holds_at_most_max_rooms() {
     assert_eq!(c.join("two").await["type"], "joined");
     assert_eq!(c.publish("one", json!(1)).await["type"], "ack");
     assert_eq!(s.stats.rooms.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+/// HAProxy in `mode tcp` (as in front of nodes that terminate TLS themselves), with one
+/// front that sends PROXY v1 (`send-proxy`) and one that sends v2 (`send-proxy-v2`), on
+/// free loopback ports; killed by its process id on drop.
+struct TcpProxy {
+    child: std::process::Child,
+    v1: std::net::SocketAddr,
+    v2: std::net::SocketAddr,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TcpProxy {
+    async fn start(node: std::net::SocketAddr) -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (v1, v2) = (free(), free());
+        let dir = std::env::temp_dir().join(format!("roomcast-proxy-protocol-{}", v1.port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  \
+                 timeout server 30s\n\
+                 frontend v1\n  bind {v1}\n  default_backend v1\n\
+                 backend v1\n  server node {node} send-proxy\n\
+                 frontend v2\n  bind {v2}\n  default_backend v2\n\
+                 backend v2\n  server node {node} send-proxy-v2\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("haproxy (scripts/test installs it): {e}"));
+        for front in [v1, v2] {
+            common::within(
+                "HAProxy listening",
+                std::time::Duration::from_secs(10),
+                async {
+                    while tokio::net::TcpStream::connect(front).await.is_err() {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                },
+            )
+            .await;
+        }
+        Self {
+            child,
+            v1,
+            v2,
+            _dir: TempDir(dir),
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection to `to` from the loopback address `from` (all of 127/8 is this machine).
+async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Through real HAProxy in `mode tcp`: the node takes each client's address from the PROXY
+/// header (v1 and v2), so two clients behind the one proxy address are counted apart; a
+/// connection from the trusted proxy without a header is dropped, and a header from
+/// anyone else is not believed (it is not HTTP: 400).
+#[tokio::test]
+async fn the_client_address_comes_from_the_proxy_header_of_a_trusted_proxy() {
+    let s = start(|c| {
+        c.limits.exempt_loopback = false;
+        c.limits.max_connections_per_ip = 2;
+        c.limits.handshakes_per_second_per_ip = 1000;
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+        c.server.proxy_protocol = true;
+    })
+    .await;
+    let proxy = TcpProxy::start(s.addr).await;
+    let mut open = Vec::new();
+    for (client, front) in [([127, 0, 0, 2], proxy.v1), ([127, 0, 0, 3], proxy.v2)] {
+        for _ in 0..2 {
+            let conn = connect_from(client, front).await;
+            let (status, head, stream) = upgrade_head_on(conn, front, "/ws", "", "").await;
+            assert_eq!(status, 101, "{client:?} through {front}: {head}");
+            open.push(stream);
+        }
+        // The third from the same client is its own third, not the proxy's fifth.
+        let conn = connect_from(client, front).await;
+        let (status, head, _) = upgrade_head_on(conn, front, "/ws", "", "").await;
+        assert_eq!(status, 429, "{client:?} through {front}: {head}");
+    }
+    assert_eq!(roomcast_server::Stats::get(&s.stats.limit_refusals), 2);
+    // The trusted proxy's address, without a header: dropped unanswered.
+    let conn = connect_from([127, 0, 0, 1], s.addr).await;
+    let (status, head, _) = upgrade_head_on(conn, s.addr, "/ws", "", "").await;
+    assert_eq!(status, 0, "{head}");
+    assert_eq!(roomcast_server::Stats::get(&s.stats.proxy_refusals), 1);
+    // Another address sends a header naming a fresh client: not believed, not HTTP.
+    let forged = "PROXY TCP4 127.0.0.9 127.0.0.1 5000 80\r\n";
+    let conn = connect_from([127, 0, 0, 2], s.addr).await;
+    let (status, head, _) = upgrade_head_on(conn, s.addr, "/ws", forged, "").await;
+    assert_eq!(status, 400, "{head}");
 }

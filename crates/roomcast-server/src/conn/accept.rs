@@ -97,8 +97,22 @@ impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-async fn handle(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+async fn handle(worker: Rc<Worker>, mut stream: TcpStream, mut peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    // Behind a load balancer that passes TCP through, its PROXY header says whose
+    // connection this is; it is read before TLS, and believed only from a trusted proxy.
+    let config = &worker.shared.config;
+    if config.server.proxy_protocol && worker.shared.proxies.contains(&peer.ip()) {
+        match super::proxy::read_header(&mut stream, config.handshake_timeout()).await {
+            Ok(Some(client)) => peer = client,
+            Ok(None) => {}
+            Err(e) => {
+                crate::stats::Stats::add(&worker.shared.stats.proxy_refusals, 1);
+                debug!(%peer, error = %e, "dropped: no valid PROXY header");
+                return;
+            }
+        }
+    }
     let Some(tls) = worker.shared.tls.as_ref() else {
         return route_stream(worker, stream, peer).await;
     };

@@ -3,6 +3,7 @@
 //! worker's ([`crate::worker::Conn`]).
 
 pub(crate) mod accept;
+mod proxy;
 mod raw;
 pub(crate) mod run;
 mod ws;

@@ -105,6 +105,7 @@ pub(super) fn snapshot(worker: &Worker) -> Snapshot {
             limit: Stats::get(&s.limit_refusals),
             origin: Stats::get(&s.origin_refusals),
             draining: Stats::get(&s.draining_refusals),
+            proxy: Stats::get(&s.proxy_refusals),
         },
         errors: ErrorCode::ALL
             .iter()

@@ -771,19 +771,39 @@ pub async fn run_peer(program: &str, script: &str, args: &[&str]) -> String {
 /// Sends a WebSocket handshake for `path` with `extra` header lines and reads the answer's
 /// head: its status, the head, and the stream (open after a 101).
 pub async fn upgrade_head(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, TcpStream) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    upgrade_head_on(
+        TcpStream::connect(addr).await.unwrap(),
+        addr,
+        path,
+        "",
+        extra,
+    )
+    .await
+}
+
+/// [`upgrade_head`] on a connection already open to `addr`, after `before` (bytes sent
+/// ahead of the request, such as a PROXY header). A connection closed without an answer
+/// gives status 0.
+pub async fn upgrade_head_on(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    before: &str,
+    extra: &str,
+) -> (u16, String, TcpStream) {
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "{before}GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    // A connection dropped unread may be reset: no answer, status 0.
+    let _ = s.write_all(req.as_bytes()).await;
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = tokio::time::timeout(EVENT_TIMEOUT, s.read(&mut buf))
             .await
             .expect("an answer to the handshake")
-            .unwrap();
+            .unwrap_or(0);
         if n == 0 {
             break;
         }
