@@ -297,8 +297,14 @@ async fn without_a_token_a_client_is_anonymous_and_must_hello_in_time() {
     })
     .await;
     let mut silent = Client::connect(required.addr).await;
+    // The conformance echo has no hello to wait for: it outlives the deadline.
+    let mut echo = common::RawClient::connect(required.addr, "/echo").await;
     let (code, reason) = close_code(&mut silent).await;
     assert_eq!(code, 4001, "{reason}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    echo.send_frame(0x81, b"still here").await;
+    let (op, payload) = echo.next_frame().await.expect("the echo still open");
+    assert_eq!((op, payload.as_slice()), (roomcast_ws::OpCode::Text, &b"still here"[..]));
     // Without auth, a silent connection stays (heartbeats deal with it).
     let open = start(|c| c.server.handshake_timeout_ms = 300).await;
     let mut quiet = Client::connect(open.addr).await;

@@ -243,6 +243,7 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
         }
         Route::Ws => {
             conn.limit(&worker, counted, limited);
+            conn.awaits_hello.set(true);
             // The 101 goes first in the connection's send queue.
             conn.ws.borrow_mut().outbox().push(reply);
             let _ = conn.flush();

@@ -597,7 +597,10 @@ impl Worker {
     /// handshake timeout while tokens are required: it could otherwise hold a socket
     /// forever without one. (A raw room's connection has its token from the handshake.)
     fn hello_overdue(&self, conn: &Conn, now: Instant) -> bool {
-        if !self.shared.auth.is_required() || conn.close_deadline.get().is_some() {
+        if !conn.awaits_hello.get()
+            || !self.shared.auth.is_required()
+            || conn.close_deadline.get().is_some()
+        {
             return false;
         }
         let session = conn.session.borrow();

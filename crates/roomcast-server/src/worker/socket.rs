@@ -151,6 +151,10 @@ pub(crate) struct Conn {
     pub want_write: Cell<bool>,
     /// The socket failed or was closed; nothing more is written.
     pub dead: Cell<bool>,
+    /// A `/ws` connection, held to sending its `hello` within the handshake timeout
+    /// while tokens are required (raw rooms had theirs checked at the handshake, and the
+    /// conformance echo has none).
+    pub awaits_hello: Cell<bool>,
     /// Requests sent to home workers and not yet answered.
     inflight: Cell<u32>,
     /// Bytes of a recovery backlog still queued: history the node holds anyway, not
@@ -205,6 +209,7 @@ impl Conn {
             busy: Cell::new(false),
             want_write: Cell::new(false),
             dead: Cell::new(false),
+            awaits_hello: Cell::new(false),
             inflight: Cell::new(0),
             exempt: Cell::new(0),
             opened: now,
