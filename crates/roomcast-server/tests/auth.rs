@@ -304,7 +304,10 @@ async fn without_a_token_a_client_is_anonymous_and_must_hello_in_time() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     echo.send_frame(0x81, b"still here").await;
     let (op, payload) = echo.next_frame().await.expect("the echo still open");
-    assert_eq!((op, payload.as_slice()), (roomcast_ws::OpCode::Text, &b"still here"[..]));
+    assert_eq!(
+        (op, payload.as_slice()),
+        (roomcast_ws::OpCode::Text, &b"still here"[..])
+    );
     // Without auth, a silent connection stays (heartbeats deal with it).
     let open = start(|c| c.server.handshake_timeout_ms = 300).await;
     let mut quiet = Client::connect(open.addr).await;
@@ -382,6 +385,77 @@ async fn sse_poll_cmd_and_raw_rooms_obey_the_same_tokens() {
     mouth.send_frame(0x81, b"hi").await;
     let (_, payload) = ears.next_frame().await.expect("the message");
     assert_eq!(payload, b"hi");
+}
+
+/// Expiry on the HTTP transports: an SSE stream is warned, then ends with `closed` 4009;
+/// of two poll sessions with the same short token, the one that sent `refresh` over
+/// `POST /cmd` goes on past `exp`, and the other's next poll answers `"closed":true` with
+/// 4009.
+#[tokio::test]
+async fn sse_and_poll_sessions_end_at_exp_unless_refreshed_over_cmd() {
+    let s = start(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.auth.leeway_ms = 0;
+        c.auth.expiry_warning_ms = 2000;
+    })
+    .await;
+    let base = format!("http://{}", s.addr);
+    let short = for_alice(None, 3);
+    let mut sse = common::Sse::open(s.addr, &format!("room=a&token={short}"), None).await;
+    let poll = |query: String| {
+        let url = format!("{base}/poll?{query}");
+        async move { get_json_status(url).await }
+    };
+    let (_, lapses) = poll(format!("room=a&token={short}&timeout_ms=0")).await;
+    let (_, renews) = poll(format!("room=a&token={short}&timeout_ms=0")).await;
+    let session = |v: &Value| v["session"].as_str().unwrap().to_owned();
+    let cursor = |v: &Value| v["cursor"].as_str().unwrap().to_owned();
+    // The SSE stream is warned before `exp`.
+    let warned = within(
+        "token_expiring",
+        Duration::from_secs(5),
+        sse.next_of("token_expiring"),
+    )
+    .await;
+    let at = warned["expires_at"].as_u64().unwrap() / 1000;
+    assert!((now()..=now() + 3).contains(&at), "{warned}, now {}", now());
+    // A refresh over /cmd: another client's token is refused, a longer one of alice's taken.
+    let refresh = |token: String| {
+        exchange(
+            http()
+                .post(format!("{base}/cmd?session={}", session(&renews)))
+                .body(json!({"type":"refresh","token":token,"ref":7}).to_string()),
+        )
+    };
+    let (status, _, body) = refresh(token(json!({"sub": "bob", "exp": now() + 60}))).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = refresh(for_alice(None, 60)).await;
+    assert_eq!(status, 200, "{body}");
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (r["type"].as_str(), r["ref"].as_u64()),
+        (Some("refreshed"), Some(7)),
+        "{r}"
+    );
+    // At `exp`: the stream ends with 4009.
+    let closed = within("closed", Duration::from_secs(5), sse.next_of("closed")).await;
+    assert_eq!(closed["code"], 4009, "{closed}");
+    assert!(sse.ended().await, "the stream went on after closed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, v) = poll(format!("cursor={}&timeout_ms=0", cursor(&lapses))).await;
+    assert_eq!(
+        (v["closed"].as_bool(), v["code"].as_u64()),
+        (Some(true), Some(4009)),
+        "{v}"
+    );
+    let (status, v) = poll(format!("cursor={}&timeout_ms=0", cursor(&renews))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["session"], renews["session"],
+        "the refreshed session ended: {v}"
+    );
+    assert!(v["closed"].as_bool() != Some(true), "{v}");
+    assert!(roomcast_server::Stats::get(&s.stats.token_expiries) >= 2);
 }
 
 /// The same refusals seen by a client nobody here wrote: Python `websockets`.

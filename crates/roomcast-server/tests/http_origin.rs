@@ -75,6 +75,36 @@ async fn cors_for_allowed_origins_and_nothing_runs_for_the_others() {
             .unwrap()
             .contains("authorization")
     );
+    // The same preflight for SSE and the API (a bearer token is a non-simple header).
+    for path in ["/sse?room=cors", "/api/publish"] {
+        let (st, headers, _) = exchange(
+            http()
+                .request(reqwest::Method::OPTIONS, format!("{base}{path}"))
+                .header("origin", "https://app.example.com")
+                .header(
+                    "access-control-request-method",
+                    if path.starts_with("/api") {
+                        "POST"
+                    } else {
+                        "GET"
+                    },
+                )
+                .header("access-control-request-headers", "authorization"),
+        )
+        .await;
+        assert_eq!(st, 204, "{path}");
+        assert_eq!(
+            headers["access-control-allow-origin"], "https://app.example.com",
+            "{path}"
+        );
+        assert!(
+            headers["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("authorization"),
+            "{path}"
+        );
+    }
     // ...and from another: 403, no CORS headers.
     let (st, headers, _) = exchange(
         http()

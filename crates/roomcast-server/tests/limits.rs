@@ -334,3 +334,70 @@ async fn the_client_address_comes_from_the_proxy_header_of_a_trusted_proxy() {
     let (status, head, _) = upgrade_head_on(conn, s.addr, "/ws", forged, "").await;
     assert_eq!(status, 400, "{head}");
 }
+
+/// `bytes_per_second` on its own: messages of 4,000 bytes under a rate of 10,000 bytes a
+/// second (a burst of 20,000) pass five at a time, the rest get `rate_limited` with
+/// their refs, and the count of messages alone would have let them all through.
+#[tokio::test]
+async fn a_connection_over_its_byte_rate_is_refused_by_size() {
+    let s = start(|c| {
+        c.limits.exempt_loopback = false;
+        c.limits.messages_per_second = 1000;
+        c.limits.bytes_per_second = 10_000;
+    })
+    .await;
+    let mut c = Client::hello(s.addr, "big").await;
+    let pad = "x".repeat(4000);
+    for i in 0..12u64 {
+        c.send(json!({"type":"ping","ref":i,"pad":pad})).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(c.recv().await);
+    }
+    let pongs = answers.iter().filter(|a| a["type"] == "pong").count();
+    let limited = answers
+        .iter()
+        .filter(|a| a["code"] == "rate_limited" && a["ref"].is_u64())
+        .count();
+    // Five fit the burst (the hello took a few bytes); a little refills meanwhile.
+    assert!((4..=6).contains(&pongs), "{pongs} pongs: {answers:?}");
+    assert_eq!(pongs + limited, 12, "{answers:?}");
+    // Small messages still pass once the bucket has refilled a little.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(c.request(json!({"type":"ping"})).await["type"], "pong");
+}
+
+/// A raw room has no replies: messages over the rate are dropped (counted), the ones
+/// that passed reach the other members in order, and a sender that goes on is closed
+/// with 4029 like a `/ws` one.
+#[tokio::test]
+async fn a_raw_room_sender_over_its_rate_is_dropped_then_closed() {
+    let s = start(|c| {
+        c.limits.exempt_loopback = false;
+        c.limits.messages_per_second = 5;
+    })
+    .await;
+    let mut ears = common::RawClient::connect(s.addr, "/rooms/loud").await;
+    let mut mouth = common::RawClient::connect(s.addr, "/rooms/loud").await;
+    for i in 0..30 {
+        mouth.send_frame(0x81, format!("m{i}").as_bytes()).await;
+    }
+    mouth.send_frame(0x81, b"end?").await;
+    let mut got = Vec::new();
+    while let Ok(Some((_, payload))) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), ears.next_frame()).await
+    {
+        got.push(String::from_utf8(payload).unwrap());
+    }
+    // A burst of twice the rate passed, in order, from the first; the rest were dropped.
+    assert!((9..=12).contains(&got.len()), "{got:?}");
+    let expected: Vec<String> = (0..got.len()).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected);
+    let refused = roomcast_server::Stats::get(&s.stats.limit_refusals);
+    assert_eq!(refused as usize, 31 - got.len());
+    for _ in 0..200 {
+        mouth.send_frame(0x81, b"more").await;
+    }
+    mouth.expect_close(4029).await;
+}

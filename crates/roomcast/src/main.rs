@@ -207,16 +207,21 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => return drop(ready.send(Err(e))),
             };
             rt.block_on(async {
-                // SIGHUP is taken over only when it has a job: TLS from files.
-                match install_signals(reloader.watches_files()) {
-                    Ok((signal, hangup)) => {
+                match install_signals() {
+                    Ok((signal, mut hangup)) => {
                         let _ = ready.send(Ok(()));
-                        // SIGHUP: the TLS certificate and key are read again.
+                        // SIGHUP: the TLS certificate and key are read again. Without
+                        // them it is still taken, and said to do nothing: a reload sent to
+                        // every node (`systemctl reload`) must not end the plain ones.
+                        let files = reloader.watches_files();
                         let reloads = async move {
-                            let Some(mut hangup) = hangup else {
-                                return std::future::pending().await;
-                            };
                             while hangup.recv().await.is_some() {
+                                if !files {
+                                    tracing::info!(
+                                        "SIGHUP: nothing to reload (no tls.cert_file and tls.key_file)"
+                                    );
+                                    continue;
+                                }
                                 match reloader.reload() {
                                     Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
                                     Err(e) => tracing::error!(
@@ -253,24 +258,17 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Registers SIGINT and SIGTERM handlers now (inside a runtime), and SIGHUP when
-/// `hangup`; the future resolves on the first SIGINT or SIGTERM, and the stream yields
-/// each SIGHUP.
+/// Registers SIGINT, SIGTERM and SIGHUP handlers now (inside a runtime); the future
+/// resolves on the first SIGINT or SIGTERM, and the stream yields each SIGHUP.
 #[cfg(unix)]
-fn install_signals(
-    hangup: bool,
-) -> std::io::Result<(
+fn install_signals() -> std::io::Result<(
     impl std::future::Future<Output = ()>,
-    Option<tokio::signal::unix::Signal>,
+    tokio::signal::unix::Signal,
 )> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let hangup = if hangup {
-        Some(signal(SignalKind::hangup())?)
-    } else {
-        None
-    };
+    let hangup = signal(SignalKind::hangup())?;
     Ok((
         async move {
             tokio::select! {

@@ -352,6 +352,22 @@ fn sigterm_right_after_the_listening_line_drains() {
     }
 }
 
+/// A reload sent to a node without TLS files (`systemctl reload` to every node) is taken
+/// and does nothing: the node goes on serving, and still drains on SIGTERM.
+#[test]
+fn sighup_without_tls_files_leaves_the_node_serving() {
+    let mut s = Serve::start(&[]);
+    s.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended a node without TLS files"
+    );
+    assert_eq!(healthz(s.addr), 200);
+    s.signal("-TERM");
+    assert!(s.exit_within(Duration::from_secs(30)).success());
+}
+
 #[test]
 fn configuration_mistakes_are_clear_errors() {
     // The promise: serve refuses to start, and says which setting, value or file is wrong

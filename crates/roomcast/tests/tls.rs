@@ -313,3 +313,58 @@ fn a_self_signed_certificate_prints_the_fingerprint_it_serves() {
         "{line}"
     );
 }
+
+/// TLS records no good client sends, written one by one by `tls_faults.py`: the session
+/// closed at the hand-over to the worker, close_notify with garbage after it, a record
+/// with a flipped bit (answered with an alert). One worker and one connection allowed per
+/// address, so a worker stuck in a loop, a slot never given back, or a broken record left
+/// behind for the next connection (as the worker's scratch buffer once did) fails the
+/// connection that follows each.
+#[test]
+fn broken_tls_records_end_their_connection_and_nothing_else() {
+    let s = Serve::start(&[
+        "--tls-self-signed",
+        "--set",
+        "server.workers=1",
+        "--set",
+        "limits.exempt_loopback=false",
+        "--set",
+        "limits.max_connections_per_ip=1",
+    ]);
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/python/tls_faults.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(s.addr.port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all scenarios passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--cacert` with a file that holds no certificate is an error naming the file, not a
+/// client that trusts nothing (or, worse, falls back to something).
+#[test]
+fn a_cacert_file_without_certificates_is_an_error() {
+    let dir = Dir::new("empty-cacert");
+    let empty = dir.path("empty.pem");
+    std::fs::write(&empty, b"").unwrap();
+    let s = Serve::start(&["--tls-self-signed"]);
+    let wss = format!("wss://127.0.0.1:{}/ws", s.addr.port());
+    let out = Command::new(BIN)
+        .args(["publish", &wss, "--room", "a", "hi", "--cacert"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no certificate") && stderr.contains(empty.to_str().unwrap()),
+        "{stderr}"
+    );
+}

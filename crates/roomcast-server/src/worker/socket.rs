@@ -260,9 +260,17 @@ impl Conn {
         self.tls.borrow().is_some()
     }
 
-    /// Over TLS: decrypts the bytes read into `input` (emptied) onto `rbuf`. `Ok(true)`
-    /// when the peer closed the TLS session (close_notify), which is the end of input.
+    /// Over TLS: decrypts the bytes read into `input` onto `rbuf`. `Ok(true)` when the
+    /// peer closed the TLS session (close_notify), which is the end of input. `input` is
+    /// emptied whatever happens: it is the worker's scratch, which the next connection
+    /// reads into, and a broken record left in it would be fed to that one's session.
     pub(crate) fn decrypt(&self, input: &mut BytesMut) -> io::Result<bool> {
+        let result = self.decrypt_records(input);
+        input.clear();
+        result
+    }
+
+    fn decrypt_records(&self, input: &[u8]) -> io::Result<bool> {
         let mut tls = self.tls.borrow_mut();
         let Some(tls) = tls.as_mut() else {
             return Ok(false);
@@ -286,7 +294,6 @@ impl Conn {
                 }
             }
         }
-        input.clear();
         Ok(closed)
     }
 
