@@ -163,6 +163,22 @@ pub struct BrokerSettings {
     pub wait_timeout_ms: u64,
 }
 
+impl BrokerSettings {
+    /// What carries the rooms, as `/api/stats` and `/admin` name it: `memory` (no
+    /// broker), `redis`, `redis-cluster` or `nats` (from the URL's scheme).
+    pub fn kind(&self) -> &'static str {
+        if self.url.is_empty() {
+            "memory"
+        } else if self.url.starts_with("redis+cluster://") {
+            "redis-cluster"
+        } else if self.url.starts_with("nats://") {
+            "nats"
+        } else {
+            "redis"
+        }
+    }
+}
+
 /// `[http]`: see `default.toml` for each key.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -945,8 +961,18 @@ mod tests {
             c.broker.url,
             "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
         );
+        assert_eq!(c.broker.kind(), "redis-cluster");
         let c = load(&["broker.url=nats://127.0.0.1:4222"]).unwrap();
         assert_eq!(c.broker.url, "nats://127.0.0.1:4222");
+        assert_eq!(c.broker.kind(), "nats");
+        assert_eq!(
+            load(&["broker.url=redis://127.0.0.1:6379/2"])
+                .unwrap()
+                .broker
+                .kind(),
+            "redis"
+        );
+        assert_eq!(load(&[]).unwrap().broker.kind(), "memory");
         assert!(bad(&["broker.url=kafka://127.0.0.1:9092"]));
         let c = load(&["broker.wait_replicas=16", "broker.wait_timeout_ms=2000"]).unwrap();
         assert_eq!(

@@ -411,6 +411,14 @@ async fn the_api_of_any_node_answers_for_the_cluster(kind: Kind) {
         (got["offset"].as_u64(), got["data"].clone()),
         (Some(offset), json!("from the backend"))
     );
+    // Each node's stats name what carries the rooms.
+    let carrier = match kind {
+        Kind::Redis => "redis",
+        Kind::RedisCluster => "redis-cluster",
+        Kind::Nats => "nats",
+    };
+    let (status, v) = common::api(a.addr, "GET", "/api/stats", None).await;
+    assert_eq!((status, v["broker"].as_str()), (200, Some(carrier)), "{v}");
     // Both nodes list the room with its members on both, and both nodes.
     for node in [a.addr, b.addr] {
         let (status, v) = common::api(node, "GET", "/api/rooms", None).await;

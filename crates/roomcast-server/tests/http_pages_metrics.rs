@@ -149,3 +149,50 @@ async fn metrics_need_the_admin_scope_once_keys_exist_and_can_be_off() {
     let (st, _, _) = exchange(http().get(format!("http://{}/metrics", off.addr))).await;
     assert_eq!(st, 404);
 }
+
+/// Every metric `/metrics` exports has its row in docs/protocol.md's table (under the
+/// name a query uses: counters with `_total`), and every row names a metric that exists.
+#[tokio::test]
+async fn every_metric_is_documented_and_every_documented_one_exported() {
+    let s = start(|_| {}).await;
+    let text = reqwest::get(format!("http://{}/metrics", s.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocol.md"
+    ))
+    .unwrap();
+    // `# TYPE name kind`: the name a query uses is name_total for a counter.
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let (name, kind) = (parts.next()?, parts.next()?);
+            Some(if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            })
+        })
+        .collect();
+    assert!(exported.len() >= 10, "{text}");
+    let documented: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `roomcast_"))
+        .filter_map(|l| {
+            let end = l.find(|c: char| c == '`' || c == '{')?;
+            Some(format!("roomcast_{}", &l[..end]))
+        })
+        .collect();
+    let undocumented: Vec<_> = exported.difference(&documented).collect();
+    let missing: Vec<_> = documented.difference(&exported).collect();
+    assert!(
+        undocumented.is_empty() && missing.is_empty(),
+        "exported, not in docs/protocol.md: {undocumented:?}; documented, not exported: {missing:?}"
+    );
+}

@@ -77,11 +77,7 @@ pub(super) fn snapshot(worker: &Worker) -> Snapshot {
     Snapshot {
         node: shared.node_id.clone(),
         uptime_ms: crate::now_ms().saturating_sub(shared.started_ms),
-        broker: if shared.config.broker.url.is_empty() {
-            "memory"
-        } else {
-            "redis"
-        },
+        broker: shared.config.broker.kind(),
         broker_up: worker.engine.is_up(),
         draining: shared.is_draining(),
         connections: Transports {
