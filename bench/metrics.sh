@@ -5,9 +5,12 @@
 #
 #   bench/metrics.sh        (ROOMCAST_BIN, default target/release/roomcast; ROUNDS, 5)
 #
-# Off leaves the counters every build keeps (relaxed atomics, read at a scrape); on adds
-# the fan-out batch histogram. What the counters themselves cost is the previous build
-# against this one: bench/versus.sh OLD NEW.
+# Off leaves the counters every build keeps (relaxed atomics, read at a scrape); on also
+# records the three histograms: fan-out batch members (once per message per worker),
+# publish to ack (once per publish) and broker round trip (once per broker pipeline).
+# These servers run without a broker, so the third is never recorded here: fan-out
+# records the first two, echo neither. What the counters themselves cost is the previous
+# build against this one: bench/versus.sh OLD NEW.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
