@@ -8,7 +8,7 @@
 # Off leaves the counters every build keeps (relaxed atomics, read at a scrape); on also
 # records the three histograms: fan-out batch members (once per message per worker),
 # publish to ack (once per publish) and broker round trip (once per broker pipeline).
-# These servers run without a broker, so the third is never recorded here: fan-out
+# These servers run without a broker (the third is recorded with Redis or NATS only): fan-out
 # records the first two, echo neither. What the counters themselves cost is the previous
 # build against this one: bench/versus.sh OLD NEW.
 set -euo pipefail

@@ -127,30 +127,57 @@ for (const transport of ["websocket", "poll"]) test(`${transport}: close-code ad
   await assert.rejects(a.publish("x", 1), { code: "closed" });
 });
 
-test("tokens: refreshed before they expire, and without one the client stops", async () => {
-  const secret = "a-test-secret-of-at-least-32-bytes!!";
-  const s = await node(["--set", `auth.jwt_secret=${secret}`, "--set", "auth.expiry_warning_ms=1000"]);
-  let made = 0;
-  const token = () => {
-    made++;
-    return jwt(secret, { sub: "dave", exp: Math.floor(Date.now() / 1000) + 2 });
-  };
-  const a = client(s.url, { token });
-  const got = collect(a);
-  await a.join("t");
-  const b = client(s.url, { token: () => jwt(secret, { sub: "erin", exp: Math.floor(Date.now() / 1000) + 60 }) });
-  await b.join("t");
-  let closes = 0;
-  a.on("reconnecting", () => closes++);
-  await new Promise((r) => setTimeout(r, 4500)); // past two expiries
-  await b.publish("t", "still here");
-  await until(() => got.length === 1, 3000, "the message after the expiry");
-  assert.equal(closes, 0, "refreshed in place, never closed with 4009");
-  assert.ok(made >= 3, `tokens made: ${made}`);
-  assert.equal(a.client, "dave");
-  const anon = client(s.url, { token: "not-a-token" });
-  assert.equal((await next(anon, "close")).code, 4001);
-});
+for (const transport of ["websocket", "poll"]) {
+  test(`${transport}: tokens refreshed before they expire; a 4009 reconnects with a new one; without one the client stops`, async () => {
+    const secret = "a-test-secret-of-at-least-32-bytes!!";
+    const s = await node(["--set", `auth.jwt_secret=${secret}`, "--set", "auth.expiry_warning_ms=1000", "--set", "auth.leeway_ms=0"]);
+    const exp = (ttl) => Math.floor(Date.now() / 1000) + ttl;
+    let made = 0;
+    const token = () => {
+      made++;
+      return jwt(secret, { sub: "dave", exp: exp(2) });
+    };
+    const a = client(s.url, { token, transports: [transport] });
+    const got = collect(a);
+    await a.join("t");
+    const b = client(s.url, { token: () => jwt(secret, { sub: "erin", exp: exp(60) }) });
+    await b.join("t");
+    let closes = 0;
+    a.on("reconnecting", () => closes++);
+    await new Promise((r) => setTimeout(r, 4500)); // past two expiries
+    await b.publish("t", "still here");
+    await until(() => got.length === 1, 3000, "the message after the expiry");
+    assert.equal(closes, 0, "refreshed in place, never closed with 4009");
+    assert.ok(made >= 3, `tokens made: ${made}`);
+    assert.equal(a.client, "dave");
+    // A token function that has nothing newer than its short token until that one has
+    // expired (each refresh gets the same one): the server closes with 4009 at exp, and
+    // the client comes back with the next token, in its rooms, missing nothing.
+    const shortExp = exp(2);
+    const short = jwt(secret, { sub: "gail", exp: shortExp });
+    let calls = 0;
+    const lapsing = client(s.url, {
+      transports: [transport],
+      backoff: { min: 50, max: 200 },
+      token: () => {
+        calls++;
+        return Date.now() < shortExp * 1000 ? short : jwt(secret, { sub: "gail", exp: exp(60) });
+      },
+    });
+    const lapsed = collect(lapsing);
+    await lapsing.join("t");
+    const why = await next(lapsing, "reconnecting");
+    assert.equal(why.code, 4009, JSON.stringify(why));
+    await b.publish("t", "while it was away");
+    await next(lapsing, "recovered");
+    await b.publish("t", "after");
+    await until(() => lapsed.length === 2, 5000, "both messages after the 4009");
+    assert.deepEqual(lapsed.map((m) => m.data), ["while it was away", "after"]);
+    assert.ok(calls >= 3, `tokens asked for: ${calls}`);
+    const anon = client(s.url, { token: "not-a-token", transports: [transport] });
+    assert.equal((await next(anon, "close")).code, 4001);
+  });
+}
 
 test("WebSockets refused on the way: the client falls back to long-polling by itself", async () => {
   const s = await node([]);
