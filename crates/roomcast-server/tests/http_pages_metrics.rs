@@ -185,7 +185,7 @@ async fn every_metric_is_documented_and_every_documented_one_exported() {
         .lines()
         .filter_map(|l| l.strip_prefix("| `roomcast_"))
         .filter_map(|l| {
-            let end = l.find(|c: char| c == '`' || c == '{')?;
+            let end = l.find(['`', '{'])?;
             Some(format!("roomcast_{}", &l[..end]))
         })
         .collect();
