@@ -155,12 +155,9 @@ async fn metrics_need_the_admin_scope_once_keys_exist_and_can_be_off() {
 #[tokio::test]
 async fn every_metric_is_documented_and_every_documented_one_exported() {
     let s = start(|_| {}).await;
-    let text = reqwest::get(format!("http://{}/metrics", s.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, _, text) =
+        common::exchange(common::http().get(format!("http://{}/metrics", s.addr))).await;
+    assert_eq!(status, 200, "{text}");
     let docs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../docs/protocol.md"
