@@ -257,6 +257,45 @@ test("a node drains and restarts under tabs on WebSocket, SSE and polling: every
   await second.stop();
 });
 
+test("Chromium agrees to permessage-deflate with a node that has compression on", async () => {
+  const s = await node(["--echo", "--set", "websocket.compression=true", "--set", "websocket.compression_threshold=64"]);
+  const ctx = await browser.newContext();
+  const page = await tab(ctx, s.url);
+  const got = await page.evaluate(async () => {
+    const ws = new WebSocket(location.origin.replace("http", "ws") + "/echo");
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = reject;
+    });
+    const long = JSON.stringify({ type: "message", text: "κόσμε ".repeat(2000) });
+    const echoes = [];
+    for (const m of [long, "short", long]) {
+      const back = new Promise((r) => (ws.onmessage = (e) => r(e.data)));
+      ws.send(m);
+      echoes.push((await back) === m);
+    }
+    ws.close();
+    return { extensions: ws.extensions, echoes };
+  });
+  assert.match(got.extensions, /^permessage-deflate/, JSON.stringify(got));
+  assert.deepEqual(got.echoes, [true, true, true]);
+  // The JS client over the same node: rooms work as ever with the extension agreed.
+  const result = await page.evaluate(async () => {
+    const rc = Roomcast.connect(location.origin, { client: "zip", shared: false });
+    const got = [];
+    rc.on("message", (m) => got.push(m.data));
+    await rc.join("z");
+    await rc.publish("z", { text: "compressible ".repeat(100) });
+    const until = Date.now() + 5000;
+    while (got.length < 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    rc.close();
+    return got;
+  });
+  assert.equal(result.length, 1);
+  assert.equal(result[0].text, "compressible ".repeat(100));
+  await ctx.close();
+});
+
 test("the admin page shows the counts of a known scenario", async () => {
   const s = await node();
   const clients = [];

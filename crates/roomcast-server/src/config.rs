@@ -347,6 +347,17 @@ pub struct WebSocketSettings {
     pub heartbeat_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub max_queued_bytes: usize,
+    pub compression: bool,
+    pub compression_threshold: usize,
+}
+
+impl WebSocketSettings {
+    /// permessage-deflate as this node takes it, when `compression` is on.
+    pub fn deflate(&self) -> Option<roomcast_ws::deflate::DeflateConfig> {
+        self.compression.then(|| {
+            roomcast_ws::deflate::DeflateConfig::default().min_size(self.compression_threshold)
+        })
+    }
 }
 
 /// `[rooms]`: see `default.toml` for each key.

@@ -220,3 +220,86 @@ async fn cut_after(c: &mut RawClient, marker: &[u8], wire: &[u8], at: usize) {
     assert_eq!(c.next_frame().await, Some((OpCode::Text, marker.to_vec())));
     write(c, &wire[at..]).await;
 }
+
+/// `websocket.compression`: a client that offers permessage-deflate gets it, and what it
+/// is answered at or above `compression_threshold` comes compressed (RSV1), below it as
+/// it is; a node with compression off answers without the extension.
+#[tokio::test]
+async fn permessage_deflate_is_taken_when_compression_is_on() {
+    let on = start(|c| {
+        c.websocket.compression = true;
+        c.websocket.compression_threshold = 64;
+    })
+    .await;
+    let off = start(|_| {}).await;
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    let (status, head, mut stream) = common::upgrade_head(on.addr, "/echo", offer).await;
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-extensions: permessage-deflate"),
+        "{head}"
+    );
+    // An uncompressed message of 1,000 bytes comes back compressed; one of 10 does not.
+    let long = "roomcast ".repeat(111);
+    for (text, compressed) in [(long.as_str(), true), ("ten bytes!", false)] {
+        stream
+            .write_all(&common::masked_frame(0x81, text.as_bytes()))
+            .await
+            .unwrap();
+        let mut head = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut head)
+            .await
+            .unwrap();
+        assert_eq!(head[0] & 0x40 != 0, compressed, "{text:.20}: {head:02x?}");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                tokio::io::AsyncReadExt::read_exact(&mut stream, &mut l)
+                    .await
+                    .unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        assert!(
+            if compressed {
+                len < text.len() / 4
+            } else {
+                len == text.len()
+            },
+            "{len}"
+        );
+        let mut body = vec![0u8; len];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut body)
+            .await
+            .unwrap();
+    }
+    let (status, head, _) = common::upgrade_head(off.addr, "/echo", offer).await;
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "{head}"
+    );
+    // Our own client, compressing both ways, through /ws and /echo.
+    let config = roomcast_ws::tokio::WebSocketConfig::default()
+        .deflate(roomcast_ws::deflate::DeflateConfig::default());
+    let (mut ws, answer) = roomcast_ws::tokio::connect_with(
+        &format!("ws://{}/echo", on.addr),
+        &Default::default(),
+        config,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.extensions.len(), 1);
+    let big = Message::text("κόσμε ".repeat(50_000));
+    ws.send(big.clone()).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), ws.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(back == big, "the echo differs");
+}

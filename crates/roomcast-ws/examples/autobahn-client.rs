@@ -5,11 +5,14 @@
 //! ```
 //!
 //! Asks for the case count, runs every case (echoing each text and binary message back
-//! unchanged until the server closes), then asks the server to write its report. The URL
+//! unchanged until the server closes, compressed when the case agreed to
+//! permessage-deflate), then asks the server to write its report. The URL
 //! may also come from `AUTOBAHN_URL`; the agent name from `AUTOBAHN_AGENT`.
 
 use roomcast_ws::Message;
-use roomcast_ws::tokio::{Error, connect};
+use roomcast_ws::deflate::DeflateConfig;
+use roomcast_ws::handshake::ClientOptions;
+use roomcast_ws::tokio::{Error, WebSocketConfig, connect, connect_with};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,8 +46,11 @@ async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
     count.ok_or_else(|| "the server sent no case count".into())
 }
 
+/// Each case offers permessage-deflate (cases 12.* and 13.* take it, with the
+/// parameters each one asks for).
 async fn run_case(url: &str) -> Result<(), Error> {
-    let (mut ws, _) = connect(url).await?;
+    let config = WebSocketConfig::default().deflate(DeflateConfig::default());
+    let (mut ws, _) = connect_with(url, &ClientOptions::default(), config).await?;
     while let Some(msg) = ws.recv().await {
         if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
             ws.feed(msg).await?;

@@ -33,6 +33,13 @@ pub enum ProtocolError {
     /// "The most significant bit MUST be 0" in a 64-bit length.
     #[error("64-bit payload length has its most significant bit set")]
     LengthMsbSet,
+    /// permessage-deflate: "the 'Per-Message Compressed' bit ... MUST NOT be set" on
+    /// control frames or on the frames of a message after its first (RFC 7692 section 6).
+    #[error("RSV1 set on a control frame or a continuation")]
+    MisplacedCompressedBit,
+    /// permessage-deflate: the compressed data of a message is not valid DEFLATE.
+    #[error("invalid compressed message: {0}")]
+    Inflate(String),
     /// A continuation frame with no fragmented message to continue.
     #[error("continuation frame without a message to continue")]
     UnexpectedContinuation,
@@ -79,7 +86,7 @@ impl ProtocolError {
 impl From<&ProtocolError> for CloseCode {
     fn from(e: &ProtocolError) -> Self {
         match e {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::Inflate(_) => CloseCode::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::TOO_BIG
             }

@@ -11,7 +11,8 @@
 //! - [`Receiver`] and [`Sender`]: messages, fragmentation, limits;
 //! - [`Connection`]: the two halves tied by the rules that join them (pong replies, the
 //!   closing handshake, failing the connection with the right [`CloseCode`]);
-//! - [`handshake`]: the opening handshake, request and response, both roles.
+//! - [`handshake`]: the opening handshake, request and response, both roles;
+//! - [`deflate`]: permessage-deflate (RFC 7692), its negotiation and its codec.
 //!
 //! Every rule of the RFC that the peer can break maps to a [`ProtocolError`] variant and
 //! from there to a close code; the handshake's to a [`handshake::RequestError`] with an
@@ -22,6 +23,7 @@
 mod close;
 mod config;
 mod connection;
+pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;

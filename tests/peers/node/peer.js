@@ -1,8 +1,13 @@
 #!/usr/bin/env node
 // A Node `ws` peer for roomcast's interop tests.
 //
-//   node peer.js client WS_URL   run every scenario against a server that follows the script
-//   node peer.js server          serve the script on a free port; print "PORT n" first
+//   node peer.js client WS_URL [deflate]   run every scenario against a server that
+//                                          follows the script
+//   node peer.js server [deflate]          serve the script on a free port; print
+//                                          "PORT n" first
+//
+// With `deflate`, permessage-deflate is offered or taken (every message compressed, none
+// below a threshold), and a client checks that it was agreed.
 //
 // The script (see crates/roomcast-ws/tests/common/mod.rs): messages come back unchanged,
 // except the commands cmd:close:CODE:REASON, cmd:fragments:N:TEXT and cmd:ping:PAYLOAD.
@@ -11,7 +16,11 @@ const assert = require('node:assert/strict');
 const WebSocket = require('ws');
 
 const BIG = 16 * 1024 * 1024;
-const options = { maxPayload: 64 * 1024 * 1024, perMessageDeflate: false };
+const deflate = process.argv.includes('deflate');
+const options = {
+  maxPayload: 64 * 1024 * 1024,
+  perMessageDeflate: deflate ? { threshold: 0 } : false,
+};
 
 function pattern(n) {
   const b = Buffer.alloc(n);
@@ -52,6 +61,7 @@ async function expect(ws, sent, want = sent) {
 
 async function client(url) {
   let ws = await open(url);
+  if (deflate) assert.match(ws.extensions, /permessage-deflate/, `not agreed: ${ws.extensions}`);
   await expect(ws, 'hello');
   await expect(ws, 'κόσμε €𝄞');
   await expect(ws, Buffer.from([...Array(256).keys()]));
@@ -89,7 +99,7 @@ async function client(url) {
   [code, reason] = await closed;
   assert.equal(code, 4001);
   assert.equal(reason.toString(), 'server says bye');
-  console.log('node client: all scenarios passed');
+  console.log(`node client${deflate ? ' (permessage-deflate)' : ''}: all scenarios passed`);
 }
 
 function server() {

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """A Python `websockets` peer for roomcast's interop tests.
 
-    peer.py client WS_URL   run every scenario against a server that follows the script
-    peer.py server          serve the script on a free port; print "PORT n" first
+    peer.py client WS_URL [deflate]   run every scenario against a server that follows
+                                      the script
+    peer.py server [deflate]          serve the script on a free port; print "PORT n"
+                                      first
+
+With `deflate`, permessage-deflate is offered or taken, and a client checks that it was
+agreed.
 
 The script (see crates/roomcast-ws/tests/common/mod.rs): messages come back unchanged,
 except the commands cmd:close:CODE:REASON, cmd:fragments:N:TEXT and cmd:ping:PAYLOAD.
@@ -15,6 +20,8 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 BIG = 16 * 1024 * 1024
+DEFLATE = "deflate" in sys.argv[2:]
+COMPRESSION = "deflate" if DEFLATE else None
 
 
 def pattern(n):
@@ -30,7 +37,10 @@ async def expect(ws, sent, received=None):
 
 
 async def client(url):
-    async with connect(url, max_size=None, ping_interval=None, compression=None) as ws:
+    async with connect(url, max_size=None, ping_interval=None, compression=COMPRESSION) as ws:
+        if DEFLATE:
+            names = [e.name for e in ws.protocol.extensions]
+            assert names == ["permessage-deflate"], f"not agreed: {names}"
         await expect(ws, "hello")
         await expect(ws, "κόσμε €𝄞")
         await expect(ws, bytes(range(256)))
@@ -47,7 +57,7 @@ async def client(url):
         await ws.close(code=4000, reason="bye")
         rcvd = ws.protocol.close_rcvd
         assert rcvd is not None and rcvd.code == 4000, rcvd
-    async with connect(url, compression=None) as ws:
+    async with connect(url, compression=COMPRESSION) as ws:
         await ws.send("cmd:close:4001:server says bye")
         try:
             await asyncio.wait_for(ws.recv(), 10)
@@ -55,7 +65,7 @@ async def client(url):
         except ConnectionClosed as e:
             assert e.rcvd is not None, "no close frame received"
             assert (e.rcvd.code, e.rcvd.reason) == (4001, "server says bye"), e.rcvd
-    print("python client: all scenarios passed", flush=True)
+    print("python client" + (" (permessage-deflate)" if DEFLATE else "") + ": all scenarios passed", flush=True)
 
 
 async def handler(ws):
@@ -83,7 +93,7 @@ async def handler(ws):
 
 
 async def server():
-    async with serve(handler, "127.0.0.1", 0, max_size=None, ping_interval=None, compression=None) as srv:
+    async with serve(handler, "127.0.0.1", 0, max_size=None, ping_interval=None, compression=COMPRESSION) as srv:
         port = srv.sockets[0].getsockname()[1]
         print(f"PORT {port}", flush=True)
         await srv.serve_forever()
@@ -92,7 +102,7 @@ async def server():
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "server":
         asyncio.run(server())
-    elif len(sys.argv) == 3 and sys.argv[1] == "client":
+    elif len(sys.argv) >= 3 and sys.argv[1] == "client":
         asyncio.run(client(sys.argv[2]))
     else:
         sys.exit(__doc__)

@@ -218,7 +218,13 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
         }
     };
     let limited = worker.shared.limits.applies(ip) && !matches!(route, Route::Echo);
-    let reply = offer.accept(&Accept::default());
+    let mut accept = Accept::default();
+    let deflate = worker.shared.config.websocket.deflate().and_then(|ours| {
+        let (agreed, answer) = roomcast_ws::deflate::negotiate(&offer.extensions, &ours)?;
+        accept.extensions.push(answer);
+        Some((agreed, ours))
+    });
+    let reply = offer.accept(&accept);
     // Bytes after the head are the first frames; an empty remainder must not keep the
     // head's buffer alive for the life of the connection.
     let rest = if buf.len() > head_len {
@@ -229,6 +235,9 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
     drop(buf);
     let (stream, tls) = stream.into_parts();
     let conn = worker.register(stream, rest);
+    if let Some((agreed, ours)) = &deflate {
+        conn.ws.borrow_mut().set_deflate(agreed, ours);
+    }
     crate::stats::Stats::add(&worker.shared.stats.handshakes, 1);
     if let Some(tls) = tls {
         // A session that broke or closed meanwhile marks the connection dead: its task

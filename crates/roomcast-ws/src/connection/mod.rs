@@ -101,6 +101,19 @@ impl Connection {
         self.rx.read_hint()
     }
 
+    /// Runs permessage-deflate from now on, as agreed in the opening handshake
+    /// ([`crate::deflate::negotiate`] or [`crate::deflate::accepted`]): messages of at
+    /// least `ours.min_size` bytes are sent compressed, compressed ones are taken.
+    pub fn set_deflate(
+        &mut self,
+        agreed: &crate::deflate::Params,
+        ours: &crate::deflate::DeflateConfig,
+    ) {
+        let (inflater, deflater) = crate::deflate::codecs(self.role, agreed);
+        self.rx.set_inflater(inflater);
+        self.tx.set_deflater(deflater, ours.min_size);
+    }
+
     /// The receiving half, e.g. to allow reserved bits for an extension.
     pub fn receiver_mut(&mut self) -> &mut Receiver {
         &mut self.rx

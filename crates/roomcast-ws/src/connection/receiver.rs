@@ -3,8 +3,9 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::close::CloseFrame;
+use crate::deflate::{InflateError, Inflater};
 use crate::error::ProtocolError;
-use crate::frame::{Frame, FrameDecoder, FrameHeader, OpCode};
+use crate::frame::{Frame, FrameDecoder, FrameHeader, OpCode, RSV1};
 use crate::message::{Message, Utf8Bytes};
 use crate::utf8::{InvalidUtf8, Utf8Validator};
 use crate::{Config, Role};
@@ -32,6 +33,12 @@ pub struct Receiver {
     /// Payload bytes of the current frame already fed to `utf8`.
     utf8_checked: usize,
     close_received: bool,
+    /// permessage-deflate, once negotiated.
+    inflater: Option<Inflater>,
+    /// The message in progress is compressed (its first frame had RSV1).
+    compressed: bool,
+    /// What a compressed message has inflated to so far.
+    inflated: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -52,7 +59,17 @@ impl Receiver {
             frame_is_text: false,
             utf8_checked: 0,
             close_received: false,
+            inflater: None,
+            compressed: false,
+            inflated: Vec::new(),
         }
+    }
+
+    /// Takes compressed messages from now on (permessage-deflate was agreed): RSV1 is
+    /// allowed on the first frame of a message, which is then inflated with `inflater`.
+    pub fn set_inflater(&mut self, inflater: Inflater) {
+        self.decoder.set_allowed_rsv(RSV1);
+        self.inflater = Some(inflater);
     }
 
     /// The frame decoder, e.g. to allow reserved bits for a negotiated extension.
@@ -108,13 +125,23 @@ impl Receiver {
         if self.frame_started {
             return Ok(());
         }
+        let rsv1 = h.rsv & RSV1 != 0;
+        if rsv1 && !matches!(h.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::MisplacedCompressedBit);
+        }
         match h.opcode {
             OpCode::Continuation => {
                 let Some(m) = &self.message else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
-                self.check_size(m.buf.len() as u64 + h.payload_len)?;
-                self.frame_is_text = m.text;
+                let so_far = if self.compressed {
+                    self.inflated.len()
+                } else {
+                    m.buf.len()
+                };
+                self.check_size(so_far as u64 + h.payload_len)?;
+                // A compressed message's text is checked once inflated.
+                self.frame_is_text = m.text && !self.compressed;
             }
             OpCode::Text | OpCode::Binary => {
                 // "The fragments of one message MUST NOT be interleaved between the
@@ -124,10 +151,11 @@ impl Receiver {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 self.check_size(h.payload_len)?;
-                self.frame_is_text = h.opcode == OpCode::Text;
-                if self.frame_is_text {
+                self.compressed = rsv1;
+                if h.opcode == OpCode::Text {
                     self.utf8.reset();
                 }
+                self.frame_is_text = h.opcode == OpCode::Text && !rsv1;
             }
             // "Control frames MAY be injected in the middle of a fragmented message."
             OpCode::Close | OpCode::Ping | OpCode::Pong => self.frame_is_text = false,
@@ -152,6 +180,14 @@ impl Receiver {
         self.frame_started = false;
         if self.frame_is_text {
             self.utf8.feed(&payload[self.utf8_checked..])?;
+        }
+        if self.compressed
+            && matches!(
+                header.opcode,
+                OpCode::Text | OpCode::Binary | OpCode::Continuation
+            )
+        {
+            return self.finish_compressed(header, &payload);
         }
         match header.opcode {
             OpCode::Ping => Ok(Some(Message::Ping(payload))),
@@ -188,6 +224,51 @@ impl Receiver {
                 self.complete(text, buf.freeze()).map(Some)
             }
         }
+    }
+
+    /// A frame of a compressed message: inflated as it comes (the limit counts what it
+    /// inflates to), its text checked as it inflates, the message complete at `fin`.
+    fn finish_compressed(
+        &mut self,
+        header: FrameHeader,
+        payload: &[u8],
+    ) -> Result<Option<Message>, ProtocolError> {
+        let text = match header.opcode {
+            OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.text),
+            opcode => opcode == OpCode::Text,
+        };
+        let Some(inflater) = self.inflater.as_mut() else {
+            return Err(ProtocolError::NonZeroReservedBits(header.rsv));
+        };
+        let before = self.inflated.len();
+        let limit = self.max_message_size;
+        inflater
+            .inflate(payload, header.fin, limit, &mut self.inflated)
+            .map_err(|e| match e {
+                InflateError::TooLarge { limit } => ProtocolError::MessageTooLarge {
+                    size: limit as u64 + 1,
+                    limit,
+                },
+                InflateError::Corrupt(why) => ProtocolError::Inflate(why),
+            })?;
+        if text {
+            self.utf8.feed(&self.inflated[before..])?;
+        }
+        if !header.fin {
+            if header.opcode != OpCode::Continuation {
+                // The fragments' sequence is tracked as for any message; the bytes are
+                // in `inflated`.
+                self.message = Some(Assembly {
+                    text,
+                    buf: BytesMut::new(),
+                });
+            }
+            return Ok(None);
+        }
+        self.message = None;
+        self.compressed = false;
+        let whole = Bytes::from(std::mem::take(&mut self.inflated));
+        self.complete(text, whole).map(Some)
     }
 
     fn complete(&mut self, text: bool, payload: Bytes) -> Result<Message, ProtocolError> {

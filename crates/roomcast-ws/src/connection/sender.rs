@@ -4,8 +4,9 @@ use bytes::Bytes;
 
 use crate::Role;
 use crate::close::CloseFrame;
+use crate::deflate::Deflater;
 use crate::error::SendError;
-use crate::frame::{FrameHeader, OpCode, encode_frame};
+use crate::frame::{FrameHeader, OpCode, RSV1, encode_frame};
 use crate::message::Message;
 use crate::outbox::Outbox;
 
@@ -18,6 +19,11 @@ pub struct Sender {
     close_sent: bool,
     /// A fragmented message is being sent.
     fragmenting: bool,
+    /// permessage-deflate, once negotiated, and the size below which a message goes
+    /// uncompressed.
+    deflater: Option<(Deflater, usize)>,
+    /// The fragmented message being sent is compressed.
+    compressing: bool,
 }
 
 impl Sender {
@@ -27,7 +33,15 @@ impl Sender {
             role,
             close_sent: false,
             fragmenting: false,
+            deflater: None,
+            compressing: false,
         }
+    }
+
+    /// Compresses messages of at least `min_size` bytes from now on (permessage-deflate
+    /// was agreed); shorter ones, and control frames, go as they are.
+    pub fn set_deflater(&mut self, deflater: Deflater, min_size: usize) {
+        self.deflater = Some((deflater, min_size));
     }
 
     /// Whether a close frame has been queued.
@@ -76,6 +90,12 @@ impl Sender {
                     ));
                 }
                 self.fragmenting = !fin;
+                // A whole message is compressed from its size; a fragmented one always
+                // (its size is not known yet).
+                self.compressing = self
+                    .deflater
+                    .as_ref()
+                    .is_some_and(|(_, min)| !fin || payload.len() >= *min);
             }
             OpCode::Continuation => {
                 if !self.fragmenting {
@@ -87,14 +107,24 @@ impl Sender {
             }
             OpCode::Close => return self.close(CloseFrame::parse(payload).ok().flatten(), out),
         }
-        self.encode(
-            FrameHeader {
-                fin,
-                ..FrameHeader::new(opcode, 0)
-            },
-            payload,
-            out,
-        );
+        let mut header = FrameHeader {
+            fin,
+            ..FrameHeader::new(opcode, 0)
+        };
+        let data_frame = matches!(opcode, OpCode::Text | OpCode::Binary | OpCode::Continuation);
+        let payload = match &mut self.deflater {
+            Some((deflater, _)) if data_frame && self.compressing => {
+                // "Set the 'Per-Message Compressed' bit of the first frame to 1."
+                if opcode != OpCode::Continuation {
+                    header.rsv = RSV1;
+                }
+                let mut wire = Vec::with_capacity(payload.len() / 2 + 16);
+                deflater.compress(&payload, fin, &mut wire);
+                Bytes::from(wire)
+            }
+            _ => payload,
+        };
+        self.encode(header, payload, out);
         Ok(())
     }
 

@@ -512,3 +512,171 @@ fn a_ping_flood_unread_leaves_few_pongs_and_answers_the_latest_ping() {
         Some(Message::Pong(Bytes::from(format!("{:0>100}", 9999))))
     );
 }
+
+/// A pair that agreed on permessage-deflate with `agreed`.
+fn deflate_pair(agreed: crate::deflate::Params, config: Config) -> Pair {
+    let mut p = Pair::with(config);
+    let ours = crate::deflate::DeflateConfig::default();
+    p.client.set_deflate(&agreed, &ours);
+    p.server.set_deflate(&agreed, &ours);
+    p
+}
+
+fn agreed(no_context: bool, bits: u8) -> crate::deflate::Params {
+    crate::deflate::Params {
+        server_no_context_takeover: no_context,
+        client_no_context_takeover: no_context,
+        server_max_window_bits: bits,
+        client_max_window_bits: bits,
+    }
+}
+
+#[test]
+fn compressed_messages_both_ways_whole_and_fragmented_with_a_ping_between() {
+    for (no_context, bits) in [(false, 15), (true, 15), (false, 8), (true, 9)] {
+        let mut p = deflate_pair(agreed(no_context, bits), Config::default());
+        let chat = r#"{"type":"message","room":"lobby","data":"hi"}"#;
+        for _ in 0..3 {
+            p.client.send(Message::text(chat)).unwrap();
+            p.server.send(Message::binary(chat.repeat(50))).unwrap();
+        }
+        // On the wire: RSV1 on every data frame, and smaller than the text.
+        let wire: Vec<u8> = p.server.outbox().iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(wire[0] & 0x40, 0x40, "RSV1 on the first frame");
+        assert!(wire.len() < 3 * chat.len() * 50 / 4, "{}", wire.len());
+        p.client
+            .send_frame(OpCode::Text, Bytes::from_static(b"frag"), false)
+            .unwrap();
+        p.client
+            .send(Message::Ping(Bytes::from_static(b"p")))
+            .unwrap();
+        p.client
+            .send_frame(OpCode::Continuation, Bytes::from_static(b"mented"), false)
+            .unwrap();
+        p.client
+            .send_frame(OpCode::Continuation, Bytes::new(), true)
+            .unwrap();
+        p.client.send(Message::text("")).unwrap();
+        let (at_server, at_client) = p.pump();
+        let texts: Vec<_> = at_server
+            .iter()
+            .filter_map(|m| match m {
+                Message::Text(t) => Some(t.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [chat, chat, chat, "fragmented", ""],
+            "{no_context} {bits}"
+        );
+        assert!(at_server.contains(&Message::Ping(Bytes::from_static(b"p"))));
+        assert_eq!(
+            at_client,
+            vec![Message::binary(chat.repeat(50)); 3]
+                .into_iter()
+                .chain([Message::Pong(Bytes::from_static(b"p"))])
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn below_the_threshold_a_message_goes_uncompressed() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let ours = crate::deflate::DeflateConfig {
+        min_size: 100,
+        ..Default::default()
+    };
+    server.set_deflate(&agreed(true, 15), &ours);
+    server.send(Message::text("short")).unwrap();
+    server.send(Message::text("long ".repeat(40))).unwrap();
+    let frames: Vec<Bytes> = server.outbox().iter().cloned().collect();
+    assert_eq!(frames[0][0], 0x81, "short: no RSV1");
+    let long = frames.iter().skip(1).find(|f| f[0] & 0x0f == 1).unwrap();
+    assert_eq!(long[0], 0xc1, "long: RSV1");
+}
+
+#[test]
+fn rsv1_where_deflate_forbids_it_and_broken_data_fail_the_connection() {
+    let mut compressed = Vec::new();
+    crate::deflate::Deflater::new(15, true).compress(b"hello", true, &mut compressed);
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        // RSV1 on a ping, on a continuation.
+        (client_frame(0xc9, b"x"), 1002),
+        (
+            [client_frame(0x41, &compressed), client_frame(0xc0, b"")].concat(),
+            1002,
+        ),
+        // Not DEFLATE at all.
+        (client_frame(0xc1, &[0xff, 0xff, 0xff, 0x13]), 1007),
+        // Inflates to invalid UTF-8 in a text message.
+        (
+            {
+                let mut w = Vec::new();
+                crate::deflate::Deflater::new(15, true).compress(&[0xc3, 0x28], true, &mut w);
+                client_frame(0xc1, &w)
+            },
+            1007,
+        ),
+    ];
+    for (wire, code) in cases {
+        let mut server = Connection::new(Role::Server, Config::default());
+        server.set_deflate(&agreed(true, 15), &Default::default());
+        let mut buf = BytesMut::from(&wire[..]);
+        let r = loop {
+            match server.receive(&mut buf) {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        };
+        assert!(r.is_err(), "{wire:02x?}: {r:?}");
+        assert_eq!(queued_close(&mut server).map(|f| f.code.0), Some(code));
+    }
+    // Without deflate agreed, RSV1 is refused as any reserved bit.
+    let (r, _) = server_gets(&client_frame(0xc1, &compressed));
+    assert!(
+        matches!(r, Err(ProtocolError::NonZeroReservedBits(_))),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_deflate_bomb_closes_with_1009_having_held_no_more_than_the_limit() {
+    let mut bomb = Vec::new();
+    crate::deflate::Deflater::new(15, true).compress(&vec![b'a'; 4 << 20], true, &mut bomb);
+    assert!(bomb.len() < 64 * 1024);
+    let mut server = Connection::new(Role::Server, Config::default().max_message_size(1 << 20));
+    server.set_deflate(&agreed(true, 15), &Default::default());
+    let mut buf = BytesMut::from(&client_frame(0xc1, &bomb)[..]);
+    let r = server.receive(&mut buf);
+    assert!(
+        matches!(r, Err(ProtocolError::MessageTooLarge { .. })),
+        "{r:?}"
+    );
+    assert_eq!(queued_close(&mut server).map(|f| f.code.0), Some(1009));
+    // The same in fragments: the limit counts what the fragments inflate to together.
+    let mut server = Connection::new(Role::Server, Config::default().max_message_size(1 << 20));
+    server.set_deflate(&agreed(false, 15), &Default::default());
+    let mut d = crate::deflate::Deflater::new(15, false);
+    let mut wire = Vec::new();
+    for i in 0..8 {
+        let mut part = Vec::new();
+        d.compress(&vec![b'a'; 256 * 1024], i == 7, &mut part);
+        let b0 = match i {
+            0 => 0x41,
+            7 => 0x80,
+            _ => 0x00,
+        };
+        wire.extend(client_frame(b0, &part));
+    }
+    let mut buf = BytesMut::from(&wire[..]);
+    let r = match server.receive(&mut buf) {
+        Ok(Some(m)) => panic!("a message past the limit arrived: {m:?}"),
+        other => other,
+    };
+    assert!(
+        matches!(r, Err(ProtocolError::MessageTooLarge { .. })),
+        "{r:?}"
+    );
+}

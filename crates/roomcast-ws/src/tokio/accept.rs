@@ -57,9 +57,24 @@ where
         let (req, rest) = read_request(&mut io, config.max_head).await?;
         let offer = validate_request(req.method(), req.version(), req.headers())?;
         match decide(&req, &offer) {
-            Ok(accept) => {
+            Ok(mut accept) => {
+                // permessage-deflate, when configured and offered (and `decide` did not
+                // answer for it itself).
+                let decided = accept
+                    .extensions
+                    .iter()
+                    .any(|e| e.name.eq_ignore_ascii_case(crate::deflate::NAME));
+                let deflate = match (config.deflate, decided) {
+                    (Some(ours), false) => crate::deflate::negotiate(&offer.extensions, &ours).map(
+                        |(agreed, answer)| {
+                            accept.extensions.push(answer);
+                            (agreed, ours)
+                        },
+                    ),
+                    _ => None,
+                };
                 io.write_all(&offer.accept(&accept)).await?;
-                Ok((accept.protocol, rest))
+                Ok((accept.protocol, rest, deflate))
             }
             Err(refusal) => {
                 io.write_all(&encode_response(&refusal)).await?;
@@ -72,9 +87,12 @@ where
         Err(_) => Err(Error::Timeout("opening handshake")),
     };
     match outcome {
-        Ok((protocol, rest)) => {
+        Ok((protocol, rest, deflate)) => {
             let mut ws = WebSocket::from_raw(io, Role::Server, config, rest);
             ws.protocol = protocol;
+            if let Some((agreed, ours)) = deflate {
+                ws.conn.set_deflate(&agreed, &ours);
+            }
             Ok(ws)
         }
         Err(Error::Request(e)) => {

@@ -21,6 +21,9 @@ pub struct WebSocketConfig {
     pub write_buffer_limit: usize,
     /// The largest handshake head, in bytes. Default 16 KiB.
     pub max_head: usize,
+    /// permessage-deflate: offered by [`connect_with`](super::connect_with), taken by
+    /// [`accept_with`](super::accept_with) when the client offers it. Default `None`.
+    pub deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl WebSocketConfig {
@@ -42,6 +45,12 @@ impl WebSocketConfig {
         self
     }
 
+    /// Offers or takes permessage-deflate with `deflate`.
+    pub fn deflate(mut self, deflate: crate::deflate::DeflateConfig) -> Self {
+        self.deflate = Some(deflate);
+        self
+    }
+
     /// Sets the write buffer limit.
     pub fn write_buffer_limit(mut self, bytes: usize) -> Self {
         self.write_buffer_limit = bytes;
@@ -57,6 +66,7 @@ impl Default for WebSocketConfig {
             close_timeout: Duration::from_secs(5),
             write_buffer_limit: 64 * 1024,
             max_head: crate::handshake::DEFAULT_MAX_HEAD,
+            deflate: None,
         }
     }
 }

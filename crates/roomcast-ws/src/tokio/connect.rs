@@ -96,6 +96,15 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     options: &ClientOptions,
     config: WebSocketConfig,
 ) -> Result<(WebSocket<S>, ServerAnswer), Error> {
+    let mut offered;
+    let options = match config.deflate {
+        Some(ours) => {
+            offered = options.clone();
+            offered.extensions.push(crate::deflate::offer(&ours));
+            &offered
+        }
+        None => options,
+    };
     let (handshake, request) = ClientHandshake::new(authority, target, options);
     let exchange = async {
         io.write_all(&request).await?;
@@ -115,6 +124,18 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| Error::Timeout("opening handshake"))??;
     let mut ws = WebSocket::from_raw(io, Role::Client, config, rest);
     ws.protocol = answer.protocol.clone();
+    if let (Some(ours), Some(agreed)) = (
+        config.deflate,
+        answer
+            .extensions
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(crate::deflate::NAME)),
+    ) {
+        // "If the response ... is not acceptable, the client MUST _Fail the WebSocket
+        // Connection_": it never opens.
+        let agreed = crate::deflate::accepted(agreed, &ours).map_err(Error::Deflate)?;
+        ws.conn.set_deflate(&agreed, &ours);
+    }
     Ok((ws, answer))
 }
 

@@ -27,6 +27,9 @@ pub enum Error {
     /// The server refused or botched our handshake.
     #[error("handshake failed: {0}")]
     Response(#[from] ResponseError),
+    /// The server's permessage-deflate answer breaks RFC 7692 or our offer.
+    #[error("handshake failed: {0}")]
+    Deflate(crate::deflate::NegotiationError),
     /// The URL given to `connect` is not a usable `ws://` URL.
     #[error("invalid WebSocket URL: {0}")]
     Url(&'static str),

@@ -15,7 +15,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use roomcast_ws::tokio::{Error, WebSocket, accept, connect};
+use roomcast_ws::deflate::DeflateConfig;
+use roomcast_ws::handshake::{Accept, ClientOptions};
+use roomcast_ws::tokio::{Error, WebSocket, WebSocketConfig, accept_with, connect_with};
 use roomcast_ws::{CloseCode, CloseFrame, Message, OpCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +33,11 @@ pub fn pattern(n: usize) -> Bytes {
 
 /// Starts our scripted server on a free port; returns its `ws://` base URL.
 pub async fn scripted_server() -> String {
+    scripted_server_with(None).await
+}
+
+/// [`scripted_server`], taking permessage-deflate with `deflate` when a client offers it.
+pub async fn scripted_server_with(deflate: Option<DeflateConfig>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -39,7 +46,10 @@ pub async fn scripted_server() -> String {
                 return;
             };
             tokio::spawn(async move {
-                if let Ok(ws) = accept(stream).await {
+                let mut config = WebSocketConfig::default();
+                config.deflate = deflate;
+                let accepted = accept_with(stream, config, |_, _| Ok(Accept::default())).await;
+                if let Ok(ws) = accepted {
                     let _ = script(ws).await;
                 }
             });
@@ -150,8 +160,30 @@ pub async fn close_frame_at_end(ws: &mut WebSocket<TcpStream>) -> Option<CloseFr
 
 /// Runs every client scenario against a server following the script.
 pub async fn client_scenarios(base: &str) {
-    // `connect` is bounded by the driver's handshake timeout.
-    let (mut ws, _) = connect(base).await.unwrap();
+    client_scenarios_with(base, None).await;
+}
+
+/// [`client_scenarios`], offering permessage-deflate with `deflate`; the server must then
+/// take it.
+pub async fn client_scenarios_with(base: &str, deflate: Option<DeflateConfig>) {
+    let connect = |url: String| async move {
+        let mut config = WebSocketConfig::default();
+        config.deflate = deflate;
+        // Bounded by the driver's handshake timeout.
+        let (ws, answer) = connect_with(&url, &ClientOptions::default(), config)
+            .await
+            .unwrap();
+        if deflate.is_some() {
+            let names: Vec<_> = answer.extensions.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["permessage-deflate"],
+                "permessage-deflate not agreed"
+            );
+        }
+        Ok::<_, Error>((ws, answer))
+    };
+    let (mut ws, _) = connect(base.to_owned()).await.unwrap();
     for msg in [
         Message::text("hello"),
         Message::text("κόσμε €𝄞"),
@@ -234,7 +266,7 @@ pub async fn client_scenarios(base: &str) {
     assert_eq!(echoed.map(|f| f.code), Some(CloseCode(4000)));
 
     // The server closes with a code and a reason.
-    let (mut ws, _) = connect(base).await.unwrap();
+    let (mut ws, _) = connect(base.to_owned()).await.unwrap();
     send(&mut ws, Message::text("cmd:close:4001:server says bye")).await;
     let got = close_frame_at_end(&mut ws)
         .await
@@ -257,10 +289,16 @@ pub fn python() -> String {
 
 /// Runs a peer in client mode against `url` and checks it reports success.
 pub async fn run_peer_client(program: &str, script: PathBuf, url: &str) {
+    run_peer_client_with(program, script, url, &[]).await;
+}
+
+/// [`run_peer_client`] with more arguments (`deflate`).
+pub async fn run_peer_client_with(program: &str, script: PathBuf, url: &str, args: &[&str]) {
     let out = Command::new(program)
         .arg(&script)
         .arg("client")
         .arg(url)
+        .args(args)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), out)
@@ -284,9 +322,19 @@ pub async fn run_peer_client(program: &str, script: PathBuf, url: &str) {
 
 /// Starts a peer in server mode; returns the process and its `ws://` URL.
 pub async fn start_peer_server(program: &str, script: PathBuf) -> (Child, String) {
+    start_peer_server_with(program, script, &[]).await
+}
+
+/// [`start_peer_server`] with more arguments (`deflate`).
+pub async fn start_peer_server_with(
+    program: &str,
+    script: PathBuf,
+    args: &[&str],
+) -> (Child, String) {
     let mut child = Command::new(program)
         .arg(&script)
         .arg("server")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

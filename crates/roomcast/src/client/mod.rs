@@ -65,6 +65,10 @@ pub struct ConnectArgs {
     /// A subprotocol to offer (repeatable).
     #[arg(long = "protocol")]
     pub protocols: Vec<String>,
+    /// Offer permessage-deflate (RFC 7692): messages compressed both ways when the
+    /// server takes it (the status line says so).
+    #[arg(long)]
+    pub deflate: bool,
     /// Ping every SECONDS and print the round-trip time.
     #[arg(long, value_name = "SECONDS")]
     pub ping_interval: Option<f64>,
@@ -107,10 +111,6 @@ pub struct ConnectArgs {
 
 /// Runs `roomcast connect`.
 pub async fn connect(args: ConnectArgs) -> Outcome {
-    if args.url.starts_with("wss://") {
-        eprintln!("roomcast connect: wss:// needs TLS, which this build does not have yet");
-        return Outcome::ConnectFailed;
-    }
     let options = match client_options(&args.headers, args.origin.as_deref(), &args.protocols) {
         Ok(o) => o,
         Err(e) => {
@@ -150,6 +150,17 @@ pub fn client_options(
         options.headers.insert(http::header::ORIGIN, value);
     }
     Ok(options)
+}
+
+/// The driver settings of `roomcast connect`: [`ws_config`], offering permessage-deflate
+/// with `--deflate`.
+fn connect_config(args: &ConnectArgs) -> WebSocketConfig {
+    let config = ws_config();
+    if args.deflate {
+        config.deflate(roomcast_ws::deflate::DeflateConfig::default())
+    } else {
+        config
+    }
 }
 
 /// The driver settings for the CLI: messages up to 64 MiB.

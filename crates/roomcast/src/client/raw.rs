@@ -12,7 +12,7 @@ use roomcast_ws::{CloseCode, CloseFrame, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::style::Palette;
-use super::{ConnectArgs, Outcome, ws_config};
+use super::{ConnectArgs, Outcome};
 
 pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome {
     let err = Palette::stderr();
@@ -21,21 +21,28 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
             eprintln!("{}", err.dim(&line));
         }
     };
-    let (ws, answer) = match crate::net::connect(&args.url, options, ws_config(), &args.tls).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("roomcast connect: {}", err.red(&e.to_string()));
-            return Outcome::ConnectFailed;
-        }
-    };
+    let (ws, answer) =
+        match crate::net::connect(&args.url, options, super::connect_config(args), &args.tls).await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("roomcast connect: {}", err.red(&e.to_string()));
+                return Outcome::ConnectFailed;
+            }
+        };
+    let deflate = answer
+        .extensions
+        .iter()
+        .any(|e| e.name == roomcast_ws::deflate::NAME);
     status(format!(
-        "connected to {}{}",
+        "connected to {}{}{}",
         args.url,
         answer
             .protocol
             .as_ref()
             .map(|p| format!(" (protocol {p})"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if deflate { " (permessage-deflate)" } else { "" }
     ));
     let (mut reader, writer) = ws.split();
 
