@@ -145,8 +145,31 @@ fn python() -> String {
     std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
+fn peer_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/peers/python")
+        .join(name)
+}
+
 fn client_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/python/tls_client.py")
+    peer_script("tls_client.py")
+}
+
+/// Runs a Python peer script to its end; it must succeed and print "all scenarios
+/// passed". Returns its stdout.
+fn run_python(script: PathBuf, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("all scenarios passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 #[test]
@@ -175,18 +198,8 @@ fn https_and_wss_share_the_port_with_real_clients() {
     assert!(!ok, "plain HTTP answered on the TLS port");
     let (ok, _) = curl(&[&format!("{base}/healthz")]);
     assert!(!ok, "curl trusted a self-signed certificate by itself");
-    let out = Command::new(python())
-        .arg(client_script())
-        .arg(format!("wss://127.0.0.1:{}/ws", s.addr.port()))
-        .arg(ca)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all scenarios passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let wss_url = format!("wss://127.0.0.1:{}/ws", s.addr.port());
+    let stdout = run_python(client_script(), &[&wss_url, ca]);
     assert!(stdout.contains(&fingerprint_of(&crt)), "{stdout}");
     // Our CLI over wss:// and https://: with --cacert, with --insecure, and refused
     // without either (the system roots do not vouch for this certificate).
@@ -331,20 +344,8 @@ fn broken_tls_records_end_their_connection_and_nothing_else() {
         "--set",
         "limits.max_connections_per_ip=1",
     ]);
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/python/tls_faults.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg("127.0.0.1")
-        .arg(s.addr.port().to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all scenarios passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let port = s.addr.port().to_string();
+    run_python(peer_script("tls_faults.py"), &["127.0.0.1", &port]);
 }
 
 /// `--cacert` with a file that holds no certificate is an error naming the file, not a

@@ -69,30 +69,57 @@ pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<S
     Ok(ws)
 }
 
-/// Says hello as `client` and joins `room`; returns the room's offset from `joined`.
+/// Says hello as `client` and joins `room`; returns the room's offset.
 pub async fn join(ws: &mut WebSocket<Stream>, room: &str, client: &str) -> Result<u64, Error> {
+    join_since(ws, room, client, None).await.map(|j| j.offset)
+}
+
+/// What a `joined` reply said.
+#[derive(Debug)]
+pub struct Joined {
+    pub epoch: String,
+    pub offset: u64,
+    pub recovered: bool,
+}
+
+/// Says hello as `client` and joins `room`, from `since` (an epoch and offset) when
+/// given, so that what came after it is replayed; an error reply is an error.
+pub async fn join_since(
+    ws: &mut WebSocket<Stream>,
+    room: &str,
+    client: &str,
+    since: Option<(&str, u64)>,
+) -> Result<Joined, Error> {
     let hello = serde_json::json!({"type": "hello", "client": client, "ref": 1});
-    let join = serde_json::json!({"type": "join", "room": room, "ref": 2});
+    let mut join = serde_json::json!({"type": "join", "room": room, "ref": 2});
+    if let Some((epoch, offset)) = since {
+        join["since"] = serde_json::json!({"epoch": epoch, "offset": offset});
+    }
     ws.feed(Message::text(hello.to_string())).await?;
     ws.send(Message::text(join.to_string())).await?;
-    tokio::time::timeout(Duration::from_secs(30), async {
+    let refused = |what: String| Error::Io(std::io::Error::other(what));
+    let answer = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(msg) = ws.recv().await {
             if let Message::Text(t) = msg? {
                 let t = t.as_bytes();
-                if t.starts_with(br#"{"type":"joined""#) {
-                    return Ok(field_u64(t, b"\"offset\":").unwrap_or(0));
-                }
-                if t.starts_with(br#"{"type":"error""#) {
-                    return Err(Error::Io(std::io::Error::other(
-                        String::from_utf8_lossy(t).into_owned(),
-                    )));
+                if t.starts_with(br#"{"type":"joined""#) || t.starts_with(br#"{"type":"error""#) {
+                    return serde_json::from_slice::<serde_json::Value>(t)
+                        .map_err(|e| refused(e.to_string()));
                 }
             }
         }
         Err(Error::AbnormalClosure)
     })
     .await
-    .map_err(|_| Error::Timeout("join"))?
+    .map_err(|_| Error::Timeout("join"))??;
+    match (answer["epoch"].as_str(), answer["offset"].as_u64()) {
+        (Some(epoch), Some(offset)) if answer["type"] == "joined" => Ok(Joined {
+            epoch: epoch.to_owned(),
+            offset,
+            recovered: answer["recovered"].as_bool().unwrap_or(false),
+        }),
+        _ => Err(refused(format!("join refused: {answer}"))),
+    }
 }
 
 /// The number after `key` in a JSON text (a cheap scan: the bench must not be slower

@@ -80,46 +80,19 @@ struct Held {
     last: u64,
 }
 
-/// Says hello as `client` and joins `room` (from `since` when given): the epoch, the
-/// offset and whether it recovered, as `joined` says.
+/// Hello and join, from `since` when given: the room's epoch, offset, and whether it
+/// recovered.
 async fn join_from(
     ws: &mut roomcast_ws::tokio::WebSocket<crate::net::Stream>,
     room: &str,
     client: &str,
     since: Option<&Held>,
 ) -> Result<(String, u64, bool), String> {
-    let hello = json!({"type": "hello", "client": client, "ref": 1});
-    let mut join = json!({"type": "join", "room": room, "ref": 2});
-    if let Some(h) = since {
-        join["since"] = json!({"epoch": h.epoch, "offset": h.last});
-    }
-    let sent = async {
-        ws.feed(Message::text(hello.to_string())).await?;
-        ws.send(Message::text(join.to_string())).await
-    };
-    sent.await.map_err(|e| e.to_string())?;
-    let answer = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(msg) = ws.recv().await {
-            let Message::Text(t) = msg.map_err(|e| e.to_string())? else {
-                continue;
-            };
-            let t = t.as_bytes();
-            if t.starts_with(br#"{"type":"joined""#) || t.starts_with(br#"{"type":"error""#) {
-                return serde_json::from_slice::<serde_json::Value>(t).map_err(|e| e.to_string());
-            }
-        }
-        Err("closed before joining".to_owned())
-    })
-    .await
-    .map_err(|_| "no answer to join within 30 s".to_owned())??;
-    match (answer["epoch"].as_str(), answer["offset"].as_u64()) {
-        (Some(epoch), Some(offset)) if answer["type"] == "joined" => Ok((
-            epoch.to_owned(),
-            offset,
-            answer["recovered"].as_bool().unwrap_or(false),
-        )),
-        _ => Err(format!("join refused: {answer}")),
-    }
+    let since = since.map(|h| (h.epoch.as_str(), h.last));
+    super::open::join_since(ws, room, client, since)
+        .await
+        .map(|j| (j.epoch, j.offset, j.recovered))
+        .map_err(|e| e.to_string())
 }
 
 /// One subscriber: joins, reads, and when its node dies joins another from where it was,
