@@ -134,12 +134,14 @@ impl Receiver {
                 let Some(m) = &self.message else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
+                // A compressed message is held to the limit by what it inflates to, as it
+                // inflates; a frame's compressed length says nothing of that.
                 let so_far = if self.compressed {
-                    self.inflated.len()
+                    self.inflated.len() as u64
                 } else {
-                    m.buf.len()
+                    m.buf.len() as u64 + h.payload_len
                 };
-                self.check_size(so_far as u64 + h.payload_len)?;
+                self.check_size(so_far)?;
                 // A compressed message's text is checked once inflated.
                 self.frame_is_text = m.text && !self.compressed;
             }

@@ -680,3 +680,34 @@ fn a_deflate_bomb_closes_with_1009_having_held_no_more_than_the_limit() {
         "{r:?}"
     );
 }
+
+/// A compressed message near the limit is judged by what it inflates to: a last fragment
+/// whose compressed length would pass the limit added to what came before, but whose
+/// inflated bytes do not, is taken.
+#[test]
+fn a_compressed_fragment_is_judged_by_its_inflated_size() {
+    let limit = 64 * 1024;
+    let mut server = Connection::new(Role::Server, Config::default().max_message_size(limit));
+    server.set_deflate(&agreed(false, 15), &Default::default());
+    let mut d = crate::deflate::Deflater::new(15, false);
+    let first: Vec<u8> = vec![b'x'; limit - 500];
+    // Noise does not compress: its 498 bytes take more than the 500 left once compressed.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..498)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 32) as u8
+        })
+        .collect();
+    let mut a = Vec::new();
+    d.compress(&first, false, &mut a);
+    let mut b = Vec::new();
+    d.compress(&noise, true, &mut b);
+    assert!(b.len() > 500, "{} bytes compressed", b.len());
+    let wire = [client_frame(0x42, &a), client_frame(0x80, &b)].concat();
+    let mut buf = BytesMut::from(&wire[..]);
+    let got = server.receive(&mut buf).unwrap().expect("the message");
+    assert_eq!(got.payload().len(), limit - 2);
+}
