@@ -156,14 +156,12 @@ impl Inflater {
                 // At the limit: one byte more, into a probe, says whether there is more.
                 let mut probe = [0u8; 1];
                 let before = self.z.total_out();
-                let status = self
-                    .z
+                self.z
                     .decompress(input, &mut probe, FlushDecompress::Sync)
                     .map_err(|e| InflateError::Corrupt(e.to_string()))?;
                 if self.z.total_out() > before {
                     return Err(InflateError::TooLarge { limit });
                 }
-                let _ = status;
                 return Ok(());
             }
             if out.capacity() - out.len() < room {
