@@ -349,13 +349,21 @@ pub struct WebSocketSettings {
     pub max_queued_bytes: usize,
     pub compression: bool,
     pub compression_threshold: usize,
+    pub compression_context_takeover: bool,
+    pub compression_window_bits: u8,
+    pub compression_idle_release_ms: u64,
 }
 
 impl WebSocketSettings {
     /// permessage-deflate as this node takes it, when `compression` is on.
     pub fn deflate(&self) -> Option<roomcast_ws::deflate::DeflateConfig> {
         self.compression.then(|| {
-            roomcast_ws::deflate::DeflateConfig::default().min_size(self.compression_threshold)
+            let reset = !self.compression_context_takeover;
+            roomcast_ws::deflate::DeflateConfig::default()
+                .min_size(self.compression_threshold)
+                .max_window_bits(self.compression_window_bits)
+                .no_context_takeover(reset)
+                .request_peer_no_context_takeover(reset)
         })
     }
 }
@@ -453,6 +461,9 @@ impl Config {
                 "websocket.heartbeat_timeout_ms",
                 "must be positive when heartbeats are on",
             );
+        }
+        if !(9..=15).contains(&self.websocket.compression_window_bits) {
+            return bad("websocket.compression_window_bits", "must be 9 to 15");
         }
         if self.rooms.history_max_age_ms == 0 {
             return bad("rooms.history_max_age_ms", "must be positive");
@@ -958,6 +969,37 @@ mod tests {
                 .server
                 .echo
         );
+    }
+
+    #[test]
+    fn compression_settings_become_the_deflate_offer_taken() {
+        let load = |set: &[&str]| {
+            let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+            Config::load(None, env(&[]), &set)
+        };
+        assert!(load(&[]).unwrap().websocket.deflate().is_none());
+        let shared = load(&["websocket.compression=true"])
+            .unwrap()
+            .websocket
+            .deflate();
+        let shared = shared.unwrap();
+        assert!(shared.no_context_takeover && shared.request_peer_no_context_takeover);
+        assert_eq!((shared.max_window_bits, shared.min_size), (15, 128));
+        let own = load(&[
+            "websocket.compression=true",
+            "websocket.compression_context_takeover=true",
+            "websocket.compression_window_bits=10",
+        ])
+        .unwrap()
+        .websocket
+        .deflate()
+        .unwrap();
+        assert!(!own.no_context_takeover && !own.request_peer_no_context_takeover);
+        assert_eq!(own.max_window_bits, 10);
+        for bits in ["8", "16"] {
+            let set = format!("websocket.compression_window_bits={bits}");
+            assert!(matches!(load(&[&set]), Err(ConfigError::BadValue { .. })));
+        }
     }
 
     #[test]

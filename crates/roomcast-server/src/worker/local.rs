@@ -11,7 +11,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::Worker;
 use super::dispatch::SessionCaller;
-use super::sink::Sink;
+use super::sink::{Outgoing, Sink};
 use super::{Conn, Kind, Membership};
 use crate::engine::{Addr, ConnKey, HomeMsg, Join, LocalMsg, Reply};
 use crate::member::{EventKind, HttpMember, HttpRoom, frame_json};
@@ -305,7 +305,7 @@ impl Worker {
             return;
         };
         let mut n = 0;
-        let mut json = None;
+        let mut out = Outgoing::new(frame.clone());
         let (presence_only, catch_up) = (how == Push::PresenceOnly, how == Push::CatchUp);
         for (_, m) in r.members.iter() {
             if presence_only && !m.presence {
@@ -315,7 +315,7 @@ impl Worker {
                 continue;
             }
             if m.sink
-                .deliver(self, room, frame, &mut json, event.as_ref(), catch_up)
+                .deliver(self, room, &mut out, event.as_ref(), catch_up)
             {
                 n += 1;
             }

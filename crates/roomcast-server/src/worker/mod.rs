@@ -15,6 +15,7 @@
 //! so messages published close together leave together.
 
 mod cmd;
+mod compressed;
 mod dispatch;
 mod local;
 mod sink;
@@ -535,10 +536,16 @@ impl Worker {
     async fn sweeper(self: Rc<Self>) {
         let ws = &self.shared.config.websocket;
         let mut shortest = 1000;
+        let release_ms = if ws.compression && ws.compression_context_takeover {
+            ws.compression_idle_release_ms
+        } else {
+            0
+        };
         for t in [
             ws.heartbeat_interval_ms,
             ws.heartbeat_timeout_ms,
             ws.idle_timeout_ms,
+            release_ms,
         ] {
             if t > 0 {
                 shortest = shortest.min(t);
@@ -612,6 +619,11 @@ impl Worker {
     fn sweep_connections(self: &Rc<Self>, now: Instant) {
         self.report_io();
         let idle_ms = self.shared.config.websocket.idle_timeout_ms;
+        let ws = &self.shared.config.websocket;
+        let release_compressor = (ws.compression
+            && ws.compression_context_takeover
+            && ws.compression_idle_release_ms > 0)
+            .then(|| Duration::from_millis(ws.compression_idle_release_ms));
         let ttl = self.shared.config.http.poll_session_ttl_ms;
         let now_ms = crate::now_ms();
         // Only the members to remove are collected (usually none): removing one needs
@@ -657,7 +669,7 @@ impl Worker {
                 conn.wake();
                 continue;
             }
-            conn.release_idle();
+            conn.release_idle(now, release_compressor);
             if self.hello_overdue(conn, now) {
                 Stats::add(&self.shared.stats.auth_refusals, 1);
                 conn.close(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::compressed::Compressed;
 use super::{Conn, Worker};
 use crate::engine::ConnKey;
 use crate::member::{EventKind, HttpMember, frame_json};
@@ -38,33 +39,52 @@ impl From<Arc<HttpMember>> for Sink {
     }
 }
 
+/// One fan-out's frame and the forms made from it for the members that need them, each
+/// made once: its JSON for HTTP members, its compressed bytes for sockets that agreed to
+/// permessage-deflate.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    frame: Bytes,
+    json: Option<Bytes>,
+    compressed: Compressed,
+}
+
+impl Outgoing {
+    pub(super) fn new(frame: Bytes) -> Self {
+        Outgoing {
+            frame,
+            json: None,
+            compressed: Compressed::default(),
+        }
+    }
+}
+
 impl Sink {
-    /// Queues one of `room`'s frames; `json` keeps the frame's JSON for the next HTTP
-    /// member. `event` says what it is (its position, for members that keep them); a
-    /// frame without one (a raw room's) reaches sockets only. A `catch_up` frame is
-    /// queued to a socket like a recovery backlog (see `Conn::push_backlog`). Whether it
-    /// was queued.
+    /// Queues one of `room`'s frames. `event` says what it is (its position, for members
+    /// that keep them); a frame without one (a raw room's) reaches sockets only. A
+    /// `catch_up` frame is queued to a socket like a recovery backlog (see
+    /// `Conn::push_backlog`). Whether it was queued.
     pub(super) fn deliver(
         &self,
         worker: &Worker,
         room: &RoomName,
-        frame: &Bytes,
-        json: &mut Option<Bytes>,
+        out: &mut Outgoing,
         event: Option<&EventKind>,
         catch_up: bool,
     ) -> bool {
         match self {
             Sink::Socket(conn) if catch_up => {
-                conn.push_backlog(worker, std::iter::once(frame.clone()));
+                conn.push_backlog(worker, std::iter::once(out.frame.clone()));
                 true
             }
             Sink::Socket(conn) => {
-                conn.push(worker, frame.clone());
+                conn.push_shared(worker, out.frame.clone(), &mut out.compressed);
                 true
             }
             Sink::Http(member) => {
                 let Some(event) = event else { return false };
-                let json = json.get_or_insert_with(|| frame_json(frame));
+                let frame = &out.frame;
+                let json = out.json.get_or_insert_with(|| frame_json(frame));
                 member.push(Some(room), event.clone(), json.clone());
                 true
             }

@@ -7,11 +7,14 @@ use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use roomcast_ws::{CloseCode, CloseFrame, Connection, State};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use super::compressed::Compressed;
 
 use super::{MAX_INFLIGHT, Worker};
 use crate::auth::Identity;
@@ -172,6 +175,11 @@ pub(crate) struct Conn {
     pub last_rx: Cell<Instant>,
     pub last_message: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
+    /// Something was queued since the sweeper last looked.
+    sent: Cell<bool>,
+    /// Since when nothing was queued, as the sweeper saw it (an idle connection's
+    /// compressor state is given back after `compression_idle_release_ms`).
+    quiet_since: Cell<Instant>,
     /// When a close we started must be over (enforced by the worker's sweeper).
     pub close_deadline: Cell<Option<Instant>>,
     /// The worker changed something the task must act on.
@@ -219,6 +227,8 @@ impl Conn {
             last_rx: Cell::new(now),
             last_message: Cell::new(now),
             ping_sent: Cell::new(None),
+            sent: Cell::new(false),
+            quiet_since: Cell::new(now),
             close_deadline: Cell::new(None),
             signalled: Cell::new(false),
             waker: Cell::new(None),
@@ -360,11 +370,24 @@ impl Conn {
     /// queue would pass `max_queued_bytes` is closed with 4008 instead: it cannot keep up,
     /// and nobody else waits for it.
     pub(crate) fn push(self: &Rc<Self>, worker: &Worker, frame: Bytes) {
+        self.push_shared(worker, frame, &mut Compressed::default());
+    }
+
+    /// [`Conn::push`] of a fan-out's frame: `compressed` holds it compressed for the
+    /// members that share one compression (see `compressed.rs`).
+    pub(super) fn push_shared(
+        self: &Rc<Self>,
+        worker: &Worker,
+        frame: Bytes,
+        compressed: &mut Compressed,
+    ) {
         {
             let mut ws = self.ws.borrow_mut();
             if ws.state() != State::Open || self.dead.get() {
                 return;
             }
+            let frame = compressed.for_connection(&mut ws, frame);
+            self.sent.set(true);
             let out = ws.outbox();
             if over_bound(
                 out.len_bytes().saturating_sub(self.exempt.get()),
@@ -391,6 +414,7 @@ impl Conn {
                 drop(ws);
                 return self.slow_consumer(worker);
             }
+            self.sent.set(true);
             let _ = ws.send(msg);
         }
         worker.mark_dirty(self);
@@ -408,10 +432,11 @@ impl Conn {
             if ws.state() != State::Open || self.dead.get() {
                 return;
             }
-            let out = ws.outbox();
+            self.sent.set(true);
             for frame in frames {
+                let frame = Compressed::default().for_connection(&mut ws, frame);
                 self.exempt.set(self.exempt.get() + frame.len());
-                out.push(frame);
+                ws.outbox().push(frame);
             }
         }
         worker.mark_dirty(self);
@@ -586,12 +611,20 @@ impl Conn {
     }
 
     /// Frees the outbox's slots when nothing is queued (called by the sweeper, so a
-    /// connection that went quiet owns no queue memory).
-    pub(crate) fn release_idle(&self) {
+    /// connection that went quiet owns no queue memory), and its compressor's state
+    /// once nothing was queued for `compressor_after`.
+    pub(crate) fn release_idle(&self, now: Instant, compressor_after: Option<Duration>) {
         if !self.dirty.get()
             && let Ok(mut ws) = self.ws.try_borrow_mut()
         {
             ws.outbox().shrink_to(0);
+            if let Some(after) = compressor_after {
+                if self.sent.replace(false) {
+                    self.quiet_since.set(now);
+                } else if now.duration_since(self.quiet_since.get()) >= after {
+                    ws.release_compressor();
+                }
+            }
         }
     }
 

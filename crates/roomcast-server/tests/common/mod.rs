@@ -193,6 +193,8 @@ fn response_complete(bytes: &[u8]) -> bool {
 /// A WebSocket client on a raw socket: frames are built by hand.
 pub struct RawClient {
     pub stream: TcpStream,
+    /// The extensions the server accepted, as it answered them.
+    pub extensions: Vec<roomcast_ws::handshake::ExtensionOffer>,
     decoder: FrameDecoder,
     buf: BytesMut,
 }
@@ -208,6 +210,16 @@ impl RawClient {
         path: &str,
         rcvbuf: Option<u32>,
     ) -> Self {
+        Self::connect_with_options(addr, path, rcvbuf, &ClientOptions::default()).await
+    }
+
+    /// Connects offering what `options` says (extensions, subprotocols, headers).
+    pub async fn connect_with_options(
+        addr: SocketAddr,
+        path: &str,
+        rcvbuf: Option<u32>,
+        options: &ClientOptions,
+    ) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).unwrap();
@@ -216,15 +228,14 @@ impl RawClient {
             .await
             .expect("no connection within 5 s")
             .unwrap();
-        let (hs, request) =
-            ClientHandshake::new(&addr.to_string(), path, &ClientOptions::default());
+        let (hs, request) = ClientHandshake::new(&addr.to_string(), path, options);
         stream.write_all(&request).await.unwrap();
         let mut buf = BytesMut::new();
-        tokio::time::timeout(EVENT_TIMEOUT, async {
+        let answer = tokio::time::timeout(EVENT_TIMEOUT, async {
             loop {
-                if let Some((_, n)) = hs.parse_response(&buf).unwrap() {
+                if let Some((answer, n)) = hs.parse_response(&buf).unwrap() {
                     let _ = buf.split_to(n);
-                    break;
+                    break answer;
                 }
                 assert!(
                     stream.read_buf(&mut buf).await.unwrap() > 0,
@@ -234,10 +245,16 @@ impl RawClient {
         })
         .await
         .expect("no handshake answer within 10 s");
+        let mut decoder = FrameDecoder::new(Role::Client, 64 << 20);
+        if !options.extensions.is_empty() {
+            // What an offered extension may set (RSV1, for permessage-deflate).
+            decoder.set_allowed_rsv(0b100);
+        }
         Self {
             stream,
-            decoder: FrameDecoder::new(Role::Client, 64 << 20),
+            decoder,
             buf,
+            extensions: answer.extensions,
         }
     }
 
@@ -254,9 +271,15 @@ impl RawClient {
 
     /// The next frame from the server: opcode and payload; `None` at EOF.
     pub async fn next_frame(&mut self) -> Option<(OpCode, Vec<u8>)> {
+        let (header, payload) = self.next_frame_with_header().await?;
+        Some((header.opcode, payload))
+    }
+
+    /// The next frame from the server with its header (RSV bits, FIN); `None` at EOF.
+    pub async fn next_frame_with_header(&mut self) -> Option<(FrameHeader, Vec<u8>)> {
         loop {
             if let Some(f) = self.decoder.decode(&mut self.buf).unwrap() {
-                return Some((f.header.opcode, f.payload.to_vec()));
+                return Some((f.header, f.payload.to_vec()));
             }
             let n =
                 tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))

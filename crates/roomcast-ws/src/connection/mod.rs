@@ -114,6 +114,30 @@ impl Connection {
         self.tx.set_deflater(deflater, ours.min_size);
     }
 
+    /// An encoded frame compressed by this connection's deflater, to be queued next
+    /// (see [`Sender::compress_frame`]).
+    pub fn compress_frame(&mut self, frame: &[u8]) -> Option<Bytes> {
+        self.tx.compress_frame(frame)
+    }
+
+    /// The window and threshold of a deflater that resets after every message (see
+    /// [`Sender::shared_compression`]).
+    pub fn shared_compression(&self) -> Option<(u8, usize)> {
+        self.tx.shared_compression()
+    }
+
+    /// Gives the compression state of an idle connection back: the deflater's always
+    /// (see [`crate::deflate::Deflater::release`]); the inflater holds none between
+    /// messages unless the peer keeps its context, which it must then keep too.
+    pub fn release_compressor(&mut self) -> bool {
+        self.tx.release_compressor()
+    }
+
+    /// Whether permessage-deflate state is held now, in either direction.
+    pub fn holds_compression_state(&self) -> bool {
+        self.tx.holds_compression_state() || self.rx.holds_compression_state()
+    }
+
     /// The receiving half, e.g. to allow reserved bits for an extension.
     pub fn receiver_mut(&mut self) -> &mut Receiver {
         &mut self.rx

@@ -44,6 +44,41 @@ impl Sender {
         self.deflater = Some((deflater, min_size));
     }
 
+    /// An encoded frame (a server's shared one) compressed by this connection's
+    /// deflater, to be queued next: `None` without permessage-deflate, during a
+    /// fragmented message, or for a frame [`crate::deflate::compress_frame`] leaves as
+    /// it is.
+    pub fn compress_frame(&mut self, frame: &[u8]) -> Option<Bytes> {
+        let (deflater, min_size) = self.deflater.as_mut()?;
+        if self.fragmenting || self.close_sent {
+            return None;
+        }
+        crate::deflate::compress_frame(frame, deflater, *min_size)
+    }
+
+    /// With a deflater that resets after every message: its window and the size below
+    /// which messages go uncompressed. Frames compressed once for many such connections
+    /// ([`crate::deflate::compress_frame_shared`]) may be queued to this one as they are.
+    pub fn shared_compression(&self) -> Option<(u8, usize)> {
+        match &self.deflater {
+            Some((d, min)) if d.resets_each_message() => Some((d.window_bits(), *min)),
+            _ => None,
+        }
+    }
+
+    /// Gives the deflater's state back while idle (see [`Deflater::release`]).
+    pub fn release_compressor(&mut self) -> bool {
+        match &mut self.deflater {
+            Some((d, _)) if !self.fragmenting => d.release(),
+            _ => false,
+        }
+    }
+
+    /// Whether the deflater holds zlib state now.
+    pub fn holds_compression_state(&self) -> bool {
+        self.deflater.as_ref().is_some_and(|(d, _)| d.holds_state())
+    }
+
     /// Whether a close frame has been queued.
     pub fn is_close_sent(&self) -> bool {
         self.close_sent

@@ -33,28 +33,125 @@ fn zlib_bits(bits: u8) -> u8 {
     bits.clamp(9, 15)
 }
 
+/// zlib state between messages, kept per thread for the codecs that start every message
+/// afresh (no context takeover): such a codec holds none while it is not in the middle
+/// of a message, so an idle connection costs no compression memory, and a thread that
+/// compresses for many connections in turn reuses the same few states.
+mod spare {
+    use std::cell::RefCell;
+
+    use flate2::{Compress, Decompress};
+
+    /// States kept per thread and kind (a compressor per window size): enough for a
+    /// message in flight on each of a few connections, without hoarding.
+    const KEEP: usize = 4;
+
+    thread_local! {
+        static COMPRESSORS: RefCell<Vec<(u8, Compress)>> = const { RefCell::new(Vec::new()) };
+        static DECOMPRESSORS: RefCell<Vec<Decompress>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A reset compressor with a window of `bits`, if one is kept.
+    pub(super) fn take_compress(bits: u8) -> Option<Compress> {
+        COMPRESSORS.with_borrow_mut(|v| {
+            let at = v.iter().position(|(b, _)| *b == bits)?;
+            Some(v.swap_remove(at).1)
+        })
+    }
+
+    /// Keeps `z` (already reset) for the next message of any codec on this thread.
+    pub(super) fn give_compress(bits: u8, z: Compress) {
+        COMPRESSORS.with_borrow_mut(|v| {
+            if v.len() < KEEP * 2 {
+                v.push((bits, z));
+            }
+        });
+    }
+
+    /// A reset decompressor (with the largest window, which reads any smaller one).
+    pub(super) fn take_decompress() -> Option<Decompress> {
+        DECOMPRESSORS.with_borrow_mut(Vec::pop)
+    }
+
+    /// Keeps `z` (already reset) for the next message.
+    pub(super) fn give_decompress(z: Decompress) {
+        DECOMPRESSORS.with_borrow_mut(|v| {
+            if v.len() < KEEP {
+                v.push(z);
+            }
+        });
+    }
+}
+
 /// Our side's compressor.
 pub struct Deflater {
-    z: Compress,
+    /// zlib's state: `None` between messages when it resets after each (it is kept per
+    /// thread meanwhile), or after [`Deflater::release`].
+    z: Option<Compress>,
+    bits: u8,
     reset_each_message: bool,
+    /// In the middle of a fragmented message.
+    mid_message: bool,
 }
 
 impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deflater")
             .field("reset_each_message", &self.reset_each_message)
+            .field("holds_state", &self.z.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Deflater {
     /// A compressor with a window of `window_bits`, reset after every message when
-    /// `no_context_takeover`.
+    /// `no_context_takeover`. Its zlib state is made at its first message.
     pub fn new(window_bits: u8, no_context_takeover: bool) -> Self {
         Self {
-            z: Compress::new_with_window_bits(Compression::fast(), false, zlib_bits(window_bits)),
+            z: None,
+            bits: zlib_bits(window_bits),
             reset_each_message: no_context_takeover,
+            mid_message: false,
         }
+    }
+
+    /// Whether it resets after every message, so that what it compresses can be read
+    /// by any peer that agreed to the same or a larger window.
+    pub fn resets_each_message(&self) -> bool {
+        self.reset_each_message
+    }
+
+    /// The window it compresses with, as zlib takes it (9 to 15).
+    pub fn window_bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// Whether it holds zlib state now.
+    pub fn holds_state(&self) -> bool {
+        self.z.is_some()
+    }
+
+    /// Gives its zlib state back (an idle connection's): the next message starts with
+    /// an empty window. That is always allowed, even with context takeover: the RFC
+    /// lets a compressor refer back, never requires it, so the peer reads what a fresh
+    /// compressor writes. Kept in the middle of a fragmented message. Whether any
+    /// state was given back.
+    pub fn release(&mut self) -> bool {
+        if self.mid_message {
+            return false;
+        }
+        self.z.take().is_some()
+    }
+
+    fn state(&mut self) -> &mut Compress {
+        let bits = self.bits;
+        let pooled = self.reset_each_message;
+        self.z.get_or_insert_with(|| {
+            pooled
+                .then(|| spare::take_compress(bits))
+                .flatten()
+                .unwrap_or_else(|| Compress::new_with_window_bits(Compression::fast(), false, bits))
+        })
     }
 
     /// Compresses `data`, one message or one fragment of it, onto `out`. The last
@@ -62,15 +159,16 @@ impl Deflater {
     pub fn compress(&mut self, data: &[u8], fin: bool, out: &mut Vec<u8>) {
         let start = out.len();
         let mut input = data;
+        let z = self.state();
         loop {
             // A sync flush adds a few bytes; incompressible data grows by a little too.
             out.reserve(input.len() / 2 + 64);
-            let before_in = self.z.total_in();
-            let before_out = self.z.total_out();
+            let before_in = z.total_in();
+            let before_out = z.total_out();
             // Only a full output buffer stops a flush early; it is grown and called again.
-            let _ = self.z.compress_vec(input, out, FlushCompress::Sync);
-            let consumed = (self.z.total_in() - before_in) as usize;
-            let produced = (self.z.total_out() - before_out) as usize;
+            let _ = z.compress_vec(input, out, FlushCompress::Sync);
+            let consumed = (z.total_in() - before_in) as usize;
+            let produced = (z.total_out() - before_out) as usize;
             input = &input[consumed..];
             if input.is_empty() && out.len() < out.capacity() {
                 break;
@@ -79,6 +177,7 @@ impl Deflater {
                 break;
             }
         }
+        self.mid_message = !fin;
         if fin {
             if out[start..].ends_with(&TAIL) {
                 out.truncate(out.len() - TAIL.len());
@@ -89,8 +188,11 @@ impl Deflater {
                 // appended tail completes (RFC 7692 section 7.2.3.6).
                 out.push(0x00);
             }
-            if self.reset_each_message {
-                self.z.reset();
+            if self.reset_each_message
+                && let Some(mut z) = self.z.take()
+            {
+                z.reset();
+                spare::give_compress(self.bits, z);
             }
         }
     }
@@ -98,7 +200,8 @@ impl Deflater {
 
 /// Our side's decompressor of the peer's messages.
 pub struct Inflater {
-    z: Decompress,
+    /// zlib's state: `None` between messages when the peer resets after each.
+    z: Option<Decompress>,
     window_bits: u8,
     reset_each_message: bool,
 }
@@ -107,19 +210,40 @@ impl std::fmt::Debug for Inflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inflater")
             .field("reset_each_message", &self.reset_each_message)
+            .field("holds_state", &self.z.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Inflater {
     /// A decompressor for a peer compressing with a window of `window_bits`, and
-    /// resetting after each message when `no_context_takeover`.
+    /// resetting after each message when `no_context_takeover`. Its zlib state is made
+    /// at the first compressed message.
     pub fn new(window_bits: u8, no_context_takeover: bool) -> Self {
         Self {
-            z: Decompress::new_with_window_bits(false, zlib_bits(window_bits)),
+            z: None,
             window_bits,
             reset_each_message: no_context_takeover,
         }
+    }
+
+    /// Whether it holds zlib state now (between messages, only with context takeover).
+    pub fn holds_state(&self) -> bool {
+        self.z.is_some()
+    }
+
+    fn state(&mut self) -> &mut Decompress {
+        let bits = zlib_bits(self.window_bits);
+        let pooled = self.reset_each_message;
+        self.z.get_or_insert_with(|| {
+            pooled
+                .then(spare::take_decompress)
+                .flatten()
+                // The pooled ones have the largest window, to serve every peer.
+                .unwrap_or_else(|| {
+                    Decompress::new_with_window_bits(false, if pooled { 15 } else { bits })
+                })
+        })
     }
 
     /// Inflates one frame's payload of a compressed message onto `out`, which holds what
@@ -134,32 +258,35 @@ impl Inflater {
         limit: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), InflateError> {
-        self.feed(data, limit, out)?;
-        if fin {
-            self.feed(&TAIL, limit, out)?;
-            if self.reset_each_message {
-                self.reset();
-            }
+        let fed = self.feed(data, limit, out);
+        let fed = match fed {
+            Ok(()) if fin => self.feed(&TAIL, limit, out),
+            other => other,
+        };
+        if (fin || fed.is_err())
+            && self.reset_each_message
+            && let Some(mut z) = self.z.take()
+        {
+            // The message is over, or so is the connection (every inflate error fails
+            // it): the state is reset and kept for the next message on this thread.
+            z.reset(false);
+            spare::give_decompress(z);
         }
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.z = Decompress::new_with_window_bits(false, zlib_bits(self.window_bits));
+        fed
     }
 
     fn feed(&mut self, data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
         let mut input = data;
+        let z = self.state();
         loop {
             let room = limit.saturating_sub(out.len()).min(STEP);
             if room == 0 {
                 // At the limit: one byte more, into a probe, says whether there is more.
                 let mut probe = [0u8; 1];
-                let before = self.z.total_out();
-                self.z
-                    .decompress(input, &mut probe, FlushDecompress::Sync)
+                let before = z.total_out();
+                z.decompress(input, &mut probe, FlushDecompress::Sync)
                     .map_err(|e| InflateError::Corrupt(e.to_string()))?;
-                if self.z.total_out() > before {
+                if z.total_out() > before {
                     return Err(InflateError::TooLarge { limit });
                 }
                 return Ok(());
@@ -167,14 +294,13 @@ impl Inflater {
             if out.capacity() - out.len() < room {
                 out.reserve_exact(room);
             }
-            let before_in = self.z.total_in();
-            let before_out = self.z.total_out();
-            let status = self
-                .z
+            let before_in = z.total_in();
+            let before_out = z.total_out();
+            let status = z
                 .decompress_vec(input, out, FlushDecompress::Sync)
                 .map_err(|e| InflateError::Corrupt(e.to_string()))?;
-            let consumed = (self.z.total_in() - before_in) as usize;
-            let produced = (self.z.total_out() - before_out) as usize;
+            let consumed = (z.total_in() - before_in) as usize;
+            let produced = (z.total_out() - before_out) as usize;
             input = &input[consumed..];
             if out.len() > limit {
                 // An allocator that gave more room than asked for.
@@ -183,7 +309,7 @@ impl Inflater {
             if status == Status::StreamEnd {
                 // A final block (BFINAL) ended the stream: the next data starts a new
                 // one, with nothing to refer back to.
-                self.reset();
+                z.reset(false);
                 if input.is_empty() {
                     return Ok(());
                 }
@@ -250,6 +376,67 @@ mod tests {
         assert!(kept[1] < kept[0] / 2, "{kept:?}");
         let reset = sizes(true);
         assert_eq!(reset[0], reset[1]);
+    }
+
+    #[test]
+    fn codecs_without_context_hold_no_state_between_messages() {
+        let text = "a message, a message, a message, a message".repeat(3);
+        let (whole, half) = (text.as_bytes(), &text.as_bytes()[..40]);
+        let mut d = Deflater::new(15, true);
+        let mut i = Inflater::new(15, true);
+        assert!(!d.holds_state() && !i.holds_state());
+        let mut wire = Vec::new();
+        d.compress(whole, true, &mut wire);
+        let mut back = Vec::new();
+        i.inflate(&wire, true, 1 << 20, &mut back).unwrap();
+        assert_eq!(back, whole);
+        assert!(!d.holds_state() && !i.holds_state());
+        // In the middle of a message the state is held, and not given up.
+        let mut first = Vec::new();
+        d.compress(half, false, &mut first);
+        assert!(d.holds_state());
+        assert!(!d.release());
+        // Meanwhile another codec on this thread takes a kept state and gives it back.
+        let mut other = Deflater::new(15, true);
+        let mut wire = Vec::new();
+        other.compress(whole, true, &mut wire);
+        let mut back = Vec::new();
+        Inflater::new(15, true)
+            .inflate(&wire, true, 1 << 20, &mut back)
+            .unwrap();
+        assert_eq!(back, whole);
+        let mut rest = Vec::new();
+        d.compress(&whole[40..], true, &mut rest);
+        let mut back = Vec::new();
+        i.inflate(&first, false, 1 << 20, &mut back).unwrap();
+        assert!(i.holds_state());
+        i.inflate(&rest, true, 1 << 20, &mut back).unwrap();
+        assert_eq!(back, whole);
+        assert!(!d.holds_state() && !i.holds_state());
+    }
+
+    #[test]
+    fn a_deflater_with_context_released_between_messages_is_still_read() {
+        let chat = br#"{"type":"message","room":"lobby","data":{"text":"hello there"}}"#;
+        let mut d = Deflater::new(15, false);
+        let mut i = Inflater::new(15, false);
+        let mut sizes = Vec::new();
+        for n in 0..4 {
+            if n == 2 {
+                assert!(d.release());
+                assert!(!d.holds_state());
+            }
+            let mut wire = Vec::new();
+            d.compress(chat, true, &mut wire);
+            sizes.push(wire.len());
+            let mut back = Vec::new();
+            i.inflate(&wire, true, 1 << 20, &mut back).unwrap();
+            assert_eq!(back, chat);
+            assert!(i.holds_state(), "the peer's context is kept");
+        }
+        // Released, the next message starts afresh, and the one after refers back again.
+        assert_eq!(sizes[2], sizes[0], "{sizes:?}");
+        assert!(sizes[3] < sizes[2] / 2, "{sizes:?}");
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! extension negotiates (miniz_oxide, flate2's default, has only 32 KiB).
 
 mod codec;
+mod frame;
 mod params;
 
 pub use codec::{Deflater, InflateError, Inflater};
+pub use frame::{compress_frame, compress_frame_shared};
 pub use params::{DeflateConfig, NAME, NegotiationError, Params, accepted, negotiate, offer};
 
 use crate::Role;
