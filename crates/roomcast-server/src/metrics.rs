@@ -128,6 +128,8 @@ pub(crate) struct Snapshot {
     pub handshakes: u64,
     pub published: u64,
     pub deliveries: u64,
+    pub compressions: u64,
+    pub compressed_frames: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub outbox_bytes: i64,
@@ -228,6 +230,18 @@ impl Collector for Snapshot {
             "deliveries",
             "Messages queued to members by fan-out",
             self.deliveries,
+        )?;
+        counter(
+            &mut e,
+            "compressions",
+            "Room messages compressed for permessage-deflate members (once per fan-out and window without context takeover)",
+            self.compressions,
+        )?;
+        counter(
+            &mut e,
+            "compressed_frames",
+            "Room messages queued compressed, one per message per member",
+            self.compressed_frames,
         )?;
         labelled(
             &mut e,

@@ -39,6 +39,12 @@ pub struct Stats {
     pub published: AtomicU64,
     /// Frames queued to connections by fan-out (one per message per member).
     pub deliveries: AtomicU64,
+    /// Room messages compressed for permessage-deflate members (live and recovered):
+    /// once per fan-out and window for those without context takeover, once per member
+    /// with it.
+    pub compressions: AtomicU64,
+    /// Room messages queued compressed (one per message per compressing member).
+    pub compressed_frames: AtomicU64,
     /// Tokens refused (`unauthorized`: missing, invalid, expired) at a hello, a handshake
     /// or a session's start.
     pub auth_refusals: AtomicU64,

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{RawClient, api_publish, start};
+use roomcast_server::Stats;
 use roomcast_ws::OpCode;
 use roomcast_ws::deflate::{DeflateConfig, Inflater, offer};
 use roomcast_ws::handshake::{ClientOptions, ExtensionOffer};
@@ -115,6 +116,8 @@ fn chat(n: usize, i: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_message_is_compressed_once_and_read_by_every_member_alike() {
     let s = start(|c| {
+        // One worker: every member is in its one fan-out.
+        c.server.workers = 1;
         c.websocket.compression = true;
         c.websocket.compression_threshold = 256;
     })
@@ -165,6 +168,9 @@ async fn a_room_message_is_compressed_once_and_read_by_every_member_alike() {
         assert!(!got.compressed, "{}", got.text);
         assert_eq!(got.json()["data"], "hi");
     }
+    // Each of the 3 was compressed twice (15 and 10 bits) for 3 members.
+    assert_eq!(Stats::get(&s.stats.compressions), 6);
+    assert_eq!(Stats::get(&s.stats.compressed_frames), 9);
 }
 
 /// With `compression_context_takeover` a member keeps its own window across messages
@@ -209,6 +215,9 @@ async fn context_takeover_is_per_member_and_survives_giving_the_window_back() {
         assert_eq!(r.text, k.text);
         sizes.push((k.wire.len(), r.wire.len()));
     }
+    // One compression each: the shared one (for `resets`) and `keeps`'s own.
+    assert_eq!(Stats::get(&s.stats.compressions), 4);
+    assert_eq!(Stats::get(&s.stats.compressed_frames), 4);
     let [(k1, r1), (k2, r2)] = sizes[..] else {
         unreachable!()
     };

@@ -90,6 +90,8 @@ pub(super) fn snapshot(worker: &Worker) -> Snapshot {
         handshakes: Stats::get(&s.handshakes),
         published: Stats::get(&s.published),
         deliveries: Stats::get(&s.deliveries),
+        compressions: Stats::get(&s.compressions),
+        compressed_frames: Stats::get(&s.compressed_frames),
         bytes_in: Stats::get(&s.bytes_in),
         bytes_out: Stats::get(&s.bytes_out),
         outbox_bytes: gauge(&s.outbox_bytes).max(0),

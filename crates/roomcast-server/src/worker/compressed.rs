@@ -9,12 +9,18 @@
 use bytes::Bytes;
 use roomcast_ws::Connection;
 
+use crate::stats::Stats;
+
 /// One fan-out's frame, compressed at most once per window size (9 to 15 bits).
 #[derive(Debug, Default)]
 pub(super) struct Compressed {
     /// Per window: not tried yet, or what compressing gave (`None`: left as it is,
     /// being under the threshold or not a whole data frame).
     by_window: [Option<Option<Bytes>>; 7],
+    /// Times the frame was compressed (shared, or for one member).
+    runs: u64,
+    /// Members it was given to compressed.
+    frames: u64,
 }
 
 impl Compressed {
@@ -24,15 +30,36 @@ impl Compressed {
         let compressed = match ws.shared_compression() {
             Some((bits, min_size)) => {
                 let slot = &mut self.by_window[usize::from(bits.clamp(9, 15) - 9)];
+                let runs = &mut self.runs;
                 slot.get_or_insert_with(|| {
-                    roomcast_ws::deflate::compress_frame_shared(&frame, bits, min_size)
+                    let c = roomcast_ws::deflate::compress_frame_shared(&frame, bits, min_size);
+                    *runs += u64::from(c.is_some());
+                    c
                 })
                 .clone()
             }
             // With a context of its own (or without the extension: `None` at once).
-            None => ws.compress_frame(&frame),
+            None => {
+                let c = ws.compress_frame(&frame);
+                self.runs += u64::from(c.is_some());
+                c
+            }
         };
-        compressed.unwrap_or(frame)
+        match compressed {
+            Some(c) => {
+                self.frames += 1;
+                c
+            }
+            None => frame,
+        }
+    }
+
+    /// Adds what it compressed, and for how many members, to the node's counters.
+    pub(super) fn count(&self, stats: &Stats) {
+        if self.frames > 0 {
+            Stats::add(&stats.compressions, self.runs);
+            Stats::add(&stats.compressed_frames, self.frames);
+        }
     }
 }
 
@@ -80,5 +107,8 @@ mod tests {
         let short = encode_shared(FrameHeader::new(OpCode::Text, 0), b"short");
         let mut fresh = Compressed::default();
         assert_eq!(fresh.for_connection(&mut a, short.clone()), short);
+        // Counted: 15 and 9 bits shared, 2 of its own; 5 members got it compressed.
+        assert_eq!((once.runs, once.frames), (4, 5));
+        assert_eq!((fresh.runs, fresh.frames), (0, 0));
     }
 }

@@ -57,6 +57,11 @@ impl Outgoing {
             compressed: Compressed::default(),
         }
     }
+
+    /// What it was compressed for.
+    pub(super) fn compressed(&self) -> &Compressed {
+        &self.compressed
+    }
 }
 
 impl Sink {

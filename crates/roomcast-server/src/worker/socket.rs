@@ -434,7 +434,9 @@ impl Conn {
             }
             self.sent.set(true);
             for frame in frames {
-                let frame = Compressed::default().for_connection(&mut ws, frame);
+                let mut compressed = Compressed::default();
+                let frame = compressed.for_connection(&mut ws, frame);
+                compressed.count(&worker.shared.stats);
                 self.exempt.set(self.exempt.get() + frame.len());
                 ws.outbox().push(frame);
             }
