@@ -293,6 +293,49 @@ test("Chromium agrees to permessage-deflate with a node that has compression on"
   });
   assert.equal(result.length, 1);
   assert.equal(result[0].text, "compressible ".repeat(100));
+  // Three tabs in one room: 50 chat messages published over HTTP reach every tab as
+  // published, and the node sent them compressed, one compression serving the tabs of
+  // a worker (its counters say so).
+  const before = await (await fetch(`${s.url}/api/stats`)).json();
+  const tabs = [page, await tab(ctx, s.url), await tab(ctx, s.url)];
+  const chat = (i) => ({ i, text: `message ${i} about the weather and the match, `.repeat(12) });
+  const ready = tabs.map((p, n) =>
+    p.evaluate(async (n) => {
+      const ws = new WebSocket(location.origin.replace("http", "ws") + "/ws");
+      window.zipped = { ws, got: [] };
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = reject;
+      });
+      const replies = [];
+      ws.onmessage = (e) => {
+        const m = JSON.parse(e.data);
+        if (m.type === "message") window.zipped.got.push(m.data);
+        else replies.push(m);
+      };
+      ws.send(JSON.stringify({ type: "hello", client: `tab-${n}` }));
+      ws.send(JSON.stringify({ type: "join", room: "zipped", ref: 1 }));
+      const until = Date.now() + 5000;
+      while (!replies.some((m) => m.type === "joined") && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      return ws.extensions;
+    }, n),
+  );
+  for (const extensions of await Promise.all(ready)) assert.match(extensions, /^permessage-deflate/);
+  for (let i = 0; i < 50; i++) {
+    const r = await fetch(`${s.url}/api/publish`, { method: "POST", body: JSON.stringify({ room: "zipped", data: chat(i) }) });
+    assert.equal(r.status, 200);
+  }
+  for (const p of tabs) {
+    await until(async () => (await p.evaluate(() => window.zipped.got.length)) >= 50, 10000, "50 messages in a tab");
+    const got = await p.evaluate(() => window.zipped.got);
+    assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => chat(i)));
+  }
+  const after = await (await fetch(`${s.url}/api/stats`)).json();
+  const frames = after.compressed_frames - before.compressed_frames;
+  const runs = after.compressions - before.compressions;
+  console.log(`# 3 Chromium tabs, 50 messages: ${frames} compressed frames from ${runs} compressions`);
+  assert.equal(frames, 150);
+  assert.ok(runs <= 100, `${runs} compressions: at most one per message and worker`);
   await ctx.close();
 });
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A Python `websockets` client of roomcast's /ws protocol, for the hub's tests.
 
-    hub_client.py WS_URL      e.g. ws://127.0.0.1:8080/ws
+    hub_client.py WS_URL [deflate]     e.g. ws://127.0.0.1:8080/ws
+
+With `deflate`, every connection offers permessage-deflate, checks that it was agreed,
+and the messages are chat-like JSON long enough to be sent compressed.
 
 Runs the scenarios of docs/protocol.md as a third-party client would: hello, join with
 presence, publish with an idempotency key, presence, history, recovery with `since`
@@ -13,6 +16,15 @@ import sys
 
 from websockets.asyncio.client import connect
 
+DEFLATE = "deflate" in sys.argv[2:]
+
+
+def chat(i):
+    """A message body: long, repetitive JSON with compression on, a number without."""
+    if not DEFLATE:
+        return i
+    return {"i": i, "text": f"message {i} about the weather and the match, " * 20}
+
 
 class Client:
     def __init__(self, ws):
@@ -22,7 +34,9 @@ class Client:
 
     @classmethod
     async def open(cls, url, name):
-        c = cls(await connect(url, compression=None))
+        c = cls(await connect(url, compression="deflate" if DEFLATE else None))
+        names = [e.name for e in c.ws.protocol.extensions]
+        assert names == (["permessage-deflate"] if DEFLATE else []), names
         welcome = await c.request({"type": "hello", "client": name})
         assert welcome["type"] == "welcome" and welcome["client"] == name, welcome
         assert welcome["heartbeat_ms"] > 0
@@ -80,12 +94,12 @@ async def main(url):
     last = 2
     await bob.ws.close()
     for i in range(50):
-        last = (await alice.request({"type": "publish", "room": "py", "data": i}))["offset"]
+        last = (await alice.request({"type": "publish", "room": "py", "data": chat(i)}))["offset"]
     bob = await Client.open(url, "bob")
     back = await bob.request({"type": "join", "room": "py", "since": {"epoch": epoch, "offset": 2}})
     assert back["recovered"] is True and back["offset"] == last, back
     got = [(await bob.next("message"))["data"] for _ in range(50)]
-    assert got == list(range(50)), got
+    assert got == [chat(i) for i in range(50)], got
 
     history = await bob.request({"type": "history", "room": "py", "since": {"epoch": epoch, "offset": 49}, "limit": 2})
     assert [m["offset"] for m in history["messages"]] == [50, 51], history
@@ -105,10 +119,10 @@ async def main(url):
     assert err.get("code") == "not_joined" and "ref" not in err, err
     await alice.ws.close()
     await bob.ws.close()
-    print("python hub client: all scenarios passed", flush=True)
+    print("python hub client" + (" (permessage-deflate)" if DEFLATE else "") + ": all scenarios passed", flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     asyncio.run(main(sys.argv[1]))
