@@ -5,13 +5,16 @@
 #   bench/compare.sh                 full run (3 rounds, a few minutes)
 #   bench/compare.sh --quick         one small round: checks that everything runs
 #   ROUNDS=5 bench/compare.sh        more rounds
-#   bench/compare.sh --only echo64   one scenario (fanout, echo64, echo16k, connect, connect19k)
+#   bench/compare.sh --only echo64   one scenario (fanout, fanout-deflate, echo64, echo16k,
+#                                    connect, connect19k)
 #   bench/compare.sh --only cluster  three nodes through Redis and HAProxy beside one node
 #                                    and Socket.IO 4 with its Redis adapter (bench/cluster.sh)
 #
 # Peers: tokio-tungstenite 0.30 (echo, and a broadcast server on tokio::sync::broadcast),
-# fastwebsockets 0.10 (echo, through hyper), Node ws 8.23 (echo and broadcast); sources in
-# bench/peers/. Each run starts a fresh server pinned to CPU 0 (taskset), the load generator
+# fastwebsockets 0.10 (echo, through hyper), Node ws 8.23 (echo and broadcast, and broadcast
+# with permessage-deflate, which compresses per recipient); sources in bench/peers/.
+# fanout-deflate: 512 B chat-like messages, each server with compression off and on (the
+# clients offering permessage-deflate). Bytes on the wire: the deflate-ratio example. Each run starts a fresh server pinned to CPU 0 (taskset), the load generator
 # (`roomcast bench`, one thread) pinned to CPU 1, and reads the server's CPU time and memory
 # from /proc. Results: target/bench/<time>/results.jsonl and summary.md, each server's and
 # bench's output in logs/. Exits 1, naming the scenario and server, when any run fails.
@@ -71,6 +74,8 @@ start() {
     roomcast|roomcast-ws|roomcast-raw)
       "${PIN_SERVER[@]}" "$ROOMCAST" serve --listen 127.0.0.1:0 --echo --log warn > "$log" 2>&1 &
       ECHO_PATH=/echo; BROADCAST_PATH=/rooms/bench; PUBLISHER_PATH="/rooms/bench?echo=1"; CONNECT_PATH=/ws ;;
+    roomcast-deflate)
+      "${PIN_SERVER[@]}" "$ROOMCAST" serve --listen 127.0.0.1:0 --echo --log warn --set websocket.compression=true > "$log" 2>&1 & ;;
     tungstenite)
       "${PIN_SERVER[@]}" "$PEERS/tungstenite-echo" 127.0.0.1:0 > "$log" 2>&1 &
       ECHO_PATH=/; CONNECT_PATH=/ ;;
@@ -85,6 +90,9 @@ start() {
       ECHO_PATH=/; CONNECT_PATH=/ ;;
     node-ws-broadcast)
       "${PIN_SERVER[@]}" node bench/peers/node/server.js broadcast 0 > "$log" 2>&1 &
+      BROADCAST_PATH=/; PUBLISHER_PATH=/ ;;
+    node-ws-broadcast-deflate)
+      "${PIN_SERVER[@]}" node bench/peers/node/server.js broadcast-deflate 0 > "$log" 2>&1 &
       BROADCAST_PATH=/; PUBLISHER_PATH=/ ;;
     *) echo "unknown server $server" >&2; return 1 ;;
   esac
@@ -154,6 +162,15 @@ for round in $(seq "$ROUNDS"); do
       else
         measure fanout "$server" "$round" fanout --raw --url "ws://127.0.0.1:PORTBROADCAST_PATH" --publisher-url "ws://127.0.0.1:PORTPUBLISHER_PATH" -n "$SUBS" -m "$MSGS" --size 64 --window 16
       fi
+    done
+  fi
+  if want fanout-deflate; then
+    for server in roomcast-ws roomcast-deflate node-ws-broadcast node-ws-broadcast-deflate; do
+      zip=(); case "$server" in *deflate) zip=(--deflate) ;; esac
+      case "$server" in
+        roomcast*) measure fanout-deflate "$server" "$round" fanout --url "ws://127.0.0.1:PORT/ws" -n "$SUBS" -m "$MSGS" --size 512 --chat --window 16 "${zip[@]}" ;;
+        *) measure fanout-deflate "$server" "$round" fanout --raw --url "ws://127.0.0.1:PORTBROADCAST_PATH" --publisher-url "ws://127.0.0.1:PORTPUBLISHER_PATH" -n "$SUBS" -m "$MSGS" --size 512 --chat --window 16 "${zip[@]}" ;;
+      esac
     done
   fi
   for size in 64 16384; do

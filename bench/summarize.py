@@ -18,6 +18,9 @@ FIGURES = {
     "fanout": [("server CPU per delivery", "server_cpu_us_per_delivery", "µs", True),
                ("deliveries/s", "deliveries_per_second", "/s", False),
                ("lost", "lost", "", True)],
+    "fanout-deflate": [("server CPU per delivery", "server_cpu_us_per_delivery", "µs", True),
+                       ("deliveries/s", "deliveries_per_second", "/s", False),
+                       ("lost", "lost", "", True)],
     "echo64": [("server CPU per message", "server_cpu_us_per_message", "µs", True),
                ("messages/s", "messages_per_second", "/s", False)],
     "echo16k": [("server CPU per message", "server_cpu_us_per_message", "µs", True),
@@ -28,8 +31,16 @@ FIGURES = {
     "connect19k": [("memory per idle connection", "server_bytes_per_connection", "B", True),
                    ("handshakes/s", "handshakes_per_second", "/s", False)],
 }
+# The pairs compared, where not every roomcast server against every peer: like with like,
+# and what compression costs roomcast.
+PAIRS = {
+    "fanout-deflate": [("roomcast-deflate", "node-ws-broadcast-deflate"),
+                       ("roomcast-ws", "node-ws-broadcast"),
+                       ("roomcast-deflate", "roomcast-ws")],
+}
 TITLES = {
     "fanout": "Fan-out: 1 room, 64 B messages, closed loop (window 16); `roomcast-ws` is the /ws protocol, the others raw broadcast",
+    "fanout-deflate": "Fan-out with permessage-deflate: 1 room, 512 B chat-like messages, closed loop (window 16); each server with compression off, then on (`-deflate`: the clients offer it)",
     "echo64": "Echo: 64 B binary messages, closed loop per connection",
     "echo16k": "Echo: 16 KiB binary messages, closed loop per connection",
     "connect": "Connect and hold (`roomcast-ws`: hello + join a room on /ws; the others a bare socket)",
@@ -112,12 +123,11 @@ def main(path):
         for fig, key, unit, lower in figs:
             if key == "lost":
                 continue
-            for o in ours:
-                for p in peers:
-                    a, b = medians.get((o, key)), medians.get((p, key))
-                    if a and b:
-                        better = b / a if lower else a / b
-                        lines.append(f"{fig}: {o} is {better:.2f}x {p}")
+            for o, p in PAIRS.get(case, [(o, p) for o in ours for p in peers]):
+                a, b = medians.get((o, key)), medians.get((p, key))
+                if a and b:
+                    better = b / a if lower else a / b
+                    lines.append(f"{fig}: {o} is {better:.2f}x {p}")
         if lines:
             print("\nRatios (above 1: roomcast better): " + "; ".join(lines) + ".")
         print()

@@ -17,7 +17,12 @@ async fn python_websockets_client_runs_the_protocol() {
 async fn python_websockets_client_runs_the_protocol_compressed() {
     let s = common::start(|c| c.websocket.compression = true).await;
     let url = format!("ws://{}/ws", s.addr);
-    common::run_peer(&common::python(), "python/hub_client.py", &[&url, "deflate"]).await;
+    common::run_peer(
+        &common::python(),
+        "python/hub_client.py",
+        &[&url, "deflate"],
+    )
+    .await;
     let frames = roomcast_server::Stats::get(&s.stats.compressed_frames);
     assert!(frames >= 100, "{frames} messages went compressed");
 }

@@ -14,7 +14,7 @@ use roomcast_ws::Message;
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
-use super::open::{dial, field_u64, join, source, sources_for};
+use super::open::{dial_with, field_u64, join, source, sources_for};
 use super::proc::Watch;
 use super::report::{Report, histogram, progress};
 use super::{BenchError, Common, Target};
@@ -41,6 +41,14 @@ pub struct FanoutArgs {
     /// Bytes of payload per message (the JSON `data`, or the raw message).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Chat-like text as the payload (words of a small vocabulary in an order that
+    /// changes with every message) instead of one repeated letter: what compression
+    /// meets in a chat or a feed.
+    #[arg(long)]
+    pub chat: bool,
+    /// Subscribers and the publisher offer permessage-deflate (RFC 7692).
+    #[arg(long)]
+    pub deflate: bool,
     /// The room (roomcast protocol).
     #[arg(long, default_value = "bench-fanout")]
     pub room: String,
@@ -127,6 +135,29 @@ impl Tally {
     }
 }
 
+/// A chat-like text of `len` bytes for message `i`: words of a small vocabulary, in an
+/// order that changes with every message, as chat and feed messages repeat themselves
+/// without being one string over and over. JSON-safe as it is.
+fn chat_text(i: u64, len: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the", "match", "tonight", "was", "great", "and", "we", "should", "meet", "after", "work",
+        "for", "coffee", "or", "lunch", "near", "station", "did", "you", "see", "that", "goal",
+        "weather", "looks", "good", "tomorrow", "morning", "see", "you", "soon", "thanks", "again",
+    ];
+    let mut text = String::with_capacity(len + 12);
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while text.len() < len {
+        // xorshift64: a cheap, repeatable order of words per message.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(WORDS[(x >> 59) as usize]);
+        text.push(' ');
+    }
+    text.truncate(len);
+    text
+}
+
 /// The value of an SSE field line (`name` includes the colon and space) in one event.
 fn sse_field<'a>(event: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let at = event.windows(name.len()).position(|w| w == name)? + name.len();
@@ -142,14 +173,14 @@ async fn subscribe_ws(
     target: &Target,
     source: Option<std::net::IpAddr>,
     room: Option<&str>,
-    i: usize,
+    (i, deflate): (usize, bool),
     permit: tokio::sync::OwnedSemaphorePermit,
     ready: &Ready,
     total: u64,
     tally: &mut Tally,
 ) -> Result<(), String> {
     let opened = async {
-        let mut ws = dial(target, source).await?;
+        let mut ws = dial_with(target, source, deflate).await?;
         let at = match room {
             Some(room) => join(&mut ws, room, &format!("sub-{i}")).await?,
             None => 0,
@@ -309,7 +340,7 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
             ready_tx.clone(),
             args.messages,
         );
-        let transport = args.transport;
+        let (transport, deflate) = (args.transport, args.deflate);
         subscribers.push(tokio::spawn(async move {
             let mut tally = Tally::new(seq_key, base);
             let result = match transport {
@@ -318,7 +349,7 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
                         &target,
                         source(i, sources),
                         room.as_deref(),
-                        i,
+                        (i, deflate),
                         permit,
                         &ready,
                         total,
@@ -371,7 +402,7 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
 
     // The publisher, which also receives every message: its reader releases the window on
     // each ack (protocol) or each own copy (raw).
-    let mut pws = dial(&publisher_target, None)
+    let mut pws = dial_with(&publisher_target, None, args.deflate)
         .await
         .map_err(|e| BenchError::Failed(format!("publisher: {e}")))?;
     if let Some(room) = &room {
@@ -411,7 +442,8 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         .iter()
         .filter_map(|&p| Watch::start(p))
         .collect();
-    let pad = "x".repeat(args.size.saturating_sub(if args.raw { 40 } else { 30 }));
+    let pad_len = args.size.saturating_sub(if args.raw { 40 } else { 30 });
+    let pad = "x".repeat(pad_len);
     let publishing = progress(args.messages, "messages", args.common.json);
     let start = Instant::now();
     for i in 0..args.messages {
@@ -427,6 +459,13 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
             break;
         }
         let sent = base.elapsed().as_nanos() as u64;
+        let chat;
+        let pad = if args.chat {
+            chat = chat_text(i, pad_len);
+            &chat
+        } else {
+            &pad
+        };
         let text = if args.raw {
             format!(r#"{{"seq":{},"t":{sent},"p":"{pad}"}}"#, i + 1)
         } else {
@@ -480,6 +519,8 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         .field("failed_subscribers", json!(failures));
     r.field("messages", json!(args.messages))
         .field("size", json!(args.size))
+        .field("chat", json!(args.chat))
+        .field("deflate", json!(args.deflate))
         .field("window", json!(args.window))
         .field("rate", json!(args.rate));
     r.line(
@@ -549,4 +590,19 @@ pub(super) async fn run(args: FanoutArgs) -> Result<(), BenchError> {
         ));
     }
     r.finish(args.common.json, &problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_text_is_as_long_as_asked_and_differs_per_message() {
+        let (a, b) = (chat_text(1, 500), chat_text(2, 500));
+        assert_eq!((a.len(), b.len()), (500, 500));
+        assert_ne!(a, b);
+        assert_eq!(a, chat_text(1, 500), "repeatable");
+        assert!(a.bytes().all(|c| c.is_ascii_lowercase() || c == b' '));
+        assert_eq!(chat_text(3, 0), "");
+    }
 }

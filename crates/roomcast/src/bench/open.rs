@@ -30,6 +30,15 @@ pub fn source(i: usize, sources: usize) -> Option<IpAddr> {
 
 /// Connects to `target` (from `source` when given) and runs the handshake.
 pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<Stream>, Error> {
+    dial_with(target, source, false).await
+}
+
+/// [`dial`], offering permessage-deflate when `deflate`.
+pub async fn dial_with(
+    target: &Target,
+    source: Option<IpAddr>,
+    deflate: bool,
+) -> Result<WebSocket<Stream>, Error> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -53,11 +62,14 @@ pub async fn dial(target: &Target, source: Option<IpAddr>) -> Result<WebSocket<S
             Either::Right(Box::new(s))
         }
     };
-    let config = WebSocketConfig::default().protocol(
+    let mut config = WebSocketConfig::default().protocol(
         roomcast_ws::Config::default()
             .max_message_size(64 << 20)
             .max_frame_size(64 << 20),
     );
+    if deflate {
+        config = config.deflate(roomcast_ws::deflate::DeflateConfig::default());
+    }
     let (ws, _) = client_handshake(
         stream,
         &target.authority,
