@@ -623,12 +623,20 @@ pub fn signal(pid: u32, stop: bool) {
 
 /// `n` free loopback ports; for a cluster, each with its bus port (+10000) free too.
 fn free_ports(n: usize, bus: bool) -> Vec<u16> {
+    // Never the same port twice in one test process: a node of another test whose broker
+    // was stopped keeps dialling that broker's port, and would join (and show up in) a
+    // broker started there later.
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let mut held = Vec::new();
     let mut ports = Vec::new();
     while ports.len() < n {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         held.push(l);
+        if given.contains(&port) || (bus && given.contains(&port.wrapping_add(10000))) {
+            continue;
+        }
         if bus {
             let Some(bus) = port.checked_add(10000) else {
                 continue;
@@ -639,6 +647,10 @@ fn free_ports(n: usize, bus: bool) -> Vec<u16> {
             }
         }
         ports.push(port);
+    }
+    given.extend(&ports);
+    if bus {
+        given.extend(ports.iter().map(|p| p + 10000));
     }
     ports
 }
