@@ -355,6 +355,16 @@ pub struct WebSocketSettings {
 }
 
 impl WebSocketSettings {
+    /// After how long without a message to it a connection gives its compressor's state
+    /// back: only with compression and context takeover on (without context takeover no
+    /// state is held between messages), never when `compression_idle_release_ms` is 0.
+    pub fn compressor_release(&self) -> Option<std::time::Duration> {
+        (self.compression
+            && self.compression_context_takeover
+            && self.compression_idle_release_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.compression_idle_release_ms))
+    }
+
     /// permessage-deflate as this node takes it, when `compression` is on.
     pub fn deflate(&self) -> Option<roomcast_ws::deflate::DeflateConfig> {
         self.compression.then(|| {

@@ -128,13 +128,12 @@ async fn a_room_message_is_compressed_once_and_read_by_every_member_alike() {
     let mut b = Member::open(s.addr, "b", Some(&deflate)).await;
     let mut c = Member::open(s.addr, "c", Some(&small_window)).await;
     let mut plain = Member::open(s.addr, "plain", None).await;
-    // The node answers that it resets its compressor after every message.
+    // The node answers that it resets its compressor after every message, and asks the
+    // client to do the same.
     for m in [&a, &b, &c] {
-        assert!(
-            m.answer().param("server_no_context_takeover").is_some(),
-            "{:?}",
-            m.answer()
-        );
+        for param in ["server_no_context_takeover", "client_no_context_takeover"] {
+            assert!(m.answer().param(param).is_some(), "{param}: {:?}", m.answer());
+        }
     }
     assert_eq!(c.answer().param("server_max_window_bits"), Some(Some("10")));
     for m in [&mut a, &mut b, &mut c, &mut plain] {

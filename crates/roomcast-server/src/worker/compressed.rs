@@ -54,6 +54,12 @@ impl Compressed {
         }
     }
 
+    /// Forgets the frame's compressed forms, keeping the counts: the next call is for
+    /// another frame (a backlog's next).
+    pub(super) fn next_frame(&mut self) {
+        self.by_window = Default::default();
+    }
+
     /// Adds what it compressed, and for how many members, to the node's counters.
     pub(super) fn count(&self, stats: &Stats) {
         if self.frames > 0 {

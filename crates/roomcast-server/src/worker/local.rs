@@ -321,7 +321,7 @@ impl Worker {
             }
         }
         Stats::add(&self.shared.stats.deliveries, n);
-        out.compressed().count(&self.shared.stats);
+        out.count(&self.shared.stats);
         if n > 0 && kind == Kind::Ws && !presence_only {
             self.shared.metrics.fan_out(n);
         }

@@ -536,11 +536,7 @@ impl Worker {
     async fn sweeper(self: Rc<Self>) {
         let ws = &self.shared.config.websocket;
         let mut shortest = 1000;
-        let release_ms = if ws.compression && ws.compression_context_takeover {
-            ws.compression_idle_release_ms
-        } else {
-            0
-        };
+        let release_ms = ws.compressor_release().map_or(0, |d| d.as_millis() as u64);
         for t in [
             ws.heartbeat_interval_ms,
             ws.heartbeat_timeout_ms,
@@ -619,11 +615,7 @@ impl Worker {
     fn sweep_connections(self: &Rc<Self>, now: Instant) {
         self.report_io();
         let idle_ms = self.shared.config.websocket.idle_timeout_ms;
-        let ws = &self.shared.config.websocket;
-        let release_compressor = (ws.compression
-            && ws.compression_context_takeover
-            && ws.compression_idle_release_ms > 0)
-            .then(|| Duration::from_millis(ws.compression_idle_release_ms));
+        let release_compressor = self.shared.config.websocket.compressor_release();
         let ttl = self.shared.config.http.poll_session_ttl_ms;
         let now_ms = crate::now_ms();
         // Only the members to remove are collected (usually none): removing one needs

@@ -17,6 +17,7 @@ use super::{Conn, Worker};
 use crate::engine::ConnKey;
 use crate::member::{EventKind, HttpMember, frame_json};
 use crate::protocol::RoomName;
+use crate::stats::Stats;
 
 /// A member's delivery end.
 #[derive(Debug)]
@@ -58,9 +59,9 @@ impl Outgoing {
         }
     }
 
-    /// What it was compressed for.
-    pub(super) fn compressed(&self) -> &Compressed {
-        &self.compressed
+    /// Adds what it was compressed for to the node's counters.
+    pub(super) fn count(&self, stats: &Stats) {
+        self.compressed.count(stats);
     }
 }
 
@@ -79,7 +80,7 @@ impl Sink {
     ) -> bool {
         match self {
             Sink::Socket(conn) if catch_up => {
-                conn.push_backlog(worker, std::iter::once(out.frame.clone()));
+                conn.push_exempt(worker, out.frame.clone(), &mut out.compressed);
                 true
             }
             Sink::Socket(conn) => {

@@ -175,11 +175,10 @@ pub(crate) struct Conn {
     pub last_rx: Cell<Instant>,
     pub last_message: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
-    /// Something was queued since the sweeper last looked.
-    sent: Cell<bool>,
-    /// Since when nothing was queued, as the sweeper saw it (an idle connection's
-    /// compressor state is given back after `compression_idle_release_ms`).
-    quiet_since: Cell<Instant>,
+    /// Since when nothing was queued, as the sweeper saw it: `None` once something is
+    /// (an idle connection's compressor state is given back after
+    /// `compression_idle_release_ms`).
+    quiet_since: Cell<Option<Instant>>,
     /// When a close we started must be over (enforced by the worker's sweeper).
     pub close_deadline: Cell<Option<Instant>>,
     /// The worker changed something the task must act on.
@@ -227,8 +226,7 @@ impl Conn {
             last_rx: Cell::new(now),
             last_message: Cell::new(now),
             ping_sent: Cell::new(None),
-            sent: Cell::new(false),
-            quiet_since: Cell::new(now),
+            quiet_since: Cell::new(None),
             close_deadline: Cell::new(None),
             signalled: Cell::new(false),
             waker: Cell::new(None),
@@ -387,7 +385,7 @@ impl Conn {
                 return;
             }
             let frame = compressed.for_connection(&mut ws, frame);
-            self.sent.set(true);
+            self.quiet_since.set(None);
             let out = ws.outbox();
             if over_bound(
                 out.len_bytes().saturating_sub(self.exempt.get()),
@@ -414,7 +412,7 @@ impl Conn {
                 drop(ws);
                 return self.slow_consumer(worker);
             }
-            self.sent.set(true);
+            self.quiet_since.set(None);
             let _ = ws.send(msg);
         }
         worker.mark_dirty(self);
@@ -427,19 +425,32 @@ impl Conn {
         worker: &Worker,
         frames: impl IntoIterator<Item = Bytes>,
     ) {
+        let mut compressed = Compressed::default();
+        for frame in frames {
+            self.push_exempt(worker, frame, &mut compressed);
+            compressed.next_frame();
+        }
+        compressed.count(&worker.shared.stats);
+    }
+
+    /// Queues one frame outside the slow-consumer bound until written (a recovery
+    /// backlog's, or what the node read to catch up), compressed as `compressed` holds
+    /// it for the fan-out's other members.
+    pub(super) fn push_exempt(
+        self: &Rc<Self>,
+        worker: &Worker,
+        frame: Bytes,
+        compressed: &mut Compressed,
+    ) {
         {
             let mut ws = self.ws.borrow_mut();
             if ws.state() != State::Open || self.dead.get() {
                 return;
             }
-            self.sent.set(true);
-            for frame in frames {
-                let mut compressed = Compressed::default();
-                let frame = compressed.for_connection(&mut ws, frame);
-                compressed.count(&worker.shared.stats);
-                self.exempt.set(self.exempt.get() + frame.len());
-                ws.outbox().push(frame);
-            }
+            let frame = compressed.for_connection(&mut ws, frame);
+            self.quiet_since.set(None);
+            self.exempt.set(self.exempt.get() + frame.len());
+            ws.outbox().push(frame);
         }
         worker.mark_dirty(self);
     }
@@ -621,10 +632,12 @@ impl Conn {
         {
             ws.outbox().shrink_to(0);
             if let Some(after) = compressor_after {
-                if self.sent.replace(false) {
-                    self.quiet_since.set(now);
-                } else if now.duration_since(self.quiet_since.get()) >= after {
-                    ws.release_compressor();
+                match self.quiet_since.get() {
+                    None => self.quiet_since.set(Some(now)),
+                    Some(since) if now.duration_since(since) >= after => {
+                        ws.release_compressor();
+                    }
+                    Some(_) => {}
                 }
             }
         }

@@ -133,11 +133,6 @@ impl Connection {
         self.tx.release_compressor()
     }
 
-    /// Whether permessage-deflate state is held now, in either direction.
-    pub fn holds_compression_state(&self) -> bool {
-        self.tx.holds_compression_state() || self.rx.holds_compression_state()
-    }
-
     /// The receiving half, e.g. to allow reserved bits for an extension.
     pub fn receiver_mut(&mut self) -> &mut Receiver {
         &mut self.rx

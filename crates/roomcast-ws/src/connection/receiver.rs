@@ -65,11 +65,6 @@ impl Receiver {
         }
     }
 
-    /// Whether the inflater holds zlib state now.
-    pub fn holds_compression_state(&self) -> bool {
-        self.inflater.as_ref().is_some_and(Inflater::holds_state)
-    }
-
     /// Takes compressed messages from now on (permessage-deflate was agreed): RSV1 is
     /// allowed on the first frame of a message, which is then inflated with `inflater`.
     pub fn set_inflater(&mut self, inflater: Inflater) {

@@ -74,11 +74,6 @@ impl Sender {
         }
     }
 
-    /// Whether the deflater holds zlib state now.
-    pub fn holds_compression_state(&self) -> bool {
-        self.deflater.as_ref().is_some_and(|(d, _)| d.holds_state())
-    }
-
     /// Whether a close frame has been queued.
     pub fn is_close_sent(&self) -> bool {
         self.close_sent
