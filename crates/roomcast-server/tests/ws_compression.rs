@@ -132,7 +132,11 @@ async fn a_room_message_is_compressed_once_and_read_by_every_member_alike() {
     // client to do the same.
     for m in [&a, &b, &c] {
         for param in ["server_no_context_takeover", "client_no_context_takeover"] {
-            assert!(m.answer().param(param).is_some(), "{param}: {:?}", m.answer());
+            assert!(
+                m.answer().param(param).is_some(),
+                "{param}: {:?}",
+                m.answer()
+            );
         }
     }
     assert_eq!(c.answer().param("server_max_window_bits"), Some(Some("10")));
