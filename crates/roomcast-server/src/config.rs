@@ -323,6 +323,8 @@ pub struct ServerSettings {
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<String>,
     pub proxy_protocol: bool,
+    pub http2: bool,
+    pub http2_max_streams: u32,
 }
 
 impl ServerSettings {

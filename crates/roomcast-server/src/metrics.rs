@@ -130,6 +130,8 @@ pub(crate) struct Snapshot {
     pub deliveries: u64,
     pub compressions: u64,
     pub compressed_frames: u64,
+    pub http2_connections: u64,
+    pub http2_websockets: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub outbox_bytes: i64,
@@ -242,6 +244,18 @@ impl Collector for Snapshot {
             "compressed_frames",
             "Room messages queued compressed, one per message per member",
             self.compressed_frames,
+        )?;
+        counter(
+            &mut e,
+            "http2_connections",
+            "Connections that spoke HTTP/2",
+            self.http2_connections,
+        )?;
+        counter(
+            &mut e,
+            "http2_websockets",
+            "WebSockets opened on HTTP/2 streams (RFC 8441)",
+            self.http2_websockets,
         )?;
         labelled(
             &mut e,

@@ -99,7 +99,7 @@ impl Server {
             tracing::info!("auth: tokens are checked when given; clients without one are let in");
         }
         let tls = if config.tls.self_signed {
-            let tls = Tls::self_signed()?;
+            let tls = Tls::self_signed(config.server.http2)?;
             // On stderr whatever the log level: who connects has to check it.
             eprintln!(
                 "tls: a self-signed certificate for localhost, 127.0.0.1 and ::1 (development only); SHA-256 fingerprint {}",
@@ -110,6 +110,7 @@ impl Server {
             let tls = Tls::from_files(
                 std::path::Path::new(&config.tls.cert_file),
                 std::path::Path::new(&config.tls.key_file),
+                config.server.http2,
             )?;
             tracing::info!(fingerprint = %tls.fingerprint(), "tls: wss:// and https:// on");
             Some(tls)

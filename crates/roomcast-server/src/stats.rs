@@ -11,7 +11,7 @@ pub struct Stats {
     pub connections: AtomicI64,
     /// Of those, raw rooms (`/rooms/...`).
     pub raw_connections: AtomicI64,
-    /// WebSocket handshakes answered with 101.
+    /// WebSocket handshakes answered (a 101, or a 200 on HTTP/2).
     pub handshakes: AtomicU64,
     /// Handshakes and HTTP requests refused for their `Origin` (403).
     pub origin_refusals: AtomicU64,
@@ -45,6 +45,10 @@ pub struct Stats {
     pub compressions: AtomicU64,
     /// Room messages queued compressed (one per message per compressing member).
     pub compressed_frames: AtomicU64,
+    /// Connections that spoke HTTP/2 (ALPN `h2`, or cleartext with prior knowledge).
+    pub http2_connections: AtomicU64,
+    /// WebSockets opened on HTTP/2 streams (RFC 8441), counted in `handshakes` too.
+    pub http2_websockets: AtomicU64,
     /// Tokens refused (`unauthorized`: missing, invalid, expired) at a hello, a handshake
     /// or a session's start.
     pub auth_refusals: AtomicU64,

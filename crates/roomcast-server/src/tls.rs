@@ -4,8 +4,9 @@
 //!
 //! The handshake and the first request head go through tokio-rustls; a WebSocket then
 //! keeps rustls's sans-IO `ServerConnection` beside its socket (`worker::socket`), so its
-//! reads and writes stay the worker's own, as on plain TCP. ALPN offers `http/1.1` (the
-//! list is where `h2` joins it).
+//! reads and writes stay the worker's own, as on plain TCP. ALPN offers `h2` first (with
+//! `server.http2`), then `http/1.1`; a connection that chose `h2` is hyper's
+//! (`conn::h2`), its WebSockets streams of it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -35,8 +36,9 @@ pub enum TlsError {
     SelfSigned(String),
 }
 
-/// The protocols offered with ALPN, most preferred first.
-const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// The protocols offered with ALPN, most preferred first: with HTTP/2, and without.
+const ALPN_H2: &[&[u8]] = &[b"h2", b"http/1.1"];
+const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
 
 /// Where the certificate comes from.
 #[derive(Debug)]
@@ -50,26 +52,32 @@ enum Source {
 pub(crate) struct Tls {
     current: RwLock<Arc<ServerConfig>>,
     source: Source,
+    /// The ALPN list.
+    alpn: &'static [&'static [u8]],
     /// The SHA-256 fingerprint of the certificate in use, `AB:CD:...`.
     fingerprint: RwLock<String>,
 }
 
 impl Tls {
-    /// From PEM files: a certificate chain (leaf first) and its private key.
-    pub(crate) fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let (config, fingerprint) = load(cert, key)?;
+    /// From PEM files: a certificate chain (leaf first) and its private key; `http2`
+    /// offers `h2` with ALPN.
+    pub(crate) fn from_files(cert: &Path, key: &Path, http2: bool) -> Result<Self, TlsError> {
+        let alpn = if http2 { ALPN_H2 } else { ALPN_H1 };
+        let (config, fingerprint) = load(cert, key, alpn)?;
         Ok(Self {
             current: RwLock::new(config),
             source: Source::Files {
                 cert: cert.into(),
                 key: key.into(),
             },
+            alpn,
             fingerprint: RwLock::new(fingerprint),
         })
     }
 
     /// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, made now.
-    pub(crate) fn self_signed() -> Result<Self, TlsError> {
+    pub(crate) fn self_signed(http2: bool) -> Result<Self, TlsError> {
+        let alpn = if http2 { ALPN_H2 } else { ALPN_H1 };
         let names = ["localhost", "127.0.0.1", "::1"]
             .map(str::to_owned)
             .to_vec();
@@ -79,10 +87,11 @@ impl Tls {
         let key = PrivateKeyDer::try_from(made.key_pair.serialize_der())
             .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
         let fingerprint = fingerprint(&cert);
-        let config = server_config(vec![cert], key)?;
+        let config = server_config(vec![cert], key, alpn)?;
         Ok(Self {
             current: RwLock::new(config),
             source: Source::SelfSigned,
+            alpn,
             fingerprint: RwLock::new(fingerprint),
         })
     }
@@ -114,7 +123,7 @@ impl Tls {
         let Source::Files { cert, key } = &self.source else {
             return Ok(());
         };
-        let (config, fp) = load(cert, key)?;
+        let (config, fp) = load(cert, key, self.alpn)?;
         match self.current.write() {
             Ok(mut c) => *c = config,
             Err(p) => *p.into_inner() = config,
@@ -127,7 +136,7 @@ impl Tls {
     }
 }
 
-fn load(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, String), TlsError> {
+fn load(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<(Arc<ServerConfig>, String), TlsError> {
     let bad = |path: &Path, reason: String| TlsError::File {
         path: path.into(),
         reason,
@@ -141,19 +150,20 @@ fn load(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, String), TlsError
     };
     let fp = fingerprint(leaf);
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
-    Ok((server_config(chain, key)?, fp))
+    Ok((server_config(chain, key, alpn)?, fp))
 }
 
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -8,18 +8,14 @@ use std::rc::Rc;
 use ::http::header::{self, HeaderValue};
 use ::http::{Request, StatusCode};
 use bytes::{Bytes, BytesMut};
-use roomcast_ws::handshake::{
-    Accept, RequestError, encode_response, parse_request, validate_request,
-};
+use roomcast_ws::handshake::{RequestError, encode_response, parse_request, validate_request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
-use super::run::{self, Endpoint};
-use crate::auth::Action;
+use super::admit::{self, Refused, Route};
 use crate::http;
 use crate::prefixed::Prefixed;
-use crate::protocol::RoomName;
 use crate::worker::Worker;
 
 /// Sent, best effort, to a client that did not finish its request head in time.
@@ -45,14 +41,6 @@ fn refusal(status: StatusCode, reason: &str) -> Bytes {
 enum HeadError {
     Closed,
     Request(RequestError),
-}
-
-/// Where a request goes.
-enum Route {
-    Echo,
-    Ws,
-    Raw(Result<RoomName, String>, bool),
-    Http,
 }
 
 /// Accepts on a worker's listener until the worker stops, each connection on a task of its
@@ -124,6 +112,10 @@ async fn handle(worker: Rc<Worker>, mut stream: TcpStream, mut peer: SocketAddr)
     )
     .await
     {
+        // ALPN chose HTTP/2: the connection is hyper's, its WebSockets are streams.
+        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            super::h2::serve(stream, worker, peer).await
+        }
         Ok(Ok(stream)) => route_stream(worker, stream, peer).await,
         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -135,10 +127,18 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::time::timeout(
         config.handshake_timeout(),
-        read_head(&mut stream, &mut buf, config.server.max_head()),
+        read_head(
+            &mut stream,
+            &mut buf,
+            config.server.max_head(),
+            config.server.http2,
+        ),
     );
     let (req, head_len) = match head.await {
-        Ok(Ok(head)) => head,
+        Ok(Ok(Head::Http1(req, len))) => (req, len),
+        Ok(Ok(Head::Http2)) => {
+            return super::h2::serve(Prefixed::new(buf.freeze(), stream), worker, peer).await;
+        }
         Ok(Err(HeadError::Closed)) => return,
         Ok(Err(HeadError::Request(e))) => {
             debug!(%peer, error = %e, "bad request head");
@@ -154,77 +154,20 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
             return;
         }
     };
-    let route = route(&req, &worker);
+    let route = admit::route(req.uri(), &worker);
     if matches!(route, Route::Http) {
         return http::serve(Prefixed::new(buf.freeze(), stream), worker.clone(), peer).await;
     }
-    if let Route::Raw(Err(reason), _) = &route {
-        return refuse(stream, &refusal(StatusCode::BAD_REQUEST, reason), &worker).await;
-    }
-    let offer = match validate_request(req.method(), req.version(), req.headers()) {
-        Ok(offer) => offer,
-        Err(e) => {
-            debug!(%peer, path = req.uri().path(), error = %e, "handshake refused");
-            return refuse(stream, &e.to_http1(), &worker).await;
+    let offer = validate_request(req.method(), req.version(), req.headers());
+    let admitted = match admit::admit(&worker, &req, route, offer, peer) {
+        Ok(admitted) => admitted,
+        Err(Refused::Request(e)) => return refuse(stream, &e.to_http1(), &worker).await,
+        Err(r @ Refused::Status(..)) => {
+            let answer = refusal(r.status(), &r.to_string());
+            return refuse(stream, &answer, &worker).await;
         }
     };
-    // The echo socket (conformance testing, only with --echo) takes any origin.
-    if let Some(refused) =
-        http::refused_origin(req.headers(), &worker).filter(|_| !matches!(route, Route::Echo))
-    {
-        debug!(%peer, %refused, "handshake from an origin not allowed");
-        crate::stats::Stats::add(&worker.shared.stats.origin_refusals, 1);
-        return refuse(stream, &refusal(StatusCode::FORBIDDEN, &refused), &worker).await;
-    }
-    if worker.shared.is_draining() && !matches!(route, Route::Echo) {
-        let draining = refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node is draining: reconnect to another one",
-        );
-        crate::stats::Stats::add(&worker.shared.stats.draining_refusals, 1);
-        return refuse(stream, &draining, &worker).await;
-    }
-    // A raw room obeys the same tokens as `/ws`: given as `?token=` or `Authorization:
-    // Bearer`, checked before the 101. `/ws` checks its own in `hello`.
-    let mut identity = None;
-    if let Route::Raw(Ok(room), _) = &route {
-        let q = http::query(&req);
-        match worker.shared.auth.admit(http::token(&req, &q), None) {
-            Err(e) => {
-                crate::stats::Stats::add(&worker.shared.stats.auth_refusals, 1);
-                let refused = refusal(StatusCode::UNAUTHORIZED, &e.to_string());
-                return refuse(stream, &refused, &worker).await;
-            }
-            Ok(Some(id)) if !id.grants.allows(Action::Join, room) => {
-                let reason = format!("the token does not allow join in room {room}");
-                return refuse(stream, &refusal(StatusCode::FORBIDDEN, &reason), &worker).await;
-            }
-            Ok(id) => identity = id,
-        }
-    }
-    // Limits per address, last: only a handshake about to succeed is counted.
-    let ip = crate::limits::client_ip(peer.ip(), req.headers(), &worker.shared.proxies);
-    let counted = if matches!(route, Route::Echo) {
-        None
-    } else {
-        match worker.shared.limits.connect(ip, std::time::Instant::now()) {
-            Ok(counted) => counted,
-            Err(r) => {
-                crate::stats::Stats::add(&worker.shared.stats.limit_refusals, 1);
-                debug!(%peer, %ip, "refused: {r}");
-                let refused = refusal(StatusCode::TOO_MANY_REQUESTS, &r.to_string());
-                return refuse(stream, &refused, &worker).await;
-            }
-        }
-    };
-    let limited = worker.shared.limits.applies(ip) && !matches!(route, Route::Echo);
-    let mut accept = Accept::default();
-    let deflate = worker.shared.config.websocket.deflate().and_then(|ours| {
-        let (agreed, answer) = roomcast_ws::deflate::negotiate(&offer.extensions, &ours)?;
-        accept.extensions.push(answer);
-        Some((agreed, ours))
-    });
-    let reply = offer.accept(&accept);
+    let reply = admitted.offer.accept(&admitted.accept);
     // Bytes after the head are the first frames; an empty remainder must not keep the
     // head's buffer alive for the life of the connection.
     let rest = if buf.len() > head_len {
@@ -234,89 +177,57 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
     };
     drop(buf);
     let (stream, tls) = stream.into_parts();
-    let conn = worker.register(stream, rest);
-    if let Some((agreed, ours)) = &deflate {
-        conn.ws.borrow_mut().set_deflate(agreed, ours);
-    }
-    crate::stats::Stats::add(&worker.shared.stats.handshakes, 1);
+    let conn = worker.register(stream.into(), rest);
     if let Some(tls) = tls {
         // A session that broke or closed meanwhile marks the connection dead: its task
-        // (spawned below like any other) unregisters it and gives its slot back.
+        // (started below like any other) unregisters it and gives its slot back.
         conn.set_tls(tls);
     }
-    match route {
-        Route::Echo => {
-            conn.ws.borrow_mut().outbox().push(reply);
-            let _ = conn.flush();
-            tokio::task::spawn_local(run::run(worker, conn, Endpoint::Echo));
-        }
-        Route::Ws => {
-            conn.limit(&worker, counted, limited);
-            conn.awaits_hello.set(true);
-            // The 101 goes first in the connection's send queue.
-            conn.ws.borrow_mut().outbox().push(reply);
-            let _ = conn.flush();
-            // A task of its own: this one, with the request head, ends here.
-            tokio::task::spawn_local(run::run(worker, conn, Endpoint::Ws));
-        }
-        Route::Raw(Ok(room), echo) => {
-            conn.limit(&worker, counted, limited);
-            conn.session.borrow_mut().auth = identity.map(Box::new);
-            conn.ws.borrow_mut().outbox().push(reply);
-            // Membership begins before the 101 is written: whatever is published from
-            // now on is queued behind it.
-            worker.raw_join(&conn, room.clone()).await;
-            let _ = conn.flush();
-            let raw = &worker.shared.stats.raw_connections;
-            raw.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::task::spawn_local(async move {
-                let stats = worker.shared.stats.clone();
-                run::run(worker, conn, Endpoint::Raw { room, echo }).await;
-                stats
-                    .raw_connections
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
-        Route::Raw(Err(_), _) | Route::Http => {}
-    }
+    admit::start(worker, conn, admitted, Some(reply)).await;
 }
 
-fn route(req: &Request<()>, worker: &Worker) -> Route {
-    let path = req.uri().path();
-    if path == "/ws" {
-        return Route::Ws;
-    }
-    if path == "/echo" && worker.shared.config.server.echo {
-        return Route::Echo;
-    }
-    if let Some(name) = path.strip_prefix("/rooms/") {
-        let echo = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "echo=1" || kv == "echo=true"));
-        let room = RoomName::new(name).map_err(|e| format!("invalid room name: {e}"));
-        return Route::Raw(room, echo);
-    }
-    Route::Http
+/// "The client connection preface starts with a sequence of 24 octets" (RFC 9113
+/// section 3.4): a client that knows the server speaks HTTP/2 begins with it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection began with.
+// Made once per connection and taken apart at once: the size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    /// An HTTP/1.1 request head, and its length.
+    Http1(Request<()>, usize),
+    /// The HTTP/2 preface (prior knowledge), still in the buffer.
+    Http2,
 }
 
-/// Reads until a request head parses. Parsing is retried only when a line has ended, so
-/// a client sending its head a byte at a time costs one parse per line, not per byte.
+/// Reads until a request head parses, or (with `h2`) the HTTP/2 preface has come.
+/// Parsing is retried only when a line has ended, so a client sending its head a byte at
+/// a time costs one parse per line, not per byte.
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     max_head: usize,
-) -> Result<(Request<()>, usize), HeadError> {
+    h2: bool,
+) -> Result<Head, HeadError> {
     loop {
         let before = buf.len();
         match stream.read_buf(buf).await {
             Ok(0) | Err(_) => return Err(HeadError::Closed),
             Ok(_) => {}
         }
+        if h2 {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] == H2_PREFACE[..n] {
+                if n == H2_PREFACE.len() {
+                    return Ok(Head::Http2);
+                }
+                continue;
+            }
+        }
         let first_read = before == 0;
         if first_read || buf[before..].contains(&b'\n') || buf.len() >= max_head {
             match parse_request(buf, max_head) {
-                Ok(Some(head)) => return Ok(head),
+                Ok(Some((req, len))) => return Ok(Head::Http1(req, len)),
                 Ok(None) => {}
                 Err(e) => return Err(HeadError::Request(e)),
             }

@@ -3,6 +3,8 @@
 //! worker's ([`crate::worker::Conn`]).
 
 pub(crate) mod accept;
+mod admit;
+mod h2;
 mod proxy;
 mod raw;
 pub(crate) mod run;

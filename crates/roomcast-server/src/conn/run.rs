@@ -6,7 +6,6 @@ use std::task::Poll;
 
 use bytes::BytesMut;
 use roomcast_ws::{CloseCode, Message, State};
-use tokio::io::Interest;
 use tokio::time::Instant;
 
 use super::{raw, ws};
@@ -104,7 +103,7 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) -> bool {
                 *scratch = BytesMut::with_capacity(SCRATCH_SIZE);
             }
             let room = scratch.capacity();
-            match conn.io.try_read_buf(&mut *scratch) {
+            match conn.io.try_read_buf(&mut scratch) {
                 Ok(0) => {
                     // The peer closed without a close frame (1006).
                     conn.dead.set(true);
@@ -138,13 +137,9 @@ fn read(worker: &Rc<Worker>, conn: &Rc<Conn>, endpoint: &Endpoint) -> bool {
                         break;
                     }
                     if n < room {
-                        // A short read drained the socket. Mark it not readable now,
-                        // without the read that would return EAGAIN: tokio clears the
-                        // readiness only if no newer event arrived meanwhile, so data
-                        // that comes later still wakes us.
-                        let _ = conn.io.try_io(Interest::READABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
+                        // A short read drained the socket: marked so without the
+                        // read that would return EAGAIN.
+                        conn.io.drained();
                         break;
                     }
                 }
@@ -272,17 +267,17 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
         }
     })
     .await;
-    let _ = socket2::SockRef::from(&conn.io).shutdown(std::net::Shutdown::Write);
+    conn.io.shutdown_write();
     conn.dead.set(true);
     let _ = tokio::time::timeout_at(deadline, async {
-        let mut sink = [0u8; 1024];
+        let mut sink = BytesMut::with_capacity(1024);
         loop {
             if conn.io.readable().await.is_err() {
                 return;
             }
-            match conn.io.try_read(&mut sink) {
+            match conn.io.try_read_buf(&mut sink) {
                 Ok(0) => return,
-                Ok(_) => {}
+                Ok(_) => sink.clear(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
@@ -316,7 +311,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let conn = worker.register(server, bytes::BytesMut::new());
+        let conn = worker.register(server.into(), bytes::BytesMut::new());
         let conn_size = std::mem::size_of::<Conn>();
         let fut = run(worker.clone(), conn.clone(), Endpoint::Ws);
         let fut_size = std::mem::size_of_val(&fut);

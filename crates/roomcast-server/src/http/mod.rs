@@ -68,7 +68,12 @@ where
     }
 }
 
-async fn route(req: Request<Incoming>, worker: Rc<Worker>, peer: SocketAddr) -> Response<Body> {
+/// Answers one request (HTTP/1.1, or a stream of an HTTP/2 connection).
+pub(crate) async fn route(
+    req: Request<Incoming>,
+    worker: Rc<Worker>,
+    peer: SocketAddr,
+) -> Response<Body> {
     // "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
     // message that lacks a Host header field and to any request message that contains
     // more than one Host header field line or a Host header field with an invalid

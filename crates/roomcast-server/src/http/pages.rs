@@ -92,6 +92,8 @@ pub(super) fn snapshot(worker: &Worker) -> Snapshot {
         deliveries: Stats::get(&s.deliveries),
         compressions: Stats::get(&s.compressions),
         compressed_frames: Stats::get(&s.compressed_frames),
+        http2_connections: Stats::get(&s.http2_connections),
+        http2_websockets: Stats::get(&s.http2_websockets),
         bytes_in: Stats::get(&s.bytes_in),
         bytes_out: Stats::get(&s.bytes_out),
         outbox_bytes: gauge(&s.outbox_bytes).max(0),

@@ -17,6 +17,7 @@
 mod cmd;
 mod compressed;
 mod dispatch;
+mod io;
 mod local;
 mod sink;
 mod socket;
@@ -31,12 +32,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use roomcast_ws::{CloseCode, Connection, Role};
 use slab::Slab;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub(crate) use self::cmd::{Forwarded, no_session};
 pub(crate) use self::dispatch::SocketCaller;
+pub(crate) use self::io::{Io, StreamIo};
 use self::local::LocalRoom;
 pub(crate) use self::socket::{Conn, Kind, Membership, count_io};
 use crate::auth::Identity;
@@ -353,7 +355,7 @@ impl Worker {
     }
 
     /// Registers a new room connection whose handshake is done.
-    pub(crate) fn register(&self, io: TcpStream, read: BytesMut) -> Rc<Conn> {
+    pub(crate) fn register(&self, io: Io, read: BytesMut) -> Rc<Conn> {
         let mut conns = self.conns.borrow_mut();
         let entry = conns.vacant_entry();
         let key = ConnKey::new(

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use roomcast_ws::{CloseCode, CloseFrame, Connection, State};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::compressed::Compressed;
+use super::io::Io;
 
 use super::{MAX_INFLIGHT, Worker};
 use crate::auth::Identity;
@@ -81,7 +81,7 @@ fn take_plaintext(tls: &mut rustls::ServerConnection, rbuf: &mut BytesMut) -> io
 
 /// The socket as rustls's `write_tls` wants it: writes that never block (`WouldBlock`
 /// when the socket is full).
-struct SocketWriter<'a>(&'a TcpStream);
+struct SocketWriter<'a>(&'a Io);
 
 impl io::Write for SocketWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -139,7 +139,7 @@ pub(crate) struct Session {
 /// borrow is held across an `.await`.
 pub(crate) struct Conn {
     pub key: ConnKey,
-    pub io: TcpStream,
+    pub io: Io,
     /// The protocol state, whose outbox is the connection's send queue.
     pub ws: RefCell<Connection>,
     /// Received bytes not yet decoded (empty, and without capacity, when idle).
@@ -204,7 +204,7 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(key: ConnKey, io: TcpStream, ws: Connection, rbuf: BytesMut) -> Self {
+    pub(crate) fn new(key: ConnKey, io: Io, ws: Connection, rbuf: BytesMut) -> Self {
         let now = Instant::now();
         Self {
             key,

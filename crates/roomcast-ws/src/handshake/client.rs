@@ -62,10 +62,11 @@ pub struct ClientOptions {
 /// A handshake in flight: the key sent and what was offered, to check the answer with.
 #[derive(Clone, Debug)]
 pub struct ClientHandshake {
-    expected_accept: String,
-    protocols: Vec<String>,
-    extension_names: Vec<String>,
-    max_head: usize,
+    /// Empty for an extended CONNECT (RFC 8441), which has no key.
+    pub(super) expected_accept: String,
+    pub(super) protocols: Vec<String>,
+    pub(super) extension_names: Vec<String>,
+    pub(super) max_head: usize,
 }
 
 /// The server's accepted handshake.
@@ -175,6 +176,15 @@ impl ClientHandshake {
             Ok(Some(v)) if v.as_bytes().trim_ascii() == self.expected_accept.as_bytes() => {}
             _ => return Err(ResponseError::BadAccept),
         }
+        self.check_fields(response)
+    }
+
+    /// The subprotocol and extensions of an accepting answer, checked against the offer.
+    pub(super) fn check_fields(
+        &self,
+        response: Response<()>,
+    ) -> Result<ServerAnswer, ResponseError> {
+        let h = response.headers();
         let extensions = headers::extensions(h).map_err(ResponseError::UnexpectedExtension)?;
         if let Some(e) = extensions
             .iter()

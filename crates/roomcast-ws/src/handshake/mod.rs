@@ -6,14 +6,19 @@
 //! [`ClientHandshake::new`] returns and checks the answer with
 //! [`ClientHandshake::parse_response`]. Subprotocols and extensions are offered and
 //! chosen through [`ClientOptions`], [`ClientOffer`] and [`Accept`]; the extension
-//! parameters are parsed into [`ExtensionOffer`]s for an extension to negotiate.
+//! parameters are parsed into [`ExtensionOffer`]s for an extension to negotiate. Over
+//! HTTP/2 (RFC 8441) the server checks an extended CONNECT with [`validate_connect`] and
+//! answers with [`ClientOffer::accept_connect`]; the client uses
+//! [`ClientHandshake::connect`] and [`ClientHandshake::check_connect_response`].
 
 mod client;
+mod connect;
 pub mod headers;
 mod key;
 mod server;
 
 pub use client::{ClientHandshake, ClientOptions, ResponseError, ServerAnswer};
+pub use connect::{PROTOCOL, validate_connect};
 pub use headers::ExtensionOffer;
 pub use key::{GUID, accept_key, generate_key, is_valid_key};
 pub use server::{

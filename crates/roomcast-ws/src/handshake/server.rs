@@ -32,6 +32,12 @@ pub enum RequestError {
     /// A header name or value that HTTP does not allow.
     #[error("malformed header field")]
     InvalidHeader,
+    /// Over HTTP/2 a WebSocket is opened by an extended CONNECT (RFC 8441 section 4),
+    /// and the request was another method.
+    #[error(
+        "method {0} not allowed: over HTTP/2 a WebSocket opens with an extended CONNECT (RFC 8441)"
+    )]
+    ConnectRequired(Method),
     /// "The method of the request MUST be GET."
     #[error("method {0} not allowed: a WebSocket handshake is a GET request")]
     MethodNotAllowed(Method),
@@ -72,7 +78,7 @@ impl RequestError {
             Self::HeadTooLarge(_) | Self::TooManyHeaders => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) | Self::ConnectRequired(_) => StatusCode::METHOD_NOT_ALLOWED,
             // "If this version does not match a version understood by the server, the
             // server MUST abort the WebSocket handshake ... and instead send an
             // appropriate HTTP error code (such as 426 Upgrade Required)".
@@ -86,6 +92,9 @@ impl RequestError {
         match self {
             // RFC 9110 section 15.5.6: a 405 "MUST generate an Allow header field".
             Self::MethodNotAllowed(_) => vec![(header::ALLOW, HeaderValue::from_static("GET"))],
+            Self::ConnectRequired(_) => {
+                vec![(header::ALLOW, HeaderValue::from_static("CONNECT"))]
+            }
             // RFC 9110 section 15.5.22: a 426 "MUST send an Upgrade header field"; RFC
             // 6455 section 4.2.2: with "a |Sec-WebSocket-Version| header field indicating
             // the version(s) the server is capable of understanding".
@@ -204,7 +213,8 @@ pub fn parse_request(
 /// [`ClientOffer::accept`].
 #[derive(Clone, Debug)]
 pub struct ClientOffer {
-    key: HeaderValue,
+    /// `Sec-WebSocket-Key`; `None` for an offer over HTTP/2, which has none (RFC 8441).
+    pub(super) key: Option<HeaderValue>,
     /// Subprotocols the client asked for, in its order of preference.
     pub protocols: Vec<String>,
     /// Extensions the client offered, in its order of preference.
@@ -241,7 +251,7 @@ pub fn validate_request(
     }
     let key = match headers::single(headers, header::SEC_WEBSOCKET_KEY) {
         Ok(None) => return Err(RequestError::MissingKey),
-        Ok(Some(k)) if key::is_valid_key(k.as_bytes().trim_ascii()) => k.clone(),
+        Ok(Some(k)) if key::is_valid_key(k.as_bytes().trim_ascii()) => Some(k.clone()),
         _ => return Err(RequestError::InvalidKey),
     };
     let mut protocols = Vec::new();
@@ -280,9 +290,12 @@ impl ClientOffer {
             .cloned()
     }
 
-    /// The `Sec-WebSocket-Accept` value that proves the server read this request.
+    /// The `Sec-WebSocket-Accept` value that proves the server read this request (empty
+    /// for an extended CONNECT, which has no key: RFC 8441 section 5).
     pub fn accept_key(&self) -> String {
-        key::accept_key(self.key.as_bytes().trim_ascii())
+        self.key
+            .as_ref()
+            .map_or_else(String::new, |k| key::accept_key(k.as_bytes().trim_ascii()))
     }
 
     /// The 101 response head, ready to write.
@@ -318,7 +331,9 @@ impl ClientOffer {
     }
 }
 
-fn accept_fields(accept: &Accept) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+pub(super) fn accept_fields(
+    accept: &Accept,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
     let protocol = accept
         .protocol
         .as_deref()

@@ -1,0 +1,126 @@
+//! HTTP/2 connections, served by hyper: over TLS when ALPN chose `h2`, in cleartext when
+//! the client began with the HTTP/2 preface (prior knowledge). Every stream is a request:
+//! an extended CONNECT to a WebSocket endpoint (RFC 8441) becomes a room connection like
+//! an HTTP/1.1 upgrade, on the same worker with the same limits; anything else (SSE,
+//! polls, `/cmd`, the API, the pages) goes to the same routes as HTTP/1.1. So one
+//! connection carries every tab's sockets and streams.
+//!
+//! The server says it takes extended CONNECT in its SETTINGS
+//! (`SETTINGS_ENABLE_CONNECT_PROTOCOL`, RFC 8441 section 3); a browser opens a WebSocket
+//! on an HTTP/2 connection it already has to the origin only when it sees that.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use ::http::{HeaderValue, Request, Response, header};
+use bytes::{Bytes, BytesMut};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use roomcast_ws::handshake::validate_connect;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use super::admit::{self, Refused, Route};
+use crate::http::{self, Body};
+use crate::stats::Stats;
+use crate::worker::{Io, StreamIo, Worker};
+
+/// Runs hyper's tasks for a connection (a stream's response body, an upgraded stream's
+/// writes) on the connection's worker thread: they hold the worker, which is not `Send`.
+#[derive(Clone, Copy, Debug)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Serves HTTP/2 on `io` until the client closes it or it fails.
+pub(super) async fn serve<S>(io: S, worker: Rc<Worker>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    Stats::add(&worker.shared.stats.http2_connections, 1);
+    let server = &worker.shared.config.server;
+    let mut builder = http2::Builder::new(LocalExec);
+    builder
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(server.http2_max_streams)
+        .max_header_list_size(u32::try_from(server.max_head()).unwrap_or(u32::MAX));
+    let service = {
+        let worker = worker.clone();
+        service_fn(move |req| {
+            let worker = worker.clone();
+            async move { Ok::<_, Infallible>(respond(req, worker, peer).await) }
+        })
+    };
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        debug!(%peer, error = %e, "http/2 connection ended");
+    }
+}
+
+async fn respond(
+    mut req: Request<Incoming>,
+    worker: Rc<Worker>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let route = admit::route(req.uri(), &worker);
+    if matches!(route, Route::Http) {
+        return http::route(req, worker, peer).await;
+    }
+    let protocol = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned());
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let offer = validate_connect(
+        req.method(),
+        protocol.as_deref(),
+        authority.as_deref(),
+        req.headers(),
+    );
+    let admitted = match admit::admit(&worker, &req, route, offer, peer) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refusal(&refused),
+    };
+    let answer = admitted.offer.accept_connect(&admitted.accept);
+    // The stream is the connection's once the 200 is sent; it is registered now, so a
+    // raw room's membership begins before the answer, and what is queued meanwhile waits
+    // for the stream (`StreamIo`).
+    let stream = StreamIo::new(hyper::upgrade::on(&mut req));
+    let conn = worker.register(Io::Stream(Box::new(stream)), BytesMut::new());
+    Stats::add(&worker.shared.stats.http2_websockets, 1);
+    admit::start(worker, conn, admitted, None).await;
+    answer.map(|()| http::whole(Bytes::new()))
+}
+
+/// A refused extended CONNECT: its status, the header fields HTTP/2 allows, and the
+/// reason as text.
+fn refusal(refused: &Refused) -> Response<Body> {
+    let mut resp = Response::new(http::whole(Bytes::from(format!("{refused}\n"))));
+    *resp.status_mut() = refused.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Refused::Request(e) = refused {
+        for (name, value) in e.headers_h2() {
+            h.append(name, value);
+        }
+    }
+    if refused.status().as_u16() == 503 || refused.status().as_u16() == 429 {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}

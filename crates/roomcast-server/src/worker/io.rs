@@ -1,0 +1,255 @@
+//! What a room connection's frames travel on: a TCP socket of its own (an HTTP/1.1
+//! upgrade, plain or under the connection's TLS), or one stream of an HTTP/2 connection
+//! (RFC 8441), which hyper's connection task multiplexes with others.
+//!
+//! Both are used the same way by the connection's task and the worker's flusher:
+//! readiness is polled with the task's context, then reads and writes are tried without
+//! blocking (`WouldBlock` when they would). A stream has no readiness of its own, so
+//! [`StreamIo`] reads one byte ahead to learn that input is there, and tries its reads
+//! and writes with the waker of the task that last polled it: whatever blocks wakes that
+//! task, which polls again.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A room connection's transport.
+#[derive(Debug)]
+pub(crate) enum Io {
+    /// A socket of its own.
+    Tcp(TcpStream),
+    /// A stream of an HTTP/2 connection (boxed: most connections are on TCP).
+    Stream(Box<StreamIo>),
+}
+
+impl From<TcpStream> for Io {
+    fn from(s: TcpStream) -> Self {
+        Self::Tcp(s)
+    }
+}
+
+impl Io {
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Tcp(s) => s.poll_read_ready(cx),
+            Self::Stream(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Tcp(s) => s.poll_write_ready(cx),
+            Self::Stream(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    /// Reads what is there onto `buf`, up to its spare capacity.
+    pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.try_read_buf(buf),
+            Self::Stream(s) => s.try_read_buf(buf),
+        }
+    }
+
+    /// After a short read: marks the socket drained without the read that would return
+    /// `WouldBlock`. Tokio clears the readiness only if no newer event arrived meanwhile,
+    /// so data that comes later still wakes the task. A stream learns it on its next poll.
+    pub(crate) fn drained(&self) {
+        if let Self::Tcp(s) = self {
+            let _ = s.try_io(Interest::READABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
+    }
+
+    pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.try_write(buf),
+            Self::Stream(s) => s.try_write(buf),
+        }
+    }
+
+    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.try_write_vectored(bufs),
+            Self::Stream(s) => s.try_write_gathered(bufs),
+        }
+    }
+
+    /// Ends our side: a TCP FIN, or the stream's END_STREAM.
+    pub(crate) fn shutdown_write(&self) {
+        match self {
+            Self::Tcp(s) => {
+                let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
+            }
+            Self::Stream(s) => s.shutdown(),
+        }
+    }
+
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
+    }
+
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
+    }
+}
+
+/// The stream once its 200 went out, or the upgrade that gives it.
+enum Upgrade {
+    Pending(OnUpgrade),
+    Ready(TokioIo<Upgraded>),
+    Failed,
+}
+
+/// A WebSocket on an HTTP/2 stream. Registered before its 200 is answered (a raw room's
+/// membership begins before that, as before an HTTP/1.1 101), so the stream itself comes
+/// later: until it does, reads and writes would block, and what is queued waits.
+pub(crate) struct StreamIo {
+    io: RefCell<Upgrade>,
+    /// The byte read ahead to learn that input is there.
+    ahead: Cell<Option<u8>>,
+    /// The peer ended the stream (or reset it), seen while reading ahead.
+    ended: Cell<bool>,
+    /// The waker of the task that last polled for readiness.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for StreamIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamIo").finish_non_exhaustive()
+    }
+}
+
+impl StreamIo {
+    pub(crate) fn new(upgrade: OnUpgrade) -> Self {
+        Self {
+            io: RefCell::new(Upgrade::Pending(upgrade)),
+            ahead: Cell::new(None),
+            ended: Cell::new(false),
+            waker: RefCell::new(None),
+        }
+    }
+
+    fn remember(&self, cx: &Context<'_>) {
+        let mut w = self.waker.borrow_mut();
+        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *w = Some(cx.waker().clone());
+        }
+    }
+
+    /// Runs `f` on the stream, with `cx` or else the remembered task's context, once the
+    /// upgrade is done. `Pending` while it is not (the task is woken when it is).
+    fn with<T>(
+        &self,
+        cx: Option<&mut Context<'_>>,
+        f: impl FnOnce(Pin<&mut TokioIo<Upgraded>>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Some(cx) = cx {
+            return self.on_stream(cx, f);
+        }
+        let stored = self.waker.borrow().clone();
+        let waker = stored.unwrap_or_else(|| Waker::noop().clone());
+        self.on_stream(&mut Context::from_waker(&waker), f)
+    }
+
+    fn on_stream<T>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(Pin<&mut TokioIo<Upgraded>>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let mut io = self.io.borrow_mut();
+        if let Upgrade::Pending(up) = &mut *io {
+            match Pin::new(up).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(upgraded)) => *io = Upgrade::Ready(TokioIo::new(upgraded)),
+                Poll::Ready(Err(e)) => {
+                    *io = Upgrade::Failed;
+                    return Poll::Ready(Err(io::Error::other(e)));
+                }
+            }
+        }
+        match &mut *io {
+            Upgrade::Ready(s) => f(Pin::new(s), cx),
+            _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.remember(cx);
+        if self.ahead.get().is_some() || self.ended.get() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut one = [0u8; 1];
+        let read = self.with(Some(cx), |s, cx| {
+            let mut buf = ReadBuf::new(&mut one);
+            s.poll_read(cx, &mut buf).map_ok(|()| buf.filled().len())
+        });
+        match read {
+            Poll::Ready(Ok(1)) => self.ahead.set(Some(one[0])),
+            Poll::Ready(Ok(_)) => self.ended.set(true),
+            Poll::Ready(Err(e)) => {
+                self.ended.set(true);
+                return Poll::Ready(Err(e));
+            }
+            Poll::Pending => return Poll::Pending,
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.remember(cx);
+        // hyper's stream takes a write when its channel to the connection has room.
+        self.with(Some(cx), |s, cx| s.poll_flush(cx))
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        let mut n = 0;
+        if let Some(b) = self.ahead.take() {
+            buf.extend_from_slice(&[b]);
+            n = 1;
+        }
+        while !self.ended.get() && buf.capacity() > buf.len() {
+            let read = self.with(None, |s, cx| tokio_util::io::poll_read_buf(s, cx, buf));
+            match read {
+                Poll::Ready(Ok(0)) => self.ended.set(true),
+                Poll::Ready(Ok(got)) => n += got,
+                Poll::Ready(Err(e)) if n == 0 => return Err(e),
+                Poll::Ready(Err(_)) => self.ended.set(true),
+                Poll::Pending if n == 0 => return Err(io::ErrorKind::WouldBlock.into()),
+                Poll::Pending => break,
+            }
+        }
+        Ok(n)
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self.with(None, |s, cx| s.poll_write(cx, buf)) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Every buffer in one write: each write is one message to hyper's connection
+    /// task, so a batch of frames goes as one.
+    fn try_write_gathered(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let mut joined = Vec::with_capacity(len);
+        for b in bufs {
+            joined.extend_from_slice(b);
+        }
+        self.try_write(&joined)
+    }
+
+    fn shutdown(&self) {
+        let _ = self.with(None, |s, cx| s.poll_shutdown(cx));
+    }
+}

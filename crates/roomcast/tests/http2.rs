@@ -1,0 +1,197 @@
+//! WebSockets over HTTP/2 (RFC 8441) and the rest of HTTP on the same HTTP/2
+//! connections, with clients nobody here wrote: Python's `h2` (hyper-h2) opening several
+//! WebSockets, an SSE stream and a request on one connection, over TLS (ALPN `h2`) and in
+//! cleartext (prior knowledge); curl for HTTP/2 requests. The server's counters show how
+//! many connections and streams it took.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::Serve;
+
+fn python() -> String {
+    std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+fn h2_client() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/python/h2_client.py")
+}
+
+/// Runs the h2 peer to its end: it must succeed and print "all scenarios passed".
+fn run_h2_client(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(h2_client())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("all scenarios passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `curl -sS` with `args`: whether it succeeded, and its stdout.
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A counter of `/api/stats`, read over HTTP/1.1 (which the HTTP/2 counters do not see).
+fn stat(s: &Serve, name: &str) -> u64 {
+    let (ok, body) = curl(&["--http1.1", &format!("http://{}/api/stats", s.addr)]);
+    assert!(ok, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {body}"))
+}
+
+/// A self-signed certificate for 127.0.0.1 (`h2.crt`, `h2.key` in a directory of the
+/// test's own), made with openssl.
+fn certificate(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("roomcast-h2-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key) = (dir.join("h2.crt"), dir.join("h2.key"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("openssl (scripts/test installs it): {e}"));
+    assert!(status.success());
+    (dir, crt, key)
+}
+
+#[test]
+fn websockets_sse_and_requests_share_one_cleartext_http2_connection() {
+    let s = Serve::start(&[]);
+    let url = format!("http://{}", s.addr);
+    let out = run_h2_client(&[&url]);
+    assert!(out.contains("three websockets on one connection"), "{out}");
+    // One connection for all of it: three /ws and two raw-room WebSockets, an SSE stream
+    // and a request, each a stream of it.
+    assert_eq!(stat(&s, "http2_connections"), 1);
+    assert_eq!(stat(&s, "http2_websockets"), 5);
+    assert_eq!(stat(&s, "handshakes"), 5);
+    // curl with prior knowledge, and HTTP/1.1 on the same port as before.
+    let (ok, body) = curl(&["--http2-prior-knowledge", &format!("{url}/healthz")]);
+    assert!(ok && body == "ok\n", "{body:?}");
+    let (ok, version) = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &format!("{url}/healthz"),
+    ]);
+    assert!(ok && version == "2", "{version}");
+    let (ok, body) = curl(&["--http1.1", &format!("{url}/healthz")]);
+    assert!(ok && body == "ok\n", "{body:?}");
+}
+
+#[test]
+fn over_tls_alpn_chooses_http2_for_websockets_and_polls() {
+    let (dir, crt, key) = certificate("alpn");
+    let s = Serve::start(&[
+        "--tls-cert",
+        crt.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let base = format!("https://127.0.0.1:{}", s.addr.port());
+    let ca = crt.to_str().unwrap();
+    run_h2_client(&[&base, ca]);
+    // curl negotiates h2 by ALPN; a long-poll answers over it.
+    let (ok, out) = curl(&[
+        "--cacert",
+        ca,
+        "--http2",
+        "-w",
+        "\n%{http_version}",
+        &format!("{base}/poll?room=h2poll&timeout_ms=0"),
+    ]);
+    assert!(
+        ok && out.contains("\"welcome\"") && out.ends_with("\n2"),
+        "{out}"
+    );
+    // The counters, over HTTP/1.1 and TLS.
+    let (ok, body) = curl(&["--cacert", ca, "--http1.1", &format!("{base}/api/stats")]);
+    assert!(ok, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["http2_connections"], 2, "{body}");
+    assert_eq!(v["http2_websockets"], 5, "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_extended_connects_are_refused_on_their_stream() {
+    let s = Serve::start(&[]);
+    let out = run_h2_client(&["--refusals", &format!("http://{}", s.addr)]);
+    assert!(out.contains(":protocol=None: 405"), "{out}");
+    // Only the last one was a WebSocket.
+    assert_eq!(stat(&s, "http2_websockets"), 1);
+    assert_eq!(stat(&s, "http2_connections"), 1);
+}
+
+#[test]
+fn with_http2_off_only_http1_is_spoken() {
+    let (dir, crt, key) = certificate("off");
+    let s = Serve::start(&[
+        "--tls-cert",
+        crt.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--set",
+        "server.http2=false",
+    ]);
+    let base = format!("https://127.0.0.1:{}", s.addr.port());
+    let ca = crt.to_str().unwrap();
+    // ALPN does not offer h2: curl falls back to HTTP/1.1.
+    let (ok, version) = curl(&[
+        "--cacert",
+        ca,
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &format!("{base}/healthz"),
+    ]);
+    assert!(ok && version == "1.1", "{version}");
+    // The preface in cleartext is a bad HTTP/1.1 request.
+    let plain = Serve::start(&["--set", "server.http2=false"]);
+    let (ok, _) = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://{}/healthz", plain.addr),
+    ]);
+    assert!(!ok, "HTTP/2 was spoken with server.http2 = false");
+    assert_eq!(stat(&plain, "http2_connections"), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
