@@ -4,7 +4,11 @@
 // every transport, and the admin page's counts.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { writeFileSync, mkdtempSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { X509Certificate, createHash } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect } from "../../clients/js/dist/roomcast.mjs";
 import { launch, tab, redis, serve, proxy, until, collect } from "./harness.mjs";
 import { jwt } from "../../clients/js/test/harness.mjs";
@@ -337,6 +341,64 @@ test("Chromium agrees to permessage-deflate with a node that has compression on"
   assert.equal(frames, 150);
   assert.ok(runs <= 100, `${runs} compressions: at most one per message and worker`);
   await ctx.close();
+});
+
+test("over https, Chromium carries several WebSockets on the page's one HTTP/2 connection", async () => {
+  // A certificate of the test's own, trusted by this Chromium alone: by the SHA-256 of
+  // its public key (--ignore-certificate-errors-spki-list), not by ignoring errors.
+  const dir = mkdtempSync(join(tmpdir(), "roomcast-h2-browser-"));
+  const [crt, key] = [join(dir, "h2.crt"), join(dir, "h2.key")];
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", crt], { stdio: "ignore" });
+  const spki = new X509Certificate(readFileSync(crt)).publicKey.export({ type: "spki", format: "der" });
+  const pin = createHash("sha256").update(spki).digest("base64");
+  const s = await node(["--tls-cert", crt, "--tls-key", key]);
+  const trusting = await launch([`--ignore-certificate-errors-spki-list=${pin}`]);
+  try {
+    const page = await (await trusting.newContext()).newPage();
+    const origin = `https://${s.addr}`;
+    await page.goto(`${origin}/healthz`);
+    const got = await page.evaluate(async () => {
+      const protocol = performance.getEntriesByType("navigation")[0].nextHopProtocol;
+      const open = () =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(`wss://${location.host}/ws`);
+          ws.got = [];
+          ws.onmessage = (e) => ws.got.push(JSON.parse(e.data));
+          ws.onopen = () => resolve(ws);
+          ws.onerror = reject;
+        });
+      const socks = [await open(), await open(), await open()];
+      const reply = async (ws, type) => {
+        const until = Date.now() + 5000;
+        while (Date.now() < until) {
+          const m = ws.got.find((m) => m.type === type);
+          if (m) return m;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        throw new Error(`no ${type}`);
+      };
+      for (const [i, ws] of socks.entries()) {
+        ws.send(JSON.stringify({ type: "hello", client: `h2-tab-${i}`, ref: 1 }));
+        await reply(ws, "welcome");
+        ws.send(JSON.stringify({ type: "join", room: "h2page", ref: 2 }));
+        await reply(ws, "joined");
+      }
+      socks[0].send(JSON.stringify({ type: "publish", room: "h2page", data: { text: "over one connection" }, ref: 3 }));
+      const texts = [];
+      for (const ws of socks) texts.push((await reply(ws, "message")).data.text);
+      const stats = await (await fetch("/api/stats")).json();
+      for (const ws of socks) ws.close(1000);
+      return { protocol, texts, stats };
+    });
+    assert.equal(got.protocol, "h2", "the page came over HTTP/2");
+    assert.deepEqual(got.texts, ["over one connection", "over one connection", "over one connection"]);
+    console.log(`# Chromium over https: ${got.stats.http2_websockets} WebSockets on ${got.stats.http2_connections} HTTP/2 connection(s)`);
+    assert.equal(got.stats.http2_websockets, 3, "each WebSocket a stream (RFC 8441)");
+    assert.equal(got.stats.http2_connections, 1, "the page, its WebSockets and its fetch on one connection");
+  } finally {
+    await trusting.close();
+  }
 });
 
 test("the admin page shows the counts of a known scenario", async () => {

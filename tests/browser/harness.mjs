@@ -9,7 +9,8 @@ import { join } from "node:path";
 
 export * from "../../clients/js/test/harness.mjs";
 
-export function launch() {
+/** Chromium, with `extra` flags beside ours. */
+export function launch(extra = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     // As root in a container; and nothing that would reach out of the machine.
@@ -21,6 +22,7 @@ export function launch() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...extra,
     ],
   });
 }

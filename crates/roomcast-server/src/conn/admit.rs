@@ -111,7 +111,7 @@ pub(super) fn admit<B>(
     })?;
     let echo = matches!(endpoint, Endpoint::Echo);
     // The echo socket (conformance testing, only with --echo) takes any origin.
-    if let Some(refused) = http::refused_origin(req.headers(), worker).filter(|_| !echo) {
+    if let Some(refused) = http::refused_origin(req, worker).filter(|_| !echo) {
         debug!(%peer, %refused, "handshake from an origin not allowed");
         Stats::add(&worker.shared.stats.origin_refusals, 1);
         return Err(Refused::Status(StatusCode::FORBIDDEN, refused));

@@ -82,9 +82,7 @@ pub(crate) async fn route(
     if hosts > 1 || (hosts == 0 && req.version() == http::Version::HTTP_11) {
         return error(ErrorCode::BadRequest, "missing or repeated Host header");
     }
-    if let Some(refused) =
-        refused_origin(req.headers(), &worker).filter(|_| req.uri().path() != "/echo")
-    {
+    if let Some(refused) = refused_origin(&req, &worker).filter(|_| req.uri().path() != "/echo") {
         // Refused before anything runs: a browser sends some cross-origin requests (a
         // POST with a text body) without asking first, and only hides the answer.
         crate::stats::Stats::add(&worker.shared.stats.origin_refusals, 1);
@@ -115,10 +113,15 @@ pub(crate) async fn route(
 }
 
 /// Why a request's `Origin` is refused, if it is: neither the server's own origin nor
-/// one of `server.allowed_origins` (see `auth::origin`).
-pub(crate) fn refused_origin(headers: &http::HeaderMap, worker: &Worker) -> Option<String> {
+/// one of `server.allowed_origins` (see `auth::origin`). The server's own is the `Host`
+/// of an HTTP/1.1 request, the `:authority` of an HTTP/2 one.
+pub(crate) fn refused_origin<B>(req: &Request<B>, worker: &Worker) -> Option<String> {
+    let headers = req.headers();
     let origin = headers.get(header::ORIGIN)?;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
     let allowed = &worker.shared.config.server.allowed_origins;
     match origin.to_str() {
         Ok(o) if crate::auth::origin::allowed(o, host, allowed) => None,
