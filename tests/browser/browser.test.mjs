@@ -349,7 +349,7 @@ test("over https, Chromium carries several WebSockets on the page's one HTTP/2 c
   const dir = mkdtempSync(join(tmpdir(), "roomcast-h2-browser-"));
   const [crt, key] = [join(dir, "h2.crt"), join(dir, "h2.key")];
   execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", crt], { stdio: "ignore" });
+    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout", key, "-out", crt], { stdio: "ignore" });
   const spki = new X509Certificate(readFileSync(crt)).publicKey.export({ type: "spki", format: "der" });
   const pin = createHash("sha256").update(spki).digest("base64");
   const s = await node(["--tls-cert", crt, "--tls-key", key]);

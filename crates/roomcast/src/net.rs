@@ -1,12 +1,21 @@
 //! How the CLI reaches a server: `ws://` over TCP, `wss://` and `https://` over rustls,
 //! trusting the system's roots, or only `--cacert FILE`, or (`--insecure`) anything.
+//! With `--http2` the WebSocket is a stream of an HTTP/2 connection (RFC 8441), which
+//! hyper's client drives.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use roomcast_ws::handshake::{ClientOptions, ServerAnswer};
-use roomcast_ws::tokio::{Error, Target, WebSocket, WebSocketConfig, client_handshake};
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use roomcast_ws::handshake::{ClientHandshake, ClientOptions, PROTOCOL, ServerAnswer};
+use roomcast_ws::tokio::{
+    Error, Target, WebSocket, WebSocketConfig, client_handshake, offer_options, open_client,
+};
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -121,15 +130,19 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 }
 
 /// A connection to a server: plain TCP (`ws://`), or TLS over it (`wss://`).
-pub type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+pub type Socket = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
-/// Connects to a `ws://` or `wss://` URL and runs the opening handshake, all within the
-/// handshake timeout.
+/// What a WebSocket runs on: a connection of its own, or a stream of an HTTP/2 one.
+pub type Stream = Either<Socket, TokioIo<Upgraded>>;
+
+/// Connects to a `ws://` or `wss://` URL and runs the opening handshake (an HTTP/1.1
+/// upgrade, or with `http2` an extended CONNECT), all within the handshake timeout.
 pub async fn connect(
     url: &str,
     options: &ClientOptions,
     config: WebSocketConfig,
     tls: &TlsArgs,
+    http2: bool,
 ) -> Result<(WebSocket<Stream>, ServerAnswer), Error> {
     let t = Target::parse(url)?;
     let timeout = config.handshake_timeout;
@@ -139,18 +152,84 @@ pub async fn connect(
         if !t.secure {
             return Ok::<_, Error>(Either::Left(tcp));
         }
-        let client = tls
+        let mut client = tls
             .client_config()
             .map_err(|e| Error::Io(io::Error::other(e)))?;
+        if http2 {
+            Arc::make_mut(&mut client).alpn_protocols = vec![b"h2".to_vec()];
+        }
         let name = ServerName::try_from(t.host.clone())
             .map_err(|_| Error::Url("not a host name or address"))?;
         let stream = tokio_rustls::TlsConnector::from(client)
             .connect(name, tcp)
             .await?;
+        if http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(other("the server did not choose HTTP/2 (ALPN h2)"));
+        }
         Ok(Either::Right(Box::new(stream)))
     };
     let stream = tokio::time::timeout(timeout, open)
         .await
         .map_err(|_| Error::Timeout("TCP connect and TLS handshake"))??;
-    client_handshake(stream, &t.authority, &t.path, options, config).await
+    if http2 {
+        let opening = connect_h2(stream, &t, options, config);
+        return tokio::time::timeout(timeout, opening)
+            .await
+            .map_err(|_| Error::Timeout("HTTP/2 extended CONNECT"))?;
+    }
+    let (ws, answer) =
+        client_handshake(Either::Left(stream), &t.authority, &t.path, options, config).await?;
+    Ok((ws, answer))
+}
+
+fn other(e: impl ToString) -> Error {
+    Error::Io(io::Error::other(e.to_string()))
+}
+
+/// An HTTP/2 connection over `socket` (hyper's client, its task spawned), and on it an
+/// extended CONNECT with `:protocol = websocket` (RFC 8441 section 4): its 200 checked,
+/// its stream the WebSocket's.
+async fn connect_h2(
+    socket: Socket,
+    t: &Target,
+    options: &ClientOptions,
+    config: WebSocketConfig,
+) -> Result<(WebSocket<Stream>, ServerAnswer), Error> {
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(socket))
+        .await
+        .map_err(other)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "http/2 connection ended");
+        }
+    });
+    let options = offer_options(options, &config);
+    let (handshake, fields) = ClientHandshake::connect(&options);
+    let scheme = if t.secure { "https" } else { "http" };
+    let uri = format!("{scheme}://{}{}", t.authority, t.path);
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(uri)
+        .body(Empty::<Bytes>::new())
+        .map_err(other)?;
+    *req.headers_mut() = fields;
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static(PROTOCOL));
+    // The server's SETTINGS must have said it takes extended CONNECT (RFC 8441 section
+    // 3) before one is sent: hyper refuses the request until then.
+    sender.ready().await.map_err(other)?;
+    let mut resp = sender.send_request(req).await.map_err(other)?;
+    let upgrade = hyper::upgrade::on(&mut resp);
+    let answer = handshake
+        .check_connect_response(resp.map(|_| ()))
+        .map_err(Error::Response)?;
+    let stream = upgrade.await.map_err(other)?;
+    let ws = open_client(
+        Either::Right(TokioIo::new(stream)),
+        &answer,
+        config,
+        BytesMut::new(),
+    )?;
+    Ok((ws, answer))
 }

@@ -551,3 +551,51 @@ async fn connect_deflate_agrees_when_the_node_compresses() {
         assert_eq!(out, line);
     }
 }
+
+/// `connect --http2`: the WebSocket is a stream of an HTTP/2 connection (cleartext, prior
+/// knowledge), compressed with `--deflate` too; the node counts it as such.
+#[tokio::test]
+async fn connect_http2_opens_the_websocket_on_a_stream() {
+    let s = Serve::start_with(&["--set", "websocket.compression=true"]).await;
+    let line = format!("{}\n", "over a stream ".repeat(400));
+    let url = format!("ws://{}/echo", s.1);
+    let (code, out, err) = run(
+        &[
+            "connect",
+            "--http2",
+            "--deflate",
+            "--max-messages",
+            "1",
+            &url,
+        ],
+        &line,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("(HTTP/2)") && err.contains("(permessage-deflate)"),
+        "{err}"
+    );
+    assert_eq!(out, line);
+    let stats: Value = reqwest_free_get(s.1, "/api/stats").await;
+    assert_eq!(stats["http2_websockets"], 1, "{stats}");
+    assert_eq!(stats["http2_connections"], 1, "{stats}");
+    // A node with HTTP/2 off: the CLI's preface is refused, and it says it failed (1).
+    let off = Serve::start_with(&["--set", "server.http2=false"]).await;
+    let url = format!("ws://{}/echo", off.1);
+    let (code, _, err) = run(&["connect", "--http2", &url], "").await;
+    assert_eq!(code, 1, "{err}");
+}
+
+/// A GET over a plain socket, its JSON body (HTTP/1.1, so the HTTP/2 counters stay as
+/// they were).
+async fn reqwest_free_get(addr: SocketAddr, path: &str) -> Value {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    let json = body.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {body}"))
+}

@@ -78,6 +78,7 @@ fn certificate(name: &str) -> (PathBuf, PathBuf, PathBuf) {
         ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -141,12 +142,34 @@ fn over_tls_alpn_chooses_http2_for_websockets_and_polls() {
         ok && out.contains("\"welcome\"") && out.ends_with("\n2"),
         "{out}"
     );
+    // Our CLI: `connect --http2` over TLS, ALPN h2.
+    let mut cli = Command::new(common::BIN)
+        .args(["connect", "--http2", "--cacert", ca, "--max-messages", "1"])
+        .arg(format!("wss://127.0.0.1:{}/ws", s.addr.port()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let hello = b"{\"type\":\"hello\",\"client\":\"cli-h2\",\"ref\":1}\n";
+    cli.stdin.take().unwrap().write_all(hello).unwrap();
+    let out = cli.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("\"welcome\""),
+        "{stdout}{stderr}"
+    );
+    assert!(stderr.contains("(HTTP/2)"), "{stderr}");
     // The counters, over HTTP/1.1 and TLS.
     let (ok, body) = curl(&["--cacert", ca, "--http1.1", &format!("{base}/api/stats")]);
     assert!(ok, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["http2_connections"], 2, "{body}");
-    assert_eq!(v["http2_websockets"], 5, "{body}");
+    assert_eq!(v["http2_connections"], 3, "{body}");
+    assert_eq!(v["http2_websockets"], 6, "{body}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

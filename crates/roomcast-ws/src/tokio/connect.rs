@@ -96,16 +96,8 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     options: &ClientOptions,
     config: WebSocketConfig,
 ) -> Result<(WebSocket<S>, ServerAnswer), Error> {
-    let mut offered;
-    let options = match config.deflate {
-        Some(ours) => {
-            offered = options.clone();
-            offered.extensions.push(crate::deflate::offer(&ours));
-            &offered
-        }
-        None => options,
-    };
-    let (handshake, request) = ClientHandshake::new(authority, target, options);
+    let options = offer_options(options, &config);
+    let (handshake, request) = ClientHandshake::new(authority, target, &options);
     let exchange = async {
         io.write_all(&request).await?;
         let mut buf = BytesMut::with_capacity(1024);
@@ -122,6 +114,30 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let (answer, rest) = tokio::time::timeout(config.handshake_timeout, exchange)
         .await
         .map_err(|_| Error::Timeout("opening handshake"))??;
+    let ws = open_client(io, &answer, config, rest)?;
+    Ok((ws, answer))
+}
+
+/// `options` with our permessage-deflate offer added when `config` has compression on:
+/// what a client offers, over HTTP/1.1 or in an extended CONNECT (RFC 8441).
+pub fn offer_options(options: &ClientOptions, config: &WebSocketConfig) -> ClientOptions {
+    let mut offered = options.clone();
+    if let Some(ours) = &config.deflate {
+        offered.extensions.push(crate::deflate::offer(ours));
+    }
+    offered
+}
+
+/// A client WebSocket over `io`, whose handshake the server accepted with `answer`
+/// (checked already: over HTTP/1.1 by [`client_handshake`], over HTTP/2 by
+/// [`ClientHandshake::check_connect_response`]): with the subprotocol and the compression
+/// it agreed to. `rest` holds bytes read past the handshake.
+pub fn open_client<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    answer: &ServerAnswer,
+    config: WebSocketConfig,
+    rest: BytesMut,
+) -> Result<WebSocket<S>, Error> {
     let mut ws = WebSocket::from_raw(io, Role::Client, config, rest);
     ws.protocol = answer.protocol.clone();
     if let (Some(ours), Some(agreed)) = (
@@ -136,7 +152,7 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         let agreed = crate::deflate::accepted(agreed, &ours).map_err(Error::Deflate)?;
         ws.conn.set_deflate(&agreed, &ours);
     }
-    Ok((ws, answer))
+    Ok(ws)
 }
 
 #[cfg(test)]

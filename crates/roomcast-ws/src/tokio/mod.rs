@@ -32,7 +32,7 @@ mod stream;
 
 pub use accept::{accept, accept_with, read_request};
 pub use config::WebSocketConfig;
-pub use connect::{Target, client_handshake, connect, connect_with};
+pub use connect::{Target, client_handshake, connect, connect_with, offer_options, open_client};
 pub use error::Error;
 pub use split::{WsReader, WsWriter};
 pub use stream::WebSocket;

@@ -71,7 +71,7 @@ pub async fn dial_with(
         config = config.deflate(roomcast_ws::deflate::DeflateConfig::default());
     }
     let (ws, _) = client_handshake(
-        stream,
+        Either::Left(stream),
         &target.authority,
         &target.path,
         &ClientOptions::default(),

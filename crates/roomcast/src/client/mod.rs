@@ -69,6 +69,10 @@ pub struct ConnectArgs {
     /// server takes it (the status line says so).
     #[arg(long)]
     pub deflate: bool,
+    /// Open the WebSocket on an HTTP/2 stream (RFC 8441 extended CONNECT): over TLS
+    /// with ALPN h2 for wss://, with prior knowledge for ws://.
+    #[arg(long)]
+    pub http2: bool,
     /// Ping every SECONDS and print the round-trip time.
     #[arg(long, value_name = "SECONDS")]
     pub ping_interval: Option<f64>,

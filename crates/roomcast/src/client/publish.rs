@@ -71,16 +71,21 @@ pub async fn publish(args: PublishArgs) -> Outcome {
         .or_else(|| args.token.as_deref().and_then(crate::token::subject))
         .unwrap_or_else(|| "roomcast-cli".into());
     let run = async {
-        let (mut ws, _) =
-            match crate::net::connect(&args.url, &ClientOptions::default(), ws_config(), &args.tls)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("roomcast publish: {e}");
-                    return Outcome::ConnectFailed;
-                }
-            };
+        let (mut ws, _) = match crate::net::connect(
+            &args.url,
+            &ClientOptions::default(),
+            ws_config(),
+            &args.tls,
+            false,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("roomcast publish: {e}");
+                return Outcome::ConnectFailed;
+            }
+        };
         let mut publish = json!({"type": "publish", "room": args.room, "data": data, "ref": 3});
         if let Some(id) = &args.id {
             publish["id"] = json!(id);

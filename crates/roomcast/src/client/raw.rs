@@ -21,22 +21,29 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
             eprintln!("{}", err.dim(&line));
         }
     };
-    let (ws, answer) =
-        match crate::net::connect(&args.url, options, super::connect_config(args), &args.tls).await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("roomcast connect: {}", err.red(&e.to_string()));
-                return Outcome::ConnectFailed;
-            }
-        };
+    let (ws, answer) = match crate::net::connect(
+        &args.url,
+        options,
+        super::connect_config(args),
+        &args.tls,
+        args.http2,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("roomcast connect: {}", err.red(&e.to_string()));
+            return Outcome::ConnectFailed;
+        }
+    };
     let deflate = answer
         .extensions
         .iter()
         .any(|e| e.name == roomcast_ws::deflate::NAME);
     status(format!(
-        "connected to {}{}{}",
+        "connected to {}{}{}{}",
         args.url,
+        if args.http2 { " (HTTP/2)" } else { "" },
         answer
             .protocol
             .as_ref()

@@ -79,28 +79,33 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
     let mut backoff = Duration::from_millis(250);
     let mut ever_connected = false;
     loop {
-        let ws =
-            match crate::net::connect(&args.url, options, super::connect_config(args), &args.tls)
-                .await
-            {
-                Ok((ws, _)) => ws,
-                Err(e) if !ever_connected => {
-                    eprintln!("roomcast connect: {}", err.red(&e.to_string()));
-                    return Outcome::ConnectFailed;
-                }
-                Err(e) => {
-                    status(
-                        args,
-                        &format!(
-                            "reconnect failed ({e}); retrying in {:.1} s",
-                            backoff.as_secs_f64()
-                        ),
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
+        let ws = match crate::net::connect(
+            &args.url,
+            options,
+            super::connect_config(args),
+            &args.tls,
+            args.http2,
+        )
+        .await
+        {
+            Ok((ws, _)) => ws,
+            Err(e) if !ever_connected => {
+                eprintln!("roomcast connect: {}", err.red(&e.to_string()));
+                return Outcome::ConnectFailed;
+            }
+            Err(e) => {
+                status(
+                    args,
+                    &format!(
+                        "reconnect failed ({e}); retrying in {:.1} s",
+                        backoff.as_secs_f64()
+                    ),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
         ever_connected = true;
         match session(args, ws, &mut state, &mut lines).await {
             End::Finished(outcome) => return outcome,
