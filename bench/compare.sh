@@ -6,7 +6,7 @@
 #   bench/compare.sh --quick         one small round: checks that everything runs
 #   ROUNDS=5 bench/compare.sh        more rounds
 #   bench/compare.sh --only echo64   one scenario (fanout, fanout-deflate, echo64, echo16k,
-#                                    connect, connect19k)
+#                                    echo-h2, connect, connect19k)
 #   bench/compare.sh --only cluster  three nodes through Redis and HAProxy beside one node
 #                                    and Socket.IO 4 with its Redis adapter (bench/cluster.sh)
 #
@@ -14,7 +14,10 @@
 # fastwebsockets 0.10 (echo, through hyper), Node ws 8.23 (echo and broadcast, and broadcast
 # with permessage-deflate, which compresses per recipient); sources in bench/peers/.
 # fanout-deflate: 512 B chat-like messages, each server with compression off and on (the
-# clients offering permessage-deflate). Bytes on the wire: the deflate-ratio example. Each run starts a fresh server pinned to CPU 0 (taskset), the load generator
+# clients offering permessage-deflate). Bytes on the wire: the deflate-ratio example.
+# echo-h2: roomcast over TLS, each WebSocket on its own HTTP/1.1 connection, beside the
+# same WebSockets as HTTP/2 streams (RFC 8441): all on one connection (`-h2`), and one
+# stream per connection (`-h2-1`). Each run starts a fresh server pinned to CPU 0 (taskset), the load generator
 # (`roomcast bench`, one thread) pinned to CPU 1, and reads the server's CPU time and memory
 # from /proc. Results: target/bench/<time>/results.jsonl and summary.md, each server's and
 # bench's output in logs/. Exits 1, naming the scenario and server, when any run fails.
@@ -76,6 +79,9 @@ start() {
       ECHO_PATH=/echo; BROADCAST_PATH=/rooms/bench; PUBLISHER_PATH="/rooms/bench?echo=1"; CONNECT_PATH=/ws ;;
     roomcast-deflate)
       "${PIN_SERVER[@]}" "$ROOMCAST" serve --listen 127.0.0.1:0 --echo --log warn --set websocket.compression=true > "$log" 2>&1 & ;;
+    roomcast-tls|roomcast-tls-h2|roomcast-tls-h2-1)
+      "${PIN_SERVER[@]}" "$ROOMCAST" serve --listen 127.0.0.1:0 --echo --log warn --tls-self-signed > "$log" 2>&1 &
+      ECHO_PATH=/echo ;;
     tungstenite)
       "${PIN_SERVER[@]}" "$PEERS/tungstenite-echo" 127.0.0.1:0 > "$log" 2>&1 &
       ECHO_PATH=/; CONNECT_PATH=/ ;;
@@ -180,6 +186,12 @@ for round in $(seq "$ROUNDS"); do
       measure "$name" "$server" "$round" echo --url "ws://127.0.0.1:PORTECHO_PATH" -c "$ECHO_C" -s "$size" -m "$m"
     done
   done
+  if want echo-h2; then
+    for server in roomcast-tls roomcast-tls-h2 roomcast-tls-h2-1; do
+      h2=(); case "$server" in *-h2) h2=(--http2 --streams "$ECHO_C") ;; *-h2-1) h2=(--http2 --streams 1) ;; esac
+      measure echo-h2 "$server" "$round" echo --url "wss://127.0.0.1:PORTECHO_PATH" -c "$ECHO_C" -s 64 -m "$ECHO_M" "${h2[@]}"
+    done
+  fi
   if want connect; then
     measure connect roomcast-ws "$round" connect --url "ws://127.0.0.1:PORT/ws" -n "$CONNS" --room idle --hold 2 --concurrency 64 --sources 8
     for server in roomcast fastwebsockets tungstenite node-ws; do

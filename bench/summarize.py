@@ -25,6 +25,8 @@ FIGURES = {
                ("messages/s", "messages_per_second", "/s", False)],
     "echo16k": [("server CPU per message", "server_cpu_us_per_message", "µs", True),
                 ("messages/s", "messages_per_second", "/s", False)],
+    "echo-h2": [("server CPU per message", "server_cpu_us_per_message", "µs", True),
+                ("messages/s", "messages_per_second", "/s", False)],
     "connect": [("memory per idle connection", "server_bytes_per_connection", "B", True),
                 ("handshakes/s", "handshakes_per_second", "/s", False),
                 ("server CPU per connection", "server_cpu_us_per_connection", "µs", True)],
@@ -37,12 +39,15 @@ PAIRS = {
     "fanout-deflate": [("roomcast-deflate", "node-ws-broadcast-deflate"),
                        ("roomcast-ws", "node-ws-broadcast"),
                        ("roomcast-deflate", "roomcast-ws")],
+    "echo-h2": [("roomcast-tls-h2", "roomcast-tls"),
+                ("roomcast-tls-h2-1", "roomcast-tls")],
 }
 TITLES = {
     "fanout": "Fan-out: 1 room, 64 B messages, closed loop (window 16); `roomcast-ws` is the /ws protocol, the others raw broadcast",
     "fanout-deflate": "Fan-out with permessage-deflate: 1 room, 512 B chat-like messages, closed loop (window 16); each server with compression off, then on (`-deflate`: the clients offer it)",
     "echo64": "Echo: 64 B binary messages, closed loop per connection",
     "echo16k": "Echo: 16 KiB binary messages, closed loop per connection",
+    "echo-h2": "Echo over TLS, 64 B: each WebSocket on its own HTTP/1.1 connection (`roomcast-tls`), as HTTP/2 streams all on one connection (`-h2`), one stream per connection (`-h2-1`)",
     "connect": "Connect and hold (`roomcast-ws`: hello + join a room on /ws; the others a bare socket)",
     "connect19k": "Connect and hold, as many as the open-file limit allows (room members on /ws)",
 }

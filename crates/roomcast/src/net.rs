@@ -195,7 +195,18 @@ async fn connect_h2(
     options: &ClientOptions,
     config: WebSocketConfig,
 ) -> Result<(WebSocket<Stream>, ServerAnswer), Error> {
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+    let mut sender = h2_handshake(socket).await?;
+    let scheme = if t.secure { "https" } else { "http" };
+    h2_websocket(&mut sender, scheme, &t.authority, &t.path, options, config).await
+}
+
+/// The client half of an HTTP/2 connection: what sends its requests.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// Starts HTTP/2 on `socket` (the preface and SETTINGS), its connection driven by a task
+/// of its own.
+pub async fn h2_handshake(socket: Socket) -> Result<H2Sender, Error> {
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake::<_, Empty<Bytes>>(TokioIo::new(socket))
         .await
         .map_err(other)?;
@@ -204,13 +215,23 @@ async fn connect_h2(
             tracing::debug!(error = %e, "http/2 connection ended");
         }
     });
+    Ok(sender)
+}
+
+/// Opens one WebSocket on a new stream of `sender`'s connection.
+pub async fn h2_websocket(
+    sender: &mut H2Sender,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    options: &ClientOptions,
+    config: WebSocketConfig,
+) -> Result<(WebSocket<Stream>, ServerAnswer), Error> {
     let options = offer_options(options, &config);
     let (handshake, fields) = ClientHandshake::connect(&options);
-    let scheme = if t.secure { "https" } else { "http" };
-    let uri = format!("{scheme}://{}{}", t.authority, t.path);
     let mut req = Request::builder()
         .method(Method::CONNECT)
-        .uri(uri)
+        .uri(format!("{scheme}://{authority}{path}"))
         .body(Empty::<Bytes>::new())
         .map_err(other)?;
     *req.headers_mut() = fields;

@@ -9,7 +9,7 @@ use roomcast_ws::Message;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use super::open::{dial, source, sources_for};
+use super::open::{dial, dial_h2, source, sources_for};
 use super::proc::Watch;
 use super::report::{Report, histogram, progress};
 use super::{BenchError, Common, Target};
@@ -35,6 +35,13 @@ pub struct EchoArgs {
     /// Send text messages instead of binary ones.
     #[arg(long)]
     pub text: bool,
+    /// Open the connections as streams of HTTP/2 connections (RFC 8441; wss:// with
+    /// ALPN h2, ws:// with prior knowledge), `--streams` to each.
+    #[arg(long)]
+    pub http2: bool,
+    /// With --http2: WebSockets per HTTP/2 connection.
+    #[arg(long, default_value_t = 100)]
+    pub streams: usize,
     #[command(flatten)]
     pub common: Common,
 }
@@ -46,7 +53,12 @@ pub(super) async fn run(args: EchoArgs) -> Result<(), BenchError> {
     let total = per_conn * args.connections as u64;
     let sources = sources_for(args.connections);
     let mut conns = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
+    if args.http2 {
+        conns = dial_h2(&target, args.connections, args.streams)
+            .await
+            .map_err(|e| BenchError::Failed(format!("HTTP/2: {e}")))?;
+    }
+    for i in conns.len()..args.connections {
         let ws = dial(&target, source(i, sources))
             .await
             .map_err(|e| BenchError::Failed(format!("connection {i}: {e}")))?;

@@ -7,11 +7,11 @@ use std::time::Duration;
 use roomcast_ws::Message;
 use roomcast_ws::handshake::ClientOptions;
 use roomcast_ws::tokio::{Error, WebSocket, WebSocketConfig, client_handshake};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use tokio_util::either::Either;
 
-use crate::net::Stream;
+use crate::net::{Socket, Stream};
 
 use super::Target;
 
@@ -51,34 +51,87 @@ pub async fn dial_with(
         .await
         .map_err(|_| Error::Timeout("TCP connect"))??;
     stream.set_nodelay(true)?;
-    let stream = match &target.tls {
-        None => Either::Left(stream),
-        Some((config, name)) => {
-            let tls = tokio_rustls::TlsConnector::from(config.clone());
-            let handshake = tls.connect(name.clone(), stream);
-            let s = tokio::time::timeout(Duration::from_secs(30), handshake)
-                .await
-                .map_err(|_| Error::Timeout("TLS handshake"))??;
-            Either::Right(Box::new(s))
-        }
-    };
-    let mut config = WebSocketConfig::default().protocol(
-        roomcast_ws::Config::default()
-            .max_message_size(64 << 20)
-            .max_frame_size(64 << 20),
-    );
-    if deflate {
-        config = config.deflate(roomcast_ws::deflate::DeflateConfig::default());
-    }
+    let stream = secure(target, stream, false).await?;
     let (ws, _) = client_handshake(
         Either::Left(stream),
         &target.authority,
         &target.path,
         &ClientOptions::default(),
-        config,
+        config(deflate),
     )
     .await?;
     Ok(ws)
+}
+
+/// The driver settings of a benchmark client: room for large messages, and
+/// permessage-deflate offered when `deflate`.
+fn config(deflate: bool) -> WebSocketConfig {
+    let config = WebSocketConfig::default().protocol(
+        roomcast_ws::Config::default()
+            .max_message_size(64 << 20)
+            .max_frame_size(64 << 20),
+    );
+    if deflate {
+        config.deflate(roomcast_ws::deflate::DeflateConfig::default())
+    } else {
+        config
+    }
+}
+
+/// TLS over `stream` for a `wss://` target (ALPN `h2` when `h2`), else the stream as is.
+async fn secure(target: &Target, stream: TcpStream, h2: bool) -> Result<Socket, Error> {
+    let Some((config, name)) = &target.tls else {
+        return Ok(Either::Left(stream));
+    };
+    let mut config = config.clone();
+    if h2 {
+        std::sync::Arc::make_mut(&mut config).alpn_protocols = vec![b"h2".to_vec()];
+    }
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream);
+    let s = tokio::time::timeout(Duration::from_secs(30), handshake)
+        .await
+        .map_err(|_| Error::Timeout("TLS handshake"))??;
+    if h2 && s.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(Error::Io(std::io::Error::other(
+            "the server did not choose HTTP/2 (ALPN h2)",
+        )));
+    }
+    Ok(Either::Right(Box::new(s)))
+}
+
+/// `n` WebSockets to `target`, each a stream of an HTTP/2 connection (RFC 8441), at most
+/// `per_connection` streams to a connection (under the server's `http2_max_streams`).
+pub async fn dial_h2(
+    target: &Target,
+    n: usize,
+    per_connection: usize,
+) -> Result<Vec<WebSocket<Stream>>, Error> {
+    let mut out = Vec::with_capacity(n);
+    let scheme = if target.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    while out.len() < n {
+        let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(target.addr))
+            .await
+            .map_err(|_| Error::Timeout("TCP connect"))??;
+        tcp.set_nodelay(true)?;
+        let mut sender = crate::net::h2_handshake(secure(target, tcp, true).await?).await?;
+        for _ in 0..per_connection.max(1).min(n - out.len()) {
+            let (ws, _) = crate::net::h2_websocket(
+                &mut sender,
+                scheme,
+                &target.authority,
+                &target.path,
+                &ClientOptions::default(),
+                config(false),
+            )
+            .await?;
+            out.push(ws);
+        }
+    }
+    Ok(out)
 }
 
 /// Says hello as `client` and joins `room`; returns the room's offset.
