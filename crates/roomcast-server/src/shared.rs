@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// When the node started (ms since the Unix epoch).
     pub started_ms: u64,
     draining: AtomicBool,
+    /// The same, for those who wait for it (an HTTP/2 connection's GOAWAY).
+    drain_started: watch::Sender<bool>,
     /// Workers whose drain has not ended. A worker whose own connections are gone keeps
     /// accepting (and refusing with 503) until this is 0: closing its listener sooner
     /// would reset the connections the kernel had already queued on it.
@@ -83,6 +85,7 @@ impl Shared {
             address,
             started_ms: crate::now_ms(),
             draining: AtomicBool::new(false),
+            drain_started: watch::Sender::new(false),
             still_draining: watch::Sender::new(workers),
             sessions: Mutex::default(),
             ended: Mutex::default(),
@@ -114,6 +117,13 @@ impl Shared {
     /// connections, so no close it starts can miss the flag.
     pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.drain_started.send_replace(true);
+    }
+
+    /// Resolves once the node is draining (at once if it is).
+    pub(crate) async fn draining(&self) {
+        let mut started = self.drain_started.subscribe();
+        let _ = started.wait_for(|d| *d).await;
     }
 
     /// A new session id: this node's instance, then 16 random bytes (hex).

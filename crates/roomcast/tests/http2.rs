@@ -218,3 +218,72 @@ fn with_http2_off_only_http1_is_spoken() {
     assert_eq!(stat(&plain, "http2_connections"), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_draining_node_closes_its_http2_websockets_with_1001_and_sends_goaway() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let mut s = Serve::start(&[]);
+    // Python h2 sees the GOAWAY; our CLI (hyper's client) the WebSocket's close.
+    let mut py = Command::new(python())
+        .arg(h2_client())
+        .args(["--drain", &format!("http://{}", s.addr)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut py_lines = BufReader::new(py.stdout.take().unwrap()).lines();
+    assert_eq!(
+        py_lines.next().and_then(Result::ok).unwrap_or_default(),
+        "ready"
+    );
+    let mut cli = Command::new(common::BIN)
+        .args(["connect", "--http2", &format!("ws://{}/ws", s.addr)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = cli.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"type\":\"hello\",\"client\":\"cli-drain\",\"ref\":1}\n")
+        .unwrap();
+    let mut cli_lines = BufReader::new(cli.stdout.take().unwrap()).lines();
+    let welcome = cli_lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(welcome.contains("\"welcome\""), "{welcome}");
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = py_lines.map_while(Result::ok).collect();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && rest.iter().any(|l| l == "all scenarios passed"),
+        "{rest:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its status lines: the close comes while its stdin is still open.
+    let mut status = Vec::new();
+    for line in BufReader::new(cli.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let closed = line.starts_with("closed:");
+        status.push(line);
+        if closed {
+            break;
+        }
+    }
+    assert!(status[0].contains("(HTTP/2)"), "{status:?}");
+    assert!(
+        status.last().is_some_and(|l| l.starts_with("closed: 1001")),
+        "{status:?}"
+    );
+    drop(stdin);
+    let _ = cli.wait();
+    // The node exits once its connections are gone, well within the drain timeout.
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -64,7 +64,19 @@ where
             async move { Ok::<_, Infallible>(respond(req, worker, peer).await) }
         })
     };
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    // While the node drains, a GOAWAY tells the client to open no more streams here; the
+    // streams it has end as the drain ends them (WebSockets with 1001), then the
+    // connection closes.
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = worker.shared.draining() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
         debug!(%peer, error = %e, "http/2 connection ended");
     }
 }
