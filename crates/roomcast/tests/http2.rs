@@ -287,3 +287,36 @@ fn a_draining_node_closes_its_http2_websockets_with_1001_and_sends_goaway() {
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_stream_that_stops_reading_is_dropped_and_its_neighbours_go_on() {
+    // A small outbox bound, so the stalled stream overflows it quickly.
+    let s = Serve::start(&["--set", "websocket.max_queued_bytes=262144"]);
+    let out = run_h2_client(&["--slow", &format!("http://{}", s.addr)]);
+    assert!(
+        out.contains("the connection and its reading stream go on"),
+        "{out}"
+    );
+    assert_eq!(stat(&s, "slow_consumer_closes"), 1);
+    assert_eq!(stat(&s, "http2_connections"), 1);
+}
+
+#[test]
+fn a_connection_that_leaves_many_streams_stuck_is_closed() {
+    let s = Serve::start(&["--set", "websocket.max_queued_bytes=262144"]);
+    let out = run_h2_client(&["--slow-many", &format!("http://{}", s.addr)]);
+    assert!(out.contains("the connection was closed"), "{out}");
+    assert_eq!(stat(&s, "slow_consumer_closes"), 5);
+    // The five slow-consumer warnings, then the connection's.
+    let line = loop {
+        let line = s.stderr.next_within(
+            std::time::Duration::from_secs(10),
+            "the warning that names the stuck connection",
+        );
+        if !line.contains("slow consumer") {
+            break line;
+        }
+    };
+    assert!(line.contains("stopped reading its streams"), "{line}");
+    assert!(line.contains("abandoned") && line.contains('5'), "{line}");
+}

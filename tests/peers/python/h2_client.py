@@ -6,6 +6,11 @@ the HTTP/2 tests. Every WebSocket is a stream of one connection.
                                           http://HOST:PORT (cleartext, prior knowledge)
     h2_client.py --refusals URL [CAFILE]  bad extended CONNECTs, each refused with its
                                           status on a stream, the connection still up
+    h2_client.py --slow URL [CAFILE]      two WebSockets in a room on one connection, one
+                                          whose stream window is never given back: the
+                                          other gets every message, the connection goes on
+    h2_client.py --slow-many URL [CAFILE] the same with five stalled streams: the node
+                                          closes the connection
     h2_client.py --drain URL [CAFILE]     a WebSocket up, then "ready"; when the node
                                           drains, a GOAWAY with NO_ERROR
 
@@ -119,7 +124,12 @@ class Client:
             s["status"] = int(s["headers"][":status"])
         elif isinstance(ev, h2.events.DataReceived):
             s["data"] += ev.data
-            self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            if s.get("stalled"):
+                # The connection's window is given back, the stream's is not: this
+                # stream alone stops taking data, as a tab that stopped reading would.
+                self.conn.increment_flow_control_window(ev.flow_controlled_length)
+            else:
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
         elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
             s["ended"] = True
         elif isinstance(ev, h2.events.ConnectionTerminated):
@@ -235,6 +245,9 @@ def main(url, cafile):
         c.wait(lambda: c.streams[sid]["ended"], f"the end of stream {sid}")
         frames = [f for f in parse_frames(c.streams[sid]["data"])[0] if f[0] == 8]
         assert frames and frames[-1][1][:2] == struct.pack("!H", 1000), frames
+        # Our side ends too, as a TCP client's FIN would (RFC 8441 section 5.1).
+        c.conn.end_stream(sid)
+        c.flush()
     print("all closed with 1000", flush=True)
     print("all scenarios passed", flush=True)
 
@@ -266,6 +279,57 @@ def refusals(url, cafile):
     print("all scenarios passed", flush=True)
 
 
+def slow(url, cafile, stalled_count=1):
+    """`stalled_count` streams that stop taking data, and one that reads, in one room."""
+    c = Client(url, cafile)
+    stalled = [c.websocket("/ws") for _ in range(stalled_count)]
+    reader = c.websocket("/ws")
+    for i, sid in enumerate(stalled + [reader]):
+        c.send(sid, 1, json.dumps({"type": "hello", "client": f"slow-{i}", "ref": 1}).encode())
+        assert c.reply_to(sid, 1)["type"] == "welcome"
+        c.send(sid, 1, json.dumps({"type": "join", "room": "slow", "ref": 2}).encode())
+        assert c.reply_to(sid, 2)["type"] == "joined"
+    for sid in stalled:
+        c.streams[sid]["stalled"] = True
+    n, data = 20, "z" * 30_000
+    c.sock.settimeout(30)
+    got = 0
+    for i in range(n):
+        ref = 10 + i
+        c.send(reader, 1, json.dumps({"type": "publish", "room": "slow", "data": data, "ref": ref}).encode())
+        while True:
+            m = c.next_json(reader, 30)
+            got += m["type"] == "message" and m["data"] == data
+            if m.get("ref") == ref:
+                assert m["type"] == "ack", m
+                break
+    while got < n:
+        m = c.next_json(reader, 30)
+        got += m["type"] == "message" and m["data"] == data
+    assert got == n, got
+    print(f"the reading stream got all {n} messages", flush=True)
+    if stalled_count <= 4:
+        # The node gave up on the stalled one (4008; its close cannot pass the shut
+        # window), and the connection with its other stream goes on.
+        time.sleep(4)  # past the close timeout (2 s) and a sweep (1 s)
+        c.send(reader, 1, json.dumps({"type": "publish", "room": "slow", "data": "after", "ref": 99}).encode())
+        while True:
+            m = c.next_json(reader, 30)
+            if m.get("ref") == 99:
+                assert m["type"] == "ack", m
+                break
+        assert c.goaway is None
+        print("the connection and its reading stream go on", flush=True)
+    else:
+        # More stuck streams than a connection may leave: the node closes the connection.
+        try:
+            c.wait(lambda: c.goaway is not None, "a GOAWAY", 30)
+        except EOFError:
+            pass
+        print("the connection was closed", flush=True)
+    print("all scenarios passed", flush=True)
+
+
 def drain(url, cafile):
     c = Client(url, cafile)
     sid = c.websocket("/ws")
@@ -288,6 +352,10 @@ if __name__ == "__main__":
     run = main
     if args and args[0] == "--refusals":
         run, args = refusals, args[1:]
+    elif args and args[0] == "--slow":
+        run, args = slow, args[1:]
+    elif args and args[0] == "--slow-many":
+        run, args = (lambda u, c: slow(u, c, 5)), args[1:]
     elif args and args[0] == "--drain":
         run, args = drain, args[1:]
     run(args[0], args[1] if len(args) > 1 else None)

@@ -27,7 +27,12 @@ use tracing::debug;
 use super::admit::{self, Refused, Route};
 use crate::http::{self, Body};
 use crate::stats::Stats;
-use crate::worker::{Io, StreamIo, Worker};
+use crate::worker::{Io, StreamIo, Streams, Worker};
+
+/// WebSocket streams a connection may leave stuck (given up with output its peer never
+/// took: see `worker::io`) before the connection is closed. A browser's streams are read
+/// by its network stack whatever the page does, so this is a client that stopped reading.
+const ABANDONED_MAX: u32 = 4;
 
 /// Runs hyper's tasks for a connection (a stream's response body, an upgraded stream's
 /// writes) on the connection's worker thread: they hold the worker, which is not `Send`.
@@ -57,11 +62,12 @@ where
         .enable_connect_protocol()
         .max_concurrent_streams(server.http2_max_streams)
         .max_header_list_size(u32::try_from(server.max_head()).unwrap_or(u32::MAX));
+    let streams = Rc::new(Streams::default());
     let service = {
-        let worker = worker.clone();
+        let (worker, streams) = (worker.clone(), streams.clone());
         service_fn(move |req| {
-            let worker = worker.clone();
-            async move { Ok::<_, Infallible>(respond(req, worker, peer).await) }
+            let (worker, streams) = (worker.clone(), streams.clone());
+            async move { Ok::<_, Infallible>(respond(req, worker, streams, peer).await) }
         })
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -69,11 +75,24 @@ where
     // While the node drains, a GOAWAY tells the client to open no more streams here; the
     // streams it has end as the drain ends them (WebSockets with 1001), then the
     // connection closes.
+    let stuck = async {
+        while streams.abandoned() <= ABANDONED_MAX {
+            streams.changed.notified().await;
+        }
+    };
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
         () = worker.shared.draining() => {
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        () = stuck => {
+            // hyper cannot reset a stream alone: the connection goes, after a GOAWAY and
+            // the close timeout for what can still finish.
+            tracing::warn!(%peer, abandoned = streams.abandoned(), "closing an HTTP/2 connection whose client stopped reading its streams");
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(worker.close_timeout(), connection).await;
+            return;
         }
     };
     if let Err(e) = ended {
@@ -84,6 +103,7 @@ where
 async fn respond(
     mut req: Request<Incoming>,
     worker: Rc<Worker>,
+    streams: Rc<Streams>,
     peer: SocketAddr,
 ) -> Response<Body> {
     let route = admit::route(req.uri(), &worker);
@@ -109,7 +129,7 @@ async fn respond(
     // The stream is the connection's once the 200 is sent; it is registered now, so a
     // raw room's membership begins before the answer, and what is queued meanwhile waits
     // for the stream (`StreamIo`).
-    let stream = StreamIo::new(hyper::upgrade::on(&mut req));
+    let stream = StreamIo::new(hyper::upgrade::on(&mut req), streams);
     let conn = worker.register(Io::Stream(Box::new(stream)), BytesMut::new());
     Stats::add(&worker.shared.stats.http2_websockets, 1);
     admit::start(worker, conn, admitted, None).await;

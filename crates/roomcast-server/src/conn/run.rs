@@ -247,6 +247,9 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
     tracing::debug!(conn = ?conn.key, dead = conn.dead.get(), state = ?conn.ws.borrow().state(), "connection ends");
     worker.unregister(conn);
     if conn.dead.get() {
+        if conn.has_output() {
+            conn.io.abandon();
+        }
         return;
     }
     let deadline = Instant::now() + worker.close_timeout();
@@ -267,6 +270,9 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
         }
     })
     .await;
+    if conn.has_output() {
+        conn.io.abandon();
+    }
     conn.io.shutdown_write();
     conn.dead.set(true);
     let _ = tokio::time::timeout_at(deadline, async {

@@ -8,6 +8,12 @@
 //! [`StreamIo`] reads one byte ahead to learn that input is there, and tries its reads
 //! and writes with the waker of the task that last polled it: whatever blocks wakes that
 //! task, which polls again.
+//!
+//! hyper gives a stream no reset: one whose peer stopped taking data (its window shut)
+//! keeps what was handed to hyper until the peer ends it or the connection goes. So a
+//! stream's writes are at most [`STREAM_WRITE_MAX`] (hyper holds at most three), and a
+//! stream given up with output still waiting is counted against its connection
+//! ([`Streams::abandoned`]), which `conn::h2` closes past a few.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -20,6 +26,26 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+
+/// The most one write hands to hyper's stream. hyper holds up to three writes of a
+/// stream that cannot send (one waiting for window, two in its channel).
+const STREAM_WRITE_MAX: usize = 64 * 1024;
+
+/// What the WebSocket streams of one HTTP/2 connection share with the task serving it.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    /// Streams given up with output still waiting (see the module's note).
+    abandoned: Cell<u32>,
+    /// Told of each.
+    pub changed: tokio::sync::Notify,
+}
+
+impl Streams {
+    /// How many streams were given up stuck.
+    pub(crate) fn abandoned(&self) -> u32 {
+        self.abandoned.get()
+    }
+}
 
 /// A room connection's transport.
 #[derive(Debug)]
@@ -84,6 +110,15 @@ impl Io {
         }
     }
 
+    /// The connection is given up with output it could not send: a stream counts it
+    /// against its HTTP/2 connection (a socket's close frees everything anyway).
+    pub(crate) fn abandon(&self) {
+        if let Self::Stream(s) = self {
+            s.streams.abandoned.set(s.streams.abandoned.get() + 1);
+            s.streams.changed.notify_one();
+        }
+    }
+
     /// Ends our side: a TCP FIN, or the stream's END_STREAM.
     pub(crate) fn shutdown_write(&self) {
         match self {
@@ -121,6 +156,8 @@ pub(crate) struct StreamIo {
     ended: Cell<bool>,
     /// The waker of the task that last polled for readiness.
     waker: RefCell<Option<Waker>>,
+    /// Shared with the connection's other streams.
+    streams: std::rc::Rc<Streams>,
 }
 
 impl std::fmt::Debug for StreamIo {
@@ -130,12 +167,13 @@ impl std::fmt::Debug for StreamIo {
 }
 
 impl StreamIo {
-    pub(crate) fn new(upgrade: OnUpgrade) -> Self {
+    pub(crate) fn new(upgrade: OnUpgrade, streams: std::rc::Rc<Streams>) -> Self {
         Self {
             io: RefCell::new(Upgrade::Pending(upgrade)),
             ahead: Cell::new(None),
             ended: Cell::new(false),
             waker: RefCell::new(None),
+            streams,
         }
     }
 
@@ -232,19 +270,28 @@ impl StreamIo {
     }
 
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let buf = &buf[..buf.len().min(STREAM_WRITE_MAX)];
         match self.with(None, |s, cx| s.poll_write(cx, buf)) {
             Poll::Ready(r) => r,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
-    /// Every buffer in one write: each write is one message to hyper's connection
-    /// task, so a batch of frames goes as one.
+    /// The buffers in one write, up to [`STREAM_WRITE_MAX`]: each write is one message to
+    /// hyper's task for the stream, so a batch of frames goes as one.
     fn try_write_gathered(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
+        let len = bufs
+            .iter()
+            .map(|b| b.len())
+            .sum::<usize>()
+            .min(STREAM_WRITE_MAX);
         let mut joined = Vec::with_capacity(len);
         for b in bufs {
-            joined.extend_from_slice(b);
+            let room = len - joined.len();
+            if room == 0 {
+                break;
+            }
+            joined.extend_from_slice(&b[..b.len().min(room)]);
         }
         self.try_write(&joined)
     }
