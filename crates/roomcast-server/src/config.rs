@@ -474,6 +474,9 @@ impl Config {
                 "must be positive when heartbeats are on",
             );
         }
+        if self.server.http2_max_streams == 0 {
+            return bad("server.http2_max_streams", "must be at least 1");
+        }
         if !(9..=15).contains(&self.websocket.compression_window_bits) {
             return bad("websocket.compression_window_bits", "must be 9 to 15");
         }
@@ -744,7 +747,7 @@ mod tests {
         let c = Config::default();
         let kib = 1024;
         let mib = 1024 * 1024;
-        let cases: [(&str, u64, u64, &str); 29] = [
+        let cases: [(&str, u64, u64, &str); 31] = [
             (
                 "limits.max_connections_per_ip",
                 u64::from(c.limits.max_connections_per_ip),
@@ -788,6 +791,18 @@ mod tests {
                 c.server.drain_timeout_ms,
                 10_000,
                 "",
+            ),
+            (
+                "server.http2_max_streams",
+                u64::from(c.server.http2_max_streams),
+                128,
+                "`SETTINGS_MAX_CONCURRENT_STREAMS = server.http2_max_streams` (128)",
+            ),
+            (
+                "server.http2",
+                u64::from(c.server.http2),
+                1,
+                "`server.http2 = true`, the default",
             ),
             (
                 "websocket.max_message_size",

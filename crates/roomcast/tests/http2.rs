@@ -320,3 +320,33 @@ fn a_connection_that_leaves_many_streams_stuck_is_closed() {
     assert!(line.contains("stopped reading its streams"), "{line}");
     assert!(line.contains("abandoned") && line.contains('5'), "{line}");
 }
+
+#[test]
+fn an_http2_connection_that_opens_no_stream_is_cut_after_the_handshake_timeout() {
+    use std::io::{Read, Write};
+    let s = Serve::start(&["--set", "server.handshake_timeout_ms=500"]);
+    let mut tcp = std::net::TcpStream::connect(s.addr).unwrap();
+    // The preface and an empty SETTINGS frame, then nothing.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 4096];
+    loop {
+        match tcp.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "the connection was still open after {:?}: {e}",
+                started.elapsed()
+            ),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(400),
+        "cut after {took:?}"
+    );
+    assert_eq!(stat(&s, "http2_connections"), 1);
+}

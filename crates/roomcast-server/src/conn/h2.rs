@@ -57,8 +57,13 @@ where
     Stats::add(&worker.shared.stats.http2_connections, 1);
     let server = &worker.shared.config.server;
     let mut builder = http2::Builder::new(LocalExec);
+    // Pings find a peer that went away without a word (its WebSockets have their own
+    // heartbeats; an SSE stream or an idle connection has only these).
+    let ping = std::time::Duration::from_secs(20);
     builder
         .timer(TokioTimer::new())
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping)
         .enable_connect_protocol()
         .max_concurrent_streams(server.http2_max_streams)
         .max_header_list_size(u32::try_from(server.max_head()).unwrap_or(u32::MAX));
@@ -75,6 +80,14 @@ where
     // While the node drains, a GOAWAY tells the client to open no more streams here; the
     // streams it has end as the drain ends them (WebSockets with 1001), then the
     // connection closes.
+    // As an HTTP/1.1 connection must send its first request head in time, an HTTP/2 one
+    // must open its first stream in time: a connection that only holds a socket is cut.
+    let first = async {
+        tokio::time::sleep(worker.shared.config.handshake_timeout()).await;
+        if streams.requests.get() > 0 {
+            std::future::pending::<()>().await;
+        }
+    };
     let stuck = async {
         while streams.abandoned() <= ABANDONED_MAX {
             streams.changed.notified().await;
@@ -85,6 +98,10 @@ where
         () = worker.shared.draining() => {
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        () = first => {
+            debug!(%peer, "http/2 connection without a request in time");
+            return;
         }
         () = stuck => {
             // hyper cannot reset a stream alone: the connection goes, after a GOAWAY and
@@ -106,6 +123,7 @@ async fn respond(
     streams: Rc<Streams>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    streams.requests.set(streams.requests.get() + 1);
     let route = admit::route(req.uri(), &worker);
     if matches!(route, Route::Http) {
         return http::route(req, worker, peer).await;

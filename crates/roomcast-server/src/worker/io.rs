@@ -34,6 +34,8 @@ const STREAM_WRITE_MAX: usize = 64 * 1024;
 /// What the WebSocket streams of one HTTP/2 connection share with the task serving it.
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
+    /// Requests (streams) the connection has opened.
+    pub requests: Cell<u64>,
     /// Streams given up with output still waiting (see the module's note).
     abandoned: Cell<u32>,
     /// Told of each.
