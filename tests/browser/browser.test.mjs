@@ -1,7 +1,7 @@
 // roomcast's pages and JS client in real Chromium: two tabs chat through the demo, a tab
 // that goes offline comes back with every message once, the fallbacks to SSE and to
 // long-polling, three tabs on one connection, a node drained and restarted under tabs on
-// every transport, and the admin page's counts.
+// every transport, WebSockets over a page's HTTP/2 connection, and the admin page's counts.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync, mkdtempSync, readFileSync } from "node:fs";

@@ -325,6 +325,7 @@ pub struct ServerSettings {
     pub proxy_protocol: bool,
     pub http2: bool,
     pub http2_max_streams: u32,
+    pub http2_idle_timeout_ms: u64,
 }
 
 impl ServerSettings {
@@ -476,6 +477,9 @@ impl Config {
         }
         if self.server.http2_max_streams == 0 {
             return bad("server.http2_max_streams", "must be at least 1");
+        }
+        if self.server.http2_idle_timeout_ms == 0 {
+            return bad("server.http2_idle_timeout_ms", "must be positive");
         }
         if !(9..=15).contains(&self.websocket.compression_window_bits) {
             return bad("websocket.compression_window_bits", "must be 9 to 15");
@@ -747,7 +751,7 @@ mod tests {
         let c = Config::default();
         let kib = 1024;
         let mib = 1024 * 1024;
-        let cases: [(&str, u64, u64, &str); 31] = [
+        let cases: [(&str, u64, u64, &str); 32] = [
             (
                 "limits.max_connections_per_ip",
                 u64::from(c.limits.max_connections_per_ip),
@@ -803,6 +807,12 @@ mod tests {
                 u64::from(c.server.http2),
                 1,
                 "`server.http2 = true`, the default",
+            ),
+            (
+                "server.http2_idle_timeout_ms",
+                c.server.http2_idle_timeout_ms,
+                60_000,
+                "no stream open for `server.http2_idle_timeout_ms` (60 s)",
             ),
             (
                 "websocket.max_message_size",

@@ -11,6 +11,8 @@ the HTTP/2 tests. Every WebSocket is a stream of one connection.
                                           other gets every message, the connection goes on
     h2_client.py --slow-many URL [CAFILE] the same with five stalled streams: the node
                                           closes the connection
+    h2_client.py --resets URL [CAFILE]    15 CONNECTs to new raw rooms, each reset at once
+    h2_client.py --idle URL [CAFILE]      one request, then idle until the GOAWAY
     h2_client.py --drain URL [CAFILE]     a WebSocket up, then "ready"; when the node
                                           drains, a GOAWAY with NO_ERROR
 
@@ -257,8 +259,8 @@ def refusals(url, cafile):
     cases = [
         # (method, path, headers, :protocol, status, a header the refusal must carry)
         ("GET", "/ws", [("sec-websocket-version", "13")], None, 405, ("allow", "CONNECT")),
-        ("CONNECT", "/ws", [], "websocket", 426, ("sec-websocket-version", "13")),
-        ("CONNECT", "/ws", [("sec-websocket-version", "13")], "webtransport", 426, None),
+        ("CONNECT", "/ws", [], "websocket", 400, ("sec-websocket-version", "13")),
+        ("CONNECT", "/ws", [("sec-websocket-version", "13")], "webtransport", 400, None),
         ("CONNECT", "/rooms/bad%20name", [("sec-websocket-version", "13")], "websocket", 400, None),
         ("CONNECT", "/ws", [("sec-websocket-version", "13"), ("origin", "https://evil.example")],
          "websocket", 403, None),
@@ -330,6 +332,39 @@ def slow(url, cafile, stalled_count=1):
     print("all scenarios passed", flush=True)
 
 
+def resets(url, cafile):
+    """Extended CONNECTs to new raw rooms, each reset in the same write as its HEADERS:
+    15, under the 20 resets of streams not yet taken after which h2 (hyper's HTTP/2)
+    closes the connection (its defence against rapid resets)."""
+    c = Client(url, cafile)
+    for i in range(15):
+        sid = c.request("CONNECT", f"/rooms/reset-{i}", [("sec-websocket-version", "13")],
+                        protocol="websocket", end=False)
+        c.conn.reset_stream(sid)
+        c.flush()
+    # The connection still serves, and the node has had time to see every reset.
+    sid = c.websocket("/ws")
+    c.send(sid, 1, json.dumps({"type": "hello", "client": "after-resets", "ref": 1}).encode())
+    assert c.reply_to(sid, 1)["type"] == "welcome"
+    print("all scenarios passed", flush=True)
+
+
+def idle(url, cafile):
+    """One request, then nothing: the node closes the connection with a GOAWAY."""
+    c = Client(url, cafile)
+    h = c.request("GET", "/healthz")
+    c.wait(lambda: c.streams[h]["ended"], "healthz")
+    started = time.time()
+    c.sock.settimeout(30)
+    try:
+        c.wait(lambda: c.goaway is not None, "a GOAWAY", 30)
+    except EOFError:
+        pass
+    assert c.goaway == 0, c.goaway
+    print(f"GOAWAY after {time.time() - started:.1f} s idle", flush=True)
+    print("all scenarios passed", flush=True)
+
+
 def drain(url, cafile):
     c = Client(url, cafile)
     sid = c.websocket("/ws")
@@ -356,6 +391,10 @@ if __name__ == "__main__":
         run, args = slow, args[1:]
     elif args and args[0] == "--slow-many":
         run, args = (lambda u, c: slow(u, c, 5)), args[1:]
+    elif args and args[0] == "--resets":
+        run, args = resets, args[1:]
+    elif args and args[0] == "--idle":
+        run, args = idle, args[1:]
     elif args and args[0] == "--drain":
         run, args = drain, args[1:]
     run(args[0], args[1] if len(args) > 1 else None)

@@ -60,6 +60,14 @@ impl Refused {
             Self::Status(s, _) => *s,
         }
     }
+
+    /// The status over HTTP/2 (no 426: see `RequestError::status_h2`).
+    pub(super) fn status_h2(&self) -> StatusCode {
+        match self {
+            Self::Request(e) => e.status_h2(),
+            Self::Status(s, _) => *s,
+        }
+    }
 }
 
 impl std::fmt::Display for Refused {

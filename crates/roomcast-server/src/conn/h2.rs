@@ -27,12 +27,13 @@ use tracing::debug;
 use super::admit::{self, Refused, Route};
 use crate::http::{self, Body};
 use crate::stats::Stats;
-use crate::worker::{Io, StreamIo, Streams, Worker};
+use crate::worker::{Active, Io, StreamIo, Streams, Worker};
 
-/// WebSocket streams a connection may leave stuck (given up with output its peer never
-/// took: see `worker::io`) before the connection is closed. A browser's streams are read
-/// by its network stack whatever the page does, so this is a client that stopped reading.
-const ABANDONED_MAX: u32 = 4;
+/// WebSocket streams a connection may have stuck at once (ended, with data its peer does
+/// not take: see `worker::io`) before the connection is closed. A browser's streams are
+/// read by its network stack whatever the page does, so this is a client that stopped
+/// reading.
+const STUCK_MAX: u32 = 4;
 
 /// Runs hyper's tasks for a connection (a stream's response body, an upgraded stream's
 /// writes) on the connection's worker thread: they hold the worker, which is not `Send`.
@@ -77,43 +78,82 @@ where
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    // While the node drains, a GOAWAY tells the client to open no more streams here; the
-    // streams it has end as the drain ends them (WebSockets with 1001), then the
-    // connection closes.
-    // As an HTTP/1.1 connection must send its first request head in time, an HTTP/2 one
-    // must open its first stream in time: a connection that only holds a socket is cut.
-    let first = async {
-        tokio::time::sleep(worker.shared.config.handshake_timeout()).await;
-        if streams.requests.get() > 0 {
-            std::future::pending::<()>().await;
-        }
-    };
-    let stuck = async {
-        while streams.abandoned() <= ABANDONED_MAX {
-            streams.changed.notified().await;
-        }
-    };
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        () = worker.shared.draining() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-        () = first => {
-            debug!(%peer, "http/2 connection without a request in time");
+    // Why the connection is closed from our side, if it is.
+    let why = tokio::select! {
+        ended = connection.as_mut() => {
+            if let Err(e) = ended {
+                debug!(%peer, error = %e, "http/2 connection ended");
+            }
             return;
         }
-        () = stuck => {
-            // hyper cannot reset a stream alone: the connection goes, after a GOAWAY and
-            // the close timeout for what can still finish.
-            tracing::warn!(%peer, abandoned = streams.abandoned(), "closing an HTTP/2 connection whose client stopped reading its streams");
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(worker.close_timeout(), connection).await;
-            return;
+        // While the node drains, a GOAWAY tells the client to open no more streams here;
+        // the streams it has end as the drain ends them (WebSockets with 1001).
+        () = worker.shared.draining() => "the node drains",
+        // As an HTTP/1.1 connection must send its first request head in time, an HTTP/2
+        // one must open its first stream in time.
+        () = first_request(&worker, &streams) => "no request within the handshake timeout",
+        () = idle(&streams, server.http2_idle_timeout_ms) => "no stream open for http2_idle_timeout_ms",
+        // hyper cannot reset a stream alone: past a few stuck ones, the connection goes.
+        () = stuck(&streams) => {
+            tracing::warn!(%peer, stuck = streams.stuck(), "closing an HTTP/2 connection whose client stopped reading its streams");
+            "streams stuck"
         }
     };
-    if let Err(e) = ended {
-        debug!(%peer, error = %e, "http/2 connection ended");
+    debug!(%peer, why, "closing an http/2 connection (GOAWAY)");
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(worker.close_timeout(), connection).await;
+}
+
+/// Resolves if no stream was opened within the handshake timeout.
+async fn first_request(worker: &Worker, streams: &Streams) {
+    tokio::time::sleep(worker.shared.config.handshake_timeout()).await;
+    if streams.requests.get() > 0 {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once no stream has been open for `ms` (`server.http2_idle_timeout_ms`).
+async fn idle(streams: &Streams, ms: u64) {
+    let idle = std::time::Duration::from_millis(ms);
+    loop {
+        tokio::time::sleep(idle / 4).await;
+        if streams.active() == 0 && streams.since.get().elapsed() >= idle {
+            return;
+        }
+    }
+}
+
+/// Resolves once more than [`STUCK_MAX`] streams are stuck.
+async fn stuck(streams: &Streams) {
+    while streams.stuck() <= STUCK_MAX {
+        streams.more_stuck.notified().await;
+    }
+}
+
+/// A response body that counts its stream open until it is dropped (sent whole, or the
+/// stream reset).
+struct Counted {
+    body: Body,
+    _active: Active,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.body.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -126,7 +166,14 @@ async fn respond(
     streams.requests.set(streams.requests.get() + 1);
     let route = admit::route(req.uri(), &worker);
     if matches!(route, Route::Http) {
-        return http::route(req, worker, peer).await;
+        let active = streams.open();
+        let resp = http::route(req, worker, peer).await;
+        return resp.map(|body| -> Body {
+            Box::pin(Counted {
+                body,
+                _active: active,
+            })
+        });
     }
     let protocol = req
         .extensions()
@@ -150,7 +197,15 @@ async fn respond(
     let stream = StreamIo::new(hyper::upgrade::on(&mut req), streams);
     let conn = worker.register(Io::Stream(Box::new(stream)), BytesMut::new());
     Stats::add(&worker.shared.stats.http2_websockets, 1);
-    admit::start(worker, conn, admitted, None).await;
+    // hyper drops this future if the stream is reset meanwhile: the start (a raw room's
+    // join waits for its home) runs on a task of its own, so the connection always gets
+    // its task, which unregisters it when the stream turns out gone.
+    let (started, up) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_local(async move {
+        admit::start(worker, conn, admitted, None).await;
+        let _ = started.send(());
+    });
+    let _ = up.await;
     answer.map(|()| http::whole(Bytes::new()))
 }
 
@@ -158,7 +213,7 @@ async fn respond(
 /// reason as text.
 fn refusal(refused: &Refused) -> Response<Body> {
     let mut resp = Response::new(http::whole(Bytes::from(format!("{refused}\n"))));
-    *resp.status_mut() = refused.status();
+    *resp.status_mut() = refused.status_h2();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -169,7 +224,7 @@ fn refusal(refused: &Refused) -> Response<Body> {
             h.append(name, value);
         }
     }
-    if refused.status().as_u16() == 503 || refused.status().as_u16() == 429 {
+    if matches!(refused.status_h2().as_u16(), 429 | 503) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp

@@ -247,9 +247,7 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
     tracing::debug!(conn = ?conn.key, dead = conn.dead.get(), state = ?conn.ws.borrow().state(), "connection ends");
     worker.unregister(conn);
     if conn.dead.get() {
-        if conn.has_output() {
-            conn.io.abandon();
-        }
+        conn.io.release(worker.close_timeout());
         return;
     }
     let deadline = Instant::now() + worker.close_timeout();
@@ -270,11 +268,13 @@ async fn finish(worker: &Rc<Worker>, conn: &Rc<Conn>) {
         }
     })
     .await;
-    if conn.has_output() {
-        conn.io.abandon();
+    conn.dead.set(true);
+    // A stream is ended by hyper once what it holds has gone: nothing more to wait for
+    // here (`Io::release`).
+    if conn.io.release(worker.close_timeout()) {
+        return;
     }
     conn.io.shutdown_write();
-    conn.dead.set(true);
     let _ = tokio::time::timeout_at(deadline, async {
         let mut sink = BytesMut::with_capacity(1024);
         loop {

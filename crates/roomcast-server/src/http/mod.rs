@@ -113,15 +113,16 @@ pub(crate) async fn route(
 }
 
 /// Why a request's `Origin` is refused, if it is: neither the server's own origin nor
-/// one of `server.allowed_origins` (see `auth::origin`). The server's own is the `Host`
-/// of an HTTP/1.1 request, the `:authority` of an HTTP/2 one.
+/// one of `server.allowed_origins` (see `auth::origin`). The server's own is the
+/// request's authority: `:authority` over HTTP/2 (RFC 9113 section 8.3.1), else `Host`.
 pub(crate) fn refused_origin<B>(req: &Request<B>, worker: &Worker) -> Option<String> {
     let headers = req.headers();
     let origin = headers.get(header::ORIGIN)?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
     let allowed = &worker.shared.config.server.allowed_origins;
     match origin.to_str() {
         Ok(o) if crate::auth::origin::allowed(o, host, allowed) => None,

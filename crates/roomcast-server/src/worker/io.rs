@@ -12,13 +12,15 @@
 //! hyper gives a stream no reset: one whose peer stopped taking data (its window shut)
 //! keeps what was handed to hyper until the peer ends it or the connection goes. So a
 //! stream's writes are at most [`STREAM_WRITE_MAX`] (hyper holds at most three), and a
-//! stream given up with output still waiting is counted against its connection
-//! ([`Streams::abandoned`]), which `conn::h2` closes past a few.
+//! stream that ended is watched until hyper has sent its END_STREAM ([`Io::release`]):
+//! one still held after the close timeout counts as stuck against its connection
+//! ([`Streams::stuck`]), which `conn::h2` closes past a few.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
@@ -31,21 +33,61 @@ use tokio::net::TcpStream;
 /// stream that cannot send (one waiting for window, two in its channel).
 const STREAM_WRITE_MAX: usize = 64 * 1024;
 
-/// What the WebSocket streams of one HTTP/2 connection share with the task serving it.
-#[derive(Debug, Default)]
+/// What the streams of one HTTP/2 connection share with the task serving it.
+#[derive(Debug)]
 pub(crate) struct Streams {
     /// Requests (streams) the connection has opened.
     pub requests: Cell<u64>,
-    /// Streams given up with output still waiting (see the module's note).
-    abandoned: Cell<u32>,
-    /// Told of each.
-    pub changed: tokio::sync::Notify,
+    /// Streams open now: requests being answered (a streamed body until it ends) and
+    /// WebSockets until hyper has ended them.
+    active: Cell<u32>,
+    /// When `active` last changed.
+    pub since: Cell<tokio::time::Instant>,
+    /// Ended WebSockets whose data hyper still held past the close timeout.
+    stuck: Cell<u32>,
+    /// Told when `stuck` grows.
+    pub more_stuck: tokio::sync::Notify,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self {
+            requests: Cell::new(0),
+            active: Cell::new(0),
+            since: Cell::new(tokio::time::Instant::now()),
+            stuck: Cell::new(0),
+            more_stuck: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 impl Streams {
-    /// How many streams were given up stuck.
-    pub(crate) fn abandoned(&self) -> u32 {
-        self.abandoned.get()
+    /// Stuck streams now (see the module's note).
+    pub(crate) fn stuck(&self) -> u32 {
+        self.stuck.get()
+    }
+
+    /// Streams open now.
+    pub(crate) fn active(&self) -> u32 {
+        self.active.get()
+    }
+
+    /// One more stream open, until the guard goes.
+    pub(crate) fn open(self: &Rc<Self>) -> Active {
+        self.active.set(self.active.get() + 1);
+        self.since.set(tokio::time::Instant::now());
+        Active(self.clone())
+    }
+}
+
+/// A stream counted open (see [`Streams::open`]).
+#[derive(Debug)]
+pub(crate) struct Active(Rc<Streams>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+        self.0.since.set(tokio::time::Instant::now());
     }
 }
 
@@ -112,22 +154,56 @@ impl Io {
         }
     }
 
-    /// The connection is given up with output it could not send: a stream counts it
-    /// against its HTTP/2 connection (a socket's close frees everything anyway).
-    pub(crate) fn abandon(&self) {
-        if let Self::Stream(s) = self {
-            s.streams.abandoned.set(s.streams.abandoned.get() + 1);
-            s.streams.changed.notify_one();
-        }
+    /// For a stream: hands it to a task that ends it (END_STREAM once hyper has sent
+    /// what it holds) and returns true. Past `after`, the stream counts as stuck against
+    /// its connection until hyper lets go of it. A socket is left as it is (false).
+    pub(crate) fn release(&self, after: std::time::Duration) -> bool {
+        let Self::Stream(s) = self else {
+            return false;
+        };
+        let taken = std::mem::replace(&mut *s.io.borrow_mut(), Upgrade::Failed);
+        let Upgrade::Ready(mut io) = taken else {
+            // Never upgraded (the stream was reset before its 200): nothing is held.
+            return true;
+        };
+        let streams = s.streams.clone();
+        let active = s.active.borrow_mut().take();
+        tokio::task::spawn_local(async move {
+            let _active = active;
+            {
+                let mut ended = std::pin::pin!(std::future::poll_fn(|cx| {
+                    Pin::new(&mut io).poll_shutdown(cx)
+                }));
+                if tokio::time::timeout(after, &mut ended).await.is_err() {
+                    streams.stuck.set(streams.stuck.get() + 1);
+                    streams.more_stuck.notify_one();
+                    let _ = ended.await;
+                    streams.stuck.set(streams.stuck.get().saturating_sub(1));
+                    return;
+                }
+            }
+            // Then the peer's END_STREAM, as a socket waits for the peer's FIN: dropping
+            // the stream before would reset it (RST_STREAM), an abnormal close.
+            let _ = tokio::time::timeout(after, async {
+                let mut sink = [0u8; 1024];
+                loop {
+                    let mut buf = tokio::io::ReadBuf::new(&mut sink);
+                    let read = std::future::poll_fn(|cx| Pin::new(&mut io).poll_read(cx, &mut buf));
+                    match read.await {
+                        Ok(()) if !buf.filled().is_empty() => {}
+                        _ => return,
+                    }
+                }
+            })
+            .await;
+        });
+        true
     }
 
-    /// Ends our side: a TCP FIN, or the stream's END_STREAM.
+    /// Ends our side of a socket: a TCP FIN (a stream ends with [`Io::release`]).
     pub(crate) fn shutdown_write(&self) {
-        match self {
-            Self::Tcp(s) => {
-                let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
-            }
-            Self::Stream(s) => s.shutdown(),
+        if let Self::Tcp(s) = self {
+            let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
         }
     }
 
@@ -159,7 +235,9 @@ pub(crate) struct StreamIo {
     /// The waker of the task that last polled for readiness.
     waker: RefCell<Option<Waker>>,
     /// Shared with the connection's other streams.
-    streams: std::rc::Rc<Streams>,
+    streams: Rc<Streams>,
+    /// Counts the stream open until it has ended.
+    active: RefCell<Option<Active>>,
 }
 
 impl std::fmt::Debug for StreamIo {
@@ -169,12 +247,13 @@ impl std::fmt::Debug for StreamIo {
 }
 
 impl StreamIo {
-    pub(crate) fn new(upgrade: OnUpgrade, streams: std::rc::Rc<Streams>) -> Self {
+    pub(crate) fn new(upgrade: OnUpgrade, streams: Rc<Streams>) -> Self {
         Self {
             io: RefCell::new(Upgrade::Pending(upgrade)),
             ahead: Cell::new(None),
             ended: Cell::new(false),
             waker: RefCell::new(None),
+            active: RefCell::new(Some(streams.open())),
             streams,
         }
     }
@@ -296,9 +375,5 @@ impl StreamIo {
             joined.extend_from_slice(&b[..b.len().min(room)]);
         }
         self.try_write(&joined)
-    }
-
-    fn shutdown(&self) {
-        let _ = self.with(None, |s, cx| s.poll_shutdown(cx));
     }
 }

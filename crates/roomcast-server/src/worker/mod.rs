@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 pub(crate) use self::cmd::{Forwarded, no_session};
 pub(crate) use self::dispatch::SocketCaller;
-pub(crate) use self::io::{Io, StreamIo, Streams};
+pub(crate) use self::io::{Active, Io, StreamIo, Streams};
 use self::local::LocalRoom;
 pub(crate) use self::socket::{Conn, Kind, Membership, count_io};
 use crate::auth::Identity;

@@ -77,6 +77,16 @@ impl ClientOffer {
 }
 
 impl RequestError {
+    /// The status of the refusal over HTTP/2: as over HTTP/1.1, but 400 for a 426, which
+    /// "MUST send an Upgrade header field" (RFC 9110 section 15.5.22) that HTTP/2 does
+    /// not allow; RFC 6455 section 4.2.2 names 426 only as an example ("such as").
+    pub fn status_h2(&self) -> StatusCode {
+        match self.status() {
+            StatusCode::UPGRADE_REQUIRED => StatusCode::BAD_REQUEST,
+            s => s,
+        }
+    }
+
     /// The header fields of the refusal that HTTP/2 allows: `Upgrade` is a
     /// connection-specific field, which an HTTP/2 message must not carry (RFC 9113
     /// section 8.2.2).
