@@ -812,7 +812,7 @@ mod tests {
                 "server.http2_idle_timeout_ms",
                 c.server.http2_idle_timeout_ms,
                 60_000,
-                "no stream open for `server.http2_idle_timeout_ms` (60 s)",
+                "for `server.http2_idle_timeout_ms` (60 s)",
             ),
             (
                 "websocket.max_message_size",
