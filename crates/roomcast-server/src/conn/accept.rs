@@ -5,15 +5,14 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use ::http::header::{self, HeaderValue};
-use ::http::{Request, StatusCode};
-use bytes::{Bytes, BytesMut};
+use ::http::Request;
+use bytes::BytesMut;
 use roomcast_ws::handshake::{RequestError, encode_response, parse_request, validate_request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
-use super::admit::{self, Refused, Route};
+use super::admit::{self, Route};
 use crate::http;
 use crate::prefixed::Prefixed;
 use crate::worker::Worker;
@@ -21,22 +20,6 @@ use crate::worker::Worker;
 /// Sent, best effort, to a client that did not finish its request head in time.
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-
-/// A plain-text refusal with its reason as the body (`content-length` and
-/// `connection: close` are added by `encode_response`).
-fn refusal(status: StatusCode, reason: &str) -> Bytes {
-    let mut resp = ::http::Response::new(format!("{reason}\n"));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    encode_response(&resp)
-}
 
 enum HeadError {
     Closed,
@@ -161,9 +144,8 @@ async fn route_stream<S: Transport>(worker: Rc<Worker>, mut stream: S, peer: Soc
     let offer = validate_request(req.method(), req.version(), req.headers());
     let admitted = match admit::admit(&worker, &req, route, offer, peer) {
         Ok(admitted) => admitted,
-        Err(Refused::Request(e)) => return refuse(stream, &e.to_http1(), &worker).await,
-        Err(r @ Refused::Status(..)) => {
-            let answer = refusal(r.status(), &r.to_string());
+        Err(refused) => {
+            let answer = encode_response(&refused.response(false));
             return refuse(stream, &answer, &worker).await;
         }
     };

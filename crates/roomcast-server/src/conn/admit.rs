@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
+use ::http::header::{self, HeaderValue};
 use ::http::{Request, StatusCode, Uri};
 use bytes::Bytes;
 use roomcast_ws::deflate::{DeflateConfig, Params};
@@ -54,19 +55,32 @@ pub(super) enum Refused {
 }
 
 impl Refused {
-    pub(super) fn status(&self) -> StatusCode {
-        match self {
-            Self::Request(e) => e.status(),
-            Self::Status(s, _) => *s,
+    /// The whole refusal, the reason as a plain-text body: its status, the header fields
+    /// the handshake's error needs, and `retry-after: 1` for a 429 or 503. `h2`: as
+    /// HTTP/2 allows it (no 426, no `Upgrade`: `RequestError::status_h2`).
+    pub(super) fn response(&self, h2: bool) -> ::http::Response<String> {
+        let (status, fields) = match self {
+            Self::Request(e) if h2 => (e.status_h2(), e.headers_h2()),
+            Self::Request(e) => (e.status(), e.headers()),
+            Self::Status(s, _) => (*s, Vec::new()),
+        };
+        let mut resp = ::http::Response::new(format!("{self}\n"));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        for (name, value) in fields {
+            h.append(name, value);
         }
-    }
-
-    /// The status over HTTP/2 (no 426: see `RequestError::status_h2`).
-    pub(super) fn status_h2(&self) -> StatusCode {
-        match self {
-            Self::Request(e) => e.status_h2(),
-            Self::Status(s, _) => *s,
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        resp
     }
 }
 

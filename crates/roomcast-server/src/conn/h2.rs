@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use ::http::{HeaderValue, Request, Response, header};
+use ::http::{Request, Response};
 use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -24,7 +24,7 @@ use roomcast_ws::handshake::validate_connect;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::admit::{self, Refused, Route};
+use super::admit::{self, Route};
 use crate::http::{self, Body};
 use crate::stats::Stats;
 use crate::worker::{Active, Io, StreamIo, Streams, Worker};
@@ -188,7 +188,7 @@ async fn respond(
     );
     let admitted = match admit::admit(&worker, &req, route, offer, peer) {
         Ok(admitted) => admitted,
-        Err(refused) => return refusal(&refused),
+        Err(refused) => return refused.response(true).map(|b| http::whole(Bytes::from(b))),
     };
     let answer = admitted.offer.accept_connect(&admitted.accept);
     // The stream is the connection's once the 200 is sent; it is registered now, so a
@@ -207,25 +207,4 @@ async fn respond(
     });
     let _ = up.await;
     answer.map(|()| http::whole(Bytes::new()))
-}
-
-/// A refused extended CONNECT: its status, the header fields HTTP/2 allows, and the
-/// reason as text.
-fn refusal(refused: &Refused) -> Response<Body> {
-    let mut resp = Response::new(http::whole(Bytes::from(format!("{refused}\n"))));
-    *resp.status_mut() = refused.status_h2();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Refused::Request(e) = refused {
-        for (name, value) in e.headers_h2() {
-            h.append(name, value);
-        }
-    }
-    if matches!(refused.status_h2().as_u16(), 429 | 503) {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
 }
