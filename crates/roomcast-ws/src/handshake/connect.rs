@@ -46,19 +46,7 @@ pub fn validate_connect(
         Ok(Some(v)) if v.as_bytes().trim_ascii() == b"13" => {}
         _ => return Err(RequestError::UnsupportedVersion),
     }
-    let mut protocols = Vec::new();
-    for p in headers::list(headers, header::SEC_WEBSOCKET_PROTOCOL) {
-        if !headers::is_token(p) {
-            return Err(RequestError::InvalidProtocol);
-        }
-        protocols.push(p.to_owned());
-    }
-    let extensions = headers::extensions(headers).map_err(RequestError::InvalidExtensions)?;
-    Ok(ClientOffer {
-        key: None,
-        protocols,
-        extensions,
-    })
+    ClientOffer::with_fields(None, headers)
 }
 
 impl ClientOffer {
@@ -147,14 +135,7 @@ impl ClientHandshake {
 mod tests {
     use super::*;
     use crate::handshake::ExtensionOffer;
-
-    fn fields(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(*n, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::handshake::headers::map as fields;
 
     #[test]
     fn an_extended_connect_round_trip() {

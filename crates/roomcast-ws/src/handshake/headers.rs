@@ -131,17 +131,19 @@ pub fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A header map of `pairs`, in order (for the handshake tests).
+#[cfg(test)]
+pub(crate) fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut m = HeaderMap::new();
+    for (k, v) in pairs {
+        m.append(*k, HeaderValue::from_static(v));
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(*k, HeaderValue::from_static(v));
-        }
-        m
-    }
 
     #[test]
     fn token_lists() {

@@ -254,19 +254,30 @@ pub fn validate_request(
         Ok(Some(k)) if key::is_valid_key(k.as_bytes().trim_ascii()) => Some(k.clone()),
         _ => return Err(RequestError::InvalidKey),
     };
-    let mut protocols = Vec::new();
-    for p in headers::list(headers, header::SEC_WEBSOCKET_PROTOCOL) {
-        if !headers::is_token(p) {
-            return Err(RequestError::InvalidProtocol);
+    ClientOffer::with_fields(key, headers)
+}
+
+impl ClientOffer {
+    /// The offer of a request whose other fields were checked: `key` (none over HTTP/2),
+    /// and the subprotocols and extensions of `headers`, each checked against its grammar.
+    pub(super) fn with_fields(
+        key: Option<HeaderValue>,
+        headers: &HeaderMap,
+    ) -> Result<Self, RequestError> {
+        let mut protocols = Vec::new();
+        for p in headers::list(headers, header::SEC_WEBSOCKET_PROTOCOL) {
+            if !headers::is_token(p) {
+                return Err(RequestError::InvalidProtocol);
+            }
+            protocols.push(p.to_owned());
         }
-        protocols.push(p.to_owned());
+        let extensions = headers::extensions(headers).map_err(RequestError::InvalidExtensions)?;
+        Ok(Self {
+            key,
+            protocols,
+            extensions,
+        })
     }
-    let extensions = headers::extensions(headers).map_err(RequestError::InvalidExtensions)?;
-    Ok(ClientOffer {
-        key,
-        protocols,
-        extensions,
-    })
 }
 
 /// The server's answer to a [`ClientOffer`]: the chosen subprotocol and extensions, and
