@@ -152,21 +152,12 @@ pub async fn connect(
         if !t.secure {
             return Ok::<_, Error>(Either::Left(tcp));
         }
-        let mut client = tls
+        let client = tls
             .client_config()
             .map_err(|e| Error::Io(io::Error::other(e)))?;
-        if http2 {
-            Arc::make_mut(&mut client).alpn_protocols = vec![b"h2".to_vec()];
-        }
         let name = ServerName::try_from(t.host.clone())
             .map_err(|_| Error::Url("not a host name or address"))?;
-        let stream = tokio_rustls::TlsConnector::from(client)
-            .connect(name, tcp)
-            .await?;
-        if http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(other("the server did not choose HTTP/2 (ALPN h2)"));
-        }
-        Ok(Either::Right(Box::new(stream)))
+        secure(tcp, client, name, http2).await
     };
     let stream = tokio::time::timeout(timeout, open)
         .await
@@ -180,6 +171,26 @@ pub async fn connect(
     let (ws, answer) =
         client_handshake(Either::Left(stream), &t.authority, &t.path, options, config).await?;
     Ok((ws, answer))
+}
+
+/// TLS over `tcp` to `name`; with `h2`, ALPN offers only `h2` and the server must choose
+/// it.
+pub async fn secure(
+    tcp: TcpStream,
+    mut config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    h2: bool,
+) -> Result<Socket, Error> {
+    if h2 {
+        Arc::make_mut(&mut config).alpn_protocols = vec![b"h2".to_vec()];
+    }
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    if h2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(other("the server did not choose HTTP/2 (ALPN h2)"));
+    }
+    Ok(Either::Right(Box::new(stream)))
 }
 
 fn other(e: impl ToString) -> Error {

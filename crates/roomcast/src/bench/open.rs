@@ -83,20 +83,10 @@ async fn secure(target: &Target, stream: TcpStream, h2: bool) -> Result<Socket, 
     let Some((config, name)) = &target.tls else {
         return Ok(Either::Left(stream));
     };
-    let mut config = config.clone();
-    if h2 {
-        std::sync::Arc::make_mut(&mut config).alpn_protocols = vec![b"h2".to_vec()];
-    }
-    let handshake = tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream);
-    let s = tokio::time::timeout(Duration::from_secs(30), handshake)
+    let handshake = crate::net::secure(stream, config.clone(), name.clone(), h2);
+    tokio::time::timeout(Duration::from_secs(30), handshake)
         .await
-        .map_err(|_| Error::Timeout("TLS handshake"))??;
-    if h2 && s.get_ref().1.alpn_protocol() != Some(b"h2") {
-        return Err(Error::Io(std::io::Error::other(
-            "the server did not choose HTTP/2 (ALPN h2)",
-        )));
-    }
-    Ok(Either::Right(Box::new(s)))
+        .map_err(|_| Error::Timeout("TLS handshake"))?
 }
 
 /// `n` WebSockets to `target`, each a stream of an HTTP/2 connection (RFC 8441), at most

@@ -156,15 +156,23 @@ pub fn client_options(
     Ok(options)
 }
 
-/// The driver settings of `roomcast connect`: [`ws_config`], offering permessage-deflate
-/// with `--deflate`.
-fn connect_config(args: &ConnectArgs) -> WebSocketConfig {
-    let config = ws_config();
+/// Opens `roomcast connect`'s WebSocket as its flags say: `--deflate`, `--http2`,
+/// `--cacert` / `--insecure`.
+async fn dial(
+    args: &ConnectArgs,
+    options: &ClientOptions,
+) -> Result<
+    (
+        roomcast_ws::tokio::WebSocket<crate::net::Stream>,
+        roomcast_ws::handshake::ServerAnswer,
+    ),
+    roomcast_ws::tokio::Error,
+> {
+    let mut config = ws_config();
     if args.deflate {
-        config.deflate(roomcast_ws::deflate::DeflateConfig::default())
-    } else {
-        config
+        config = config.deflate(roomcast_ws::deflate::DeflateConfig::default());
     }
+    crate::net::connect(&args.url, options, config, &args.tls, args.http2).await
 }
 
 /// The driver settings for the CLI: messages up to 64 MiB.

@@ -21,15 +21,7 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
             eprintln!("{}", err.dim(&line));
         }
     };
-    let (ws, answer) = match crate::net::connect(
-        &args.url,
-        options,
-        super::connect_config(args),
-        &args.tls,
-        args.http2,
-    )
-    .await
-    {
+    let (ws, answer) = match super::dial(args, options).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("roomcast connect: {}", err.red(&e.to_string()));

@@ -79,15 +79,7 @@ pub(super) async fn run(args: &ConnectArgs, options: &ClientOptions) -> Outcome 
     let mut backoff = Duration::from_millis(250);
     let mut ever_connected = false;
     loop {
-        let ws = match crate::net::connect(
-            &args.url,
-            options,
-            super::connect_config(args),
-            &args.tls,
-            args.http2,
-        )
-        .await
-        {
+        let ws = match super::dial(args, options).await {
             Ok((ws, _)) => ws,
             Err(e) if !ever_connected => {
                 eprintln!("roomcast connect: {}", err.red(&e.to_string()));
