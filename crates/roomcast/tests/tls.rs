@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Lines, Serve};
+use common::{BIN, Lines, Serve, curl, peer_script, python, run_python};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -129,47 +129,8 @@ fn fingerprint_of(crt: &Path) -> String {
     text.trim().rsplit('=').next().unwrap().to_owned()
 }
 
-fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn python() -> String {
-    std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
-fn peer_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/peers/python")
-        .join(name)
-}
-
 fn client_script() -> PathBuf {
     peer_script("tls_client.py")
-}
-
-/// Runs a Python peer script to its end; it must succeed and print "all scenarios
-/// passed". Returns its stdout.
-fn run_python(script: PathBuf, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("all scenarios passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[test]

@@ -120,3 +120,46 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// The Python with the test peers' packages (`ROOMCAST_TEST_PYTHON`, set by the test
+/// command to its venv), else `python3`.
+pub fn python() -> String {
+    std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// A Python peer script of `tests/peers/python`.
+pub fn peer_script(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/peers/python")
+        .join(name)
+}
+
+/// Runs a Python peer script to its end; it must succeed and print "all scenarios
+/// passed". Returns its stdout.
+pub fn run_python(script: std::path::PathBuf, args: &[&str]) -> String {
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("all scenarios passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `curl -sS --max-time 10` with `args`: whether it succeeded, and its stdout.
+pub fn curl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl (the test command installs it): {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
