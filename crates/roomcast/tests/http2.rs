@@ -11,53 +11,37 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::Serve;
-
-fn python() -> String {
-    std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
+use common::{Serve, curl, peer_script, python, run_python};
 
 fn h2_client() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/python/h2_client.py")
+    peer_script("h2_client.py")
 }
 
 /// Runs the h2 peer to its end: it must succeed and print "all scenarios passed".
 fn run_h2_client(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg(h2_client())
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("all scenarios passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_python(h2_client(), args)
 }
 
-/// `curl -sS` with `args`: whether it succeeded, and its stdout.
-fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// A counter of `/api/stats`, read over HTTP/1.1 (which the HTTP/2 counters do not see).
-fn stat(s: &Serve, name: &str) -> u64 {
+/// `/api/stats`, read over HTTP/1.1 (which the HTTP/2 counters do not see).
+fn stats(s: &Serve) -> serde_json::Value {
     let (ok, body) = curl(&["--http1.1", &format!("http://{}/api/stats", s.addr)]);
     assert!(ok, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{name} in {body}"))
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A counter of `/api/stats`.
+fn stat(s: &Serve, name: &str) -> u64 {
+    let v = stats(s);
+    v[name].as_u64().unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
+/// The HTTP version curl spoke for a GET of `url` with `args` (`2`, `1.1`).
+fn version(args: &[&str], url: &str) -> String {
+    let mut all = args.to_vec();
+    all.extend(["-o", "/dev/null", "-w", "%{http_version}", url]);
+    let (ok, version) = curl(&all);
+    assert!(ok, "curl {all:?}");
+    version
 }
 
 /// A self-signed certificate for 127.0.0.1 (`h2.crt`, `h2.key` in a directory of the
@@ -104,15 +88,10 @@ fn websockets_sse_and_requests_share_one_cleartext_http2_connection() {
     // curl with prior knowledge, and HTTP/1.1 on the same port as before.
     let (ok, body) = curl(&["--http2-prior-knowledge", &format!("{url}/healthz")]);
     assert!(ok && body == "ok\n", "{body:?}");
-    let (ok, version) = curl(&[
-        "--http2-prior-knowledge",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_version}",
-        &format!("{url}/healthz"),
-    ]);
-    assert!(ok && version == "2", "{version}");
+    assert_eq!(
+        version(&["--http2-prior-knowledge"], &format!("{url}/healthz")),
+        "2"
+    );
     let (ok, body) = curl(&["--http1.1", &format!("{url}/healthz")]);
     assert!(ok && body == "ok\n", "{body:?}");
 }
@@ -184,6 +163,19 @@ fn bad_extended_connects_are_refused_on_their_stream() {
 }
 
 #[test]
+fn each_websocket_stream_counts_against_the_limits_per_address() {
+    let s = Serve::start(&[
+        "--set",
+        "limits.max_connections_per_ip=2",
+        "--set",
+        "limits.exempt_loopback=false",
+    ]);
+    run_h2_client(&["--limits", &format!("http://{}", s.addr)]);
+    assert_eq!(stat(&s, "http2_websockets"), 2);
+    assert_eq!(stats(&s)["refusals"]["limit"], 1);
+}
+
+#[test]
 fn with_http2_off_only_http1_is_spoken() {
     let (dir, crt, key) = certificate("off");
     let s = Serve::start(&[
@@ -197,17 +189,8 @@ fn with_http2_off_only_http1_is_spoken() {
     let base = format!("https://127.0.0.1:{}", s.addr.port());
     let ca = crt.to_str().unwrap();
     // ALPN does not offer h2: curl falls back to HTTP/1.1.
-    let (ok, version) = curl(&[
-        "--cacert",
-        ca,
-        "--http2",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_version}",
-        &format!("{base}/healthz"),
-    ]);
-    assert!(ok && version == "1.1", "{version}");
+    let got = version(&["--cacert", ca, "--http2"], &format!("{base}/healthz"));
+    assert_eq!(got, "1.1");
     // The preface in cleartext is a bad HTTP/1.1 request.
     let plain = Serve::start(&["--set", "server.http2=false"]);
     let (ok, _) = curl(&[
@@ -353,9 +336,7 @@ fn an_http2_connection_that_opens_no_stream_is_cut_after_the_handshake_timeout()
 
 /// The `connections` gauges of `/api/stats`: (websocket, raw).
 fn connections(s: &Serve) -> (u64, u64) {
-    let (ok, body) = curl(&["--http1.1", &format!("http://{}/api/stats", s.addr)]);
-    assert!(ok, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = stats(s);
     let c = &v["connections"];
     (c["websocket"].as_u64().unwrap(), c["raw"].as_u64().unwrap())
 }

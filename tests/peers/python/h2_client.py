@@ -11,6 +11,8 @@ the HTTP/2 tests. Every WebSocket is a stream of one connection.
                                           other gets every message, the connection goes on
     h2_client.py --slow-many URL [CAFILE] the same with five stalled streams: the node
                                           closes the connection
+    h2_client.py --limits URL [CAFILE]    with max_connections_per_ip = 2: a third
+                                          WebSocket on the connection gets 429
     h2_client.py --resets URL [CAFILE]    15 CONNECTs to new raw rooms, each reset at once
     h2_client.py --idle URL [CAFILE]      one request, then idle until the GOAWAY
     h2_client.py --drain URL [CAFILE]     a WebSocket up, then "ready"; when the node
@@ -332,6 +334,23 @@ def slow(url, cafile, stalled_count=1):
     print("all scenarios passed", flush=True)
 
 
+def limits(url, cafile):
+    """Against a node with limits.max_connections_per_ip = 2: two WebSockets on one
+    connection, and the third refused with 429 on its stream: each stream counts."""
+    c = Client(url, cafile)
+    socks = [c.websocket("/ws") for _ in range(2)]
+    sid = c.request("CONNECT", "/ws", [("sec-websocket-version", "13")], protocol="websocket", end=False)
+    c.wait(lambda: c.streams[sid]["status"] is not None, "the third CONNECT's answer")
+    got = c.streams[sid]
+    assert got["status"] == 429 and got["headers"].get("retry-after") == "1", got
+    print("the third WebSocket: 429", flush=True)
+    # The two still work.
+    for i, s in enumerate(socks):
+        c.send(s, 1, json.dumps({"type": "hello", "client": f"lim-{i}", "ref": 1}).encode())
+        assert c.reply_to(s, 1)["type"] == "welcome"
+    print("all scenarios passed", flush=True)
+
+
 def resets(url, cafile):
     """Extended CONNECTs to new raw rooms, each reset in the same write as its HEADERS:
     15, under the 20 resets of streams not yet taken after which h2 (hyper's HTTP/2)
@@ -391,6 +410,8 @@ if __name__ == "__main__":
         run, args = slow, args[1:]
     elif args and args[0] == "--slow-many":
         run, args = (lambda u, c: slow(u, c, 5)), args[1:]
+    elif args and args[0] == "--limits":
+        run, args = limits, args[1:]
     elif args and args[0] == "--resets":
         run, args = resets, args[1:]
     elif args and args[0] == "--idle":
